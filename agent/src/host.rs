@@ -1,0 +1,201 @@
+//! The host hostnetd manages: its directories, the datapath, the store, and reconciliation of
+//! containers whose supervising process died.
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    cgroup::{Cgroup2, CgroupError, ContainerCgroup},
+    datapath::{ensure_bpffs, Datapath, DatapathError},
+    ownership::{self, OwnershipError},
+    reserved_ports::ReservedPorts,
+    runtime::{unmount_rootfs, Runc, RuntimeError},
+    sockets::ProcFs,
+    store::{ContainerRecord, ContainerState, HostLock, ProcessIdentity, Store, StoreError},
+    supervise::now,
+};
+
+/// Where hostnetd keeps its state; each has a command-line flag and environment variable.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Container records and the host lock (/var/lib/hostnetd).
+    pub state_dir: PathBuf,
+    /// Bundles and runc's state: gone at reboot, like the containers (/run/hostnetd).
+    pub run_dir: PathBuf,
+    /// The BPF filesystem mount (/sys/fs/bpf).
+    pub bpffs: PathBuf,
+    /// hostnetd's pins below it (/sys/fs/bpf/hostnetd).
+    pub bpf_dir: PathBuf,
+    /// The cgroup, relative to the cgroup2 root, that holds every container (hostnetd).
+    pub cgroup_parent: String,
+    pub runc: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("{action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("container {name} is {state}: stop it first, or remove it with --force")]
+    StillRunning { name: String, state: &'static str },
+}
+
+pub struct Host {
+    pub(crate) config: HostConfig,
+    pub(crate) store: Store,
+    pub(crate) cgroup: Cgroup2,
+    pub(crate) runc: Runc,
+    pub(crate) procfs: ProcFs,
+    pub(crate) reserved: ReservedPorts,
+}
+
+impl Host {
+    pub fn open(config: HostConfig) -> Result<Self, HostError> {
+        let store = Store::open(&config.state_dir)?;
+        let cgroup = Cgroup2::host()?;
+        let runc = Runc::new(&config.runc, config.run_dir.join("runc"));
+        Ok(Self { config, store, cgroup, runc, procfs: ProcFs::host(), reserved: ReservedPorts::host() })
+    }
+
+    /// Takes the host lock and opens (loading if need be) the datapath.
+    pub(crate) fn lock_datapath(&self) -> Result<(HostLock, Datapath), HostError> {
+        let lock = self.store.lock()?;
+        ensure_bpffs(&self.config.bpffs)?;
+        let datapath = Datapath::open_or_load(&self.config.bpf_dir, &self.cgroup)?;
+        Ok((lock, datapath))
+    }
+
+    pub fn list(&self) -> Result<Vec<ContainerRecord>, HostError> {
+        Ok(self.store.list()?)
+    }
+
+    /// Removes an exited container's record, or with `force` kills and releases a running one.
+    pub fn remove(&self, reference: &str, force: bool) -> Result<ContainerRecord, HostError> {
+        let (_lock, mut datapath) = self.lock_datapath()?;
+        let record = self.store.find(reference)?;
+        if record.state != ContainerState::Exited {
+            if !force {
+                let state = if record.state == ContainerState::Running { "running" } else { "created" };
+                return Err(HostError::StillRunning { name: record.name, state });
+            }
+            self.release(&mut datapath, &record, Disposition::Forget)?;
+        }
+        self.store.remove(&record.id)?;
+        Ok(record)
+    }
+
+    /// Releases what every dead supervisor left behind: ports, links, cgroups, bundles.
+    pub(crate) fn reconcile(&self, datapath: &mut Datapath) -> Result<(), HostError> {
+        let records = self.store.list()?;
+        for record in records.iter().filter(|r| r.state != ContainerState::Exited) {
+            if !record.supervisor.is_alive() {
+                eprintln!(
+                    "hostnetd: container {} lost its supervisor (pid {}); releasing its ports",
+                    record.name, record.supervisor.pid
+                );
+                let disposition =
+                    if record.auto_remove { Disposition::Forget } else { Disposition::Keep(None) };
+                self.release(datapath, record, disposition)?;
+            }
+        }
+        let known: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        for orphan in datapath.attached_containers().iter().filter(|id| !known.contains(&id.as_str())) {
+            datapath.detach_container(orphan)?;
+        }
+        Ok(())
+    }
+
+    /// Undoes everything a container holds, in the reverse order of acquisition, then keeps its
+    /// record as exited or forgets it. Safe to repeat: each step tolerates "already gone".
+    pub(crate) fn release(
+        &self,
+        datapath: &mut Datapath,
+        record: &ContainerRecord,
+        disposition: Disposition,
+    ) -> Result<(), HostError> {
+        self.runc.delete(&record.id).map_err(RuntimeError::from)?;
+        let bundle = self.bundle_dir(&record.id);
+        unmount_rootfs(&bundle.join("rootfs"))?;
+        remove_dir_all(&bundle)?;
+        datapath.detach_container(&record.id)?;
+        ownership::release(datapath.owners(), record.cgroup.id, &record.ports)?;
+        let cgroup = ContainerCgroup {
+            path: record.cgroup.path.clone(),
+            id: record.cgroup.id,
+            level: record.cgroup.level,
+        };
+        cgroup.remove()?;
+        match disposition {
+            Disposition::Forget => self.store.remove(&record.id)?,
+            // `rm --force` may have removed the record meanwhile; it must stay removed.
+            Disposition::Keep(_) if !self.store.contains(&record.id) => {}
+            Disposition::Keep(exit_code) => self.store.save(&ContainerRecord {
+                state: ContainerState::Exited,
+                exit_code,
+                pid: None,
+                finished_at: Some(now()),
+                ..record.clone()
+            })?,
+        }
+        ownership::sync_reserved_ports(&self.store, &self.reserved, &self.store.list()?)?;
+        Ok(())
+    }
+
+    /// Unloads hostnetd from the host: host protection detached, every pin removed, hostnetd's
+    /// reserved ports returned. Refused while containers run.
+    pub fn teardown(&self) -> Result<(), HostError> {
+        let (_lock, mut datapath) = self.lock_datapath()?;
+        self.reconcile(&mut datapath)?;
+        let live: Vec<String> = (self.store.list()?.into_iter())
+            .filter(|r| r.state != ContainerState::Exited)
+            .map(|r| r.name)
+            .collect();
+        if !live.is_empty() {
+            return Err(HostError::Invalid(format!(
+                "containers still running: {}; stop them first",
+                live.join(", ")
+            )));
+        }
+        ownership::sync_reserved_ports(&self.store, &self.reserved, &[])?;
+        datapath.unload()?;
+        let parent = self.cgroup.path_of(&self.config.cgroup_parent);
+        let _ = fs::remove_dir(parent);
+        Ok(())
+    }
+
+    pub(crate) fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.config.run_dir.join("containers").join(id)
+    }
+
+    pub(crate) fn identity() -> ProcessIdentity {
+        ProcessIdentity::current()
+    }
+}
+
+/// What happens to a container's record once its resources are released.
+pub(crate) enum Disposition {
+    /// Keep it, exited, with this exit code (unknown when the supervisor died).
+    Keep(Option<i32>),
+    Forget,
+}
+
+pub(crate) fn remove_dir_all(path: &Path) -> Result<(), HostError> {
+    match fs::remove_dir_all(path) {
+        Err(source) if source.kind() != io::ErrorKind::NotFound => {
+            Err(HostError::Io { action: "remove", path: path.to_path_buf(), source })
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,18 @@
+//! hostnetd: host-network containers with their network isolation given back by eBPF.
+//!
+//! The library holds the core (datapath loading, port ownership, cgroups, the runtime, the
+//! store); the `hostnetd` binary's command line is a thin layer over [`host::Host`].
+pub mod cgroup;
+pub mod datapath;
+pub mod host;
+pub mod lifecycle;
+pub mod ownership;
+pub mod policy;
+pub mod reserved_ports;
+pub mod runtime;
+pub mod sockets;
+pub mod store;
+pub mod supervise;
+
+pub use host::{Host, HostConfig, HostError};
+pub use lifecycle::RunRequest;

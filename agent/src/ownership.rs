@@ -1,0 +1,175 @@
+//! Port ownership: admission before a container starts, claiming and releasing its ports in the
+//! kernel's owner table, and keeping owned ports out of the ephemeral range.
+use std::{collections::BTreeSet, fmt};
+
+use hostnetd_common::PortOwner;
+
+use crate::{
+    cgroup::ContainerCgroup,
+    datapath::{DatapathError, OwnerTable},
+    policy::OwnedPort,
+    reserved_ports::{ReservedPorts, ReservedPortsError},
+    sockets::{ProcFs, SocketScanError},
+    store::{ContainerRecord, ContainerState, PortClaim, Store, StoreError},
+};
+
+/// Why a port cannot be given to a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Conflict {
+    OwnedByContainer { port: OwnedPort, name: String, id: String },
+    OwnedByUnknownCgroup { port: OwnedPort, cgroup_id: u64 },
+    BoundOnHost { port: OwnedPort, holders: Vec<String> },
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OwnedByContainer { port, name, id } => {
+                write!(f, "port {port} is owned by container {name} ({})", &id[..12.min(id.len())])
+            }
+            Self::OwnedByUnknownCgroup { port, cgroup_id } => write!(
+                f,
+                "port {port} is owned by cgroup {cgroup_id}, which no hostnetd container \
+                 claims; `hostnetd teardown` resets the owner table"
+            ),
+            Self::BoundOnHost { port, holders } if holders.is_empty() => {
+                write!(f, "port {port} is already bound on the host (by no visible process)")
+            }
+            Self::BoundOnHost { port, holders } => {
+                write!(f, "port {port} is already bound on the host by {}", holders.join(", "))
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OwnershipError {
+    #[error("{}", conflicts_message(.0))]
+    Conflicts(Vec<Conflict>),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Sockets(#[from] SocketScanError),
+    #[error(transparent)]
+    ReservedPorts(#[from] ReservedPortsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn conflicts_message(conflicts: &[Conflict]) -> String {
+    let lines: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
+    format!("cannot own the requested ports: {}", lines.join("; "))
+}
+
+/// Refuses `ports` if a container owns any of them or a host process has one bound.
+pub fn check_available(
+    owners: &OwnerTable,
+    records: &[ContainerRecord],
+    procfs: &ProcFs,
+    ports: &[OwnedPort],
+) -> Result<(), OwnershipError> {
+    let mut conflicts = Vec::new();
+    for &port in ports {
+        if let Some(owner) = owners.owner(port)? {
+            conflicts.push(owned_conflict(port, owner, records));
+        }
+    }
+    conflicts.extend(host_conflicts(procfs, ports)?);
+    if conflicts.is_empty() {
+        Ok(())
+    } else {
+        Err(OwnershipError::Conflicts(conflicts))
+    }
+}
+
+/// Host sockets already bound to any of `ports`, with the processes that hold them.
+pub fn host_conflicts(procfs: &ProcFs, ports: &[OwnedPort]) -> Result<Vec<Conflict>, OwnershipError> {
+    let wanted: Vec<_> = ports.iter().map(|p| (p.proto, p.port)).collect();
+    let mut conflicts: Vec<Conflict> = Vec::new();
+    for socket in procfs.find_bound(&wanted)? {
+        let port = OwnedPort { proto: socket.proto, port: socket.local.port() };
+        if conflicts.iter().any(|c| matches!(c, Conflict::BoundOnHost { port: p, .. } if *p == port)) {
+            continue;
+        }
+        let holders = procfs.socket_holders(socket.inode).iter().map(ToString::to_string).collect();
+        conflicts.push(Conflict::BoundOnHost { port, holders });
+    }
+    Ok(conflicts)
+}
+
+fn owned_conflict(port: OwnedPort, owner: PortOwner, records: &[ContainerRecord]) -> Conflict {
+    match records.iter().find(|record| record.cgroup.id == owner.cgroup_id) {
+        Some(record) => Conflict::OwnedByContainer {
+            port,
+            name: record.name.clone(),
+            id: record.id.clone(),
+        },
+        None => Conflict::OwnedByUnknownCgroup { port, cgroup_id: owner.cgroup_id },
+    }
+}
+
+/// Writes the container's claims into the owner table.
+pub fn claim(
+    owners: &mut OwnerTable,
+    cgroup: &ContainerCgroup,
+    claims: &[PortClaim],
+) -> Result<(), OwnershipError> {
+    for claim in claims {
+        let flags = match claim.addresses {
+            None => hostnetd_common::OWNER_ANY_ADDRESS,
+            Some(_) => hostnetd_common::OWNER_LISTED_ADDRESSES,
+        };
+        let owner = PortOwner { cgroup_id: cgroup.id, cgroup_level: cgroup.level, flags };
+        owners.claim(claim.port, owner, claim.addresses.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Frees every claim that `cgroup_id` still holds; safe to repeat.
+pub fn release(
+    owners: &mut OwnerTable,
+    cgroup_id: u64,
+    claims: &[PortClaim],
+) -> Result<(), OwnershipError> {
+    for claim in claims {
+        owners.release(claim.port, cgroup_id, claim.addresses.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Makes the reserved-ports sysctl hold exactly the ports of live containers (plus whatever the
+/// administrator reserved), and remembers which entries are hostnetd's.
+pub fn sync_reserved_ports(
+    store: &Store,
+    reserved: &ReservedPorts,
+    records: &[ContainerRecord],
+) -> Result<(), OwnershipError> {
+    let wanted: BTreeSet<u16> = records
+        .iter()
+        .filter(|record| record.state != ContainerState::Exited)
+        .flat_map(|record| record.ports.iter().map(|claim| claim.port.port))
+        .collect();
+    let ours = reserved.sync(&store.reserved_by_us()?, &wanted)?;
+    store.save_reserved_by_us(&ours)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostnetd_common::Proto;
+
+    #[test]
+    fn conflicts_name_the_owner() {
+        let port = OwnedPort { proto: Proto::Tcp, port: 20080 };
+        let id = "0123456789abcdef".repeat(4);
+        let by_container = Conflict::OwnedByContainer { port, name: "web1".into(), id };
+        assert_eq!(by_container.to_string(), "port 20080/tcp is owned by container web1 (0123456789ab)");
+        let holders = vec!["pid 42 (busybox httpd -f -p 20080)".to_string()];
+        let on_host = Conflict::BoundOnHost { port, holders };
+        assert_eq!(
+            on_host.to_string(),
+            "port 20080/tcp is already bound on the host by pid 42 (busybox httpd -f -p 20080)"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! `net.ipv4.ip_local_reserved_ports` (which covers IPv6 too): owned ports are kept out of the
+//! ephemeral range so no client socket autobinds onto one while its owner restarts. hostnetd
+//! remembers which entries it added, and never removes the administrator's.
+use std::{
+    collections::BTreeSet,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReservedPortsError {
+    #[error("cannot {action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error("unexpected entry {entry:?} in {path}")]
+    Garbage { path: PathBuf, entry: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationPlan {
+    pub sysctl: BTreeSet<u16>,
+    pub ours: BTreeSet<u16>,
+}
+
+/// What the sysctl and hostnetd's own entries become when `wanted` should be reserved.
+pub fn plan(current: &BTreeSet<u16>, ours: &BTreeSet<u16>, wanted: &BTreeSet<u16>) -> ReservationPlan {
+    let no_longer_wanted: BTreeSet<u16> = ours.difference(wanted).copied().collect();
+    let added: BTreeSet<u16> = wanted.difference(current).copied().collect();
+    let mut sysctl: BTreeSet<u16> = current.difference(&no_longer_wanted).copied().collect();
+    sysctl.extend(&added);
+    let mut kept: BTreeSet<u16> = ours.intersection(wanted).copied().collect();
+    kept.extend(added);
+    ReservationPlan { sysctl, ours: kept }
+}
+
+pub fn parse_port_list(text: &str) -> Result<BTreeSet<u16>, String> {
+    let mut ports = BTreeSet::new();
+    for entry in text.trim().split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let number = |s: &str| s.trim().parse::<u16>().map_err(|_| entry.to_string());
+        match entry.split_once('-') {
+            Some((first, last)) => ports.extend(number(first)?..=number(last)?),
+            None => {
+                ports.insert(number(entry)?);
+            }
+        }
+    }
+    Ok(ports)
+}
+
+/// `{1,2,3,5}` becomes `1-3,5`.
+pub fn format_port_list(ports: &BTreeSet<u16>) -> String {
+    let mut runs: Vec<(u16, u16)> = Vec::new();
+    for &port in ports {
+        match runs.last_mut() {
+            Some((_, last)) if *last as u32 + 1 == port as u32 => *last = port,
+            _ => runs.push((port, port)),
+        }
+    }
+    let items: Vec<String> = runs
+        .iter()
+        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .collect();
+    items.join(",")
+}
+
+pub struct ReservedPorts {
+    path: PathBuf,
+}
+
+impl ReservedPorts {
+    pub fn new(root: &Path) -> Self {
+        Self { path: root.join("proc/sys/net/ipv4/ip_local_reserved_ports") }
+    }
+
+    pub fn host() -> Self {
+        Self::new(Path::new("/"))
+    }
+
+    pub fn read(&self) -> Result<BTreeSet<u16>, ReservedPortsError> {
+        let text = fs::read_to_string(&self.path).map_err(|source| self.io("read", source))?;
+        parse_port_list(&text)
+            .map_err(|entry| ReservedPortsError::Garbage { path: self.path.clone(), entry })
+    }
+
+    pub fn write(&self, ports: &BTreeSet<u16>) -> Result<(), ReservedPortsError> {
+        let mut text = format_port_list(ports);
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        fs::write(&self.path, text).map_err(|source| self.io("write", source))
+    }
+
+    /// Brings the sysctl to `wanted` (plus the administrator's entries); returns the new `ours`.
+    pub fn sync(
+        &self,
+        ours: &BTreeSet<u16>,
+        wanted: &BTreeSet<u16>,
+    ) -> Result<BTreeSet<u16>, ReservedPortsError> {
+        let current = self.read()?;
+        let plan = plan(&current, ours, wanted);
+        if plan.sysctl != current {
+            self.write(&plan.sysctl)?;
+        }
+        Ok(plan.ours)
+    }
+
+    fn io(&self, action: &'static str, source: io::Error) -> ReservedPortsError {
+        ReservedPortsError::Io { action, path: self.path.clone(), source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ports: &[u16]) -> BTreeSet<u16> {
+        ports.iter().copied().collect()
+    }
+
+    #[test]
+    fn plan_adds_wanted_and_keeps_the_administrators_entries() {
+        let result = plan(&set(&[22, 8080]), &set(&[]), &set(&[8080, 9000]));
+        assert_eq!(result.sysctl, set(&[22, 8080, 9000]));
+        assert_eq!(result.ours, set(&[9000]), "8080 was the administrator's");
+        let released = plan(&result.sysctl, &result.ours, &set(&[]));
+        assert_eq!(released.sysctl, set(&[22, 8080]));
+        assert!(released.ours.is_empty());
+    }
+
+    #[test]
+    fn plan_is_idempotent() {
+        let first = plan(&set(&[]), &set(&[]), &set(&[1, 2]));
+        let second = plan(&first.sysctl, &first.ours, &set(&[1, 2]));
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn lists_parse_and_format_with_ranges() {
+        assert_eq!(parse_port_list("8080,9000-9002\n").unwrap(), set(&[8080, 9000, 9001, 9002]));
+        assert_eq!(parse_port_list("\n").unwrap(), set(&[]));
+        assert_eq!(format_port_list(&set(&[1, 2, 3, 5, 65535])), "1-3,5,65535");
+        assert_eq!(format_port_list(&set(&[])), "");
+        assert!(parse_port_list("80,x").is_err());
+    }
+
+    #[test]
+    fn sync_writes_through_a_fake_sysctl() {
+        let root = std::env::temp_dir().join(format!("hostnetd-sysctl-{}", std::process::id()));
+        let dir = root.join("proc/sys/net/ipv4");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("ip_local_reserved_ports"), "22\n").unwrap();
+        let reserved = ReservedPorts::new(&root);
+        let ours = reserved.sync(&set(&[]), &set(&[20000, 20001])).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("ip_local_reserved_ports")).unwrap(), "22,20000-20001\n");
+        assert!(reserved.sync(&ours, &set(&[])).unwrap().is_empty());
+        assert_eq!(reserved.read().unwrap(), set(&[22]));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn the_real_sysctl_is_readable() {
+        assert!(ReservedPorts::host().read().is_ok());
+    }
+}

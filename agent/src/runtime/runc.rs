@@ -1,0 +1,105 @@
+//! The runc command line: create, start, kill, delete.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuncError {
+    #[error("cannot run {binary}: {source}; install runc (`cargo xtask setup` does)")]
+    Spawn { binary: PathBuf, source: std::io::Error },
+    #[error("runc {action} {id} failed: {stderr}")]
+    Failed { action: &'static str, id: String, stderr: String },
+}
+
+/// runc with hostnetd's own state root, so that its containers never mix with other engines'.
+#[derive(Clone, Debug)]
+pub struct Runc {
+    binary: PathBuf,
+    root: PathBuf,
+}
+
+impl Runc {
+    pub fn new(binary: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
+        Self { binary: binary.into(), root: root.into() }
+    }
+
+    /// Creates the container; its process inherits our stdio and waits for `start`.
+    pub fn create(&self, id: &str, bundle: &Path, pid_file: &Path) -> Result<(), RuncError> {
+        let mut command = self.command();
+        command.arg("create").arg("--bundle").arg(bundle).arg("--pid-file").arg(pid_file).arg(id);
+        // stdin/stdout go to the container; only runc's own complaints are captured.
+        command.stdin(Stdio::inherit()).stdout(Stdio::inherit());
+        self.check("create", id, command)
+    }
+
+    pub fn start(&self, id: &str) -> Result<(), RuncError> {
+        let mut command = self.command();
+        command.arg("start").arg(id).stdin(Stdio::null()).stdout(Stdio::null());
+        self.check("start", id, command)
+    }
+
+    /// Force-deletes the container: kills what runs and removes runc's state. A container runc
+    /// does not know (never created, or already deleted) is fine.
+    pub fn delete(&self, id: &str) -> Result<(), RuncError> {
+        let mut command = self.command();
+        command.args(["delete", "--force", id]).stdin(Stdio::null()).stdout(Stdio::null());
+        match self.check("delete", id, command) {
+            Err(RuncError::Failed { stderr, .. }) if stderr.contains("does not exist") => Ok(()),
+            other => other,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.binary);
+        command.arg("--root").arg(&self.root);
+        command
+    }
+
+    fn check(&self, action: &'static str, id: &str, mut command: Command) -> Result<(), RuncError> {
+        let output: Output = command
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|source| RuncError::Spawn { binary: self.binary.clone(), source })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(RuncError::Failed {
+            action,
+            id: id.to_string(),
+            stderr: runc_message(&String::from_utf8_lossy(&output.stderr)),
+        })
+    }
+}
+
+/// runc logs `time=... level=error msg="..."`; the message is what a user needs.
+fn runc_message(stderr: &str) -> String {
+    let messages: Vec<&str> = stderr
+        .lines()
+        .map(|line| match line.split_once("msg=\"") {
+            Some((_, rest)) => rest.trim_end_matches('"'),
+            None => line,
+        })
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    messages.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_log_lines_are_reduced_to_their_message() {
+        let stderr = "time=\"2026\" level=error msg=\"container does not exist\"\n";
+        assert_eq!(runc_message(stderr), "container does not exist");
+        assert_eq!(runc_message("plain failure\n"), "plain failure");
+    }
+
+    #[test]
+    fn a_missing_runc_binary_says_how_to_install_it() {
+        let runc = Runc::new("/nonexistent/runc", "/tmp");
+        let error = runc.start("x").unwrap_err().to_string();
+        assert!(error.contains("install runc"), "{error}");
+    }
+}

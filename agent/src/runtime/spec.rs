@@ -1,0 +1,266 @@
+//! The OCI runtime config (config.json) of a host-network container.
+use std::{collections::BTreeSet, path::PathBuf};
+
+use serde_json::{json, Value};
+
+use super::ProcessSpec;
+
+/// Docker's default capability set, less NET_RAW: raw sockets would bypass port ownership.
+const DEFAULT_CAPABILITIES: [&str; 13] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability name Linux 6.x knows, for validating --cap-add and --cap-drop.
+const KNOWN_CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Docker's masked and read-only /proc paths: host-wide knobs a container must not read or set.
+const MASKED_PATHS: [&str; 9] = [
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+];
+const READONLY_PATHS: [&str; 6] =
+    ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/sys/firmware"];
+
+/// The capability set: docker's defaults adjusted by --cap-add and --cap-drop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities(BTreeSet<String>);
+
+impl Capabilities {
+    /// Applies drops, then adds, as docker does; `ALL` stands for every capability.
+    pub fn from_flags(add: &[String], drop: &[String]) -> Result<Self, String> {
+        let mut set: BTreeSet<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        for name in drop {
+            match normalise(name)? {
+                None => set.clear(),
+                Some(cap) => {
+                    set.remove(&cap);
+                }
+            }
+        }
+        for name in add {
+            match normalise(name)? {
+                None => set.extend(KNOWN_CAPABILITIES.iter().map(|c| c.to_string())),
+                Some(cap) => {
+                    set.insert(cap);
+                }
+            }
+        }
+        Ok(Self(set))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.0.iter().map(String::as_str).collect()
+    }
+}
+
+/// `net_raw`, `NET_RAW` and `CAP_NET_RAW` all name CAP_NET_RAW; `None` is ALL.
+fn normalise(name: &str) -> Result<Option<String>, String> {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper == "ALL" {
+        return Ok(None);
+    }
+    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    if KNOWN_CAPABILITIES.contains(&full.as_str()) {
+        Ok(Some(full))
+    } else {
+        Err(format!("unknown capability {name:?}: use a name such as NET_RAW or CAP_NET_ADMIN, or ALL"))
+    }
+}
+
+/// A `-v HOST:CONTAINER[:ro]` bind mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    pub host: PathBuf,
+    pub container: String,
+    pub read_only: bool,
+}
+
+impl std::str::FromStr for Volume {
+    type Err = String;
+
+    /// `HOST:CONTAINER[:ro|rw]`; HOST must exist, both must be absolute.
+    fn from_str(value: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = value.split(':').collect();
+        let (host, container, read_only) = match parts.as_slice() {
+            [host, container] => (*host, *container, false),
+            [host, container, "ro"] => (*host, *container, true),
+            [host, container, "rw"] => (*host, *container, false),
+            _ => return Err(format!("invalid volume {value:?}: expected HOST:CONTAINER[:ro|rw]")),
+        };
+        if !host.starts_with('/') || !container.starts_with('/') {
+            return Err(format!("invalid volume {value:?}: both paths must be absolute"));
+        }
+        let host = std::path::Path::new(host)
+            .canonicalize()
+            .map_err(|error| format!("invalid volume {value:?}: {host}: {error}"))?;
+        Ok(Self { host, container: container.to_string(), read_only })
+    }
+}
+
+/// The config.json for `process`, with its root at `rootfs` and its cgroup at `cgroups_path`
+/// (relative to the cgroup mounts). No network namespace: the container uses the host's stack.
+pub fn oci_config(process: &ProcessSpec, rootfs: &str, cgroups_path: &str) -> Value {
+    json!({
+        "ociVersion": "1.0.2",
+        "process": process_config(process),
+        "root": { "path": rootfs, "readonly": true },
+        "hostname": process.hostname,
+        "mounts": mounts(&process.volumes),
+        "linux": {
+            "cgroupsPath": cgroups_path,
+            "namespaces": [
+                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }
+            ],
+            "resources": { "devices": [ { "allow": false, "access": "rwm" } ] },
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        }
+    })
+}
+
+fn process_config(process: &ProcessSpec) -> Value {
+    let caps = process.capabilities.names();
+    // As docker does for a non-root user: the caps stay in the bounding set only.
+    let effective: Vec<&str> = if process.user.uid == 0 { caps.clone() } else { Vec::new() };
+    json!({
+        "terminal": false,
+        "user": {
+            "uid": process.user.uid,
+            "gid": process.user.gid,
+            "additionalGids": process.user.additional_gids,
+        },
+        "args": process.args,
+        "env": process.env,
+        "cwd": process.cwd,
+        "capabilities": {
+            "bounding": caps,
+            "effective": effective,
+            "permitted": effective,
+        },
+        "rlimits": [ { "type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64 } ],
+        "noNewPrivileges": false,
+    })
+}
+
+fn mounts(volumes: &[Volume]) -> Value {
+    let mut mounts = vec![
+        json!({ "destination": "/proc", "type": "proc", "source": "proc" }),
+        json!({ "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] }),
+        json!({ "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] }),
+        json!({ "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] }),
+        json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                "options": ["nosuid", "noexec", "nodev"] }),
+        // sysfs cannot be mounted without a network namespace of one's own; like docker in host
+        // mode, bind the host's, recursively read-only (so cgroupfs below it is read-only too).
+        json!({ "destination": "/sys", "type": "bind", "source": "/sys",
+                "options": ["rbind", "nosuid", "noexec", "nodev", "rro"] }),
+        json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "nodev", "mode=1777"] }),
+        json!({ "destination": "/run", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "nodev", "mode=755"] }),
+    ];
+    mounts.extend(volumes.iter().map(|volume| {
+        let mode = if volume.read_only { "ro" } else { "rw" };
+        json!({ "destination": volume.container, "type": "bind", "source": volume.host,
+                "options": ["rbind", "rprivate", mode] })
+    }));
+    Value::Array(mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::ProcessUser;
+
+    fn process(add: &[&str], drop: &[&str]) -> ProcessSpec {
+        let strings = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        ProcessSpec {
+            args: vec!["sh".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            user: ProcessUser { uid: 0, gid: 0, additional_gids: vec![] },
+            hostname: "web1".into(),
+            capabilities: Capabilities::from_flags(&strings(add), &strings(drop)).unwrap(),
+            volumes: vec![Volume { host: "/srv".into(), container: "/data".into(), read_only: true }],
+        }
+    }
+
+    #[test]
+    fn no_network_namespace_and_no_net_raw_by_default() {
+        let config = oci_config(&process(&[], &[]), "rootfs", "/hostnetd/abc");
+        let namespaces = config["linux"]["namespaces"].to_string();
+        assert!(!namespaces.contains("network"), "{namespaces}");
+        let bounding = config["process"]["capabilities"]["bounding"].to_string();
+        for forbidden in ["CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_BPF"] {
+            assert!(!bounding.contains(forbidden), "{forbidden} in {bounding}");
+        }
+        assert!(bounding.contains("CAP_NET_BIND_SERVICE"));
+    }
+
+    #[test]
+    fn cap_add_and_drop_follow_docker() {
+        let caps = process(&["net_raw"], &["CHOWN"]).capabilities;
+        assert!(caps.contains("CAP_NET_RAW"));
+        assert!(!caps.contains("CAP_CHOWN"));
+        let only_bind = process(&["NET_BIND_SERVICE"], &["ALL"]).capabilities;
+        assert_eq!(only_bind.names(), vec!["CAP_NET_BIND_SERVICE"]);
+        assert!(Capabilities::from_flags(&["NET_WIZARD".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn volumes_become_bind_mounts() {
+        let config = oci_config(&process(&[], &[]), "rootfs", "/hostnetd/abc");
+        let mounts = config["mounts"].as_array().unwrap();
+        let data = mounts.iter().find(|m| m["destination"] == "/data").unwrap();
+        assert_eq!(data["options"][2], "ro");
+        assert_eq!(data["source"], "/srv");
+    }
+
+    #[test]
+    fn volumes_parse_like_docker() {
+        let volume: Volume = "/tmp:/data:ro".parse().unwrap();
+        assert!(volume.read_only);
+        assert_eq!(volume.container, "/data");
+        assert!(!"/tmp:/data".parse::<Volume>().unwrap().read_only);
+        for bad in ["/tmp", "tmp:/data", "/tmp:data", "/tmp:/data:rx", "/nonexistent-dir:/d"] {
+            assert!(bad.parse::<Volume>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn non_root_users_get_no_effective_capabilities() {
+        let mut spec = process(&[], &[]);
+        spec.user.uid = 1000;
+        let config = oci_config(&spec, "rootfs", "/hostnetd/abc");
+        assert_eq!(config["process"]["capabilities"]["effective"], json!([]));
+    }
+}

@@ -1,0 +1,215 @@
+//! Sockets bound on the host, from procfs: which ports are taken, and by which processes.
+//!
+//! Admission uses this to refuse a port a host process already holds, naming the process.
+use std::{
+    collections::HashSet,
+    fmt, fs, io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use hostnetd_common::Proto;
+
+const TCP_TIME_WAIT: u8 = 0x06;
+const TABLES: [(&str, Proto); 4] =
+    [("tcp", Proto::Tcp), ("tcp6", Proto::Tcp), ("udp", Proto::Udp), ("udp6", Proto::Udp)];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketScanError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundSocket {
+    pub proto: Proto,
+    pub local: SocketAddr,
+    pub inode: u64,
+    pub state: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketHolder {
+    pub pid: u32,
+    pub comm: String,
+    pub cmdline: String,
+}
+
+impl fmt::Display for SocketHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.cmdline.is_empty() { &self.comm } else { &self.cmdline };
+        write!(f, "pid {} ({what})", self.pid)
+    }
+}
+
+pub struct ProcFs {
+    root: PathBuf,
+}
+
+impl ProcFs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn host() -> Self {
+        Self::new("/proc")
+    }
+
+    /// Every socket bound to a local port in this network namespace.
+    pub fn bound_sockets(&self) -> Result<Vec<BoundSocket>, SocketScanError> {
+        let mut sockets = Vec::new();
+        for (table, proto) in TABLES {
+            let path = self.root.join("net").join(table);
+            let text = match fs::read_to_string(&path) {
+                Ok(text) => text,
+                // No tcp6/udp6 table when IPv6 is disabled.
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(SocketScanError::Read { path, source }),
+            };
+            sockets.extend(text.lines().skip(1).filter_map(|row| parse_row(row, proto)));
+        }
+        Ok(sockets)
+    }
+
+    pub fn find_bound(&self, wanted: &[(Proto, u16)]) -> Result<Vec<BoundSocket>, SocketScanError> {
+        let wanted: HashSet<(Proto, u16)> = wanted.iter().copied().collect();
+        let mut sockets = self.bound_sockets()?;
+        sockets.retain(|socket| wanted.contains(&(socket.proto, socket.local.port())));
+        Ok(sockets)
+    }
+
+    /// The processes with a descriptor for socket `inode`; vanished or hidden ones are skipped.
+    pub fn socket_holders(&self, inode: u64) -> Vec<SocketHolder> {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let target = format!("socket:[{inode}]");
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| self.holds(*pid, &target))
+            .map(|pid| self.holder(pid))
+            .collect()
+    }
+
+    fn holds(&self, pid: u32, target: &str) -> bool {
+        let Ok(fds) = fs::read_dir(self.root.join(pid.to_string()).join("fd")) else {
+            return false;
+        };
+        fds.filter_map(Result::ok)
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == target))
+    }
+
+    fn holder(&self, pid: u32) -> SocketHolder {
+        let dir = self.root.join(pid.to_string());
+        let comm = read_trimmed(&dir.join("comm"));
+        let raw = fs::read(dir.join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = raw
+            .split(|&b| b == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect();
+        let cmdline: String = args.join(" ").chars().take(80).collect();
+        SocketHolder { pid, comm, cmdline }
+    }
+}
+
+fn read_trimmed(path: &Path) -> String {
+    fs::read_to_string(path).map(|text| text.trim().to_string()).unwrap_or_default()
+}
+
+/// One row of /proc/net/{tcp,udp}{,6}; None for headers, unbound and lingering sockets.
+fn parse_row(row: &str, proto: Proto) -> Option<BoundSocket> {
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    let local = parse_address(fields.get(1)?)?;
+    let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
+    let inode: u64 = fields.get(9)?.parse().ok()?;
+    let lingering = proto == Proto::Tcp && (state == TCP_TIME_WAIT || inode == 0);
+    (local.port() != 0 && !lingering).then_some(BoundSocket { proto, local, inode, state })
+}
+
+/// `0100007F:4E20` or a 32-digit IPv6 form: the address in host-order words, the port in hex.
+fn parse_address(text: &str) -> Option<SocketAddr> {
+    let (addr, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(addr, 16).ok()?.to_le_bytes())),
+        32 => {
+            let mut octets = [0u8; 16];
+            for (word, chunk) in octets.chunks_exact_mut(4).enumerate() {
+                let hex = addr.get(word * 8..word * 8 + 8)?;
+                chunk.copy_from_slice(&u32::from_str_radix(hex, 16).ok()?.to_le_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+
+    fn fake_proc(tag: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("hostnetd-procfs-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("net")).unwrap();
+        root
+    }
+
+    fn row(local: &str, state: &str, inode: u64) -> String {
+        format!("   0: {local} 00000000:0000 {state} 00000000:00000000 00:00000000 00000000     0        0 {inode} 1\n")
+    }
+
+    #[test]
+    fn addresses_decode_from_host_order_words() {
+        assert_eq!(parse_address("0100007F:4E20"), Some("127.0.0.1:20000".parse().unwrap()));
+        let v6 = parse_address("00000000000000000000000001000000:0050").unwrap();
+        assert_eq!(v6, "[::1]:80".parse().unwrap());
+        let mapped = parse_address("0000000000000000FFFF00000100007F:0050").unwrap();
+        assert_eq!(mapped, "[::ffff:127.0.0.1]:80".parse().unwrap());
+    }
+
+    #[test]
+    fn bound_sockets_skip_time_wait_lingering_and_unbound() {
+        let root = fake_proc("bound");
+        let tcp = [row("0100007F:4E20", "0A", 11), row("0100007F:4E21", "06", 12), row("0100007F:4E22", "01", 0)];
+        fs::write(root.join("net/tcp"), format!("{HEADER}{}", tcp.concat())).unwrap();
+        let udp = [row("00000000:4E23", "07", 13), row("00000000:0000", "07", 14)];
+        fs::write(root.join("net/udp"), format!("{HEADER}{}", udp.concat())).unwrap();
+        fs::write(root.join("net/udp6"), format!("{HEADER}{}", row("00000000000000000000000001000000:4E24", "07", 15))).unwrap();
+        let sockets = ProcFs::new(&root).bound_sockets().unwrap();
+        let seen: Vec<(Proto, u16, u64)> = sockets.iter().map(|s| (s.proto, s.local.port(), s.inode)).collect();
+        assert_eq!(seen, vec![(Proto::Tcp, 20000, 11), (Proto::Udp, 20003, 13), (Proto::Udp, 20004, 15)]);
+        let found = ProcFs::new(&root).find_bound(&[(Proto::Udp, 20004), (Proto::Tcp, 20003)]).unwrap();
+        assert_eq!(found.len(), 1);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn holders_are_found_through_fd_links() {
+        let root = fake_proc("holders");
+        fs::create_dir_all(root.join("42/fd")).unwrap();
+        std::os::unix::fs::symlink("socket:[12345]", root.join("42/fd/3")).unwrap();
+        fs::write(root.join("42/comm"), "busybox\n").unwrap();
+        fs::write(root.join("42/cmdline"), b"busybox\0httpd\0-f\0").unwrap();
+        fs::create_dir_all(root.join("43/fd")).unwrap();
+        std::os::unix::fs::symlink("socket:[999]", root.join("43/fd/3")).unwrap();
+        let holders = ProcFs::new(&root).socket_holders(12345);
+        assert_eq!(holders.len(), 1);
+        assert_eq!(holders[0].to_string(), "pid 42 (busybox httpd -f)");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn the_real_host_shows_a_socket_this_test_binds() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let found = ProcFs::host().find_bound(&[(Proto::Tcp, port)]).unwrap();
+        assert_eq!(found.len(), 1);
+        let holders = ProcFs::host().socket_holders(found[0].inode);
+        assert_eq!(holders.first().map(|h| h.pid), Some(std::process::id()));
+    }
+}

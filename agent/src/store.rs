@@ -1,0 +1,289 @@
+//! Container records and the host lock, under the state directory (/var/lib/hostnetd).
+//!
+//! Layout:
+//! ```text
+//! lock                     flock(2)-ed by every command that changes ownership
+//! containers/<id>.json     one ContainerRecord per container
+//! reserved-ports.json      ports hostnetd added to net.ipv4.ip_local_reserved_ports
+//! ```
+//! Every file is written to a temporary sibling, fsynced and renamed over the old one, so a
+//! crash mid-write leaves the old or the new content, never a torn one.
+use std::{
+    collections::BTreeSet,
+    fs::{self, File, OpenOptions},
+    io::{self, Write as _},
+    net::IpAddr,
+    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::policy::OwnedPort;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot {action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error("corrupt state file {path}: {source}")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("no such container: {0}")]
+    NotFound(String),
+    #[error("container reference {reference:?} is ambiguous: it matches {matches}")]
+    Ambiguous { reference: String, matches: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    /// Admitted: ports claimed, cgroup made, not running yet.
+    Created,
+    Running,
+    Exited,
+}
+
+/// A process, identified across pid reuse by its start time (field 22 of /proc/PID/stat).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortClaim {
+    pub port: OwnedPort,
+    /// `None`: any local address; otherwise the only addresses the container may bind.
+    pub addresses: Option<Vec<IpAddr>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupRecord {
+    pub path: PathBuf,
+    pub id: u64,
+    pub level: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    pub rootfs: PathBuf,
+    pub command: Vec<String>,
+    /// The --ports values as given, for display.
+    pub port_specs: Vec<String>,
+    pub ports: Vec<PortClaim>,
+    pub cgroup: CgroupRecord,
+    pub state: ContainerState,
+    /// The `hostnetd` process that runs and waits for the container.
+    pub supervisor: ProcessIdentity,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub auto_remove: bool,
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+}
+
+impl ContainerRecord {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+}
+
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// Held while ownership changes; released on drop (closing the file releases the flock).
+pub struct HostLock {
+    _file: File,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let containers = dir.join("containers");
+        fs::create_dir_all(&containers).map_err(io_error("create", &containers))?;
+        Ok(Self { dir: dir.to_path_buf() })
+    }
+
+    /// Blocks until this process holds the host-wide lock.
+    pub fn lock(&self) -> Result<HostLock, StoreError> {
+        let path = self.dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error("open", &path))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_error("lock", &path)(io::Error::last_os_error()));
+        }
+        Ok(HostLock { _file: file })
+    }
+
+    pub fn list(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        let dir = self.dir.join("containers");
+        let mut records = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_error("read", &dir))? {
+            let path = entry.map_err(io_error("read", &dir))?.path();
+            if path.extension().is_some_and(|ext| ext == "json") {
+                records.push(read_json(&path)?);
+            }
+        }
+        records.sort_by_key(|record: &ContainerRecord| record.created_at);
+        Ok(records)
+    }
+
+    /// Finds a container by exact name, exact id, or unique id prefix.
+    pub fn find(&self, reference: &str) -> Result<ContainerRecord, StoreError> {
+        let records = self.list()?;
+        if let Some(record) = records.iter().find(|r| r.name == reference || r.id == reference) {
+            return Ok(record.clone());
+        }
+        let matches: Vec<_> = records.into_iter().filter(|r| r.id.starts_with(reference)).collect();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(StoreError::NotFound(reference.to_string())),
+            many => Err(StoreError::Ambiguous {
+                reference: reference.to_string(),
+                matches: many.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+
+    pub fn save(&self, record: &ContainerRecord) -> Result<(), StoreError> {
+        write_json(&self.record_path(&record.id), record)
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.record_path(id).exists()
+    }
+
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let path = self.record_path(id);
+        match fs::remove_file(&path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                Err(io_error("remove", &path)(error))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Ports hostnetd itself added to the reserved-ports sysctl.
+    pub fn reserved_by_us(&self) -> Result<BTreeSet<u16>, StoreError> {
+        let path = self.dir.join("reserved-ports.json");
+        if !path.exists() {
+            return Ok(BTreeSet::new());
+        }
+        read_json(&path)
+    }
+
+    pub fn save_reserved_by_us(&self, ports: &BTreeSet<u16>) -> Result<(), StoreError> {
+        write_json(&self.dir.join("reserved-ports.json"), ports)
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.dir.join("containers").join(format!("{id}.json"))
+    }
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
+    let text = fs::read(path).map_err(io_error("read", path))?;
+    serde_json::from_slice(&text)
+        .map_err(|source| StoreError::Corrupt { path: path.to_path_buf(), source })
+}
+
+/// Writes `value` as JSON to a temporary sibling, fsyncs it, and renames it into place.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let json = serde_json::to_vec_pretty(value)
+        .map_err(|source| StoreError::Corrupt { path: path.to_path_buf(), source })?;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = File::create(&tmp).map_err(io_error("create", &tmp))?;
+    file.write_all(&json).map_err(io_error("write", &tmp))?;
+    file.sync_all().map_err(io_error("sync", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_error("rename", path))?;
+    if let Some(parent) = path.parent() {
+        File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_error("sync", parent))?;
+    }
+    Ok(())
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { action, path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostnetd_common::Proto;
+
+    fn temp_store(tag: &str) -> (Store, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("hostnetd-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        (Store::open(&dir).unwrap(), dir)
+    }
+
+    fn record(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.to_string(),
+            name: name.to_string(),
+            rootfs: "/".into(),
+            command: vec!["true".into()],
+            port_specs: vec!["127.0.0.1:20080/tcp".into()],
+            ports: vec![PortClaim {
+                port: OwnedPort { proto: Proto::Tcp, port: 20080 },
+                addresses: Some(vec!["127.0.0.1".parse().unwrap()]),
+            }],
+            cgroup: CgroupRecord { path: "/sys/fs/cgroup/hostnetd/x".into(), id: 7, level: 2 },
+            state: ContainerState::Created,
+            supervisor: ProcessIdentity { pid: 1, start_time: 2 },
+            pid: None,
+            exit_code: None,
+            auto_remove: true,
+            created_at: 1,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn records_roundtrip_and_are_found_by_name_id_and_prefix() {
+        let (store, dir) = temp_store("find");
+        let web = record("abcdef0123456789", "web1");
+        store.save(&web).unwrap();
+        store.save(&record("abc999", "web2")).unwrap();
+        assert_eq!(store.find("web1").unwrap(), web);
+        assert_eq!(store.find("abcdef").unwrap(), web);
+        assert!(matches!(store.find("abc"), Err(StoreError::Ambiguous { .. })));
+        assert!(matches!(store.find("zzz"), Err(StoreError::NotFound(_))));
+        store.remove(&web.id).unwrap();
+        store.remove(&web.id).unwrap();
+        assert_eq!(store.list().unwrap().len(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_temporary_file_never_replaces_a_record() {
+        let (store, dir) = temp_store("torn");
+        let web = record("abcdef", "web1");
+        store.save(&web).unwrap();
+        fs::write(dir.join("containers/abcdef.json.tmp"), b"{\"id\":").unwrap();
+        assert_eq!(store.list().unwrap(), vec![web]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reserved_ports_persist() {
+        let (store, dir) = temp_store("reserved");
+        assert!(store.reserved_by_us().unwrap().is_empty());
+        let ports = BTreeSet::from([20080, 20081]);
+        store.save_reserved_by_us(&ports).unwrap();
+        assert_eq!(store.reserved_by_us().unwrap(), ports);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

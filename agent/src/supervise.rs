@@ -1,0 +1,150 @@
+//! Supervising a container's process from the `hostnetd run` that started it: becoming its
+//! parent, forwarding signals to it, and collecting its exit status.
+use std::{
+    fs, io,
+    sync::{
+        atomic::{AtomicI32, Ordering},
+        Arc,
+    },
+    thread,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use signal_hook::{consts::signal, iterator::Signals};
+
+use crate::store::ProcessIdentity;
+
+/// Signals a foreground `run` passes on to the container, as `docker run` does.
+const FORWARDED: [i32; 6] =
+    [signal::SIGINT, signal::SIGTERM, signal::SIGHUP, signal::SIGQUIT, signal::SIGUSR1, signal::SIGUSR2];
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl ProcessIdentity {
+    pub fn current() -> Self {
+        let pid = std::process::id();
+        Self { pid, start_time: start_time(pid).unwrap_or(0) }
+    }
+
+    /// True while the same process (not a later one reusing its pid) is alive.
+    pub fn is_alive(&self) -> bool {
+        start_time(self.pid).is_some_and(|start| start == self.start_time)
+    }
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_command = &stat[stat.rfind(')')? + 1..];
+    after_command.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Makes this process the reaper of its orphaned descendants: runc's container init is
+/// re-parented to us when `runc create` exits, so we can wait for it like a child.
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Forwards signals to the container once its pid is known; counts those that came before.
+pub struct SignalForwarder {
+    target: Arc<AtomicI32>,
+    early: Arc<AtomicI32>,
+}
+
+impl SignalForwarder {
+    pub fn install() -> io::Result<Self> {
+        let target = Arc::new(AtomicI32::new(0));
+        let early = Arc::new(AtomicI32::new(0));
+        let mut signals = Signals::new(FORWARDED)?;
+        let (thread_target, thread_early) = (target.clone(), early.clone());
+        thread::spawn(move || {
+            for signal in signals.forever() {
+                let pid = thread_target.load(Ordering::SeqCst);
+                if pid > 0 {
+                    // SAFETY: kill with a pid and signal number.
+                    unsafe { libc::kill(pid, signal) };
+                } else {
+                    thread_early.store(signal, Ordering::SeqCst);
+                }
+            }
+        });
+        Ok(Self { target, early })
+    }
+
+    pub fn forward_to(&self, pid: u32) {
+        self.target.store(pid as i32, Ordering::SeqCst);
+    }
+
+    /// The signal that arrived before there was a container to forward it to, if any.
+    pub fn interrupted_early(&self) -> Option<i32> {
+        Some(self.early.load(Ordering::SeqCst)).filter(|&signal| signal != 0)
+    }
+}
+
+/// Waits for `pid` (our child or adopted orphan) and returns its exit code the way a shell
+/// reports it: the status, or 128 + the signal that killed it.
+pub fn wait_exit_code(pid: u32) -> io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes into our status integer.
+        let rc = unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+        if rc == pid as i32 {
+            break;
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else {
+        Ok(128 + libc::WTERMSIG(status))
+    }
+}
+
+/// 64 hex characters from the kernel's random source, as docker's container ids.
+pub fn new_container_id() -> io::Result<String> {
+    let mut bytes = [0u8; 32];
+    // SAFETY: getrandom fills our buffer.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if filled != bytes.len() as isize {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_changed_start_time_is_not() {
+        let me = ProcessIdentity::current();
+        assert!(me.is_alive());
+        assert!(!ProcessIdentity { start_time: me.start_time + 1, ..me }.is_alive());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        let child = std::process::Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
+        assert_eq!(wait_exit_code(child.id()).unwrap(), 7);
+        let child = std::process::Command::new("sh").args(["-c", "kill -9 $$"]).spawn().unwrap();
+        assert_eq!(wait_exit_code(child.id()).unwrap(), 137);
+    }
+
+    #[test]
+    fn container_ids_are_64_hex_characters() {
+        let id = new_container_id().unwrap();
+        assert_eq!(id.len(), 64);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(id, new_container_id().unwrap());
+    }
+}

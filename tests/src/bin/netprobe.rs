@@ -1,0 +1,187 @@
+//! A socket probe run inside test containers (and on the host): performs binds and reports
+//! the errno the kernel returned, one line per probe.
+//!
+//! ```text
+//! netprobe bind PROTO ADDR PORT [reuseport] [dualstack] [hold] ...   "ok" or "errno N" per
+//!                                  bind; a socket is closed at once unless `hold` keeps it open
+//! netprobe listen ADDR PORT SECONDS       bind+listen, print "listening", hold, serve "hello"
+//! netprobe raw                            try a raw ICMP socket
+//! netprobe sleep SECONDS                  exit 0 after SECONDS, 143 on SIGTERM
+//! ```
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, TcpListener},
+    os::fd::FromRawFd as _,
+    process::ExitCode,
+    time::Duration,
+};
+
+fn main() -> ExitCode {
+    exit_on_sigterm();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("bind") => binds(&args[1..]),
+        Some("listen") => listen(&args[1..]),
+        Some("raw") => raw(),
+        Some("sleep") => sleep(&args[1..]),
+        _ => Err("usage: netprobe bind|listen|raw|sleep ...".to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("netprobe: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn exit_on_sigterm() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(143) };
+    }
+    // SAFETY: installing a handler that only calls _exit.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as libc::sighandler_t);
+    }
+}
+
+/// Each probe is `PROTO ADDR PORT` followed by any of `reuseport`, `dualstack`, `hold`.
+fn binds(args: &[String]) -> Result<(), String> {
+    let mut held = Vec::new();
+    let mut rest = args;
+    while !rest.is_empty() {
+        let [proto, addr, port, tail @ ..] = rest else {
+            return Err(format!("incomplete probe {rest:?}"));
+        };
+        let flags: Vec<&str> = tail
+            .iter()
+            .take_while(|word| matches!(word.as_str(), "reuseport" | "dualstack" | "hold"))
+            .map(String::as_str)
+            .collect();
+        rest = &tail[flags.len()..];
+        let addr: IpAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        let port: u16 = port.parse().map_err(|e| format!("{port}: {e}"))?;
+        match bind(proto, addr, port, &flags) {
+            Ok(fd) if flags.contains(&"hold") => {
+                println!("ok");
+                held.push(fd);
+            }
+            Ok(fd) => {
+                println!("ok");
+                // SAFETY: we own fd and nothing else refers to it.
+                unsafe { libc::close(fd) };
+            }
+            Err(errno) => println!("errno {errno}"),
+        }
+    }
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    if !held.is_empty() {
+        // Keep held sockets until the test ends us.
+        std::thread::sleep(Duration::from_secs(600));
+    }
+    Ok(())
+}
+
+fn bind(proto: &str, addr: IpAddr, port: u16, flags: &[&str]) -> Result<i32, i32> {
+    let kind = if proto == "udp" { libc::SOCK_DGRAM } else { libc::SOCK_STREAM };
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket syscalls on descriptors this function owns.
+    unsafe {
+        let fd = libc::socket(family, kind, 0);
+        if fd < 0 {
+            return Err(errno());
+        }
+        if flags.contains(&"reuseport") {
+            set_option(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1);
+        }
+        if family == libc::AF_INET6 {
+            let v6only = if flags.contains(&"dualstack") { 0 } else { 1 };
+            set_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only);
+        }
+        let (storage, len) = sockaddr(addr, port);
+        if libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) != 0 {
+            let error = errno();
+            libc::close(fd);
+            return Err(error);
+        }
+        Ok(fd)
+    }
+}
+
+unsafe fn set_option(fd: i32, level: i32, name: i32, value: i32) {
+    let size = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: the caller's descriptor and a pointer to a live i32.
+    unsafe { libc::setsockopt(fd, level, name, (&value as *const i32).cast(), size) };
+}
+
+fn sockaddr(addr: IpAddr, port: u16) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        IpAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_port = port.to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(v4.octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        IpAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as u16;
+            sin6.sin6_port = port.to_be();
+            sin6.sin6_addr.s6_addr = v6.octets();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Serves "hello" to each connection until SECONDS pass.
+fn listen(args: &[String]) -> Result<(), String> {
+    let [addr, port, seconds] = args else {
+        return Err("listen ADDR PORT SECONDS".into());
+    };
+    let listener = TcpListener::bind(format!("{addr}:{port}")).map_err(|e| e.to_string())?;
+    println!("listening");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds.parse().unwrap_or(30));
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    while std::time::Instant::now() < deadline {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                let mut request = [0u8; 512];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(b"hello from the container\n");
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    Ok(())
+}
+
+fn raw() -> Result<(), String> {
+    // SAFETY: a socket syscall; the descriptor is closed through File's drop.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    if fd < 0 {
+        println!("errno {}", errno());
+    } else {
+        // SAFETY: we own fd.
+        drop(unsafe { std::fs::File::from_raw_fd(fd) });
+        println!("ok");
+    }
+    Ok(())
+}
+
+fn sleep(args: &[String]) -> Result<(), String> {
+    let seconds: u64 = args.first().and_then(|s| s.parse().ok()).ok_or("sleep SECONDS")?;
+    std::thread::sleep(Duration::from_secs(seconds));
+    Ok(())
+}

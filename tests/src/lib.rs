@@ -1,0 +1,295 @@
+//! Harness for hostnetd's privileged end-to-end tests.
+//!
+//! Each test gets a [`TestHost`]: its own state, run and bpffs directories and its own cgroup
+//! parent, so tests never touch a real hostnetd's state. Dropping it (also when the test
+//! panics) kills what it started, removes every container, tears the datapath down and checks
+//! that nothing is left. Tests use ports 20000-29999 only.
+use std::{
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub const EACCES: i32 = 13;
+pub const EADDRINUSE: i32 = 98;
+pub const EPERM: i32 = 1;
+
+static NEXT_HOST: AtomicU32 = AtomicU32::new(0);
+
+/// The hostnetd binary under test: HOSTNETD_BIN, or the one in this test's target dir.
+pub fn hostnetd_bin() -> PathBuf {
+    std::env::var_os("HOSTNETD_BIN").map_or_else(|| beside_tests("hostnetd"), PathBuf::from)
+}
+
+/// The socket probe binary, run on the host and (through `--rootfs /`) inside containers.
+pub fn netprobe() -> String {
+    beside_tests("netprobe").to_string_lossy().into_owned()
+}
+
+/// A binary of the workspace: test executables live in target/<profile>/deps.
+fn beside_tests(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    profile_dir.join(name)
+}
+
+/// Skips (by returning true) when not root: the e2e tests need real cgroups and BPF.
+pub fn skip_unless_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: end-to-end tests need root");
+    }
+    !root
+}
+
+pub struct TestHost {
+    pub name: String,
+    scratch: PathBuf,
+    bpf_dir: PathBuf,
+    cgroup_parent: String,
+    children: Vec<Child>,
+}
+
+impl TestHost {
+    pub fn new() -> Self {
+        let n = NEXT_HOST.fetch_add(1, Ordering::SeqCst);
+        let name = format!("hostnetd-test-{}-{n}", std::process::id());
+        let scratch = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&scratch).expect("scratch dir");
+        Self {
+            bpf_dir: PathBuf::from("/sys/fs/bpf").join(&name),
+            cgroup_parent: name.clone(),
+            name,
+            scratch,
+            children: Vec::new(),
+        }
+    }
+
+    pub fn scratch(&self) -> &Path {
+        &self.scratch
+    }
+
+    /// A `hostnetd` command pointed at this test host's directories.
+    pub fn hostnetd(&self) -> Command {
+        let mut command = Command::new(hostnetd_bin());
+        command
+            .env("HOSTNETD_STATE_DIR", self.scratch.join("state"))
+            .env("HOSTNETD_RUN_DIR", self.scratch.join("run"))
+            .env("HOSTNETD_BPF_DIR", &self.bpf_dir)
+            .env("HOSTNETD_CGROUP_PARENT", &self.cgroup_parent)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `hostnetd ARGS` to completion.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        self.hostnetd().args(args).output().expect("run hostnetd")
+    }
+
+    /// `hostnetd run --rm --rootfs / --ports PORTS [extra] -- COMMAND`, to completion.
+    pub fn run_to_end(&self, ports: &str, extra: &[&str], command: &[&str]) -> Output {
+        self.hostnetd().args(run_args(ports, extra, command)).output().expect("run hostnetd")
+    }
+
+    /// Starts a long-running container in the background and waits until it is running.
+    pub fn start(&mut self, name: &str, ports: &str, command: &[&str]) -> usize {
+        let extra = ["--name", name];
+        let child = self
+            .hostnetd()
+            .args(run_args(ports, &extra, command))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hostnetd run");
+        self.children.push(child);
+        let index = self.children.len() - 1;
+        self.wait_running(name, index);
+        index
+    }
+
+    fn wait_running(&mut self, name: &str, index: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let ps = stdout(&self.exec(&["ps"]));
+            if ps.lines().any(|line| line.contains(name) && line.contains("running")) {
+                return;
+            }
+            if let Ok(Some(status)) = self.children[index].try_wait() {
+                let output = self.children.remove(index).wait_with_output().expect("output");
+                panic!("container {name} exited early ({status}): {}", describe(&output));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("container {name} did not start within 20s");
+    }
+
+    /// Sends SIGTERM to a background `hostnetd run` and returns its output.
+    pub fn stop(&mut self, index: usize) -> Output {
+        let child = &mut self.children[index];
+        // SAFETY: signalling a child we spawned.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("try_wait").is_none() {
+            assert!(Instant::now() < deadline, "hostnetd run did not exit after SIGTERM");
+            thread::sleep(Duration::from_millis(20));
+        }
+        let child = self.children.remove(index);
+        child.wait_with_output().expect("output")
+    }
+
+    /// SIGKILLs a background `hostnetd run`, leaving its container behind as a crash would.
+    pub fn kill_supervisor(&mut self, index: usize) {
+        let mut child = self.children.remove(index);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// The kernel owner table, as `[{"port": "20080/tcp", "cgroup_id": N}]`.
+    pub fn kernel_owners(&self) -> Vec<serde_json::Value> {
+        let output = self.exec(&["ports", "--kernel"]);
+        assert!(output.status.success(), "ports --kernel: {}", describe(&output));
+        serde_json::from_slice(&output.stdout).expect("json")
+    }
+
+    pub fn cgroup_parent_path(&self) -> PathBuf {
+        cgroup2_mount().join(&self.cgroup_parent)
+    }
+
+    pub fn bpf_dir(&self) -> &Path {
+        &self.bpf_dir
+    }
+
+    /// Asserts that no container of this host holds anything: records, cgroups, links, bundles.
+    pub fn assert_no_container_left(&self) {
+        let records = self.scratch.join("state/containers");
+        let left: Vec<_> = std::fs::read_dir(&records).map(|d| d.count()).into_iter().collect();
+        assert!(left.iter().all(|&n| n == 0), "container records left in {}", records.display());
+        assert_empty_dir(&self.cgroup_parent_path(), "cgroups");
+        assert_empty_dir(&self.bpf_dir.join("v1/containers"), "link pins");
+        assert_empty_dir(&self.scratch.join("run/containers"), "bundles");
+        assert_eq!(self.kernel_owners(), Vec::<serde_json::Value>::new(), "owner table not empty");
+    }
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // SAFETY: signalling a child we spawned.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+        let names = stdout(&self.exec(&["ps", "-a"]));
+        for line in names.lines().skip(1) {
+            if let Some(id) = line.split_whitespace().next() {
+                let _ = self.exec(&["rm", "-f", id]);
+            }
+        }
+        let teardown = self.exec(&["teardown"]);
+        let _ = std::fs::remove_dir(self.cgroup_parent_path());
+        let _ = std::fs::remove_dir_all(&self.scratch);
+        if !thread::panicking() {
+            assert!(teardown.status.success(), "teardown: {}", describe(&teardown));
+            assert!(!self.bpf_dir.exists(), "pins left in {}", self.bpf_dir.display());
+            assert!(!self.cgroup_parent_path().exists(), "cgroup parent left");
+        }
+    }
+}
+
+fn run_args<'a>(ports: &'a str, extra: &[&'a str], command: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run", "--rm", "--rootfs", "/"];
+    if !ports.is_empty() {
+        args.extend(["--ports", ports]);
+    }
+    args.extend(extra);
+    args.push("--");
+    args.extend(command);
+    args
+}
+
+fn assert_empty_dir(path: &Path, what: &str) {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    let names: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(names.is_empty(), "{what} left in {}: {names:?}", path.display());
+}
+
+/// The cgroup2 mount, from the mount table.
+pub fn cgroup2_mount() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    mounts
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<_> = line.split_whitespace().collect();
+            (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
+        })
+        .expect("cgroup2 mounted")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn describe(output: &Output) -> String {
+    format!("{}\nstdout:\n{}\nstderr:\n{}", output.status, stdout(output), stderr(output))
+}
+
+/// Parses netprobe's lines: `ok` is 0, `errno N` is N.
+pub fn probe_results(output: &Output) -> Vec<i32> {
+    stdout(output)
+        .lines()
+        .filter_map(|line| match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["ok"] => Some(0),
+            ["errno", n] => n.parse().ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs netprobe on the host (outside any container) and returns its results.
+pub fn probe_on_host(args: &[&str]) -> Vec<i32> {
+    let output = Command::new(netprobe()).arg("bind").args(args).output().expect("netprobe");
+    probe_results(&output)
+}
+
+/// The reserved-ports sysctl, as a set.
+pub fn reserved_ports() -> Vec<u16> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").expect("sysctl");
+    let mut ports = Vec::new();
+    for item in text.trim().split(',').filter(|s| !s.is_empty()) {
+        match item.split_once('-') {
+            Some((a, b)) => ports.extend(a.parse::<u16>().unwrap()..=b.parse::<u16>().unwrap()),
+            None => ports.push(item.parse().unwrap()),
+        }
+    }
+    ports
+}
+
+/// Fetches a line from a TCP server on the host's loopback.
+pub fn fetch(port: u16) -> std::io::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body)
+}

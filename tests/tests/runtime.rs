@@ -1,0 +1,117 @@
+//! The container runtime: host networking, exit codes, docker-style flags, capabilities.
+use hostnetd_tests::*;
+
+fn run_shell(host: &TestHost, extra: &[&str], script: &str) -> std::process::Output {
+    host.run_to_end("", extra, &["/bin/sh", "-c", script])
+}
+
+#[test]
+fn the_exit_code_is_the_containers() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let output = run_shell(&host, &[], "exit 7");
+    assert_eq!(output.status.code(), Some(7), "{}", describe(&output));
+    host.assert_no_container_left();
+}
+
+#[test]
+fn the_container_shares_the_host_network_but_not_its_pids() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let output = run_shell(&host, &[], "readlink /proc/self/ns/net; echo $$");
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first().copied(), Some(host_net.to_str().unwrap()), "{}", describe(&output));
+    assert_eq!(lines.get(1).copied(), Some("1"), "not in its own pid namespace");
+}
+
+#[test]
+fn env_workdir_user_and_volumes_behave_as_in_docker() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let shared = host.scratch().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("in.txt"), "from the host").unwrap();
+    let volume = format!("{}:/data", shared.display());
+    let readonly = format!("{}:/ro:ro", shared.display());
+    let output = run_shell(
+        &host,
+        &["-e", "GREETING=hi", "-w", "/data", "-u", "1234:1234", "-v", &volume, "-v", &readonly],
+        "echo $GREETING; pwd; id -u; id -g; cat in.txt; echo; touch /ro/x 2>/dev/null || echo ro-refused",
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(stdout(&output), "hi\n/data\n1234\n1234\nfrom the host\nro-refused\n");
+}
+
+#[test]
+fn the_root_filesystem_is_read_only_and_tmp_is_private() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let private = std::path::Path::new("/tmp/hostnetd-private-tmp-probe");
+    let _ = std::fs::remove_file(private);
+    let script = "touch /etc/hostnetd-test 2>/dev/null || echo ro; touch /tmp/hostnetd-private-tmp-probe && echo tmp-ok";
+    let output = run_shell(&host, &[], script);
+    assert_eq!(stdout(&output), "ro\ntmp-ok\n", "{}", describe(&output));
+    assert!(!private.exists(), "the container's /tmp is the host's");
+    assert!(!std::path::Path::new("/etc/hostnetd-test").exists());
+}
+
+#[test]
+fn raw_sockets_need_net_raw_which_is_not_granted_by_default() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let probe = netprobe();
+    let denied = host.run_to_end("", &[], &[&probe, "raw"]);
+    assert_eq!(probe_results(&denied), vec![EPERM], "{}", describe(&denied));
+    let allowed = host.run_to_end("", &["--cap-add", "NET_RAW"], &[&probe, "raw"]);
+    assert_eq!(probe_results(&allowed), vec![0], "{}", describe(&allowed));
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_clear_error() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--name", "bad name"], "invalid container name"),
+        (&["-v", "relative:/data"], "invalid volume"),
+        (&["-w", "relative"], "invalid working directory"),
+        (&["--cap-add", "NET_WIZARD"], "unknown capability"),
+        (&["-u", "no-such-user"], "unknown user"),
+    ];
+    for (flags, expected) in cases {
+        let output = host.run_to_end("", flags, &["true"]);
+        assert!(!output.status.success(), "{flags:?} accepted");
+        assert!(stderr(&output).contains(expected), "{flags:?}: {}", stderr(&output));
+    }
+    let no_rootfs = host.exec(&["run", "--", "true"]);
+    assert!(stderr(&no_rootfs).contains("--rootfs"), "{}", describe(&no_rootfs));
+    host.assert_no_container_left();
+}
+
+#[test]
+fn a_killed_supervisor_is_reconciled_by_the_next_command() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut host = TestHost::new();
+    let probe = netprobe();
+    let index = host.start("orphan", "20400/tcp", &[&probe, "sleep", "60"]);
+    host.kill_supervisor(index);
+    // The next command that takes the host lock notices the dead supervisor and releases all.
+    let output = host.run_to_end("20400/tcp", &[], &[&probe, "bind", "tcp", "0.0.0.0", "20400"]);
+    assert_eq!(probe_results(&output), vec![0], "{}", describe(&output));
+    host.assert_no_container_left();
+}

@@ -1,0 +1,38 @@
+//! `cargo xtask`: set-up, build, test and demo for hostnetd.
+mod build;
+mod demo;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "hostnetd's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what hostnetd needs on this machine (idempotent).
+    Setup,
+    /// Set up, then build the eBPF object, the agent and the test binaries.
+    Build,
+    /// Set up, build, and run every check and test (unit and privileged end-to-end).
+    Test(test::TestArgs),
+    /// Set up, build, and show port ownership at work with real containers.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::setup(),
+        Task::Build => {
+            setup::setup()?;
+            build::build().map(drop)
+        }
+        Task::Test(args) => test::test(args),
+        Task::Demo => demo::demo(),
+    }
+}

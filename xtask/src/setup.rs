@@ -1,0 +1,95 @@
+//! Installing what hostnetd needs on a fresh Debian host; each step is skipped when done.
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Context as _};
+
+use crate::build::{cargo_bin_dir, run};
+
+const APT_PACKAGES: [&str; 7] =
+    ["runc", "busybox-static", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "iproute2"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn setup() -> anyhow::Result<()> {
+    require_root()?;
+    install_apt_packages()?;
+    install_rust_src()?;
+    install_bpf_linker()?;
+    mount_bpffs()?;
+    say("setup complete");
+    Ok(())
+}
+
+pub fn say(message: &str) {
+    eprintln!("xtask: {message}");
+}
+
+fn require_root() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("hostnetd's set-up and tests need root (cgroups, BPF, runc): run as root");
+    }
+    Ok(())
+}
+
+fn install_apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.into_iter().filter(|p| !dpkg_installed(p)).collect();
+    if missing.is_empty() {
+        say("apt packages: already installed");
+        return Ok(());
+    }
+    say(&format!("apt packages: installing {}", missing.join(" ")));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+}
+
+fn install_rust_src() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("rustup is needed to build the eBPF programs with the nightly toolchain")?;
+    if !installed.status.success() {
+        bail!("no nightly toolchain: install one with `rustup toolchain install nightly`");
+    }
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.starts_with("rust-src")) {
+        say("nightly rust-src: already installed");
+        return Ok(());
+    }
+    say("nightly rust-src: installing");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn install_bpf_linker() -> anyhow::Result<()> {
+    let linker = cargo_bin_dir().join("bpf-linker");
+    let version = Command::new(&linker).arg("--version").output();
+    if version.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)) {
+        say(&format!("bpf-linker {BPF_LINKER_VERSION}: already installed"));
+        return Ok(());
+    }
+    say(&format!("bpf-linker {BPF_LINKER_VERSION}: building against LLVM 22 (a few minutes)"));
+    let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
+    run(Command::new("cargo")
+        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+        .args(["--no-default-features", "--features", "llvm-22"])
+        .env("PATH", path))
+}
+
+fn mount_bpffs() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").context("reading the mount table")?;
+    if mounts.lines().any(|line| line.split_whitespace().nth(1) == Some("/sys/fs/bpf")) {
+        say("bpffs: mounted at /sys/fs/bpf");
+        return Ok(());
+    }
+    say("bpffs: mounting at /sys/fs/bpf");
+    std::fs::create_dir_all(Path::new("/sys/fs/bpf")).ok();
+    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+}
