@@ -1,5 +1,5 @@
 //! hostnetd's eBPF programs: one per hook, named by its attach point.
-#![no_std]
+#![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]

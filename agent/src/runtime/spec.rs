@@ -163,7 +163,6 @@ fn process_config(process: &ProcessSpec) -> Value {
             "effective": effective,
             "permitted": effective,
         },
-        "rlimits": [ { "type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64 } ],
         "noNewPrivileges": false,
     })
 }
