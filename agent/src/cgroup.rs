@@ -17,7 +17,11 @@ pub enum CgroupError {
     #[error("no cgroup2 filesystem is mounted (looked in {0}); hostnetd needs the unified cgroup hierarchy: mount it with `mount -t cgroup2 none /sys/fs/cgroup`")]
     NoCgroup2(PathBuf),
     #[error("cannot {action} cgroup {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 /// The cgroup2 mount hostnetd works in.
@@ -44,7 +48,9 @@ impl Cgroup2 {
         table.lines().find_map(|line| {
             let mut fields = line.split_whitespace();
             let (_source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-            (fstype == "cgroup2").then(|| Self { mount: PathBuf::from(unescape_mount_path(target)) })
+            (fstype == "cgroup2").then(|| Self {
+                mount: PathBuf::from(unescape_mount_path(target)),
+            })
         })
     }
 
@@ -77,13 +83,19 @@ impl Cgroup2 {
             source,
         })?;
         let level = relative.split('/').filter(|part| !part.is_empty()).count() as u32;
-        Ok(ContainerCgroup { path, id: meta.ino(), level })
+        Ok(ContainerCgroup {
+            path,
+            id: meta.ino(),
+            level,
+        })
     }
 }
 
 /// /proc/self/mounts escapes spaces and tabs as octal (`\040`).
 fn unescape_mount_path(raw: &str) -> String {
-    raw.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+    raw.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\134", "\\")
 }
 
 /// One container's cgroup v2 directory.
@@ -156,7 +168,10 @@ mod tests {
     #[test]
     fn finds_mount_on_pure_v2_hosts() {
         let cgroup = Cgroup2::from_mount_table(PURE_V2).unwrap();
-        assert_eq!(cgroup.path_of("/hostnetd/abc"), Path::new("/sys/fs/cgroup/hostnetd/abc"));
+        assert_eq!(
+            cgroup.path_of("/hostnetd/abc"),
+            Path::new("/sys/fs/cgroup/hostnetd/abc")
+        );
     }
 
     #[test]
@@ -173,10 +188,15 @@ mod tests {
     #[test]
     fn level_and_id_come_from_the_directory() {
         let root = std::env::temp_dir().join(format!("hostnetd-cg-test-{}", std::process::id()));
-        let cgroup = Cgroup2 { mount: root.clone() };
+        let cgroup = Cgroup2 {
+            mount: root.clone(),
+        };
         let created = cgroup.create("hostnetd/abc").unwrap();
         assert_eq!(created.level, 2);
-        assert_eq!(created.id, fs::metadata(root.join("hostnetd/abc")).unwrap().ino());
+        assert_eq!(
+            created.id,
+            fs::metadata(root.join("hostnetd/abc")).unwrap().ino()
+        );
         created.remove().unwrap();
         assert!(!created.exists());
         fs::remove_dir_all(root).unwrap();

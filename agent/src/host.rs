@@ -45,7 +45,11 @@ pub enum HostError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("container {name} is {state}: stop it first, or remove it with --force")]
@@ -66,7 +70,14 @@ impl Host {
         let store = Store::open(&config.state_dir)?;
         let cgroup = Cgroup2::host()?;
         let runc = Runc::new(&config.runc, config.run_dir.join("runc"));
-        Ok(Self { config, store, cgroup, runc, procfs: ProcFs::host(), reserved: ReservedPorts::host() })
+        Ok(Self {
+            config,
+            store,
+            cgroup,
+            runc,
+            procfs: ProcFs::host(),
+            reserved: ReservedPorts::host(),
+        })
     }
 
     /// Takes the host lock and opens (loading if need be) the datapath.
@@ -77,7 +88,10 @@ impl Host {
         Ok((lock, datapath))
     }
 
+    /// Every container, after releasing those whose supervisor died, so no dead one shows as live.
     pub fn list(&self) -> Result<Vec<ContainerRecord>, HostError> {
+        let (_lock, mut datapath) = self.lock_datapath()?;
+        self.reconcile(&mut datapath)?;
         Ok(self.store.list()?)
     }
 
@@ -87,8 +101,15 @@ impl Host {
         let record = self.store.find(reference)?;
         if record.state != ContainerState::Exited {
             if !force {
-                let state = if record.state == ContainerState::Running { "running" } else { "created" };
-                return Err(HostError::StillRunning { name: record.name, state });
+                let state = if record.state == ContainerState::Running {
+                    "running"
+                } else {
+                    "created"
+                };
+                return Err(HostError::StillRunning {
+                    name: record.name,
+                    state,
+                });
             }
             self.release(&mut datapath, &record, Disposition::Forget)?;
         }
@@ -105,13 +126,20 @@ impl Host {
                     "hostnetd: container {} lost its supervisor (pid {}); releasing its ports",
                     record.name, record.supervisor.pid
                 );
-                let disposition =
-                    if record.auto_remove { Disposition::Forget } else { Disposition::Keep(None) };
+                let disposition = if record.auto_remove {
+                    Disposition::Forget
+                } else {
+                    Disposition::Keep(None)
+                };
                 self.release(datapath, record, disposition)?;
             }
         }
         let known: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
-        for orphan in datapath.attached_containers().iter().filter(|id| !known.contains(&id.as_str())) {
+        for orphan in datapath
+            .attached_containers()
+            .iter()
+            .filter(|id| !known.contains(&id.as_str()))
+        {
             datapath.detach_container(orphan)?;
         }
         Ok(())
@@ -193,9 +221,11 @@ pub(crate) enum Disposition {
 
 pub(crate) fn remove_dir_all(path: &Path) -> Result<(), HostError> {
     match fs::remove_dir_all(path) {
-        Err(source) if source.kind() != io::ErrorKind::NotFound => {
-            Err(HostError::Io { action: "remove", path: path.to_path_buf(), source })
-        }
+        Err(source) if source.kind() != io::ErrorKind::NotFound => Err(HostError::Io {
+            action: "remove",
+            path: path.to_path_buf(),
+            source,
+        }),
         _ => Ok(()),
     }
 }

@@ -7,8 +7,8 @@ use crate::{
     host::{Disposition, Host, HostError},
     ownership,
     policy::{OwnedPort, PortDeclarations},
-    runtime::{mount_rootfs, oci_config, resolve_user, ProcessSpec, RootfsSource, Volume},
     runtime::Capabilities,
+    runtime::{mount_rootfs, oci_config, resolve_user, ProcessSpec, RootfsSource, Volume},
     store::{CgroupRecord, ContainerRecord, ContainerState, PortClaim},
     supervise::{self, become_subreaper, new_container_id, wait_exit_code, SignalForwarder},
 };
@@ -70,7 +70,10 @@ impl Host {
         self.reconcile(&mut datapath)?;
         let records = self.store.list()?;
         let id = new_container_id().map_err(|e| io_error("generate an id for", "container", e))?;
-        let name = request.name.clone().unwrap_or_else(|| format!("hostnetd-{}", &id[..12]));
+        let name = request
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("hostnetd-{}", &id[..12]));
         if let Some(existing) = records.iter().find(|record| record.name == name) {
             return Err(HostError::Invalid(format!(
                 "the name {name:?} is already used by container {}; pick another --name or remove it with `hostnetd rm {name}`",
@@ -79,7 +82,9 @@ impl Host {
         }
         let ports: Vec<OwnedPort> = request.ports.ports().collect();
         ownership::check_available(datapath.owners_ref(), &records, &self.procfs, &ports)?;
-        let cgroup = self.cgroup.create(&format!("{}/{id}", self.config.cgroup_parent))?;
+        let cgroup = self
+            .cgroup
+            .create(&format!("{}/{id}", self.config.cgroup_parent))?;
         let record = ContainerRecord {
             id,
             name,
@@ -87,9 +92,18 @@ impl Host {
                 RootfsSource::HostDirectory(dir) => dir.clone(),
             },
             command: request.args.clone(),
-            port_specs: request.ports.specs().iter().map(ToString::to_string).collect(),
+            port_specs: request
+                .ports
+                .specs()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             ports: claims(&request.ports),
-            cgroup: CgroupRecord { path: cgroup.path.clone(), id: cgroup.id, level: cgroup.level },
+            cgroup: CgroupRecord {
+                path: cgroup.path.clone(),
+                id: cgroup.id,
+                level: cgroup.level,
+            },
             state: ContainerState::Created,
             supervisor: Host::identity(),
             pid: None,
@@ -113,7 +127,9 @@ impl Host {
         record: &ContainerRecord,
         ports: &[OwnedPort],
     ) -> Result<(), HostError> {
-        let cgroup = self.cgroup.open(&format!("{}/{}", self.config.cgroup_parent, record.id))?;
+        let cgroup = self
+            .cgroup
+            .open(&format!("{}/{}", self.config.cgroup_parent, record.id))?;
         ownership::claim(datapath.owners(), &cgroup, &record.ports)?;
         ownership::sync_reserved_ports(&self.store, &self.reserved, &self.store.list()?)?;
         // A host process may have bound a port between the check and the claim; now that the
@@ -133,7 +149,10 @@ impl Host {
         forwarder: &SignalForwarder,
     ) -> Result<i32, HostError> {
         let bundle = self.bundle_dir(&record.id);
-        mount_rootfs(&RootfsSource::HostDirectory(record.rootfs.clone()), &bundle.join("rootfs"))?;
+        mount_rootfs(
+            &RootfsSource::HostDirectory(record.rootfs.clone()),
+            &bundle.join("rootfs"),
+        )?;
         let mut process = process.clone();
         process.hostname = record.name.clone();
         process.env.push(format!("HOSTNAME={}", record.name));
@@ -144,7 +163,10 @@ impl Host {
             .map_err(|source| io_error("write", config_path.display(), source))?;
         become_subreaper().map_err(|source| io_error("become subreaper for", "runc", source))?;
         let pid_file = bundle.join("pid");
-        self.runc.create(&record.id, &bundle, &pid_file).map_err(crate::runtime::RuntimeError::from)?;
+        let log_file = bundle.join("runc.log");
+        self.runc
+            .create(&record.id, &bundle, &pid_file, &log_file)
+            .map_err(crate::runtime::RuntimeError::from)?;
         let pid = read_pid(&pid_file)?;
         forwarder.forward_to(pid);
         if let Some(signal) = forwarder.interrupted_early() {
@@ -156,7 +178,9 @@ impl Host {
             started_at: Some(supervise::now()),
             ..record.clone()
         })?;
-        self.runc.start(&record.id).map_err(crate::runtime::RuntimeError::from)?;
+        self.runc
+            .start(&record.id)
+            .map_err(crate::runtime::RuntimeError::from)?;
         wait_exit_code(pid).map_err(|source| io_error("wait for", format!("pid {pid}"), source))
     }
 }
@@ -164,17 +188,31 @@ impl Host {
 fn claims(ports: &PortDeclarations) -> Vec<PortClaim> {
     ports
         .ports()
-        .map(|port| PortClaim { port, addresses: ports.addresses(port).map(<[_]>::to_vec) })
+        .map(|port| PortClaim {
+            port,
+            addresses: ports.addresses(port).map(<[_]>::to_vec),
+        })
         .collect()
 }
 
 fn read_pid(path: &std::path::Path) -> Result<u32, HostError> {
-    let text = fs::read_to_string(path).map_err(|source| io_error("read", path.display(), source))?;
-    text.trim().parse().map_err(|_| HostError::Invalid(format!("runc wrote no pid to {}", path.display())))
+    let text =
+        fs::read_to_string(path).map_err(|source| io_error("read", path.display(), source))?;
+    text.trim()
+        .parse()
+        .map_err(|_| HostError::Invalid(format!("runc wrote no pid to {}", path.display())))
 }
 
-fn io_error(action: &'static str, what: impl std::fmt::Display, source: std::io::Error) -> HostError {
-    HostError::Io { action, path: PathBuf::from(what.to_string()), source }
+fn io_error(
+    action: &'static str,
+    what: impl std::fmt::Display,
+    source: std::io::Error,
+) -> HostError {
+    HostError::Io {
+        action,
+        path: PathBuf::from(what.to_string()),
+        source,
+    }
 }
 
 impl Host {
@@ -184,7 +222,12 @@ impl Host {
         Ok(records
             .iter()
             .filter(|record| record.state != ContainerState::Exited)
-            .flat_map(|record| record.ports.iter().map(|claim| (claim.clone(), record.clone())))
+            .flat_map(|record| {
+                record
+                    .ports
+                    .iter()
+                    .map(|claim| (claim.clone(), record.clone()))
+            })
             .collect())
     }
 
@@ -224,7 +267,9 @@ pub fn parse_env(entry: &str) -> Option<String> {
     if entry.contains('=') {
         return Some(entry.to_string());
     }
-    std::env::var(entry).ok().map(|value| format!("{entry}={value}"))
+    std::env::var(entry)
+        .ok()
+        .map(|value| format!("{entry}={value}"))
 }
 
 #[cfg(test)]
@@ -245,7 +290,10 @@ mod tests {
         assert_eq!(parse_env("A=b=c").as_deref(), Some("A=b=c"));
         assert_eq!(parse_env("HOSTNETD_SURELY_UNSET_VARIABLE"), None);
         std::env::set_var("HOSTNETD_TEST_ENV", "x");
-        assert_eq!(parse_env("HOSTNETD_TEST_ENV").as_deref(), Some("HOSTNETD_TEST_ENV=x"));
+        assert_eq!(
+            parse_env("HOSTNETD_TEST_ENV").as_deref(),
+            Some("HOSTNETD_TEST_ENV=x")
+        );
     }
 
     #[test]

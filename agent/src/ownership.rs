@@ -16,16 +16,30 @@ use crate::{
 /// Why a port cannot be given to a container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Conflict {
-    OwnedByContainer { port: OwnedPort, name: String, id: String },
-    OwnedByUnknownCgroup { port: OwnedPort, cgroup_id: u64 },
-    BoundOnHost { port: OwnedPort, holders: Vec<String> },
+    OwnedByContainer {
+        port: OwnedPort,
+        name: String,
+        id: String,
+    },
+    OwnedByUnknownCgroup {
+        port: OwnedPort,
+        cgroup_id: u64,
+    },
+    BoundOnHost {
+        port: OwnedPort,
+        holders: Vec<String>,
+    },
 }
 
 impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::OwnedByContainer { port, name, id } => {
-                write!(f, "port {port} is owned by container {name} ({})", &id[..12.min(id.len())])
+                write!(
+                    f,
+                    "port {port} is owned by container {name} ({})",
+                    &id[..12.min(id.len())]
+                )
             }
             Self::OwnedByUnknownCgroup { port, cgroup_id } => write!(
                 f,
@@ -33,10 +47,17 @@ impl fmt::Display for Conflict {
                  claims; `hostnetd teardown` resets the owner table"
             ),
             Self::BoundOnHost { port, holders } if holders.is_empty() => {
-                write!(f, "port {port} is already bound on the host (by no visible process)")
+                write!(
+                    f,
+                    "port {port} is already bound on the host (by no visible process)"
+                )
             }
             Self::BoundOnHost { port, holders } => {
-                write!(f, "port {port} is already bound on the host by {}", holders.join(", "))
+                write!(
+                    f,
+                    "port {port} is already bound on the host by {}",
+                    holders.join(", ")
+                )
             }
         }
     }
@@ -83,28 +104,47 @@ pub fn check_available(
 }
 
 /// Host sockets already bound to any of `ports`, with the processes that hold them.
-pub fn host_conflicts(procfs: &ProcFs, ports: &[OwnedPort]) -> Result<Vec<Conflict>, OwnershipError> {
+pub fn host_conflicts(
+    procfs: &ProcFs,
+    ports: &[OwnedPort],
+) -> Result<Vec<Conflict>, OwnershipError> {
     let wanted: Vec<_> = ports.iter().map(|p| (p.proto, p.port)).collect();
     let mut conflicts: Vec<Conflict> = Vec::new();
     for socket in procfs.find_bound(&wanted)? {
-        let port = OwnedPort { proto: socket.proto, port: socket.local.port() };
-        if conflicts.iter().any(|c| matches!(c, Conflict::BoundOnHost { port: p, .. } if *p == port)) {
+        let port = OwnedPort {
+            proto: socket.proto,
+            port: socket.local.port(),
+        };
+        if conflicts
+            .iter()
+            .any(|c| matches!(c, Conflict::BoundOnHost { port: p, .. } if *p == port))
+        {
             continue;
         }
-        let holders = procfs.socket_holders(socket.inode).iter().map(ToString::to_string).collect();
+        let holders = procfs
+            .socket_holders(socket.inode)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         conflicts.push(Conflict::BoundOnHost { port, holders });
     }
     Ok(conflicts)
 }
 
 fn owned_conflict(port: OwnedPort, owner: PortOwner, records: &[ContainerRecord]) -> Conflict {
-    match records.iter().find(|record| record.cgroup.id == owner.cgroup_id) {
+    match records
+        .iter()
+        .find(|record| record.cgroup.id == owner.cgroup_id)
+    {
         Some(record) => Conflict::OwnedByContainer {
             port,
             name: record.name.clone(),
             id: record.id.clone(),
         },
-        None => Conflict::OwnedByUnknownCgroup { port, cgroup_id: owner.cgroup_id },
+        None => Conflict::OwnedByUnknownCgroup {
+            port,
+            cgroup_id: owner.cgroup_id,
+        },
     }
 }
 
@@ -119,7 +159,11 @@ pub fn claim(
             None => hostnetd_common::OWNER_ANY_ADDRESS,
             Some(_) => hostnetd_common::OWNER_LISTED_ADDRESSES,
         };
-        let owner = PortOwner { cgroup_id: cgroup.id, cgroup_level: cgroup.level, flags };
+        let owner = PortOwner {
+            cgroup_id: cgroup.id,
+            cgroup_level: cgroup.level,
+            flags,
+        };
         owners.claim(claim.port, owner, claim.addresses.as_deref())?;
     }
     Ok(())
@@ -149,8 +193,11 @@ pub fn sync_reserved_ports(
         .filter(|record| record.state != ContainerState::Exited)
         .flat_map(|record| record.ports.iter().map(|claim| claim.port.port))
         .collect();
-    let ours = reserved.sync(&store.reserved_by_us()?, &wanted)?;
-    store.save_reserved_by_us(&ours)?;
+    reserved.sync(&store.reserved_by_us()?, &wanted, |ours| {
+        store
+            .save_reserved_by_us(ours)
+            .map_err(OwnershipError::from)
+    })?;
     Ok(())
 }
 
@@ -161,10 +208,20 @@ mod tests {
 
     #[test]
     fn conflicts_name_the_owner() {
-        let port = OwnedPort { proto: Proto::Tcp, port: 20080 };
+        let port = OwnedPort {
+            proto: Proto::Tcp,
+            port: 20080,
+        };
         let id = "0123456789abcdef".repeat(4);
-        let by_container = Conflict::OwnedByContainer { port, name: "web1".into(), id };
-        assert_eq!(by_container.to_string(), "port 20080/tcp is owned by container web1 (0123456789ab)");
+        let by_container = Conflict::OwnedByContainer {
+            port,
+            name: "web1".into(),
+            id,
+        };
+        assert_eq!(
+            by_container.to_string(),
+            "port 20080/tcp is owned by container web1 (0123456789ab)"
+        );
         let holders = vec!["pid 42 (busybox httpd -f -p 20080)".to_string()];
         let on_host = Conflict::BoundOnHost { port, holders };
         assert_eq!(

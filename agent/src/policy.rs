@@ -80,7 +80,12 @@ impl FromStr for PortSpec {
         if first > last {
             return Err(PortSpecError::ReversedRange(item.to_string()));
         }
-        Ok(Self { addr, first, last, proto })
+        Ok(Self {
+            addr,
+            first,
+            last,
+            proto,
+        })
     }
 }
 
@@ -88,13 +93,22 @@ fn parse_proto(item: &str, proto: &str) -> Result<Proto, PortSpecError> {
     match proto.to_ascii_lowercase().as_str() {
         "tcp" => Ok(Proto::Tcp),
         "udp" => Ok(Proto::Udp),
-        _ => Err(PortSpecError::UnknownProtocol { item: item.into(), proto: proto.into() }),
+        _ => Err(PortSpecError::UnknownProtocol {
+            item: item.into(),
+            proto: proto.into(),
+        }),
     }
 }
 
 /// Splits `ADDR:PORTS` into its normalised address and the port part.
-fn split_address<'a>(item: &str, rest: &'a str) -> Result<(Option<IpAddr>, &'a str), PortSpecError> {
-    let bad = |addr: &str| PortSpecError::BadAddress { item: item.into(), addr: addr.into() };
+fn split_address<'a>(
+    item: &str,
+    rest: &'a str,
+) -> Result<(Option<IpAddr>, &'a str), PortSpecError> {
+    let bad = |addr: &str| PortSpecError::BadAddress {
+        item: item.into(),
+        addr: addr.into(),
+    };
     if let Some(bracketed) = rest.strip_prefix('[') {
         let (addr, ports) = bracketed.split_once("]:").ok_or_else(|| bad(rest))?;
         let v6: Ipv6Addr = addr.parse().map_err(|_| bad(addr))?;
@@ -116,12 +130,18 @@ fn normalise(addr: IpAddr) -> Option<IpAddr> {
 
 fn parse_port(item: &str, text: &str) -> Result<u16, PortSpecError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(PortSpecError::NotANumber { item: item.into(), port: text.into() });
+        return Err(PortSpecError::NotANumber {
+            item: item.into(),
+            port: text.into(),
+        });
     }
     match text.parse::<u32>() {
         Ok(0) => Err(PortSpecError::PortZero(item.into())),
         Ok(port) if port <= u16::MAX as u32 => Ok(port as u16),
-        _ => Err(PortSpecError::OutOfRange { item: item.into(), port: text.into() }),
+        _ => Err(PortSpecError::OutOfRange {
+            item: item.into(),
+            port: text.into(),
+        }),
     }
 }
 
@@ -159,9 +179,15 @@ impl FromStr for OwnedPort {
     fn from_str(text: &str) -> Result<Self, PortSpecError> {
         let spec: PortSpec = text.parse()?;
         if spec.addr.is_some() || spec.first != spec.last {
-            return Err(PortSpecError::NotANumber { item: text.into(), port: text.into() });
+            return Err(PortSpecError::NotANumber {
+                item: text.into(),
+                port: text.into(),
+            });
         }
-        Ok(Self { proto: spec.proto, port: spec.first })
+        Ok(Self {
+            proto: spec.proto,
+            port: spec.first,
+        })
     }
 }
 
@@ -193,7 +219,10 @@ impl PortDeclarations {
         let mut ports: BTreeMap<OwnedPort, Option<Vec<IpAddr>>> = BTreeMap::new();
         for spec in &specs {
             for number in spec.first..=spec.last {
-                let port = OwnedPort { proto: spec.proto, port: number };
+                let port = OwnedPort {
+                    proto: spec.proto,
+                    port: number,
+                };
                 merge(&mut ports, port, spec)?;
             }
         }
@@ -236,7 +265,10 @@ fn merge(
             list.push(addr);
         }
         if list.len() > MAX_ADDRESSES_PER_PORT {
-            return Err(PortSpecError::TooManyAddresses { item: spec.to_string(), port });
+            return Err(PortSpecError::TooManyAddresses {
+                item: spec.to_string(),
+                port,
+            });
         }
     }
     Ok(())
@@ -248,7 +280,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn spec(addr: Option<&str>, first: u16, last: u16, proto: Proto) -> PortSpec {
-        PortSpec { addr: addr.map(|a| a.parse().unwrap()), first, last, proto }
+        PortSpec {
+            addr: addr.map(|a| a.parse().unwrap()),
+            first,
+            last,
+            proto,
+        }
     }
 
     #[test]
@@ -259,9 +296,15 @@ mod tests {
             ("53/udp", spec(None, 53, 53, Proto::Udp)),
             ("53/UDP", spec(None, 53, 53, Proto::Udp)),
             ("8000-8099/udp", spec(None, 8000, 8099, Proto::Udp)),
-            ("127.0.0.1:8080/tcp", spec(Some("127.0.0.1"), 8080, 8080, Proto::Tcp)),
+            (
+                "127.0.0.1:8080/tcp",
+                spec(Some("127.0.0.1"), 8080, 8080, Proto::Tcp),
+            ),
             ("[::1]:8080", spec(Some("::1"), 8080, 8080, Proto::Tcp)),
-            ("[::ffff:127.0.0.1]:80", spec(Some("127.0.0.1"), 80, 80, Proto::Tcp)),
+            (
+                "[::ffff:127.0.0.1]:80",
+                spec(Some("127.0.0.1"), 80, 80, Proto::Tcp),
+            ),
             ("0.0.0.0:80", spec(None, 80, 80, Proto::Tcp)),
             ("[::]:80/udp", spec(None, 80, 80, Proto::Udp)),
             (" 81/udp ", spec(None, 81, 81, Proto::Udp)),
@@ -291,7 +334,11 @@ mod tests {
             ("+80", "invalid port spec \"+80\": \"+80\" is not a port number (1-65535)"),
         ];
         for (text, message) in cases {
-            assert_eq!(text.parse::<PortSpec>().unwrap_err().to_string(), message, "{text}");
+            assert_eq!(
+                text.parse::<PortSpec>().unwrap_err().to_string(),
+                message,
+                "{text}"
+            );
         }
         let empty_item = parse_port_specs("80,,81").unwrap_err();
         assert!(matches!(empty_item, PortSpecError::Empty(_)));
@@ -301,7 +348,10 @@ mod tests {
     fn declarations_merge_addresses_and_any_address_wins() {
         let specs = parse_port_specs("127.0.0.1:8080,[::1]:8080,9000,127.0.0.1:9000").unwrap();
         let decl = PortDeclarations::from_specs(specs).unwrap();
-        let port = |port| OwnedPort { proto: Proto::Tcp, port };
+        let port = |port| OwnedPort {
+            proto: Proto::Tcp,
+            port,
+        };
         let loopbacks: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
         assert_eq!(decl.addresses(port(8080)), Some(loopbacks.as_slice()));
         assert_eq!(decl.addresses(port(9000)), None);
@@ -310,9 +360,13 @@ mod tests {
 
     #[test]
     fn too_many_addresses_for_one_port_is_an_error() {
-        let specs = parse_port_specs("127.0.0.1:80,127.0.0.2:80,127.0.0.3:80,127.0.0.4:80,127.0.0.5:80");
+        let specs =
+            parse_port_specs("127.0.0.1:80,127.0.0.2:80,127.0.0.3:80,127.0.0.4:80,127.0.0.5:80");
         let error = PortDeclarations::from_specs(specs.unwrap()).unwrap_err();
-        assert!(error.to_string().contains("more than 4 addresses"), "{error}");
+        assert!(
+            error.to_string().contains("more than 4 addresses"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -10,7 +10,11 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 pub enum ReservedPortsError {
     #[error("cannot {action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("unexpected entry {entry:?} in {path}")]
     Garbage { path: PathBuf, entry: String },
 }
@@ -22,7 +26,11 @@ pub struct ReservationPlan {
 }
 
 /// What the sysctl and hostnetd's own entries become when `wanted` should be reserved.
-pub fn plan(current: &BTreeSet<u16>, ours: &BTreeSet<u16>, wanted: &BTreeSet<u16>) -> ReservationPlan {
+pub fn plan(
+    current: &BTreeSet<u16>,
+    ours: &BTreeSet<u16>,
+    wanted: &BTreeSet<u16>,
+) -> ReservationPlan {
     let no_longer_wanted: BTreeSet<u16> = ours.difference(wanted).copied().collect();
     let added: BTreeSet<u16> = wanted.difference(current).copied().collect();
     let mut sysctl: BTreeSet<u16> = current.difference(&no_longer_wanted).copied().collect();
@@ -34,7 +42,12 @@ pub fn plan(current: &BTreeSet<u16>, ours: &BTreeSet<u16>, wanted: &BTreeSet<u16
 
 pub fn parse_port_list(text: &str) -> Result<BTreeSet<u16>, String> {
     let mut ports = BTreeSet::new();
-    for entry in text.trim().split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    for entry in text
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
         let number = |s: &str| s.trim().parse::<u16>().map_err(|_| entry.to_string());
         match entry.split_once('-') {
             Some((first, last)) => ports.extend(number(first)?..=number(last)?),
@@ -57,7 +70,13 @@ pub fn format_port_list(ports: &BTreeSet<u16>) -> String {
     }
     let items: Vec<String> = runs
         .iter()
-        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect();
     items.join(",")
 }
@@ -68,7 +87,9 @@ pub struct ReservedPorts {
 
 impl ReservedPorts {
     pub fn new(root: &Path) -> Self {
-        Self { path: root.join("proc/sys/net/ipv4/ip_local_reserved_ports") }
+        Self {
+            path: root.join("proc/sys/net/ipv4/ip_local_reserved_ports"),
+        }
     }
 
     pub fn host() -> Self {
@@ -77,34 +98,44 @@ impl ReservedPorts {
 
     pub fn read(&self) -> Result<BTreeSet<u16>, ReservedPortsError> {
         let text = fs::read_to_string(&self.path).map_err(|source| self.io("read", source))?;
-        parse_port_list(&text)
-            .map_err(|entry| ReservedPortsError::Garbage { path: self.path.clone(), entry })
+        parse_port_list(&text).map_err(|entry| ReservedPortsError::Garbage {
+            path: self.path.clone(),
+            entry,
+        })
     }
 
     pub fn write(&self, ports: &BTreeSet<u16>) -> Result<(), ReservedPortsError> {
-        let mut text = format_port_list(ports);
-        if !text.is_empty() {
-            text.push('\n');
-        }
+        // The kernel ignores an empty write; a lone newline is what clears the list.
+        let text = format_port_list(ports) + "\n";
         fs::write(&self.path, text).map_err(|source| self.io("write", source))
     }
 
-    /// Brings the sysctl to `wanted` (plus the administrator's entries); returns the new `ours`.
-    pub fn sync(
+    /// Brings the sysctl to `wanted` (plus the administrator's entries). `remember` persists
+    /// which entries are hostnetd's; it is called before the sysctl changes (with every entry
+    /// that may be ours afterwards) and again after, so a crash in between never leaves an
+    /// entry that no one remembers adding.
+    pub fn sync<E: From<ReservedPortsError>>(
         &self,
         ours: &BTreeSet<u16>,
         wanted: &BTreeSet<u16>,
-    ) -> Result<BTreeSet<u16>, ReservedPortsError> {
+        mut remember: impl FnMut(&BTreeSet<u16>) -> Result<(), E>,
+    ) -> Result<BTreeSet<u16>, E> {
         let current = self.read()?;
         let plan = plan(&current, ours, wanted);
         if plan.sysctl != current {
+            remember(&ours.union(&plan.ours).copied().collect())?;
             self.write(&plan.sysctl)?;
         }
+        remember(&plan.ours)?;
         Ok(plan.ours)
     }
 
     fn io(&self, action: &'static str, source: io::Error) -> ReservedPortsError {
-        ReservedPortsError::Io { action, path: self.path.clone(), source }
+        ReservedPortsError::Io {
+            action,
+            path: self.path.clone(),
+            source,
+        }
     }
 }
 
@@ -135,7 +166,10 @@ mod tests {
 
     #[test]
     fn lists_parse_and_format_with_ranges() {
-        assert_eq!(parse_port_list("8080,9000-9002\n").unwrap(), set(&[8080, 9000, 9001, 9002]));
+        assert_eq!(
+            parse_port_list("8080,9000-9002\n").unwrap(),
+            set(&[8080, 9000, 9001, 9002])
+        );
         assert_eq!(parse_port_list("\n").unwrap(), set(&[]));
         assert_eq!(format_port_list(&set(&[1, 2, 3, 5, 65535])), "1-3,5,65535");
         assert_eq!(format_port_list(&set(&[])), "");
@@ -149,10 +183,24 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("ip_local_reserved_ports"), "22\n").unwrap();
         let reserved = ReservedPorts::new(&root);
-        let ours = reserved.sync(&set(&[]), &set(&[20000, 20001])).unwrap();
-        assert_eq!(fs::read_to_string(dir.join("ip_local_reserved_ports")).unwrap(), "22,20000-20001\n");
-        assert!(reserved.sync(&ours, &set(&[])).unwrap().is_empty());
+        let remember = |_: &BTreeSet<u16>| Ok::<_, ReservedPortsError>(());
+        let ours = reserved
+            .sync(&set(&[]), &set(&[20000, 20001]), remember)
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("ip_local_reserved_ports")).unwrap(),
+            "22,20000-20001\n"
+        );
+        assert!(reserved
+            .sync(&ours, &set(&[]), remember)
+            .unwrap()
+            .is_empty());
         assert_eq!(reserved.read().unwrap(), set(&[22]));
+        reserved.write(&set(&[])).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("ip_local_reserved_ports")).unwrap(),
+            "\n"
+        );
         fs::remove_dir_all(root).unwrap();
     }
 

@@ -11,8 +11,12 @@ use std::{
 use hostnetd_common::Proto;
 
 const TCP_TIME_WAIT: u8 = 0x06;
-const TABLES: [(&str, Proto); 4] =
-    [("tcp", Proto::Tcp), ("tcp6", Proto::Tcp), ("udp", Proto::Udp), ("udp6", Proto::Udp)];
+const TABLES: [(&str, Proto); 4] = [
+    ("tcp", Proto::Tcp),
+    ("tcp6", Proto::Tcp),
+    ("udp", Proto::Udp),
+    ("udp6", Proto::Udp),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketScanError {
@@ -37,7 +41,11 @@ pub struct SocketHolder {
 
 impl fmt::Display for SocketHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.cmdline.is_empty() { &self.comm } else { &self.cmdline };
+        let what = if self.cmdline.is_empty() {
+            &self.comm
+        } else {
+            &self.cmdline
+        };
         write!(f, "pid {} ({what})", self.pid)
     }
 }
@@ -114,7 +122,9 @@ impl ProcFs {
 }
 
 fn read_trimmed(path: &Path) -> String {
-    fs::read_to_string(path).map(|text| text.trim().to_string()).unwrap_or_default()
+    fs::read_to_string(path)
+        .map(|text| text.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// One row of /proc/net/{tcp,udp}{,6}; None for headers, unbound and lingering sockets.
@@ -124,7 +134,12 @@ fn parse_row(row: &str, proto: Proto) -> Option<BoundSocket> {
     let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
     let inode: u64 = fields.get(9)?.parse().ok()?;
     let lingering = proto == Proto::Tcp && (state == TCP_TIME_WAIT || inode == 0);
-    (local.port() != 0 && !lingering).then_some(BoundSocket { proto, local, inode, state })
+    (local.port() != 0 && !lingering).then_some(BoundSocket {
+        proto,
+        local,
+        inode,
+        state,
+    })
 }
 
 /// `0100007F:4E20` or a 32-digit IPv6 form: the address in host-order words, the port in hex.
@@ -132,7 +147,9 @@ fn parse_address(text: &str) -> Option<SocketAddr> {
     let (addr, port) = text.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let ip = match addr.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(addr, 16).ok()?.to_le_bytes())),
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(addr, 16).ok()?.to_le_bytes(),
+        )),
         32 => {
             let mut octets = [0u8; 16];
             for (word, chunk) in octets.chunks_exact_mut(4).enumerate() {
@@ -153,7 +170,8 @@ mod tests {
     const HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
 
     fn fake_proc(tag: &str) -> PathBuf {
-        let root = std::env::temp_dir().join(format!("hostnetd-procfs-{tag}-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("hostnetd-procfs-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(root.join("net")).unwrap();
         root
@@ -165,7 +183,10 @@ mod tests {
 
     #[test]
     fn addresses_decode_from_host_order_words() {
-        assert_eq!(parse_address("0100007F:4E20"), Some("127.0.0.1:20000".parse().unwrap()));
+        assert_eq!(
+            parse_address("0100007F:4E20"),
+            Some("127.0.0.1:20000".parse().unwrap())
+        );
         let v6 = parse_address("00000000000000000000000001000000:0050").unwrap();
         assert_eq!(v6, "[::1]:80".parse().unwrap());
         let mapped = parse_address("0000000000000000FFFF00000100007F:0050").unwrap();
@@ -175,15 +196,41 @@ mod tests {
     #[test]
     fn bound_sockets_skip_time_wait_lingering_and_unbound() {
         let root = fake_proc("bound");
-        let tcp = [row("0100007F:4E20", "0A", 11), row("0100007F:4E21", "06", 12), row("0100007F:4E22", "01", 0)];
+        let tcp = [
+            row("0100007F:4E20", "0A", 11),
+            row("0100007F:4E21", "06", 12),
+            row("0100007F:4E22", "01", 0),
+        ];
         fs::write(root.join("net/tcp"), format!("{HEADER}{}", tcp.concat())).unwrap();
-        let udp = [row("00000000:4E23", "07", 13), row("00000000:0000", "07", 14)];
+        let udp = [
+            row("00000000:4E23", "07", 13),
+            row("00000000:0000", "07", 14),
+        ];
         fs::write(root.join("net/udp"), format!("{HEADER}{}", udp.concat())).unwrap();
-        fs::write(root.join("net/udp6"), format!("{HEADER}{}", row("00000000000000000000000001000000:4E24", "07", 15))).unwrap();
+        fs::write(
+            root.join("net/udp6"),
+            format!(
+                "{HEADER}{}",
+                row("00000000000000000000000001000000:4E24", "07", 15)
+            ),
+        )
+        .unwrap();
         let sockets = ProcFs::new(&root).bound_sockets().unwrap();
-        let seen: Vec<(Proto, u16, u64)> = sockets.iter().map(|s| (s.proto, s.local.port(), s.inode)).collect();
-        assert_eq!(seen, vec![(Proto::Tcp, 20000, 11), (Proto::Udp, 20003, 13), (Proto::Udp, 20004, 15)]);
-        let found = ProcFs::new(&root).find_bound(&[(Proto::Udp, 20004), (Proto::Tcp, 20003)]).unwrap();
+        let seen: Vec<(Proto, u16, u64)> = sockets
+            .iter()
+            .map(|s| (s.proto, s.local.port(), s.inode))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (Proto::Tcp, 20000, 11),
+                (Proto::Udp, 20003, 13),
+                (Proto::Udp, 20004, 15)
+            ]
+        );
+        let found = ProcFs::new(&root)
+            .find_bound(&[(Proto::Udp, 20004), (Proto::Tcp, 20003)])
+            .unwrap();
         assert_eq!(found.len(), 1);
         fs::remove_dir_all(root).unwrap();
     }

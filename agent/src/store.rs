@@ -24,9 +24,16 @@ use crate::policy::OwnedPort;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot {action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("corrupt state file {path}: {source}")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("no such container: {0}")]
     NotFound(String),
     #[error("container reference {reference:?} is ambiguous: it matches {matches}")]
@@ -103,7 +110,9 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let containers = dir.join("containers");
         fs::create_dir_all(&containers).map_err(io_error("create", &containers))?;
-        Ok(Self { dir: dir.to_path_buf() })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Blocks until this process holds the host-wide lock.
@@ -139,16 +148,26 @@ impl Store {
     /// Finds a container by exact name, exact id, or unique id prefix.
     pub fn find(&self, reference: &str) -> Result<ContainerRecord, StoreError> {
         let records = self.list()?;
-        if let Some(record) = records.iter().find(|r| r.name == reference || r.id == reference) {
+        if let Some(record) = records
+            .iter()
+            .find(|r| r.name == reference || r.id == reference)
+        {
             return Ok(record.clone());
         }
-        let matches: Vec<_> = records.into_iter().filter(|r| r.id.starts_with(reference)).collect();
+        let matches: Vec<_> = records
+            .into_iter()
+            .filter(|r| r.id.starts_with(reference))
+            .collect();
         match matches.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(StoreError::NotFound(reference.to_string())),
             many => Err(StoreError::Ambiguous {
                 reference: reference.to_string(),
-                matches: many.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+                matches: many
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }
@@ -191,14 +210,18 @@ impl Store {
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
     let text = fs::read(path).map_err(io_error("read", path))?;
-    serde_json::from_slice(&text)
-        .map_err(|source| StoreError::Corrupt { path: path.to_path_buf(), source })
+    serde_json::from_slice(&text).map_err(|source| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes `value` as JSON to a temporary sibling, fsyncs it, and renames it into place.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
-    let json = serde_json::to_vec_pretty(value)
-        .map_err(|source| StoreError::Corrupt { path: path.to_path_buf(), source })?;
+    let json = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let tmp = path.with_extension("json.tmp");
     let mut file = File::create(&tmp).map_err(io_error("create", &tmp))?;
     file.write_all(&json).map_err(io_error("write", &tmp))?;
@@ -214,7 +237,11 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.to_path_buf();
-    move |source| StoreError::Io { action, path, source }
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -236,12 +263,22 @@ mod tests {
             command: vec!["true".into()],
             port_specs: vec!["127.0.0.1:20080/tcp".into()],
             ports: vec![PortClaim {
-                port: OwnedPort { proto: Proto::Tcp, port: 20080 },
+                port: OwnedPort {
+                    proto: Proto::Tcp,
+                    port: 20080,
+                },
                 addresses: Some(vec!["127.0.0.1".parse().unwrap()]),
             }],
-            cgroup: CgroupRecord { path: "/sys/fs/cgroup/hostnetd/x".into(), id: 7, level: 2 },
+            cgroup: CgroupRecord {
+                path: "/sys/fs/cgroup/hostnetd/x".into(),
+                id: 7,
+                level: 2,
+            },
             state: ContainerState::Created,
-            supervisor: ProcessIdentity { pid: 1, start_time: 2 },
+            supervisor: ProcessIdentity {
+                pid: 1,
+                start_time: 2,
+            },
             pid: None,
             exit_code: None,
             auto_remove: true,
@@ -259,7 +296,10 @@ mod tests {
         store.save(&record("abc999", "web2")).unwrap();
         assert_eq!(store.find("web1").unwrap(), web);
         assert_eq!(store.find("abcdef").unwrap(), web);
-        assert!(matches!(store.find("abc"), Err(StoreError::Ambiguous { .. })));
+        assert!(matches!(
+            store.find("abc"),
+            Err(StoreError::Ambiguous { .. })
+        ));
         assert!(matches!(store.find("zzz"), Err(StoreError::NotFound(_))));
         store.remove(&web.id).unwrap();
         store.remove(&web.id).unwrap();

@@ -15,18 +15,29 @@ use signal_hook::{consts::signal, iterator::Signals};
 use crate::store::ProcessIdentity;
 
 /// Signals a foreground `run` passes on to the container, as `docker run` does.
-const FORWARDED: [i32; 6] =
-    [signal::SIGINT, signal::SIGTERM, signal::SIGHUP, signal::SIGQUIT, signal::SIGUSR1, signal::SIGUSR2];
+const FORWARDED: [i32; 6] = [
+    signal::SIGINT,
+    signal::SIGTERM,
+    signal::SIGHUP,
+    signal::SIGQUIT,
+    signal::SIGUSR1,
+    signal::SIGUSR2,
+];
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl ProcessIdentity {
     pub fn current() -> Self {
         let pid = std::process::id();
-        Self { pid, start_time: start_time(pid).unwrap_or(0) }
+        Self {
+            pid,
+            start_time: start_time(pid).unwrap_or(0),
+        }
     }
 
     /// True while the same process (not a later one reusing its pid) is alive.
@@ -129,14 +140,24 @@ mod tests {
     fn this_process_is_alive_and_a_changed_start_time_is_not() {
         let me = ProcessIdentity::current();
         assert!(me.is_alive());
-        assert!(!ProcessIdentity { start_time: me.start_time + 1, ..me }.is_alive());
+        assert!(!ProcessIdentity {
+            start_time: me.start_time + 1,
+            ..me
+        }
+        .is_alive());
     }
 
     #[test]
     fn exit_codes_follow_the_shell() {
-        let child = std::process::Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
+        let child = std::process::Command::new("sh")
+            .args(["-c", "exit 7"])
+            .spawn()
+            .unwrap();
         assert_eq!(wait_exit_code(child.id()).unwrap(), 7);
-        let child = std::process::Command::new("sh").args(["-c", "kill -9 $$"]).spawn().unwrap();
+        let child = std::process::Command::new("sh")
+            .args(["-c", "kill -9 $$"])
+            .spawn()
+            .unwrap();
         assert_eq!(wait_exit_code(child.id()).unwrap(), 137);
     }
 

@@ -2,8 +2,9 @@
 //! `bind4`/`bind6` hooks (containers) and `host_bind4`/`host_bind6` (root cgroup), and tested
 //! on the host against a fake [`BindEnv`].
 
-use crate::{BindAddrKey, PortOwner, Proto, EACCES, EADDRINUSE, OWNER_ANY_ADDRESS,
-    OWNER_LISTED_ADDRESSES};
+use crate::{
+    BindAddrKey, PortOwner, Proto, EACCES, EADDRINUSE, OWNER_ANY_ADDRESS, OWNER_LISTED_ADDRESSES,
+};
 
 /// Where the hook is attached, which decides what an unowned port means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,8 +33,13 @@ pub trait BindEnv {
 
 /// Decides a bind of `addr` (IPv6 or v4-mapped form) and `port` (host byte order).
 #[inline(always)]
-pub fn decide<E: BindEnv>(env: &E, scope: Scope, ipproto: u32, addr: &[u8; 16], port: u16)
-    -> Verdict {
+pub fn decide<E: BindEnv>(
+    env: &E,
+    scope: Scope,
+    ipproto: u32,
+    addr: &[u8; 16],
+    port: u16,
+) -> Verdict {
     let Some(proto) = Proto::from_ipproto(ipproto) else {
         return Verdict::Allow;
     };
@@ -83,12 +89,17 @@ mod tests {
 
     impl FakeKernel {
         fn own(mut self, cgroup_id: u64, proto: Proto, port: u16, flags: u32) -> Self {
-            let owner = PortOwner { cgroup_id, cgroup_level: 2, flags };
+            let owner = PortOwner {
+                cgroup_id,
+                cgroup_level: 2,
+                flags,
+            };
             self.owners.insert(proto.owner_slot(port), owner);
             self
         }
         fn listing(mut self, cgroup_id: u64, addr: [u8; 16], port: u16, proto: Proto) -> Self {
-            self.addrs.push(BindAddrKey::new(cgroup_id, addr, port, proto));
+            self.addrs
+                .push(BindAddrKey::new(cgroup_id, addr, port, proto));
             self
         }
         fn called_from(mut self, path: &[u64]) -> Self {
@@ -120,7 +131,10 @@ mod tests {
     #[test]
     fn container_binds_declared_port_on_any_address() {
         let k = in_web().own(WEB, Proto::Tcp, 20080, OWNER_ANY_ADDRESS);
-        assert_eq!(decide(&k, Scope::Container, IPPROTO_TCP, &ANY, 20080), Verdict::Allow);
+        assert_eq!(
+            decide(&k, Scope::Container, IPPROTO_TCP, &ANY, 20080),
+            Verdict::Allow
+        );
     }
 
     #[test]
@@ -142,7 +156,10 @@ mod tests {
         let k = in_web();
         let undeclared = decide(&k, Scope::Container, IPPROTO_TCP, &ANY, 20081);
         assert_eq!(undeclared, Verdict::Deny(EACCES));
-        assert_eq!(decide(&k, Scope::Container, IPPROTO_TCP, &ANY, 0), Verdict::Allow);
+        assert_eq!(
+            decide(&k, Scope::Container, IPPROTO_TCP, &ANY, 0),
+            Verdict::Allow
+        );
     }
 
     #[test]
@@ -150,15 +167,29 @@ mod tests {
         let k = FakeKernel::default()
             .called_from(&[ROOT, PARENT, WEB, 999])
             .own(WEB, Proto::Udp, 25000, OWNER_ANY_ADDRESS);
-        assert_eq!(decide(&k, Scope::Container, IPPROTO_UDP, &ANY, 25000), Verdict::Allow);
+        assert_eq!(
+            decide(&k, Scope::Container, IPPROTO_UDP, &ANY, 25000),
+            Verdict::Allow
+        );
     }
 
     #[test]
     fn host_is_refused_only_owned_ports() {
-        let host = FakeKernel::default().called_from(&[ROOT]).own(WEB, Proto::Tcp, 20080, 1);
-        assert_eq!(decide(&host, Scope::Host, IPPROTO_TCP, &ANY, 20080), Verdict::Deny(EADDRINUSE));
-        assert_eq!(decide(&host, Scope::Host, IPPROTO_TCP, &ANY, 20081), Verdict::Allow);
-        assert_eq!(decide(&host, Scope::Host, IPPROTO_UDP, &ANY, 20080), Verdict::Allow);
+        let host = FakeKernel::default()
+            .called_from(&[ROOT])
+            .own(WEB, Proto::Tcp, 20080, 1);
+        assert_eq!(
+            decide(&host, Scope::Host, IPPROTO_TCP, &ANY, 20080),
+            Verdict::Deny(EADDRINUSE)
+        );
+        assert_eq!(
+            decide(&host, Scope::Host, IPPROTO_TCP, &ANY, 20081),
+            Verdict::Allow
+        );
+        assert_eq!(
+            decide(&host, Scope::Host, IPPROTO_UDP, &ANY, 20080),
+            Verdict::Allow
+        );
     }
 
     #[test]
@@ -167,22 +198,36 @@ mod tests {
         let k = in_web()
             .own(WEB, Proto::Tcp, 20080, OWNER_LISTED_ADDRESSES)
             .listing(WEB, loopback, 20080, Proto::Tcp);
-        assert_eq!(decide(&k, Scope::Container, IPPROTO_TCP, &loopback, 20080), Verdict::Allow);
+        assert_eq!(
+            decide(&k, Scope::Container, IPPROTO_TCP, &loopback, 20080),
+            Verdict::Allow
+        );
         let other = v4_mapped([127, 0, 0, 2]);
         let denied = decide(&k, Scope::Container, IPPROTO_TCP, &other, 20080);
         assert_eq!(denied, Verdict::Deny(EACCES));
-        assert_eq!(decide(&k, Scope::Container, IPPROTO_TCP, &ANY, 20080), Verdict::Deny(EACCES));
+        assert_eq!(
+            decide(&k, Scope::Container, IPPROTO_TCP, &ANY, 20080),
+            Verdict::Deny(EACCES)
+        );
     }
 
     #[test]
     fn owner_with_no_flags_allows_nothing() {
-        let k = in_web().own(WEB, Proto::Tcp, 20080, 0).listing(WEB, ANY, 20080, Proto::Tcp);
-        assert_eq!(decide(&k, Scope::Container, IPPROTO_TCP, &ANY, 20080), Verdict::Deny(EACCES));
+        let k = in_web()
+            .own(WEB, Proto::Tcp, 20080, 0)
+            .listing(WEB, ANY, 20080, Proto::Tcp);
+        assert_eq!(
+            decide(&k, Scope::Container, IPPROTO_TCP, &ANY, 20080),
+            Verdict::Deny(EACCES)
+        );
     }
 
     #[test]
     fn untracked_protocols_pass() {
         let k = in_web();
-        assert_eq!(decide(&k, Scope::Container, 132, &ANY, 20080), Verdict::Allow);
+        assert_eq!(
+            decide(&k, Scope::Container, 132, &ANY, 20080),
+            Verdict::Allow
+        );
     }
 }

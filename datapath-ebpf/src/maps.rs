@@ -7,8 +7,7 @@ use hostnetd_common::{BindAddrKey, PortOwner, MAX_BIND_ADDRS, PORTS_PER_PROTO, T
 
 /// Owner of every (protocol, port): an array, so a lookup is one index, whatever the count.
 #[map]
-pub static PORT_OWNERS: Array<PortOwner> =
-    Array::pinned(PORTS_PER_PROTO * TRACKED_PROTOS, 0);
+pub static PORT_OWNERS: Array<PortOwner> = Array::pinned(PORTS_PER_PROTO * TRACKED_PROTOS, 0);
 
 /// Addresses an owner restricted its ports to; consulted only for owners that declared some.
 #[map]

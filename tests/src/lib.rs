@@ -32,7 +32,10 @@ pub fn netprobe() -> String {
 /// A binary of the workspace: test executables live in target/<profile>/deps.
 fn beside_tests(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
     profile_dir.join(name)
 }
 
@@ -92,7 +95,10 @@ impl TestHost {
 
     /// `hostnetd run --rm --rootfs / --ports PORTS [extra] -- COMMAND`, to completion.
     pub fn run_to_end(&self, ports: &str, extra: &[&str], command: &[&str]) -> Output {
-        self.hostnetd().args(run_args(ports, extra, command)).output().expect("run hostnetd")
+        self.hostnetd()
+            .args(run_args(ports, extra, command))
+            .output()
+            .expect("run hostnetd")
     }
 
     /// Starts a long-running container in the background and waits until it is running.
@@ -115,12 +121,22 @@ impl TestHost {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let ps = stdout(&self.exec(&["ps"]));
-            if ps.lines().any(|line| line.contains(name) && line.contains("running")) {
+            if ps
+                .lines()
+                .any(|line| line.contains(name) && line.contains("running"))
+            {
                 return;
             }
             if let Ok(Some(status)) = self.children[index].try_wait() {
-                let output = self.children.remove(index).wait_with_output().expect("output");
-                panic!("container {name} exited early ({status}): {}", describe(&output));
+                let output = self
+                    .children
+                    .remove(index)
+                    .wait_with_output()
+                    .expect("output");
+                panic!(
+                    "container {name} exited early ({status}): {}",
+                    describe(&output)
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -134,7 +150,10 @@ impl TestHost {
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
         while child.try_wait().expect("try_wait").is_none() {
-            assert!(Instant::now() < deadline, "hostnetd run did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "hostnetd run did not exit after SIGTERM"
+            );
             thread::sleep(Duration::from_millis(20));
         }
         let child = self.children.remove(index);
@@ -151,7 +170,11 @@ impl TestHost {
     /// The kernel owner table, as `[{"port": "20080/tcp", "cgroup_id": N}]`.
     pub fn kernel_owners(&self) -> Vec<serde_json::Value> {
         let output = self.exec(&["ports", "--kernel"]);
-        assert!(output.status.success(), "ports --kernel: {}", describe(&output));
+        assert!(
+            output.status.success(),
+            "ports --kernel: {}",
+            describe(&output)
+        );
         serde_json::from_slice(&output.stdout).expect("json")
     }
 
@@ -166,12 +189,23 @@ impl TestHost {
     /// Asserts that no container of this host holds anything: records, cgroups, links, bundles.
     pub fn assert_no_container_left(&self) {
         let records = self.scratch.join("state/containers");
-        let left: Vec<_> = std::fs::read_dir(&records).map(|d| d.count()).into_iter().collect();
-        assert!(left.iter().all(|&n| n == 0), "container records left in {}", records.display());
+        let left: Vec<_> = std::fs::read_dir(&records)
+            .map(|d| d.count())
+            .into_iter()
+            .collect();
+        assert!(
+            left.iter().all(|&n| n == 0),
+            "container records left in {}",
+            records.display()
+        );
         assert_empty_dir(&self.cgroup_parent_path(), "cgroups");
         assert_empty_dir(&self.bpf_dir.join("v1/containers"), "link pins");
         assert_empty_dir(&self.scratch.join("run/containers"), "bundles");
-        assert_eq!(self.kernel_owners(), Vec::<serde_json::Value>::new(), "owner table not empty");
+        assert_eq!(
+            self.kernel_owners(),
+            Vec::<serde_json::Value>::new(),
+            "owner table not empty"
+        );
     }
 }
 
@@ -198,8 +232,16 @@ impl Drop for TestHost {
         let _ = std::fs::remove_dir(self.cgroup_parent_path());
         let _ = std::fs::remove_dir_all(&self.scratch);
         if !thread::panicking() {
-            assert!(teardown.status.success(), "teardown: {}", describe(&teardown));
-            assert!(!self.bpf_dir.exists(), "pins left in {}", self.bpf_dir.display());
+            assert!(
+                teardown.status.success(),
+                "teardown: {}",
+                describe(&teardown)
+            );
+            assert!(
+                !self.bpf_dir.exists(),
+                "pins left in {}",
+                self.bpf_dir.display()
+            );
             assert!(!self.cgroup_parent_path().exists(), "cgroup parent left");
         }
     }
@@ -225,7 +267,11 @@ fn assert_empty_dir(path: &Path, what: &str) {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name())
         .collect();
-    assert!(names.is_empty(), "{what} left in {}: {names:?}", path.display());
+    assert!(
+        names.is_empty(),
+        "{what} left in {}: {names:?}",
+        path.display()
+    );
 }
 
 /// The cgroup2 mount, from the mount table.
@@ -249,30 +295,42 @@ pub fn stderr(output: &Output) -> String {
 }
 
 pub fn describe(output: &Output) -> String {
-    format!("{}\nstdout:\n{}\nstderr:\n{}", output.status, stdout(output), stderr(output))
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    )
 }
 
 /// Parses netprobe's lines: `ok` is 0, `errno N` is N.
 pub fn probe_results(output: &Output) -> Vec<i32> {
     stdout(output)
         .lines()
-        .filter_map(|line| match line.split_whitespace().collect::<Vec<_>>().as_slice() {
-            ["ok"] => Some(0),
-            ["errno", n] => n.parse().ok(),
-            _ => None,
-        })
+        .filter_map(
+            |line| match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["ok"] => Some(0),
+                ["errno", n] => n.parse().ok(),
+                _ => None,
+            },
+        )
         .collect()
 }
 
 /// Runs netprobe on the host (outside any container) and returns its results.
 pub fn probe_on_host(args: &[&str]) -> Vec<i32> {
-    let output = Command::new(netprobe()).arg("bind").args(args).output().expect("netprobe");
+    let output = Command::new(netprobe())
+        .arg("bind")
+        .args(args)
+        .output()
+        .expect("netprobe");
     probe_results(&output)
 }
 
 /// The reserved-ports sysctl, as a set.
 pub fn reserved_ports() -> Vec<u16> {
-    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").expect("sysctl");
+    let text =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").expect("sysctl");
     let mut ports = Vec::new();
     for item in text.trim().split(',').filter(|s| !s.is_empty()) {
         match item.split_once('-') {

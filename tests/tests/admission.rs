@@ -11,14 +11,24 @@ fn a_second_web_server_is_refused_before_start_naming_the_owner() {
     }
     let mut host = TestHost::new();
     let probe = netprobe();
-    let web1 = host.start("web1", "20200/tcp", &[&probe, "listen", "0.0.0.0", "20200", "60"]);
+    let web1 = host.start(
+        "web1",
+        "20200/tcp",
+        &[&probe, "listen", "0.0.0.0", "20200", "60"],
+    );
     let marker = host.scratch().join("web2-ran");
     let touch = format!("touch {}", marker.display());
     let web2 = host.run_to_end("20200/tcp", &["--name", "web2"], &["/bin/sh", "-c", &touch]);
     assert!(!web2.status.success(), "web2 started: {}", describe(&web2));
     let message = stderr(&web2);
-    assert!(message.contains("port 20200/tcp is owned by container web1"), "{message}");
-    assert!(!marker.exists(), "web2's command ran although admission refused it");
+    assert!(
+        message.contains("port 20200/tcp is owned by container web1"),
+        "{message}"
+    );
+    assert!(
+        !marker.exists(),
+        "web2's command ran although admission refused it"
+    );
     let ps = stdout(&host.exec(&["ps", "-a"]));
     assert!(!ps.contains("web2"), "web2 left a record: {ps}");
     assert!(fetch(20200).is_ok(), "web1 stopped serving");
@@ -49,7 +59,10 @@ fn a_port_bound_by_a_host_process_is_refused_naming_the_process() {
     let _ = holder.wait();
     assert!(!output.status.success(), "{}", describe(&output));
     let message = stderr(&output);
-    let expected = format!("port 20210/udp is already bound on the host by pid {}", holder.id());
+    let expected = format!(
+        "port 20210/udp is already bound on the host by pid {}",
+        holder.id()
+    );
     assert!(message.contains(&expected), "{message}");
     assert!(message.contains("netprobe"), "{message}");
     host.assert_no_container_left();
@@ -67,7 +80,9 @@ fn racing_runs_for_one_port_have_exactly_one_winner() {
             .map(|n| {
                 let name = format!("racer-{round}-{n}");
                 host.hostnetd()
-                    .args(["run", "--rm", "--rootfs", "/", "--ports", "20220", "--name", &name])
+                    .args([
+                        "run", "--rm", "--rootfs", "/", "--ports", "20220", "--name", &name,
+                    ])
                     .args(["--", &probe, "bind", "tcp", "0.0.0.0", "20220"])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
@@ -75,15 +90,30 @@ fn racing_runs_for_one_port_have_exactly_one_winner() {
                     .expect("spawn")
             })
             .collect();
-        let outputs: Vec<_> = contenders.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        let outputs: Vec<_> = contenders
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
         let winners: Vec<_> = outputs.iter().filter(|o| o.status.success()).collect();
-        let refused = outputs.iter().filter(|o| stderr(o).contains("is owned by container racer-"));
+        let refused = outputs
+            .iter()
+            .filter(|o| stderr(o).contains("is owned by container racer-"));
         let refused = refused.count();
         // A loser may also start after the winner already exited: then it wins too, fairly.
         assert!(!winners.is_empty(), "round {round}: nobody won");
-        assert_eq!(winners.len() + refused, 3, "round {round}: {:?}", outputs.iter().map(describe).collect::<Vec<_>>());
+        assert_eq!(
+            winners.len() + refused,
+            3,
+            "round {round}: {:?}",
+            outputs.iter().map(describe).collect::<Vec<_>>()
+        );
         for winner in winners {
-            assert_eq!(probe_results(winner), vec![0], "round {round}: {}", describe(winner));
+            assert_eq!(
+                probe_results(winner),
+                vec![0],
+                "round {round}: {}",
+                describe(winner)
+            );
         }
     }
     host.assert_no_container_left();
@@ -126,7 +156,11 @@ fn owned_ports_are_reserved_and_the_administrators_entries_survive() {
     }
     let sysctl = "/proc/sys/net/ipv4/ip_local_reserved_ports";
     let before = std::fs::read_to_string(sysctl).unwrap();
-    let admin = if before.trim().is_empty() { "20239".to_string() } else { format!("{},20239", before.trim()) };
+    let admin = if before.trim().is_empty() {
+        "20239".to_string()
+    } else {
+        format!("{},20239", before.trim())
+    };
     std::fs::write(sysctl, &admin).unwrap();
     let restore = Restore(sysctl, before);
     let mut host = TestHost::new();
@@ -134,13 +168,22 @@ fn owned_ports_are_reserved_and_the_administrators_entries_survive() {
     let web = host.start("res", "20230-20232,20239/udp", &[&probe, "sleep", "60"]);
     let reserved = reserved_ports();
     for port in [20230, 20231, 20232, 20239] {
-        assert!(reserved.contains(&port), "{port} not reserved: {reserved:?}");
+        assert!(
+            reserved.contains(&port),
+            "{port} not reserved: {reserved:?}"
+        );
     }
     host.stop(web);
     let reserved = reserved_ports();
-    assert!(reserved.contains(&20239), "the administrator's entry was removed");
+    assert!(
+        reserved.contains(&20239),
+        "the administrator's entry was removed"
+    );
     for port in [20230, 20231, 20232] {
-        assert!(!reserved.contains(&port), "{port} still reserved after release");
+        assert!(
+            !reserved.contains(&port),
+            "{port} still reserved after release"
+        );
     }
     drop(host);
     drop(restore);
@@ -172,8 +215,14 @@ fn invalid_port_specs_are_refused_and_change_nothing() {
         let message = stderr(&output);
         assert!(message.contains(mentioned), "{spec}: {message}");
     }
-    assert!(!host.bpf_dir().exists(), "a refused spec loaded the datapath");
-    assert!(!host.cgroup_parent_path().exists(), "a refused spec created cgroups");
+    assert!(
+        !host.bpf_dir().exists(),
+        "a refused spec loaded the datapath"
+    );
+    assert!(
+        !host.cgroup_parent_path().exists(),
+        "a refused spec created cgroups"
+    );
 }
 
 #[test]
@@ -184,8 +233,15 @@ fn a_failing_start_releases_everything() {
     let host = TestHost::new();
     let output = host.run_to_end("20310/tcp,20311/udp", &[], &["/nonexistent/binary"]);
     assert!(!output.status.success(), "{}", describe(&output));
-    assert!(stderr(&output).contains("runc create"), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("runc create"),
+        "{}",
+        describe(&output)
+    );
     host.assert_no_container_left();
-    assert_eq!(probe_on_host(&["tcp", "0.0.0.0", "20310", "udp", "0.0.0.0", "20311"]), vec![0, 0]);
+    assert_eq!(
+        probe_on_host(&["tcp", "0.0.0.0", "20310", "udp", "0.0.0.0", "20311"]),
+        vec![0, 0]
+    );
     assert!(!reserved_ports().contains(&20310));
 }

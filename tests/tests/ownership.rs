@@ -22,13 +22,27 @@ fn declared_ports_bind_and_undeclared_ports_fail_with_eacces() {
         &host,
         "20100/tcp,20101/udp",
         &[
-            "tcp", "0.0.0.0", "20100", // declared tcp
-            "udp", "0.0.0.0", "20101", // declared udp
-            "tcp", "0.0.0.0", "20102", // undeclared
-            "udp", "0.0.0.0", "20100", // declared for tcp only
-            "tcp", "127.0.0.1", "20101", // declared for udp only
-            "tcp", "0.0.0.0", "0", // ephemeral
-            "udp", "0.0.0.0", "0",
+            "tcp",
+            "0.0.0.0",
+            "20100", // declared tcp
+            "udp",
+            "0.0.0.0",
+            "20101", // declared udp
+            "tcp",
+            "0.0.0.0",
+            "20102", // undeclared
+            "udp",
+            "0.0.0.0",
+            "20100", // declared for tcp only
+            "tcp",
+            "127.0.0.1",
+            "20101", // declared for udp only
+            "tcp",
+            "0.0.0.0",
+            "0", // ephemeral
+            "udp",
+            "0.0.0.0",
+            "0",
         ],
     );
     assert_eq!(results, vec![OK, OK, EACCES, EACCES, EACCES, OK, OK]);
@@ -45,18 +59,43 @@ fn ipv6_v4_mapped_and_dual_stack_binds_are_covered() {
         &host,
         "20110,20111/udp",
         &[
-            "tcp", "::1", "20110", //
-            "tcp", "::", "20110", "dualstack", //
-            "tcp", "::ffff:127.0.0.1", "20110", //
-            "udp", "::", "20111", "dualstack", //
-            "tcp", "::1", "20112", //
-            "tcp", "::", "20112", "dualstack", //
-            "tcp", "::ffff:127.0.0.1", "20112", //
-            "udp", "::ffff:127.0.0.1", "20112", //
-            "tcp", "::", "0", "dualstack",
+            "tcp",
+            "::1",
+            "20110", //
+            "tcp",
+            "::",
+            "20110",
+            "dualstack", //
+            "tcp",
+            "::ffff:127.0.0.1",
+            "20110", //
+            "udp",
+            "::",
+            "20111",
+            "dualstack", //
+            "tcp",
+            "::1",
+            "20112", //
+            "tcp",
+            "::",
+            "20112",
+            "dualstack", //
+            "tcp",
+            "::ffff:127.0.0.1",
+            "20112", //
+            "udp",
+            "::ffff:127.0.0.1",
+            "20112", //
+            "tcp",
+            "::",
+            "0",
+            "dualstack",
         ],
     );
-    assert_eq!(results, vec![OK, OK, OK, OK, EACCES, EACCES, EACCES, EACCES, OK]);
+    assert_eq!(
+        results,
+        vec![OK, OK, OK, OK, EACCES, EACCES, EACCES, EACCES, OK]
+    );
 }
 
 #[test]
@@ -69,17 +108,37 @@ fn address_restricted_declaration_allows_only_that_address() {
         &host,
         "127.0.0.1:20120/tcp,[::1]:20121/udp",
         &[
-            "tcp", "127.0.0.1", "20120", //
-            "tcp", "::ffff:127.0.0.1", "20120", //
-            "tcp", "0.0.0.0", "20120", //
-            "tcp", "127.0.0.2", "20120", //
-            "tcp", "::", "20120", "dualstack", //
-            "udp", "::1", "20121", //
-            "udp", "::", "20121", //
-            "udp", "127.0.0.1", "20121",
+            "tcp",
+            "127.0.0.1",
+            "20120", //
+            "tcp",
+            "::ffff:127.0.0.1",
+            "20120", //
+            "tcp",
+            "0.0.0.0",
+            "20120", //
+            "tcp",
+            "127.0.0.2",
+            "20120", //
+            "tcp",
+            "::",
+            "20120",
+            "dualstack", //
+            "udp",
+            "::1",
+            "20121", //
+            "udp",
+            "::",
+            "20121", //
+            "udp",
+            "127.0.0.1",
+            "20121",
         ],
     );
-    assert_eq!(results, vec![OK, OK, EACCES, EACCES, EACCES, OK, EACCES, EACCES]);
+    assert_eq!(
+        results,
+        vec![OK, OK, EACCES, EACCES, EACCES, OK, EACCES, EACCES]
+    );
 }
 
 #[test]
@@ -94,14 +153,29 @@ fn a_port_owned_by_another_container_fails_with_eaddrinuse() {
         &host,
         "20132",
         &[
-            "tcp", "0.0.0.0", "20130", //
-            "tcp", "::", "20130", "dualstack", //
-            "tcp", "0.0.0.0", "20130", "reuseport", //
-            "udp", "0.0.0.0", "20131", //
-            "tcp", "0.0.0.0", "20132",
+            "tcp",
+            "0.0.0.0",
+            "20130", //
+            "tcp",
+            "::",
+            "20130",
+            "dualstack", //
+            "tcp",
+            "0.0.0.0",
+            "20130",
+            "reuseport", //
+            "udp",
+            "0.0.0.0",
+            "20131", //
+            "tcp",
+            "0.0.0.0",
+            "20132",
         ],
     );
-    assert_eq!(results, vec![EADDRINUSE, EADDRINUSE, EADDRINUSE, EADDRINUSE, OK]);
+    assert_eq!(
+        results,
+        vec![EADDRINUSE, EADDRINUSE, EADDRINUSE, EADDRINUSE, OK]
+    );
     host.stop(owner);
     host.assert_no_container_left();
 }
@@ -115,19 +189,46 @@ fn host_processes_cannot_bind_owned_ports_even_with_reuseport() {
     let probe = netprobe();
     let owner = host.start("web", "20140/tcp,20141/udp", &[&probe, "sleep", "60"]);
     let results = probe_on_host(&[
-        "tcp", "0.0.0.0", "20140", //
-        "tcp", "0.0.0.0", "20140", "reuseport", //
-        "tcp", "::", "20140", "dualstack", "reuseport", //
-        "tcp", "127.0.0.1", "20140", //
-        "udp", "0.0.0.0", "20141", "reuseport", //
-        "udp", "::1", "20141", //
-        "udp", "0.0.0.0", "20140", // not owned for udp
-        "tcp", "0.0.0.0", "20142", // owned by nobody
+        "tcp",
+        "0.0.0.0",
+        "20140", //
+        "tcp",
+        "0.0.0.0",
+        "20140",
+        "reuseport", //
+        "tcp",
+        "::",
+        "20140",
+        "dualstack",
+        "reuseport", //
+        "tcp",
+        "127.0.0.1",
+        "20140", //
+        "udp",
+        "0.0.0.0",
+        "20141",
+        "reuseport", //
+        "udp",
+        "::1",
+        "20141", //
+        "udp",
+        "0.0.0.0",
+        "20140", // not owned for udp
+        "tcp",
+        "0.0.0.0",
+        "20142", // owned by nobody
     ]);
-    assert_eq!(results, vec![EADDRINUSE, EADDRINUSE, EADDRINUSE, EADDRINUSE, EADDRINUSE, EADDRINUSE, OK, OK]);
+    assert_eq!(
+        results,
+        vec![EADDRINUSE, EADDRINUSE, EADDRINUSE, EADDRINUSE, EADDRINUSE, EADDRINUSE, OK, OK]
+    );
     host.stop(owner);
     let after = probe_on_host(&["tcp", "0.0.0.0", "20140", "udp", "0.0.0.0", "20141"]);
-    assert_eq!(after, vec![OK, OK], "ports stay blocked after the owner exited");
+    assert_eq!(
+        after,
+        vec![OK, OK],
+        "ports stay blocked after the owner exited"
+    );
     host.assert_no_container_left();
 }
 
@@ -138,7 +239,11 @@ fn the_owner_serves_real_traffic_on_its_port() {
     }
     let mut host = TestHost::new();
     let probe = netprobe();
-    let web = host.start("web1", "20150/tcp", &[&probe, "listen", "0.0.0.0", "20150", "60"]);
+    let web = host.start(
+        "web1",
+        "20150/tcp",
+        &[&probe, "listen", "0.0.0.0", "20150", "60"],
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let body = loop {
         match fetch(20150) {

@@ -26,8 +26,17 @@ fn the_container_shares_the_host_network_but_not_its_pids() {
     let output = run_shell(&host, &[], "readlink /proc/self/ns/net; echo $$");
     let text = stdout(&output);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.first().copied(), Some(host_net.to_str().unwrap()), "{}", describe(&output));
-    assert_eq!(lines.get(1).copied(), Some("1"), "not in its own pid namespace");
+    assert_eq!(
+        lines.first().copied(),
+        Some(host_net.to_str().unwrap()),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(
+        lines.get(1).copied(),
+        Some("1"),
+        "not in its own pid namespace"
+    );
 }
 
 #[test]
@@ -47,7 +56,10 @@ fn env_workdir_user_and_volumes_behave_as_in_docker() {
         "echo $GREETING; pwd; id -u; id -g; cat in.txt; echo; touch /ro/x 2>/dev/null || echo ro-refused",
     );
     assert!(output.status.success(), "{}", describe(&output));
-    assert_eq!(stdout(&output), "hi\n/data\n1234\n1234\nfrom the host\nro-refused\n");
+    assert_eq!(
+        stdout(&output),
+        "hi\n/data\n1234\n1234\nfrom the host\nro-refused\n"
+    );
 }
 
 #[test]
@@ -94,10 +106,18 @@ fn bad_flags_are_refused_with_a_clear_error() {
     for (flags, expected) in cases {
         let output = host.run_to_end("", flags, &["true"]);
         assert!(!output.status.success(), "{flags:?} accepted");
-        assert!(stderr(&output).contains(expected), "{flags:?}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(expected),
+            "{flags:?}: {}",
+            stderr(&output)
+        );
     }
     let no_rootfs = host.exec(&["run", "--", "true"]);
-    assert!(stderr(&no_rootfs).contains("--rootfs"), "{}", describe(&no_rootfs));
+    assert!(
+        stderr(&no_rootfs).contains("--rootfs"),
+        "{}",
+        describe(&no_rootfs)
+    );
     host.assert_no_container_left();
 }
 
@@ -111,7 +131,11 @@ fn a_killed_supervisor_is_reconciled_by_the_next_command() {
     let index = host.start("orphan", "20400/tcp", &[&probe, "sleep", "60"]);
     host.kill_supervisor(index);
     // The next command that takes the host lock notices the dead supervisor and releases all.
-    let output = host.run_to_end("20400/tcp", &[], &[&probe, "bind", "tcp", "0.0.0.0", "20400"]);
+    let output = host.run_to_end(
+        "20400/tcp",
+        &[],
+        &[&probe, "bind", "tcp", "0.0.0.0", "20400"],
+    );
     assert_eq!(probe_results(&output), vec![0], "{}", describe(&output));
     host.assert_no_container_left();
 }

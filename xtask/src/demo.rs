@@ -23,12 +23,36 @@ pub fn demo() -> anyhow::Result<()> {
     let hostnetd = build()?.join("debug/hostnetd");
     let site = site_dir()?;
     let port = PORT.to_string();
-    let web1 = step("hostnetd run --name web1 --ports 20080/tcp --rootfs / -- busybox httpd ...", || {
-        spawn(&hostnetd, &["run", "--rm", "--name", "web1", "--ports", "20080/tcp", "--rootfs", "/", "--",
-            "busybox", "httpd", "-f", "-p", &port, "-h", site.to_str().unwrap_or("/")])
-    })?;
+    let web1 = step(
+        "hostnetd run --name web1 --ports 20080/tcp --rootfs / -- busybox httpd ...",
+        || {
+            spawn(
+                &hostnetd,
+                &[
+                    "run",
+                    "--rm",
+                    "--name",
+                    "web1",
+                    "--ports",
+                    "20080/tcp",
+                    "--rootfs",
+                    "/",
+                    "--",
+                    "busybox",
+                    "httpd",
+                    "-f",
+                    "-p",
+                    &port,
+                    "-h",
+                    site.to_str().unwrap_or("/"),
+                ],
+            )
+        },
+    )?;
     let result = show_ownership(&hostnetd);
-    let _ = Command::new(&hostnetd).args(["rm", "--force", "web1"]).status();
+    let _ = Command::new(&hostnetd)
+        .args(["rm", "--force", "web1"])
+        .status();
     let _ = web1.wait_with_output();
     let _ = Command::new(&hostnetd).arg("teardown").status();
     let _ = std::fs::remove_dir_all(&site);
@@ -37,11 +61,31 @@ pub fn demo() -> anyhow::Result<()> {
 
 fn show_ownership(hostnetd: &Path) -> anyhow::Result<()> {
     let page = wait_for_page(PORT)?;
-    println!("    GET http://127.0.0.1:{PORT}/ -> {}", page.lines().last().unwrap_or(""));
+    println!(
+        "    GET http://127.0.0.1:{PORT}/ -> {}",
+        page.lines().last().unwrap_or("")
+    );
     step("hostnetd ports", || exec(hostnetd, &["ports"]))?;
-    step("hostnetd run --name web2 --ports 20080/tcp ... (a second web server, same port)", || {
-        exec(hostnetd, &["run", "--rm", "--name", "web2", "--ports", "20080/tcp", "--rootfs", "/", "--", "true"])
-    })?;
+    step(
+        "hostnetd run --name web2 --ports 20080/tcp ... (a second web server, same port)",
+        || {
+            exec(
+                hostnetd,
+                &[
+                    "run",
+                    "--rm",
+                    "--name",
+                    "web2",
+                    "--ports",
+                    "20080/tcp",
+                    "--rootfs",
+                    "/",
+                    "--",
+                    "true",
+                ],
+            )
+        },
+    )?;
     step("a host process binds 0.0.0.0:20080", || {
         match TcpListener::bind(("0.0.0.0", PORT)) {
             Ok(_) => bail!("the host process took a port web1 owns"),
@@ -49,9 +93,18 @@ fn show_ownership(hostnetd: &Path) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
-    step("hostnetd run --ports 20081 ... busybox nc -l -p 20082 (an undeclared port)", || {
-        exec(hostnetd, &["run", "--rm", "--ports", "20081", "--rootfs", "/", "--", "busybox", "nc", "-l", "-p", "20082"])
-    })
+    step(
+        "hostnetd run --ports 20081 ... busybox nc -l -p 20082 (an undeclared port)",
+        || {
+            exec(
+                hostnetd,
+                &[
+                    "run", "--rm", "--ports", "20081", "--rootfs", "/", "--", "busybox", "nc",
+                    "-l", "-p", "20082",
+                ],
+            )
+        },
+    )
 }
 
 fn step<T>(title: &str, action: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
@@ -60,11 +113,18 @@ fn step<T>(title: &str, action: impl FnOnce() -> anyhow::Result<T>) -> anyhow::R
 }
 
 fn spawn(hostnetd: &Path, args: &[&str]) -> anyhow::Result<Child> {
-    Command::new(hostnetd).args(args).stdout(Stdio::null()).spawn().context("starting hostnetd")
+    Command::new(hostnetd)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting hostnetd")
 }
 
 fn exec(hostnetd: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new(hostnetd).args(args).output().context("running hostnetd")?;
+    let output = Command::new(hostnetd)
+        .args(args)
+        .output()
+        .context("running hostnetd")?;
     print!("{}", indent(&output.stdout));
     print!("{}", indent(&output.stderr));
     println!("    (exit {})", output.status.code().unwrap_or(-1));
@@ -72,13 +132,19 @@ fn exec(hostnetd: &Path, args: &[&str]) -> anyhow::Result<()> {
 }
 
 fn indent(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).lines().map(|line| format!("    {line}\n")).collect()
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|line| format!("    {line}\n"))
+        .collect()
 }
 
 fn site_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join("hostnetd-demo-site");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("index.html"), "hello from web1, a host-network container\n")?;
+    std::fs::write(
+        dir.join("index.html"),
+        "hello from web1, a host-network container\n",
+    )?;
     Ok(dir)
 }
 
@@ -87,7 +153,9 @@ fn wait_for_page(port: u16) -> anyhow::Result<String> {
     loop {
         match get(port) {
             Ok(page) => return Ok(page),
-            Err(error) if Instant::now() > deadline => return Err(error).context("web1 never answered"),
+            Err(error) if Instant::now() > deadline => {
+                return Err(error).context("web1 never answered")
+            }
             Err(_) => thread::sleep(Duration::from_millis(100)),
         }
     }

@@ -5,8 +5,15 @@ use anyhow::{bail, Context as _};
 
 use crate::build::{cargo_bin_dir, run};
 
-const APT_PACKAGES: [&str; 7] =
-    ["runc", "busybox-static", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "iproute2"];
+const APT_PACKAGES: [&str; 7] = [
+    "runc",
+    "busybox-static",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "iproute2",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn setup() -> anyhow::Result<()> {
@@ -32,7 +39,10 @@ fn require_root() -> anyhow::Result<()> {
 }
 
 fn install_apt_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.into_iter().filter(|p| !dpkg_installed(p)).collect();
+    let missing: Vec<&str> = APT_PACKAGES
+        .into_iter()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
     if missing.is_empty() {
         say("apt packages: already installed");
         return Ok(());
@@ -60,7 +70,10 @@ fn install_rust_src() -> anyhow::Result<()> {
     if !installed.status.success() {
         bail!("no nightly toolchain: install one with `rustup toolchain install nightly`");
     }
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.starts_with("rust-src")) {
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         say("nightly rust-src: already installed");
         return Ok(());
     }
@@ -72,20 +85,36 @@ fn install_bpf_linker() -> anyhow::Result<()> {
     let linker = cargo_bin_dir().join("bpf-linker");
     let version = Command::new(&linker).arg("--version").output();
     if version.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)) {
-        say(&format!("bpf-linker {BPF_LINKER_VERSION}: already installed"));
+        say(&format!(
+            "bpf-linker {BPF_LINKER_VERSION}: already installed"
+        ));
         return Ok(());
     }
-    say(&format!("bpf-linker {BPF_LINKER_VERSION}: building against LLVM 22 (a few minutes)"));
-    let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
+    say(&format!(
+        "bpf-linker {BPF_LINKER_VERSION}: building against LLVM 22 (a few minutes)"
+    ));
+    let path = format!(
+        "/usr/lib/llvm-22/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
         .args(["--no-default-features", "--features", "llvm-22"])
         .env("PATH", path))
 }
 
 fn mount_bpffs() -> anyhow::Result<()> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").context("reading the mount table")?;
-    if mounts.lines().any(|line| line.split_whitespace().nth(1) == Some("/sys/fs/bpf")) {
+    if mounts
+        .lines()
+        .any(|line| line.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
         say("bpffs: mounted at /sys/fs/bpf");
         return Ok(());
     }

@@ -21,14 +21,22 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     if !args.no_lint {
         say("checking formatting and lints");
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-        run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     say("unit tests");
     run(cargo().args(["test", "--workspace", "--exclude", "hostnetd-tests"]))?;
     say("end-to-end tests (privileged, serial: they share the host's ports and sysctls)");
     let hostnetd = target.join("debug/hostnetd");
     let mut e2e = cargo();
-    e2e.args(["test", "--package", "hostnetd-tests", "--"]).arg("--test-threads=1");
+    e2e.args(["test", "--package", "hostnetd-tests", "--"])
+        .arg("--test-threads=1");
     if let Some(filter) = &args.filter {
         e2e.arg(filter);
     }

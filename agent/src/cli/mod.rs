@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use hostnetd::{Host, HostConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "hostnetd", version, about = "Host-network containers with port ownership enforced by eBPF")]
+#[command(
+    name = "hostnetd",
+    version,
+    about = "Host-network containers with port ownership enforced by eBPF"
+)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -22,19 +26,44 @@ pub struct Cli {
 #[derive(clap::Args, Debug)]
 struct GlobalArgs {
     /// Container records and the host lock.
-    #[arg(long, global = true, env = "HOSTNETD_STATE_DIR", default_value = "/var/lib/hostnetd")]
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTNETD_STATE_DIR",
+        default_value = "/var/lib/hostnetd"
+    )]
     state_dir: PathBuf,
     /// Bundles and runc state.
-    #[arg(long, global = true, env = "HOSTNETD_RUN_DIR", default_value = "/run/hostnetd")]
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTNETD_RUN_DIR",
+        default_value = "/run/hostnetd"
+    )]
     run_dir: PathBuf,
     /// Where the BPF filesystem is (mounted there if missing).
-    #[arg(long, global = true, env = "HOSTNETD_BPFFS", default_value = "/sys/fs/bpf")]
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTNETD_BPFFS",
+        default_value = "/sys/fs/bpf"
+    )]
     bpffs: PathBuf,
     /// hostnetd's pins, inside the BPF filesystem.
-    #[arg(long, global = true, env = "HOSTNETD_BPF_DIR", default_value = "/sys/fs/bpf/hostnetd")]
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTNETD_BPF_DIR",
+        default_value = "/sys/fs/bpf/hostnetd"
+    )]
     bpf_dir: PathBuf,
     /// The cgroup (relative to the cgroup2 root) that holds every container.
-    #[arg(long, global = true, env = "HOSTNETD_CGROUP_PARENT", default_value = "hostnetd")]
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTNETD_CGROUP_PARENT",
+        default_value = "hostnetd"
+    )]
     cgroup_parent: String,
     /// The OCI runtime binary.
     #[arg(long, global = true, env = "HOSTNETD_RUNC", default_value = "runc")]

@@ -24,9 +24,19 @@ pub fn ports(host: &Host, args: PortsArgs) -> anyhow::Result<ExitCode> {
     for (claim, record) in host.owned_ports()? {
         let addresses = match &claim.addresses {
             None => "*".to_string(),
-            Some(list) => list.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            Some(list) => list
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
         };
-        println!("{:<16}  {:<24}  {} ({})", claim.port, addresses, record.name, record.short_id());
+        println!(
+            "{:<16}  {:<24}  {} ({})",
+            claim.port,
+            addresses,
+            record.name,
+            record.short_id()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,10 @@ pub struct PsArgs {
 }
 
 pub fn ps(host: &Host, args: PsArgs) -> anyhow::Result<ExitCode> {
-    println!("{:<12}  {:<20}  {:<8}  {:<24}  COMMAND", "CONTAINER ID", "NAME", "STATE", "PORTS");
+    println!(
+        "{:<12}  {:<20}  {:<8}  {:<24}  COMMAND",
+        "CONTAINER ID", "NAME", "STATE", "PORTS"
+    );
     for record in host.list()? {
         let state = match (record.state, record.exit_code) {
             (ContainerState::Created, _) => "created".to_string(),

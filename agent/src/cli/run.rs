@@ -70,10 +70,19 @@ fn request(args: RunArgs) -> anyhow::Result<RunRequest> {
         name: args.name,
         rootfs: RootfsSource::host_directory(&rootfs)?,
         args: args.command,
-        env: args.env.iter().filter_map(|entry| parse_env(entry)).collect(),
+        env: args
+            .env
+            .iter()
+            .filter_map(|entry| parse_env(entry))
+            .collect(),
         workdir: args.workdir,
         user: args.user,
-        volumes: args.volumes.iter().map(|v| v.parse::<Volume>()).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
+        volumes: args
+            .volumes
+            .iter()
+            .map(|v| v.parse::<Volume>())
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?,
         ports: PortDeclarations::from_specs(specs)?,
         capabilities: Capabilities::from_flags(&args.cap_add, &args.cap_drop)
             .map_err(anyhow::Error::msg)?,

@@ -19,7 +19,13 @@ pub fn ensure_bpffs(mount_point: &Path) -> Result<(), DatapathError> {
         .map_err(|_| DatapathError::Bpffs(format!("invalid path {}", mount_point.display())))?;
     // SAFETY: every pointer is a valid NUL-terminated string or null.
     let rc = unsafe {
-        libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         let error = std::io::Error::last_os_error();

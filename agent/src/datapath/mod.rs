@@ -34,27 +34,41 @@ pub use owners::OwnerTable;
 use crate::cgroup::{Cgroup2, ContainerCgroup};
 
 /// The compiled eBPF object, built by agent/build.rs.
-static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
-    env!("OUT_DIR"),
-    "/hostnetd-datapath"
-));
+static DATAPATH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hostnetd-datapath"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error("cannot load the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("eBPF program {name}: {source}")]
-    Program { name: &'static str, source: ProgramError },
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
     #[error("eBPF program {0} is missing from the object or has the wrong type")]
     MissingProgram(&'static str),
     #[error("eBPF map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("cannot pin {path}: {source}")]
-    Pin { path: PathBuf, source: aya::pin::PinError },
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
     #[error("cannot link {path}: {source}")]
-    Link { path: PathBuf, source: aya::programs::links::LinkError },
+    Link {
+        path: PathBuf,
+        source: aya::programs::links::LinkError,
+    },
     #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("bpffs: {0}")]
     Bpffs(String),
 }
@@ -67,12 +81,24 @@ struct Hook {
 }
 
 const CONTAINER_HOOKS: [Hook; 2] = [
-    Hook { name: "bind4", attach: CgroupSockAddrAttachType::Bind4 },
-    Hook { name: "bind6", attach: CgroupSockAddrAttachType::Bind6 },
+    Hook {
+        name: "bind4",
+        attach: CgroupSockAddrAttachType::Bind4,
+    },
+    Hook {
+        name: "bind6",
+        attach: CgroupSockAddrAttachType::Bind6,
+    },
 ];
 const HOST_HOOKS: [Hook; 2] = [
-    Hook { name: "host_bind4", attach: CgroupSockAddrAttachType::Bind4 },
-    Hook { name: "host_bind6", attach: CgroupSockAddrAttachType::Bind6 },
+    Hook {
+        name: "host_bind4",
+        attach: CgroupSockAddrAttachType::Bind4,
+    },
+    Hook {
+        name: "host_bind6",
+        attach: CgroupSockAddrAttachType::Bind6,
+    },
 ];
 
 /// hostnetd's programs and maps, loaded once per host and shared through pins.
@@ -94,7 +120,10 @@ impl Datapath {
         if !root.join("progs").join(HOST_HOOKS[1].name).exists() {
             load_and_pin(&root)?;
         }
-        let datapath = Self { owners: OwnerTable::open(&root.join("maps"))?, root };
+        let datapath = Self {
+            owners: OwnerTable::open(&root.join("maps"))?,
+            root,
+        };
         datapath.attach_host_protection(cgroup)?;
         Ok(datapath)
     }
@@ -108,7 +137,11 @@ impl Datapath {
     }
 
     /// Attaches the container hooks to its cgroup and pins the links; idempotent.
-    pub fn attach_container(&self, id: &str, cgroup: &ContainerCgroup) -> Result<(), DatapathError> {
+    pub fn attach_container(
+        &self,
+        id: &str,
+        cgroup: &ContainerCgroup,
+    ) -> Result<(), DatapathError> {
         let dir = self.container_dir(id);
         create_dir(&dir)?;
         CONTAINER_HOOKS
@@ -121,7 +154,11 @@ impl Datapath {
         let dir = self.container_dir(id);
         match fs::remove_dir_all(&dir) {
             Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
-                Err(DatapathError::Io { action: "remove", path: dir, source })
+                Err(DatapathError::Io {
+                    action: "remove",
+                    path: dir,
+                    source,
+                })
             }
             _ => Ok(()),
         }
@@ -149,8 +186,11 @@ impl Datapath {
         }
         let root = self.root.clone();
         drop(self);
-        fs::remove_dir_all(&root)
-            .map_err(|source| DatapathError::Io { action: "remove", path: root.clone(), source })?;
+        fs::remove_dir_all(&root).map_err(|source| DatapathError::Io {
+            action: "remove",
+            path: root.clone(),
+            source,
+        })?;
         // The base directory is shared by ABI versions; remove it only once it is empty.
         if let Some(base) = root.parent() {
             let _ = fs::remove_dir(base);
@@ -171,16 +211,28 @@ impl Datapath {
             return Ok(());
         }
         let prog_pin = self.root.join("progs").join(hook.name);
-        let program = |source| DatapathError::Program { name: hook.name, source };
+        let program = |source| DatapathError::Program {
+            name: hook.name,
+            source,
+        };
         let mut prog = CgroupSockAddr::from_pin(&prog_pin, hook.attach).map_err(program)?;
-        let cgroup_dir = File::open(cgroup)
-            .map_err(|source| DatapathError::Io { action: "open", path: cgroup.into(), source })?;
-        let link_id = prog.attach(cgroup_dir, CgroupAttachMode::Single).map_err(program)?;
+        let cgroup_dir = File::open(cgroup).map_err(|source| DatapathError::Io {
+            action: "open",
+            path: cgroup.into(),
+            source,
+        })?;
+        let link_id = prog
+            .attach(cgroup_dir, CgroupAttachMode::Single)
+            .map_err(program)?;
         let link = prog.take_link(link_id).map_err(program)?;
-        let link = FdLink::try_from(link)
-            .map_err(|source| DatapathError::Link { path: pin.into(), source })?;
-        link.pin(pin)
-            .map_err(|source| DatapathError::Pin { path: pin.into(), source })?;
+        let link = FdLink::try_from(link).map_err(|source| DatapathError::Link {
+            path: pin.into(),
+            source,
+        })?;
+        link.pin(pin).map_err(|source| DatapathError::Pin {
+            path: pin.into(),
+            source,
+        })?;
         Ok(())
     }
 
@@ -195,21 +247,31 @@ fn load_and_pin(root: &Path) -> Result<(), DatapathError> {
     let progs = root.join("progs");
     create_dir(&maps)?;
     create_dir(&progs)?;
-    let mut ebpf = EbpfLoader::new().default_map_pin_directory(&maps).load(DATAPATH_OBJECT)?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(&maps)
+        .load(DATAPATH_OBJECT)?;
     for hook in CONTAINER_HOOKS.iter().chain(&HOST_HOOKS) {
         let program: &mut CgroupSockAddr = ebpf
             .program_mut(hook.name)
             .and_then(|program| program.try_into().ok())
             .ok_or(DatapathError::MissingProgram(hook.name))?;
-        let error = |source| DatapathError::Program { name: hook.name, source };
+        let error = |source| DatapathError::Program {
+            name: hook.name,
+            source,
+        };
         program.load().map_err(error)?;
         let pin = progs.join(hook.name);
-        program.pin(&pin).map_err(|source| DatapathError::Pin { path: pin, source })?;
+        program
+            .pin(&pin)
+            .map_err(|source| DatapathError::Pin { path: pin, source })?;
     }
     Ok(())
 }
 
 fn create_dir(path: &Path) -> Result<(), DatapathError> {
-    fs::create_dir_all(path)
-        .map_err(|source| DatapathError::Io { action: "create", path: path.into(), source })
+    fs::create_dir_all(path).map_err(|source| DatapathError::Io {
+        action: "create",
+        path: path.into(),
+        source,
+    })
 }

@@ -24,7 +24,10 @@ impl OwnerTable {
 
     /// The current owner of `port`, if any.
     pub fn owner(&self, port: OwnedPort) -> Result<Option<PortOwner>, DatapathError> {
-        let owner = self.owners.get(&slot(port), 0).map_err(map_error("PORT_OWNERS"))?;
+        let owner = self
+            .owners
+            .get(&slot(port), 0)
+            .map_err(map_error("PORT_OWNERS"))?;
         Ok(owner.is_owned().then_some(owner))
     }
 
@@ -38,9 +41,13 @@ impl OwnerTable {
     ) -> Result<(), DatapathError> {
         for addr in addresses.unwrap_or_default() {
             let key = addr_key(owner.cgroup_id, port, *addr);
-            self.addrs.insert(key, 1, 0).map_err(map_error("BIND_ADDRS"))?;
+            self.addrs
+                .insert(key, 1, 0)
+                .map_err(map_error("BIND_ADDRS"))?;
         }
-        self.owners.set(slot(port), owner, 0).map_err(map_error("PORT_OWNERS"))
+        self.owners
+            .set(slot(port), owner, 0)
+            .map_err(map_error("PORT_OWNERS"))
     }
 
     /// Frees `port` if `cgroup_id` still owns it, with its address restrictions.
@@ -50,9 +57,14 @@ impl OwnerTable {
         cgroup_id: u64,
         addresses: Option<&[IpAddr]>,
     ) -> Result<(), DatapathError> {
-        if self.owner(port)?.is_some_and(|owner| owner.cgroup_id == cgroup_id) {
+        if self
+            .owner(port)?
+            .is_some_and(|owner| owner.cgroup_id == cgroup_id)
+        {
             let unowned = PortOwner::default();
-            self.owners.set(slot(port), unowned, 0).map_err(map_error("PORT_OWNERS"))?;
+            self.owners
+                .set(slot(port), unowned, 0)
+                .map_err(map_error("PORT_OWNERS"))?;
         }
         for addr in addresses.unwrap_or_default() {
             // Already absent is fine: release must be safe to repeat after a crash.
@@ -80,7 +92,10 @@ fn port_of_slot(slot: u32) -> Option<OwnedPort> {
         1 => Proto::Udp,
         _ => return None,
     };
-    Some(OwnedPort { proto, port: (slot % PORTS_PER_PROTO) as u16 })
+    Some(OwnedPort {
+        proto,
+        port: (slot % PORTS_PER_PROTO) as u16,
+    })
 }
 
 fn slot(port: OwnedPort) -> u32 {

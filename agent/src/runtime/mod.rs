@@ -57,7 +57,11 @@ pub enum RuntimeError {
     #[error(transparent)]
     Runc(#[from] RuncError),
     #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     User(String),
 }

@@ -40,7 +40,13 @@ fn mount(source: Option<&Path>, target: &Path, flags: libc::c_ulong) -> io::Resu
     let source_ptr = source.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
     // SAFETY: valid NUL-terminated strings or null, as mount(2) accepts for bind and propagation.
     let rc = unsafe {
-        libc::mount(source_ptr, target.as_ptr(), std::ptr::null(), flags, std::ptr::null())
+        libc::mount(
+            source_ptr,
+            target.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
     };
     if rc == 0 {
         Ok(())
@@ -51,5 +57,9 @@ fn mount(source: Option<&Path>, target: &Path, flags: libc::c_ulong) -> io::Resu
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RuntimeError {
     let path = path.to_path_buf();
-    move |source| RuntimeError::Io { action, path, source }
+    move |source| RuntimeError::Io {
+        action,
+        path,
+        source,
+    }
 }

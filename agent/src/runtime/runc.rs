@@ -7,9 +7,16 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 pub enum RuncError {
     #[error("cannot run {binary}: {source}; install runc (`cargo xtask setup` does)")]
-    Spawn { binary: PathBuf, source: std::io::Error },
+    Spawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
     #[error("runc {action} {id} failed: {stderr}")]
-    Failed { action: &'static str, id: String, stderr: String },
+    Failed {
+        action: &'static str,
+        id: String,
+        stderr: String,
+    },
 }
 
 /// runc with hostnetd's own state root, so that its containers never mix with other engines'.
@@ -21,21 +28,58 @@ pub struct Runc {
 
 impl Runc {
     pub fn new(binary: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
-        Self { binary: binary.into(), root: root.into() }
+        Self {
+            binary: binary.into(),
+            root: root.into(),
+        }
     }
 
-    /// Creates the container; its process inherits our stdio and waits for `start`.
-    pub fn create(&self, id: &str, bundle: &Path, pid_file: &Path) -> Result<(), RuncError> {
-        let mut command = self.command();
-        command.arg("create").arg("--bundle").arg(bundle).arg("--pid-file").arg(pid_file).arg(id);
-        // stdin/stdout go to the container; only runc's own complaints are captured.
-        command.stdin(Stdio::inherit()).stdout(Stdio::inherit());
-        self.check("create", id, command)
+    /// Creates the container; its process inherits all of our stdio and waits for `start`.
+    /// runc's own messages go to `log_file` as well: capturing its stderr through a pipe would
+    /// hand that pipe to the container, and waiting for it to close would wait for the container.
+    pub fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        log_file: &Path,
+    ) -> Result<(), RuncError> {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(log_file)
+            .args(["--log-format", "json"]);
+        command
+            .arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id);
+        let status = command.status().map_err(|source| RuncError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        if status.success() {
+            return Ok(());
+        }
+        let log = std::fs::read_to_string(log_file).unwrap_or_default();
+        Err(RuncError::Failed {
+            action: "create",
+            id: id.to_string(),
+            stderr: runc_json_errors(&log),
+        })
     }
 
     pub fn start(&self, id: &str) -> Result<(), RuncError> {
         let mut command = self.command();
-        command.arg("start").arg(id).stdin(Stdio::null()).stdout(Stdio::null());
+        command
+            .arg("start")
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
         self.check("start", id, command)
     }
 
@@ -43,7 +87,10 @@ impl Runc {
     /// does not know (never created, or already deleted) is fine.
     pub fn delete(&self, id: &str) -> Result<(), RuncError> {
         let mut command = self.command();
-        command.args(["delete", "--force", id]).stdin(Stdio::null()).stdout(Stdio::null());
+        command
+            .args(["delete", "--force", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
         match self.check("delete", id, command) {
             Err(RuncError::Failed { stderr, .. }) if stderr.contains("does not exist") => Ok(()),
             other => other,
@@ -57,10 +104,14 @@ impl Runc {
     }
 
     fn check(&self, action: &'static str, id: &str, mut command: Command) -> Result<(), RuncError> {
-        let output: Output = command
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|source| RuncError::Spawn { binary: self.binary.clone(), source })?;
+        let output: Output =
+            command
+                .stderr(Stdio::piped())
+                .output()
+                .map_err(|source| RuncError::Spawn {
+                    binary: self.binary.clone(),
+                    source,
+                })?;
         if output.status.success() {
             return Ok(());
         }
@@ -85,6 +136,21 @@ fn runc_message(stderr: &str) -> String {
     messages.join("; ")
 }
 
+/// The `error`-level messages of a `--log-format json` log, one JSON object per line.
+fn runc_json_errors(log: &str) -> String {
+    let messages: Vec<String> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| matches!(entry["level"].as_str(), Some("error" | "fatal")))
+        .filter_map(|entry| entry["msg"].as_str().map(str::to_string))
+        .collect();
+    if messages.is_empty() {
+        "no error in runc's log".to_string()
+    } else {
+        messages.join("; ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +160,13 @@ mod tests {
         let stderr = "time=\"2026\" level=error msg=\"container does not exist\"\n";
         assert_eq!(runc_message(stderr), "container does not exist");
         assert_eq!(runc_message("plain failure\n"), "plain failure");
+    }
+
+    #[test]
+    fn json_logs_are_reduced_to_their_errors() {
+        let log =
+            "{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"bad rootfs\"}\n";
+        assert_eq!(runc_json_errors(log), "bad rootfs");
     }
 
     #[test]

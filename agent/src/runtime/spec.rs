@@ -24,24 +24,69 @@ const DEFAULT_CAPABILITIES: [&str; 13] = [
 
 /// Every capability name Linux 6.x knows, for validating --cap-add and --cap-drop.
 const KNOWN_CAPABILITIES: [&str; 41] = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
 /// Docker's masked and read-only /proc paths: host-wide knobs a container must not read or set.
 const MASKED_PATHS: [&str; 9] = [
-    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
 ];
-const READONLY_PATHS: [&str; 6] =
-    ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/sys/firmware"];
+const READONLY_PATHS: [&str; 6] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/sys/firmware",
+];
 
 /// The capability set: docker's defaults adjusted by --cap-add and --cap-drop.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +95,8 @@ pub struct Capabilities(BTreeSet<String>);
 impl Capabilities {
     /// Applies drops, then adds, as docker does; `ALL` stands for every capability.
     pub fn from_flags(add: &[String], drop: &[String]) -> Result<Self, String> {
-        let mut set: BTreeSet<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        let mut set: BTreeSet<String> =
+            DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
         for name in drop {
             match normalise(name)? {
                 None => set.clear(),
@@ -85,11 +131,17 @@ fn normalise(name: &str) -> Result<Option<String>, String> {
     if upper == "ALL" {
         return Ok(None);
     }
-    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
     if KNOWN_CAPABILITIES.contains(&full.as_str()) {
         Ok(Some(full))
     } else {
-        Err(format!("unknown capability {name:?}: use a name such as NET_RAW or CAP_NET_ADMIN, or ALL"))
+        Err(format!(
+            "unknown capability {name:?}: use a name such as NET_RAW or CAP_NET_ADMIN, or ALL"
+        ))
     }
 }
 
@@ -111,15 +163,25 @@ impl std::str::FromStr for Volume {
             [host, container] => (*host, *container, false),
             [host, container, "ro"] => (*host, *container, true),
             [host, container, "rw"] => (*host, *container, false),
-            _ => return Err(format!("invalid volume {value:?}: expected HOST:CONTAINER[:ro|rw]")),
+            _ => {
+                return Err(format!(
+                    "invalid volume {value:?}: expected HOST:CONTAINER[:ro|rw]"
+                ))
+            }
         };
         if !host.starts_with('/') || !container.starts_with('/') {
-            return Err(format!("invalid volume {value:?}: both paths must be absolute"));
+            return Err(format!(
+                "invalid volume {value:?}: both paths must be absolute"
+            ));
         }
         let host = std::path::Path::new(host)
             .canonicalize()
             .map_err(|error| format!("invalid volume {value:?}: {host}: {error}"))?;
-        Ok(Self { host, container: container.to_string(), read_only })
+        Ok(Self {
+            host,
+            container: container.to_string(),
+            read_only,
+        })
     }
 }
 
@@ -147,7 +209,11 @@ pub fn oci_config(process: &ProcessSpec, rootfs: &str, cgroups_path: &str) -> Va
 fn process_config(process: &ProcessSpec) -> Value {
     let caps = process.capabilities.names();
     // As docker does for a non-root user: the caps stay in the bounding set only.
-    let effective: Vec<&str> = if process.user.uid == 0 { caps.clone() } else { Vec::new() };
+    let effective: Vec<&str> = if process.user.uid == 0 {
+        caps.clone()
+    } else {
+        Vec::new()
+    };
     json!({
         "terminal": false,
         "user": {
@@ -206,10 +272,18 @@ mod tests {
             args: vec!["sh".into()],
             env: vec!["PATH=/bin".into()],
             cwd: "/".into(),
-            user: ProcessUser { uid: 0, gid: 0, additional_gids: vec![] },
+            user: ProcessUser {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+            },
             hostname: "web1".into(),
             capabilities: Capabilities::from_flags(&strings(add), &strings(drop)).unwrap(),
-            volumes: vec![Volume { host: "/srv".into(), container: "/data".into(), read_only: true }],
+            volumes: vec![Volume {
+                host: "/srv".into(),
+                container: "/data".into(),
+                read_only: true,
+            }],
         }
     }
 
@@ -250,7 +324,13 @@ mod tests {
         assert!(volume.read_only);
         assert_eq!(volume.container, "/data");
         assert!(!"/tmp:/data".parse::<Volume>().unwrap().read_only);
-        for bad in ["/tmp", "tmp:/data", "/tmp:data", "/tmp:/data:rx", "/nonexistent-dir:/d"] {
+        for bad in [
+            "/tmp",
+            "tmp:/data",
+            "/tmp:data",
+            "/tmp:/data:rx",
+            "/nonexistent-dir:/d",
+        ] {
             assert!(bad.parse::<Volume>().is_err(), "{bad} accepted");
         }
     }

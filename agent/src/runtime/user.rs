@@ -27,19 +27,26 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ProcessUser, RuntimeErr
     let additional_gids = user_name
         .map(|name| supplementary_groups(&group, &name))
         .unwrap_or_default();
-    Ok(ProcessUser { uid, gid, additional_gids })
+    Ok(ProcessUser {
+        uid,
+        gid,
+        additional_gids,
+    })
 }
 
 fn resolve_uid(passwd: &str, user: &str) -> Result<(u32, u32, Option<String>), RuntimeError> {
     let user = if user.is_empty() { "0" } else { user };
-    let entry = passwd.lines().map(|line| line.split(':').collect::<Vec<_>>()).find(|fields| {
-        fields.len() >= 4 && (fields[0] == user || fields[2] == user)
-    });
+    let entry = passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() >= 4 && (fields[0] == user || fields[2] == user));
     match (entry, user.parse::<u32>()) {
         (Some(fields), _) => {
             let number = |text: &str| text.parse::<u32>().ok();
             let (Some(uid), Some(gid)) = (number(fields[2]), number(fields[3])) else {
-                return Err(RuntimeError::User(format!("malformed /etc/passwd entry for {user:?}")));
+                return Err(RuntimeError::User(format!(
+                    "malformed /etc/passwd entry for {user:?}"
+                )));
             };
             Ok((uid, gid, Some(fields[0].to_string())))
         }
@@ -82,21 +89,36 @@ mod tests {
     fn rootfs() -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("hostnetd-user-{}", std::process::id()));
         fs::create_dir_all(dir.join("etc")).unwrap();
-        fs::write(dir.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\n").unwrap();
-        fs::write(dir.join("etc/group"), "root:x:0:\nwww:x:33:\nlog:x:4:www,syslog\n").unwrap();
+        fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("etc/group"),
+            "root:x:0:\nwww:x:33:\nlog:x:4:www,syslog\n",
+        )
+        .unwrap();
         dir
     }
 
     #[test]
     fn names_and_numbers_resolve_like_docker() {
         let root = rootfs();
-        let root_user = ProcessUser { uid: 0, gid: 0, additional_gids: vec![] };
+        let root_user = ProcessUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+        };
         assert_eq!(resolve_user(&root, "").unwrap(), root_user);
         let www = resolve_user(&root, "www").unwrap();
         assert_eq!((www.uid, www.gid, www.additional_gids), (33, 33, vec![4]));
         assert_eq!(resolve_user(&root, "1234:log").unwrap().gid, 4);
         assert_eq!(resolve_user(&root, "1234").unwrap().gid, 1234);
-        assert!(resolve_user(&root, "nobody-here").unwrap_err().to_string().contains("numeric uid"));
+        assert!(resolve_user(&root, "nobody-here")
+            .unwrap_err()
+            .to_string()
+            .contains("numeric uid"));
         assert!(resolve_user(&root, "www:nogroup").is_err());
         fs::remove_dir_all(root).unwrap();
     }

@@ -85,8 +85,16 @@ fn binds(args: &[String]) -> Result<(), String> {
 }
 
 fn bind(proto: &str, addr: IpAddr, port: u16, flags: &[&str]) -> Result<i32, i32> {
-    let kind = if proto == "udp" { libc::SOCK_DGRAM } else { libc::SOCK_STREAM };
-    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let kind = if proto == "udp" {
+        libc::SOCK_DGRAM
+    } else {
+        libc::SOCK_STREAM
+    };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket syscalls on descriptors this function owns.
     unsafe {
         let fd = libc::socket(family, kind, 0);
@@ -181,7 +189,10 @@ fn raw() -> Result<(), String> {
 }
 
 fn sleep(args: &[String]) -> Result<(), String> {
-    let seconds: u64 = args.first().and_then(|s| s.parse().ok()).ok_or("sleep SECONDS")?;
+    let seconds: u64 = args
+        .first()
+        .and_then(|s| s.parse().ok())
+        .ok_or("sleep SECONDS")?;
     std::thread::sleep(Duration::from_secs(seconds));
     Ok(())
 }
