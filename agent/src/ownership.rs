@@ -90,12 +90,15 @@ pub fn check_available(
     ports: &[OwnedPort],
 ) -> Result<(), OwnershipError> {
     let mut conflicts = Vec::new();
+    let mut unowned = Vec::new();
     for &port in ports {
-        if let Some(owner) = owners.owner(port)? {
-            conflicts.push(owned_conflict(port, owner, records));
+        match owners.owner(port)? {
+            Some(owner) => conflicts.push(owned_conflict(port, owner, records)),
+            None => unowned.push(port),
         }
     }
-    conflicts.extend(host_conflicts(procfs, ports)?);
+    // A socket on an owned port is its owner's: naming the owner container says it all.
+    conflicts.extend(host_conflicts(procfs, &unowned)?);
     if conflicts.is_empty() {
         Ok(())
     } else {

@@ -148,6 +148,8 @@ mod tests {
     }
 
     #[test]
+    // wait_exit_code reaps the children by pid, which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
     fn exit_codes_follow_the_shell() {
         let child = std::process::Command::new("sh")
             .args(["-c", "exit 7"])

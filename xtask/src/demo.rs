@@ -23,8 +23,10 @@ pub fn demo() -> anyhow::Result<()> {
     let hostnetd = build()?.join("debug/hostnetd");
     let site = site_dir()?;
     let port = PORT.to_string();
+    // The container's /tmp is its own, so the page comes in through a read-only volume.
+    let volume = format!("{}:/srv/site:ro", site.display());
     let web1 = step(
-        "hostnetd run --name web1 --ports 20080/tcp --rootfs / -- busybox httpd ...",
+        "hostnetd run --name web1 --ports 20080/tcp --rootfs / -v SITE:/srv/site:ro -- busybox httpd ...",
         || {
             spawn(
                 &hostnetd,
@@ -37,6 +39,8 @@ pub fn demo() -> anyhow::Result<()> {
                     "20080/tcp",
                     "--rootfs",
                     "/",
+                    "-v",
+                    &volume,
                     "--",
                     "busybox",
                     "httpd",
@@ -44,7 +48,7 @@ pub fn demo() -> anyhow::Result<()> {
                     "-p",
                     &port,
                     "-h",
-                    site.to_str().unwrap_or("/"),
+                    "/srv/site",
                 ],
             )
         },

@@ -73,7 +73,7 @@ struct GlobalArgs {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a command in a new host-network container, owning the declared ports.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// List containers.
     Ps(ps::PsArgs),
     /// Remove containers.
@@ -87,7 +87,7 @@ enum Command {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let host = Host::open(cli.global.into_config())?;
     match cli.command {
-        Command::Run(args) => run::run(&host, args),
+        Command::Run(args) => run::run(&host, *args),
         Command::Ps(args) => ps::ps(&host, args),
         Command::Rm(args) => rm::rm(&host, args),
         Command::Ports(args) => ports::ports(&host, args),

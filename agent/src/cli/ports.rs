@@ -32,7 +32,7 @@ pub fn ports(host: &Host, args: PortsArgs) -> anyhow::Result<ExitCode> {
         };
         println!(
             "{:<16}  {:<24}  {} ({})",
-            claim.port,
+            claim.port.to_string(),
             addresses,
             record.name,
             record.short_id()

@@ -42,8 +42,8 @@ fn exit_on_sigterm() {
     }
     // SAFETY: installing a handler that only calls _exit.
     unsafe {
-        libc::signal(libc::SIGTERM, on_signal as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
 }
 
@@ -105,7 +105,13 @@ fn bind(proto: &str, addr: IpAddr, port: u16, flags: &[&str]) -> Result<i32, i32
             set_option(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1);
         }
         if family == libc::AF_INET6 {
-            let v6only = if flags.contains(&"dualstack") { 0 } else { 1 };
+            // A v4-mapped address can only be bound by a socket that also speaks IPv4.
+            let v4_mapped = matches!(addr, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
+            let v6only = if flags.contains(&"dualstack") || v4_mapped {
+                0
+            } else {
+                1
+            };
             set_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only);
         }
         let (storage, len) = sockaddr(addr, port);
