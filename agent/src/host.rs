@@ -52,8 +52,32 @@ pub enum HostError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("the name {name:?} is already used by container {id}; pick another --name or remove it with `hostnetd rm {name}`")]
+    NameInUse { name: String, id: String },
     #[error("container {name} is {state}: stop it first, or remove it with --force")]
     StillRunning { name: String, state: &'static str },
+    #[error("container {name} is {state}, not running")]
+    NotRunning { name: String, state: &'static str },
+    #[error("the container failed to start: {0}")]
+    StartFailed(String),
+}
+
+impl HostConfig {
+    /// The global flags that give another hostnetd process (a monitor, a daemon) this config.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = Vec::new();
+        let mut flag = |name: &str, value: &std::ffi::OsStr| {
+            args.push(name.into());
+            args.push(value.to_os_string());
+        };
+        flag("--state-dir", self.state_dir.as_os_str());
+        flag("--run-dir", self.run_dir.as_os_str());
+        flag("--bpffs", self.bpffs.as_os_str());
+        flag("--bpf-dir", self.bpf_dir.as_os_str());
+        flag("--cgroup-parent", self.cgroup_parent.as_ref());
+        flag("--runc", self.runc.as_os_str());
+        args
+    }
 }
 
 pub struct Host {
@@ -95,32 +119,10 @@ impl Host {
         Ok(self.store.list()?)
     }
 
-    /// Removes an exited container's record, or with `force` kills and releases a running one.
-    pub fn remove(&self, reference: &str, force: bool) -> Result<ContainerRecord, HostError> {
-        let (_lock, mut datapath) = self.lock_datapath()?;
-        let record = self.store.find(reference)?;
-        if record.state != ContainerState::Exited {
-            if !force {
-                let state = if record.state == ContainerState::Running {
-                    "running"
-                } else {
-                    "created"
-                };
-                return Err(HostError::StillRunning {
-                    name: record.name,
-                    state,
-                });
-            }
-            self.release(&mut datapath, &record, Disposition::Forget)?;
-        }
-        self.store.remove(&record.id)?;
-        Ok(record)
-    }
-
     /// Releases what every dead supervisor left behind: ports, links, cgroups, bundles.
     pub(crate) fn reconcile(&self, datapath: &mut Datapath) -> Result<(), HostError> {
         let records = self.store.list()?;
-        for record in records.iter().filter(|r| r.state != ContainerState::Exited) {
+        for record in records.iter().filter(|r| r.state.is_live()) {
             if !record.supervisor.is_alive() {
                 eprintln!(
                     "hostnetd: container {} lost its supervisor (pid {}); releasing its ports",
@@ -187,7 +189,7 @@ impl Host {
         let (_lock, mut datapath) = self.lock_datapath()?;
         self.reconcile(&mut datapath)?;
         let live: Vec<String> = (self.store.list()?.into_iter())
-            .filter(|r| r.state != ContainerState::Exited)
+            .filter(|r| r.state.is_live())
             .map(|r| r.name)
             .collect();
         if !live.is_empty() {

@@ -2,17 +2,25 @@
 //!
 //! The library holds the core (datapath loading, port ownership, cgroups, the runtime, the
 //! store); the `hostnetd` binary's command line is a thin layer over [`host::Host`].
+pub mod api;
 pub mod cgroup;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod datapath;
 pub mod host;
 pub mod lifecycle;
+pub mod logs;
+pub mod monitor;
 pub mod ownership;
 pub mod policy;
 pub mod reserved_ports;
+pub mod restart;
 pub mod runtime;
 pub mod sockets;
 pub mod store;
 pub mod supervise;
 
 pub use host::{Host, HostConfig, HostError};
-pub use lifecycle::RunRequest;
+pub use lifecycle::{RunRequest, RunSpec};

@@ -1,21 +1,55 @@
-//! `run`: admit a container (claim its ports), start it through runc with enforcement attached
-//! before its first instruction, wait for it, and release everything when it exits.
-use std::{fs, path::PathBuf};
+//! Creating a container: validate the request, admit it (claim its ports under the host lock),
+//! prepare its bundle, and hand it to its own monitor process, which starts it through runc with
+//! enforcement attached before its first instruction.
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use serde::{Deserialize, Serialize};
 
 use crate::{
     datapath::Datapath,
     host::{Disposition, Host, HostError},
     ownership,
-    policy::{OwnedPort, PortDeclarations},
-    runtime::Capabilities,
-    runtime::{mount_rootfs, oci_config, resolve_user, ProcessSpec, RootfsSource, Volume},
+    policy::{parse_port_specs, OwnedPort, PortDeclarations},
+    restart::RestartPolicy,
+    runtime::{
+        mount_rootfs, oci_config, resolve_user, Capabilities, ProcessSpec, RootfsSource, Volume,
+    },
     store::{CgroupRecord, ContainerRecord, ContainerState, PortClaim},
-    supervise::{self, become_subreaper, new_container_id, wait_exit_code, SignalForwarder},
+    supervise::{self, new_container_id},
 };
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// A validated `hostnetd run`.
+/// The body of `POST /v1/containers`: `hostnetd run`'s flags, as given. The daemon validates
+/// it, so every client gets the same errors.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSpec {
+    pub name: Option<String>,
+    pub rootfs: Option<PathBuf>,
+    pub command: Vec<String>,
+    /// Port specs, each possibly comma-separated: `80`, `53/udp`, `127.0.0.1:8080/tcp`.
+    pub ports: Vec<String>,
+    /// `KEY=VALUE` entries (the client resolves a bare `KEY` from its own environment).
+    pub env: Vec<String>,
+    /// `HOST:CONTAINER[:ro|rw]`.
+    pub volumes: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `no`, `on-failure[:N]` or `always`.
+    pub restart: Option<String>,
+    /// Forget the container (record and logs) when it exits.
+    pub auto_remove: bool,
+}
+
+/// A validated [`RunSpec`].
 #[derive(Clone, Debug)]
 pub struct RunRequest {
     pub name: Option<String>,
@@ -27,24 +61,104 @@ pub struct RunRequest {
     pub volumes: Vec<Volume>,
     pub ports: PortDeclarations,
     pub capabilities: Capabilities,
+    pub restart: RestartPolicy,
     pub auto_remove: bool,
 }
 
+impl RunSpec {
+    pub fn validate(&self) -> Result<RunRequest, HostError> {
+        let invalid = |message: String| HostError::Invalid(message);
+        let rootfs = self.rootfs.as_ref().ok_or_else(|| {
+            invalid(
+                "no root filesystem: give --rootfs DIR (--rootfs / runs host binaries read-only)"
+                    .into(),
+            )
+        })?;
+        if self.command.is_empty() {
+            return Err(invalid(
+                "no command: give the command to run after the flags".into(),
+            ));
+        }
+        let mut specs = Vec::new();
+        for value in &self.ports {
+            specs.extend(parse_port_specs(value).map_err(|e| invalid(e.to_string()))?);
+        }
+        if let Some(name) = &self.name {
+            validate_name(name)?;
+        }
+        if let Some(workdir) = &self.workdir {
+            validate_workdir(workdir)?;
+        }
+        if let Some(bad) = self
+            .env
+            .iter()
+            .find(|entry| !entry.contains('=') || entry.starts_with('='))
+        {
+            return Err(invalid(format!(
+                "invalid environment entry {bad:?}: use KEY=VALUE"
+            )));
+        }
+        if self.auto_remove && self.restart.as_deref().is_some_and(|r| r != "no") {
+            return Err(invalid(
+                "--rm and --restart cannot be combined: a restarted container is never removed"
+                    .into(),
+            ));
+        }
+        Ok(RunRequest {
+            name: self.name.clone(),
+            rootfs: RootfsSource::host_directory(rootfs)?,
+            args: self.command.clone(),
+            env: self.env.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            volumes: (self
+                .volumes
+                .iter()
+                .map(|v| v.parse::<Volume>())
+                .collect::<Result<_, _>>())
+            .map_err(invalid)?,
+            ports: PortDeclarations::from_specs(specs).map_err(|e| invalid(e.to_string()))?,
+            capabilities: Capabilities::from_flags(&self.cap_add, &self.cap_drop)
+                .map_err(invalid)?,
+            restart: match &self.restart {
+                Some(text) => text.parse().map_err(invalid)?,
+                None => RestartPolicy::No,
+            },
+            auto_remove: self.auto_remove,
+        })
+    }
+}
+
 impl Host {
-    /// Runs a container in the foreground and returns its exit code.
-    pub fn run(&self, request: RunRequest) -> Result<i32, HostError> {
-        let process = self.process_spec(&request)?;
-        let forwarder = SignalForwarder::install()
-            .map_err(|source| io_error("install signal handlers for", "hostnetd", source))?;
-        let record = self.admit(&request)?;
-        let outcome = self.start_and_wait(&record, &process, &forwarder);
-        let disposition = match (&outcome, request.auto_remove) {
-            (Ok(_), true) | (Err(_), _) => Disposition::Forget,
-            (Ok(code), false) => Disposition::Keep(Some(*code)),
+    /// Creates and starts a container; returns once it runs (its monitor said so) or has
+    /// failed to start, in which case nothing is left behind. The log comes back opened for
+    /// reading from its start, so that not a line is lost even if `--rm` forgets the container
+    /// before the caller reads it.
+    pub fn create_container(
+        &self,
+        request: &RunRequest,
+    ) -> Result<(ContainerRecord, fs::File), HostError> {
+        let process = self.process_spec(request)?;
+        let record = self.admit(request)?;
+        let log = match self
+            .prepare_bundle(&record, &process)
+            .and_then(|()| self.open_new_log(&record.id))
+        {
+            Ok(log) => log,
+            Err(error) => {
+                let (_lock, mut datapath) = self.lock_datapath()?;
+                self.release(&mut datapath, &record, Disposition::Forget)?;
+                return Err(error);
+            }
         };
-        let (_lock, mut datapath) = self.lock_datapath()?;
-        self.release(&mut datapath, &record, disposition)?;
-        outcome
+        self.spawn_monitor(&record)?;
+        Ok((self.store.get(&record.id)?.unwrap_or(record), log))
+    }
+
+    fn open_new_log(&self, id: &str) -> Result<fs::File, HostError> {
+        let path = self.store.log_path(id);
+        fs::File::create(&path).map_err(|e| io_error("create", path.display(), e))?;
+        fs::File::open(&path).map_err(|e| io_error("open", path.display(), e))
     }
 
     fn process_spec(&self, request: &RunRequest) -> Result<ProcessSpec, HostError> {
@@ -75,10 +189,10 @@ impl Host {
             .clone()
             .unwrap_or_else(|| format!("hostnetd-{}", &id[..12]));
         if let Some(existing) = records.iter().find(|record| record.name == name) {
-            return Err(HostError::Invalid(format!(
-                "the name {name:?} is already used by container {}; pick another --name or remove it with `hostnetd rm {name}`",
-                existing.short_id()
-            )));
+            return Err(HostError::NameInUse {
+                name,
+                id: existing.short_id().to_string(),
+            });
         }
         let ports: Vec<OwnedPort> = request.ports.ports().collect();
         ownership::check_available(datapath.owners_ref(), &records, &self.procfs, &ports)?;
@@ -106,6 +220,9 @@ impl Host {
             },
             state: ContainerState::Created,
             supervisor: Host::identity(),
+            restart: request.restart,
+            restart_count: 0,
+            stop_requested: false,
             pid: None,
             exit_code: None,
             auto_remove: request.auto_remove,
@@ -142,12 +259,14 @@ impl Host {
         Ok(())
     }
 
-    fn start_and_wait(
+    /// The bundle runc runs: the root filesystem mounted, and config.json. runc's cgroup is a
+    /// child of the container's own, which holds the ports and the programs: runc removes its
+    /// cgroup when the container is deleted for a restart, and the ownership must survive that.
+    fn prepare_bundle(
         &self,
         record: &ContainerRecord,
         process: &ProcessSpec,
-        forwarder: &SignalForwarder,
-    ) -> Result<i32, HostError> {
+    ) -> Result<(), HostError> {
         let bundle = self.bundle_dir(&record.id);
         mount_rootfs(
             &RootfsSource::HostDirectory(record.rootfs.clone()),
@@ -156,34 +275,63 @@ impl Host {
         let mut process = process.clone();
         process.hostname = record.name.clone();
         process.env.push(format!("HOSTNAME={}", record.name));
-        let cgroups_path = format!("/{}/{}", self.config.cgroup_parent, record.id);
+        let cgroups_path = format!("/{}/{}/{RUNC_CGROUP}", self.config.cgroup_parent, record.id);
         let config = oci_config(&process, "rootfs", &cgroups_path);
         let config_path = bundle.join("config.json");
         fs::write(&config_path, config.to_string())
-            .map_err(|source| io_error("write", config_path.display(), source))?;
-        become_subreaper().map_err(|source| io_error("become subreaper for", "runc", source))?;
-        let pid_file = bundle.join("pid");
-        let log_file = bundle.join("runc.log");
-        self.runc
-            .create(&record.id, &bundle, &pid_file, &log_file)
-            .map_err(crate::runtime::RuntimeError::from)?;
-        let pid = read_pid(&pid_file)?;
-        forwarder.forward_to(pid);
-        if let Some(signal) = forwarder.interrupted_early() {
-            return Ok(128 + signal);
+            .map_err(|source| io_error("write", config_path.display(), source))
+    }
+
+    /// Starts `hostnetd monitor ID` in its own session, so it outlives the daemon, and waits for
+    /// its first report: the container runs, or it failed (and the monitor released it).
+    fn spawn_monitor(&self, record: &ContainerRecord) -> Result<(), HostError> {
+        let exe =
+            std::env::current_exe().map_err(|e| io_error("find", "the hostnetd binary", e))?;
+        let monitor_log = self.store.monitor_log_path(&record.id);
+        let log = fs::File::create(&monitor_log)
+            .map_err(|e| io_error("create", monitor_log.display(), e))?;
+        let mut command = Command::new(exe);
+        command
+            .args(self.config.to_args())
+            .arg("monitor")
+            .arg(&record.id);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        supervise::in_new_session(&mut command);
+        let mut child = command
+            .spawn()
+            .map_err(|e| io_error("start", "hostnetd monitor", e))?;
+        let report = child.stdout.take().map(BufReader::new).and_then(|mut out| {
+            let mut line = String::new();
+            out.read_line(&mut line).ok().map(|_| line)
+        });
+        // The monitor lives on; a thread reaps it when it ends, so it never lingers as a zombie.
+        std::thread::spawn(move || child.wait());
+        match report.as_deref().map(str::trim) {
+            Some(line) if line.starts_with(MONITOR_RUNNING) => Ok(()),
+            Some(line) if line.starts_with(MONITOR_FAILED) => Err(HostError::StartFailed(
+                line[MONITOR_FAILED.len()..].trim().to_string(),
+            )),
+            _ => {
+                let detail = fs::read_to_string(&monitor_log).unwrap_or_default();
+                let (_lock, mut datapath) = self.lock_datapath()?;
+                self.reconcile(&mut datapath)?;
+                Err(HostError::StartFailed(format!(
+                    "the container's monitor ended before starting it: {}",
+                    detail.trim()
+                )))
+            }
         }
-        self.store.save(&ContainerRecord {
-            state: ContainerState::Running,
-            pid: Some(pid),
-            started_at: Some(supervise::now()),
-            ..record.clone()
-        })?;
-        self.runc
-            .start(&record.id)
-            .map_err(crate::runtime::RuntimeError::from)?;
-        wait_exit_code(pid).map_err(|source| io_error("wait for", format!("pid {pid}"), source))
     }
 }
+
+/// runc's cgroup, below the container's.
+pub const RUNC_CGROUP: &str = "ctr";
+/// The monitor's first line on stdout.
+pub const MONITOR_RUNNING: &str = "running";
+pub const MONITOR_FAILED: &str = "failed:";
 
 fn claims(ports: &PortDeclarations) -> Vec<PortClaim> {
     ports
@@ -195,15 +343,7 @@ fn claims(ports: &PortDeclarations) -> Vec<PortClaim> {
         .collect()
 }
 
-fn read_pid(path: &std::path::Path) -> Result<u32, HostError> {
-    let text =
-        fs::read_to_string(path).map_err(|source| io_error("read", path.display(), source))?;
-    text.trim()
-        .parse()
-        .map_err(|_| HostError::Invalid(format!("runc wrote no pid to {}", path.display())))
-}
-
-fn io_error(
+pub(crate) fn io_error(
     action: &'static str,
     what: impl std::fmt::Display,
     source: std::io::Error,
@@ -221,7 +361,7 @@ impl Host {
         let records = self.store.list()?;
         Ok(records
             .iter()
-            .filter(|record| record.state != ContainerState::Exited)
+            .filter(|record| record.state.is_live())
             .flat_map(|record| {
                 record
                     .ports

@@ -4,6 +4,7 @@
 //! ```text
 //! lock                     flock(2)-ed by every command that changes ownership
 //! containers/<id>.json     one ContainerRecord per container
+//! logs/<id>.log            the container's output (json lines), kept until `rm`
 //! reserved-ports.json      ports hostnetd added to net.ipv4.ip_local_reserved_ports
 //! ```
 //! Every file is written to a temporary sibling, fsynced and renamed over the old one, so a
@@ -19,7 +20,7 @@ use std::{
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::policy::OwnedPort;
+use crate::{policy::OwnedPort, restart::RestartPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,7 +47,25 @@ pub enum ContainerState {
     /// Admitted: ports claimed, cgroup made, not running yet.
     Created,
     Running,
+    /// Exited, and waiting out the restart policy's back-off; its ports stay owned.
+    Restarting,
     Exited,
+}
+
+impl ContainerState {
+    /// Whether the container holds its ports and cgroup (every state but exited).
+    pub fn is_live(self) -> bool {
+        self != Self::Exited
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Restarting => "restarting",
+            Self::Exited => "exited",
+        }
+    }
 }
 
 /// A process, identified across pid reuse by its start time (field 22 of /proc/PID/stat).
@@ -81,8 +100,15 @@ pub struct ContainerRecord {
     pub ports: Vec<PortClaim>,
     pub cgroup: CgroupRecord,
     pub state: ContainerState,
-    /// The `hostnetd` process that runs and waits for the container.
+    /// The `hostnetd monitor` process that runs and waits for the container.
     pub supervisor: ProcessIdentity,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Set by stop, kill and rm, so that the restart policy leaves the container down.
+    #[serde(default)]
+    pub stop_requested: bool,
     pub pid: Option<u32>,
     pub exit_code: Option<i32>,
     pub auto_remove: bool,
@@ -108,8 +134,10 @@ pub struct HostLock {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let containers = dir.join("containers");
-        fs::create_dir_all(&containers).map_err(io_error("create", &containers))?;
+        for sub in ["containers", "logs"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(io_error("create", &path))?;
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
         })
@@ -176,18 +204,44 @@ impl Store {
         write_json(&self.record_path(&record.id), record)
     }
 
+    /// The record with exactly this id, if it still exists.
+    pub fn get(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
+        let path = self.record_path(id);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_json(&path).map(Some)
+    }
+
+    /// The container's output, one JSON entry per line (see [`crate::logs`]).
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{id}.log"))
+    }
+
+    /// What the container's monitor itself reports (start failures, restarts).
+    pub fn monitor_log_path(&self, id: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{id}.monitor.log"))
+    }
+
     pub fn contains(&self, id: &str) -> bool {
         self.record_path(id).exists()
     }
 
+    /// Forgets the container: its record and its logs.
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
-        let path = self.record_path(id);
-        match fs::remove_file(&path) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => {
-                Err(io_error("remove", &path)(error))
+        for path in [
+            self.record_path(id),
+            self.log_path(id),
+            self.monitor_log_path(id),
+        ] {
+            match fs::remove_file(&path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_error("remove", &path)(error));
+                }
+                _ => {}
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
 
     /// Ports hostnetd itself added to the reserved-ports sysctl.
@@ -279,6 +333,9 @@ mod tests {
                 pid: 1,
                 start_time: 2,
             },
+            restart: RestartPolicy::No,
+            restart_count: 0,
+            stop_requested: false,
             pid: None,
             exit_code: None,
             auto_remove: true,

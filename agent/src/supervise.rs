@@ -24,6 +24,49 @@ const FORWARDED: [i32; 6] = [
     signal::SIGUSR2,
 ];
 
+/// `TERM`, `SIGTERM`, `sigterm` or `15`, as `docker kill -s` takes them.
+pub fn parse_signal(text: &str) -> Result<i32, String> {
+    const NAMES: [(&str, i32); 12] = [
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("QUIT", libc::SIGQUIT),
+        ("KILL", libc::SIGKILL),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("TERM", libc::SIGTERM),
+        ("STOP", libc::SIGSTOP),
+        ("CONT", libc::SIGCONT),
+        ("WINCH", libc::SIGWINCH),
+        ("ALRM", libc::SIGALRM),
+        ("PIPE", libc::SIGPIPE),
+    ];
+    if let Ok(number) = text.parse::<i32>() {
+        if (1..=64).contains(&number) {
+            return Ok(number);
+        }
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    NAMES.iter().find(|(n, _)| *n == name).map(|(_, number)| *number).ok_or_else(|| {
+        format!("invalid signal {text:?}: use a name such as TERM, KILL, HUP or a number from 1 to 64")
+    })
+}
+
+/// Starts the command's process in a session of its own, so that it outlives its parent and
+/// never gets the parent terminal's signals.
+pub fn in_new_session(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: setsid is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Seconds since the epoch.
 pub fn now() -> u64 {
     SystemTime::now()
@@ -161,6 +204,15 @@ mod tests {
             .spawn()
             .unwrap();
         assert_eq!(wait_exit_code(child.id()).unwrap(), 137);
+    }
+
+    #[test]
+    fn signals_parse_by_name_or_number() {
+        assert_eq!(parse_signal("TERM"), Ok(libc::SIGTERM));
+        assert_eq!(parse_signal("sigkill"), Ok(libc::SIGKILL));
+        assert_eq!(parse_signal("1"), Ok(libc::SIGHUP));
+        assert!(parse_signal("0").is_err());
+        assert!(parse_signal("NOPE").unwrap_err().contains("TERM"));
     }
 
     #[test]

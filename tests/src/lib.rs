@@ -55,6 +55,8 @@ pub struct TestHost {
     bpf_dir: PathBuf,
     cgroup_parent: String,
     children: Vec<Child>,
+    /// The container name of each child `hostnetd run`.
+    child_names: Vec<String>,
 }
 
 impl TestHost {
@@ -69,6 +71,7 @@ impl TestHost {
             name,
             scratch,
             children: Vec::new(),
+            child_names: Vec::new(),
         }
     }
 
@@ -112,6 +115,7 @@ impl TestHost {
             .spawn()
             .expect("spawn hostnetd run");
         self.children.push(child);
+        self.child_names.push(name.to_string());
         let index = self.children.len() - 1;
         self.wait_running(name, index);
         index
@@ -128,6 +132,7 @@ impl TestHost {
                 return;
             }
             if let Ok(Some(status)) = self.children[index].try_wait() {
+                self.child_names.remove(index);
                 let output = self
                     .children
                     .remove(index)
@@ -143,28 +148,55 @@ impl TestHost {
         panic!("container {name} did not start within 20s");
     }
 
-    /// Sends SIGTERM to a background `hostnetd run` and returns its output.
+    /// `hostnetd stop -t 2` on a background `hostnetd run`'s container; that run's output.
     pub fn stop(&mut self, index: usize) -> Output {
+        let stopped = self.exec(&["stop", "-t", "2", &self.child_names[index]]);
+        assert!(stopped.status.success(), "stop: {}", describe(&stopped));
         let child = &mut self.children[index];
-        // SAFETY: signalling a child we spawned.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
         while child.try_wait().expect("try_wait").is_none() {
             assert!(
                 Instant::now() < deadline,
-                "hostnetd run did not exit after SIGTERM"
+                "hostnetd run did not exit after its container stopped"
             );
             thread::sleep(Duration::from_millis(20));
         }
+        self.child_names.remove(index);
         let child = self.children.remove(index);
         child.wait_with_output().expect("output")
     }
 
-    /// SIGKILLs a background `hostnetd run`, leaving its container behind as a crash would.
-    pub fn kill_supervisor(&mut self, index: usize) {
-        let mut child = self.children.remove(index);
-        let _ = child.kill();
-        let _ = child.wait();
+    /// SIGKILLs a container's monitor (`inspect`'s monitor_pid), as a crash would.
+    pub fn kill_monitor(&self, name: &str) {
+        let pid = self.inspect(name)["monitor_pid"]
+            .as_i64()
+            .expect("monitor_pid");
+        // SAFETY: signalling the monitor this test host's daemon started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+
+    /// `hostnetd inspect NAME`, parsed.
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let output = self.exec(&["inspect", name]);
+        assert!(
+            output.status.success(),
+            "inspect {name}: {}",
+            describe(&output)
+        );
+        let mut list: Vec<serde_json::Value> =
+            serde_json::from_slice(&output.stdout).expect("json");
+        list.remove(0)
+    }
+
+    /// The pid of this test host's daemon, when one runs.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.scratch.join("run/hostnetd.pid")).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// The daemon's API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.scratch.join("run/hostnetd.sock")
     }
 
     /// The kernel owner table, as `[{"port": "20080/tcp", "cgroup_id": N}]`.
@@ -228,7 +260,13 @@ impl Drop for TestHost {
                 let _ = self.exec(&["rm", "-f", id]);
             }
         }
+        let daemon = self.daemon_pid();
         let teardown = self.exec(&["teardown"]);
+        if let Some(pid) = daemon {
+            // Teardown stops the daemon; a test that failed half-way may need a firmer hand.
+            // SAFETY: signalling the daemon this test host started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         let _ = std::fs::remove_dir(self.cgroup_parent_path());
         let _ = std::fs::remove_dir_all(&self.scratch);
         if !thread::panicking() {

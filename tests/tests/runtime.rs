@@ -122,15 +122,16 @@ fn bad_flags_are_refused_with_a_clear_error() {
 }
 
 #[test]
-fn a_killed_supervisor_is_reconciled_by_the_next_command() {
+fn a_killed_monitor_is_reconciled_by_the_next_command() {
     if skip_unless_root() {
         return;
     }
     let mut host = TestHost::new();
     let probe = netprobe();
     let index = host.start("orphan", "20400/tcp", &[&probe, "sleep", "60"]);
-    host.kill_supervisor(index);
-    // The next command that takes the host lock notices the dead supervisor and releases all.
+    let _ = index;
+    host.kill_monitor("orphan");
+    // The next command that takes the host lock notices the dead monitor and releases all.
     let output = host.run_to_end(
         "20400/tcp",
         &[],

@@ -1,14 +1,17 @@
-//! Command-line arguments, and one small module per subcommand that calls the library and prints.
-mod ports;
-mod ps;
-mod rm;
+//! Command-line arguments, and one small module per group of subcommands. Every command but
+//! `daemon` and `monitor` is a client of the daemon's API.
+mod containers;
 mod run;
-mod teardown;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use hostnetd::{Host, HostConfig};
+use hostnetd::{
+    client::Client,
+    config::{Settings, DEFAULT_CONFIG},
+    Host,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,87 +26,153 @@ pub struct Cli {
     command: Command,
 }
 
+/// Each overrides the config file's setting of the same name.
 #[derive(clap::Args, Debug)]
 struct GlobalArgs {
-    /// Container records and the host lock.
-    #[arg(
-        long,
-        global = true,
-        env = "HOSTNETD_STATE_DIR",
-        default_value = "/var/lib/hostnetd"
-    )]
-    state_dir: PathBuf,
-    /// Bundles and runc state.
-    #[arg(
-        long,
-        global = true,
-        env = "HOSTNETD_RUN_DIR",
-        default_value = "/run/hostnetd"
-    )]
-    run_dir: PathBuf,
-    /// Where the BPF filesystem is (mounted there if missing).
-    #[arg(
-        long,
-        global = true,
-        env = "HOSTNETD_BPFFS",
-        default_value = "/sys/fs/bpf"
-    )]
-    bpffs: PathBuf,
-    /// hostnetd's pins, inside the BPF filesystem.
-    #[arg(
-        long,
-        global = true,
-        env = "HOSTNETD_BPF_DIR",
-        default_value = "/sys/fs/bpf/hostnetd"
-    )]
-    bpf_dir: PathBuf,
-    /// The cgroup (relative to the cgroup2 root) that holds every container.
-    #[arg(
-        long,
-        global = true,
-        env = "HOSTNETD_CGROUP_PARENT",
-        default_value = "hostnetd"
-    )]
-    cgroup_parent: String,
-    /// The OCI runtime binary.
-    #[arg(long, global = true, env = "HOSTNETD_RUNC", default_value = "runc")]
-    runc: PathBuf,
+    /// The config file [default: /etc/hostnetd/config.toml, when present].
+    #[arg(long, global = true, env = "HOSTNETD_CONFIG")]
+    config: Option<PathBuf>,
+    /// The API socket [default: RUN_DIR/hostnetd.sock].
+    #[arg(long, global = true, env = "HOSTNETD_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Container records, logs and the host lock [default: /var/lib/hostnetd].
+    #[arg(long, global = true, env = "HOSTNETD_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Bundles, runc state and the socket [default: /run/hostnetd].
+    #[arg(long, global = true, env = "HOSTNETD_RUN_DIR")]
+    run_dir: Option<PathBuf>,
+    /// Where the BPF filesystem is, mounted there if missing [default: /sys/fs/bpf].
+    #[arg(long, global = true, env = "HOSTNETD_BPFFS")]
+    bpffs: Option<PathBuf>,
+    /// hostnetd's pins, inside the BPF filesystem [default: /sys/fs/bpf/hostnetd].
+    #[arg(long, global = true, env = "HOSTNETD_BPF_DIR")]
+    bpf_dir: Option<PathBuf>,
+    /// The cgroup (relative to the cgroup2 root) that holds every container [default: hostnetd].
+    #[arg(long, global = true, env = "HOSTNETD_CGROUP_PARENT")]
+    cgroup_parent: Option<String>,
+    /// The OCI runtime binary [default: runc].
+    #[arg(long, global = true, env = "HOSTNETD_RUNC")]
+    runc: Option<PathBuf>,
+    /// Daemon log level: error, warn, info, debug or trace [default: info].
+    #[arg(long, global = true, env = "HOSTNETD_LOG_LEVEL")]
+    log_level: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the daemon: load the datapath and serve the API.
+    Daemon,
     /// Run a command in a new host-network container, owning the declared ports.
     Run(Box<run::RunArgs>),
     /// List containers.
-    Ps(ps::PsArgs),
+    Ps(containers::PsArgs),
+    /// Show a container as JSON.
+    Inspect(containers::InspectArgs),
+    /// Show a container's output.
+    Logs(containers::LogsArgs),
+    /// Stop containers: SIGTERM, then SIGKILL after a timeout.
+    Stop(containers::StopArgs),
+    /// Send a signal to containers.
+    Kill(containers::KillArgs),
     /// Remove containers.
-    Rm(rm::RmArgs),
+    Rm(containers::RmArgs),
     /// List owned ports and their owners.
-    Ports(ports::PortsArgs),
-    /// Detach hostnetd from the host: unpin programs and maps, return reserved ports.
+    Ports(containers::PortsArgs),
+    /// Stop the daemon and detach hostnetd from the host: unpin programs and maps, return
+    /// reserved ports. Refused while containers run.
     Teardown,
+    /// The per-container monitor the daemon starts (not for direct use).
+    #[command(hide = true)]
+    Monitor { id: String },
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let host = Host::open(cli.global.into_config())?;
+    let settings = cli.global.settings()?;
+    let global_args = global_args(&settings);
     match cli.command {
-        Command::Run(args) => run::run(&host, *args),
-        Command::Ps(args) => ps::ps(&host, args),
-        Command::Rm(args) => rm::rm(&host, args),
-        Command::Ports(args) => ports::ports(&host, args),
-        Command::Teardown => teardown::teardown(&host),
+        Command::Daemon => daemon(settings),
+        Command::Monitor { id } => monitor(&settings, &id),
+        Command::Teardown => containers::teardown(&settings),
+        Command::Run(args) => {
+            // Bad input is refused before any daemon is started: it changes nothing.
+            let (spec, detach) = run::spec(*args);
+            spec.validate()?;
+            run::run(
+                &Client::connect_or_start(&settings, &global_args)?,
+                &spec,
+                detach,
+            )
+        }
+        command => {
+            let client = Client::connect_or_start(&settings, &global_args)?;
+            match command {
+                Command::Ps(args) => containers::ps(&client, args),
+                Command::Inspect(args) => containers::inspect(&client, args),
+                Command::Logs(args) => containers::logs(&client, args),
+                Command::Stop(args) => containers::stop(&client, args),
+                Command::Kill(args) => containers::kill(&client, args),
+                Command::Rm(args) => containers::rm(&client, args),
+                Command::Ports(args) => containers::ports(&client, args),
+                Command::Daemon | Command::Monitor { .. } | Command::Teardown | Command::Run(_) => {
+                    unreachable!("handled above")
+                }
+            }
+        }
     }
 }
 
 impl GlobalArgs {
-    fn into_config(self) -> HostConfig {
-        HostConfig {
+    /// Flags (and their environment variables) over the config file.
+    fn settings(self) -> anyhow::Result<Settings> {
+        let (path, required) = match &self.config {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let file = Settings::load(&path, required)?;
+        let flags = Settings {
             state_dir: self.state_dir,
             run_dir: self.run_dir,
+            socket: self.socket,
             bpffs: self.bpffs,
             bpf_dir: self.bpf_dir,
-            cgroup_parent: self.cgroup_parent.trim_matches('/').to_string(),
+            cgroup_parent: self.cgroup_parent,
             runc: self.runc,
-        }
+            log_level: self.log_level,
+        };
+        Ok(flags.or(file))
     }
+}
+
+/// The flags that give a started daemon exactly these settings.
+fn global_args(settings: &Settings) -> Vec<OsString> {
+    let mut args = settings.host_config().to_args();
+    args.extend(["--socket".into(), settings.socket().into_os_string()]);
+    args.extend(["--log-level".into(), settings.log_level().into()]);
+    args
+}
+
+fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(settings.log_level()))
+        .with_context(|| {
+            format!(
+                "invalid log level {:?}: use error, warn, info, debug or trace",
+                settings.log_level()
+            )
+        })?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the daemon's runtime")?;
+    runtime.block_on(hostnetd::daemon::serve(settings))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn monitor(settings: &Settings, id: &str) -> anyhow::Result<ExitCode> {
+    let host = Host::open(settings.host_config())?;
+    host.monitor(id, std::io::stdout())?;
+    Ok(ExitCode::SUCCESS)
 }

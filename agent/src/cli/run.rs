@@ -1,22 +1,36 @@
-//! `hostnetd run`.
-use std::{path::PathBuf, process::ExitCode};
-
-use anyhow::Context as _;
-use hostnetd::{
-    lifecycle::{parse_env, validate_name, validate_workdir},
-    policy::{parse_port_specs, PortDeclarations},
-    runtime::{Capabilities, RootfsSource, Volume},
-    Host, RunRequest,
+//! `hostnetd run`: foreground (streaming the container's output, exiting with its exit code)
+//! or detached with `-d`.
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, Mutex},
 };
+
+use hostnetd::{
+    api::{AttachEvent, Created},
+    client::{Client, ClientError},
+    lifecycle::parse_env,
+    logs::Stream,
+    RunSpec,
+};
+use hyper::Method;
+use signal_hook::{consts::signal, iterator::Signals};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Container name (unique).
     #[arg(long)]
     name: Option<String>,
-    /// Remove the container's record when it exits.
+    /// Run in the background and print the container's ID.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Remove the container (record and logs) when it exits.
     #[arg(long)]
     rm: bool,
+    /// Restart policy: no, on-failure[:MAX_RETRIES] or always. Ports stay owned across restarts.
+    #[arg(long, value_name = "POLICY")]
+    restart: Option<String>,
     /// Ports the container owns: 80, 80/tcp, 53/udp, 8000-8099/udp, 127.0.0.1:8080, [::1]:8080.
     #[arg(short = 'p', long = "ports", value_name = "SPEC[,SPEC...]")]
     ports: Vec<String>,
@@ -46,46 +60,111 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-pub fn run(host: &Host, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let request = request(args)?;
-    let code = host.run(request)?;
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+/// Signals a foreground `run` passes on to the container, as `docker run` does.
+const FORWARDED: [i32; 6] = [
+    signal::SIGINT,
+    signal::SIGTERM,
+    signal::SIGHUP,
+    signal::SIGQUIT,
+    signal::SIGUSR1,
+    signal::SIGUSR2,
+];
+
+pub fn run(client: &Client, spec: &RunSpec, detach: bool) -> anyhow::Result<ExitCode> {
+    if detach {
+        let created: Created = client.post("/v1/containers", Some(spec))?;
+        println!("{}", created.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let target: Arc<Mutex<Option<String>>> = Arc::default();
+    forward_signals(client, target.clone())?;
+    let mut exit_code = None;
+    client.stream_lines(
+        Method::POST,
+        "/v1/containers?attach=true",
+        Some(spec),
+        |line| {
+            match serde_json::from_slice::<AttachEvent>(line) {
+                Ok(AttachEvent::Created(created)) => {
+                    *target.lock().unwrap_or_else(|p| p.into_inner()) = Some(created.id);
+                }
+                Ok(AttachEvent::Log(entry)) => {
+                    let _ = match entry.stream {
+                        Stream::Stdout => std::io::stdout().write_all(entry.log.as_bytes()),
+                        Stream::Stderr => std::io::stderr().write_all(entry.log.as_bytes()),
+                    };
+                }
+                Ok(AttachEvent::Exit(status)) => exit_code = Some(status.exit_code),
+                Ok(AttachEvent::Error(error)) => return Err(ClientError::Api(error)),
+                Err(error) => return Err(ClientError::Protocol(error.to_string())),
+            }
+            Ok(())
+        },
+    )?;
+    let _ = std::io::stdout().flush();
+    match exit_code {
+        Some(Some(code)) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
+        Some(None) => anyhow::bail!("the container ended without an exit code (its monitor died)"),
+        None => anyhow::bail!(
+            "the daemon closed the stream before the container exited; see `hostnetd ps -a`"
+        ),
+    }
 }
 
-fn request(args: RunArgs) -> anyhow::Result<RunRequest> {
-    let rootfs = args.rootfs.context(
-        "no root filesystem: give --rootfs DIR (--rootfs / runs host binaries read-only)",
-    )?;
-    let mut specs = Vec::new();
-    for value in &args.ports {
-        specs.extend(parse_port_specs(value)?);
-    }
-    if let Some(name) = &args.name {
-        validate_name(name)?;
-    }
-    if let Some(workdir) = &args.workdir {
-        validate_workdir(workdir)?;
-    }
-    Ok(RunRequest {
+/// Passes the signals this command gets on to the container, once it is known.
+fn forward_signals(client: &Client, target: Arc<Mutex<Option<String>>>) -> anyhow::Result<()> {
+    let mut signals = Signals::new(FORWARDED)?;
+    let socket = client.socket().to_path_buf();
+    std::thread::spawn(move || {
+        let Ok(client) = Client::new(&socket) else {
+            return;
+        };
+        for signal in signals.forever() {
+            let id = target.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(id) = id {
+                let path = format!("/v1/containers/{id}/kill?signal={signal}");
+                let _ = client.post::<serde_json::Value>(&path, None::<&()>);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The request, and whether to detach.
+pub fn spec(args: RunArgs) -> (RunSpec, bool) {
+    let spec = RunSpec {
         name: args.name,
-        rootfs: RootfsSource::host_directory(&rootfs)?,
-        args: args.command,
+        // Relative to where the user is, not to where the daemon runs.
+        rootfs: args
+            .rootfs
+            .map(|dir| std::path::absolute(&dir).unwrap_or(dir)),
+        command: args.command,
+        ports: args.ports,
         env: args
             .env
             .iter()
             .filter_map(|entry| parse_env(entry))
             .collect(),
+        volumes: args.volumes.iter().map(|v| absolute_volume(v)).collect(),
         workdir: args.workdir,
         user: args.user,
-        volumes: args
-            .volumes
-            .iter()
-            .map(|v| v.parse::<Volume>())
-            .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?,
-        ports: PortDeclarations::from_specs(specs)?,
-        capabilities: Capabilities::from_flags(&args.cap_add, &args.cap_drop)
-            .map_err(anyhow::Error::msg)?,
+        cap_add: args.cap_add,
+        cap_drop: args.cap_drop,
+        restart: args.restart,
         auto_remove: args.rm,
-    })
+    };
+    (spec, args.detach)
+}
+
+/// `./data:/srv` names a directory relative to the user's working directory.
+fn absolute_volume(volume: &str) -> String {
+    match volume.split_once(':') {
+        Some((host, rest)) if host.starts_with('.') => {
+            format!(
+                "{}:{rest}",
+                std::path::absolute(host).map_or(host.into(), |p| p.display().to_string())
+            )
+        }
+        _ => volume.to_string(),
+    }
 }

@@ -73,6 +73,18 @@ impl OwnerTable {
         Ok(())
     }
 
+    /// Removes the address restrictions of every cgroup not in `live`: left by a crash.
+    pub fn sweep_addresses(&mut self, live: &[u64]) -> Result<(), DatapathError> {
+        let keys: Vec<BindAddrKey> = self.addrs.keys().filter_map(Result::ok).collect();
+        for key in keys
+            .into_iter()
+            .filter(|key| !live.contains(&key.cgroup_id))
+        {
+            let _ = self.addrs.remove(&key);
+        }
+        Ok(())
+    }
+
     /// Every owned slot, for reconciliation and listing.
     pub fn all(&self) -> Result<Vec<(OwnedPort, PortOwner)>, DatapathError> {
         let mut owned = Vec::new();

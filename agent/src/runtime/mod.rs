@@ -9,7 +9,7 @@ mod spec;
 mod user;
 
 pub use rootfs::{mount_rootfs, unmount_rootfs};
-pub use runc::{Runc, RuncError};
+pub use runc::{ContainerOutput, Runc, RuncError};
 pub use spec::{oci_config, Capabilities, Volume};
 pub use user::{resolve_user, ProcessUser};
 

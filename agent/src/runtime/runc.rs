@@ -19,6 +19,12 @@ pub enum RuncError {
     },
 }
 
+/// Where the container's stdout and stderr go.
+pub struct ContainerOutput {
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
 /// runc with hostnetd's own state root, so that its containers never mix with other engines'.
 #[derive(Clone, Debug)]
 pub struct Runc {
@@ -34,17 +40,22 @@ impl Runc {
         }
     }
 
-    /// Creates the container; its process inherits all of our stdio and waits for `start`.
-    /// runc's own messages go to `log_file` as well: capturing its stderr through a pipe would
-    /// hand that pipe to the container, and waiting for it to close would wait for the container.
+    /// Creates the container, which waits for `start`. Its stdout and stderr are `output`'s
+    /// (its stdin is /dev/null); runc's own messages go to `log_file`: reading runc's stderr
+    /// would read the container's, and waiting for it to close would wait for the container.
     pub fn create(
         &self,
         id: &str,
         bundle: &Path,
         pid_file: &Path,
         log_file: &Path,
+        output: ContainerOutput,
     ) -> Result<(), RuncError> {
         let mut command = Command::new(&self.binary);
+        command
+            .stdin(Stdio::null())
+            .stdout(output.stdout)
+            .stderr(output.stderr);
         command
             .arg("--root")
             .arg(&self.root)
@@ -71,6 +82,23 @@ impl Runc {
             id: id.to_string(),
             stderr: runc_json_errors(&log),
         })
+    }
+
+    /// Sends `signal` to the container's init. One that has already exited is not an error.
+    pub fn kill(&self, id: &str, signal: i32) -> Result<(), RuncError> {
+        let mut command = self.command();
+        command
+            .args(["kill", id, &signal.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        match self.check("kill", id, command) {
+            Err(RuncError::Failed { stderr, .. })
+                if stderr.contains("not running") || stderr.contains("does not exist") =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     pub fn start(&self, id: &str) -> Result<(), RuncError> {

@@ -1,0 +1,241 @@
+//! ps, inspect, logs, stop, kill, rm, ports and teardown: each one request (per container).
+use std::{io::Write as _, process::ExitCode};
+
+use hostnetd::{
+    api::{ContainerView, PortEntry},
+    client::{Client, ClientError},
+    config::Settings,
+    logs::{LogEntry, Stream},
+    Host,
+};
+use hyper::Method;
+
+#[derive(clap::Args, Debug)]
+pub struct PsArgs {
+    /// Show exited containers too.
+    #[arg(short, long)]
+    all: bool,
+    /// Only print IDs.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn ps(client: &Client, args: PsArgs) -> anyhow::Result<ExitCode> {
+    let views: Vec<ContainerView> = client.get(&format!("/v1/containers?all={}", args.all))?;
+    if args.quiet {
+        views
+            .iter()
+            .for_each(|view| println!("{}", view.short_id()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<12}  {:<20}  {:<12}  {:<24}  COMMAND",
+        "CONTAINER ID", "NAME", "STATE", "PORTS"
+    );
+    for view in &views {
+        let state = match (view.state.as_str(), view.exit_code) {
+            ("exited", Some(code)) => format!("exited({code})"),
+            (state, _) => state.to_string(),
+        };
+        println!(
+            "{:<12}  {:<20}  {:<12}  {:<24}  {}",
+            view.short_id(),
+            view.name,
+            state,
+            view.policy.ports.join(","),
+            view.command.join(" ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// Names, IDs or unique ID prefixes.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let mut views = Vec::new();
+    let failed = for_each(&args.containers, |reference| {
+        views.push(client.get::<ContainerView>(&container_path(reference, ""))?);
+        Ok(None)
+    });
+    println!("{}", serde_json::to_string_pretty(&views)?);
+    Ok(failed)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    /// Keep printing output as it comes, until the container exits.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+    container: String,
+}
+
+pub fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let mut query = format!("follow={}", args.follow);
+    if let Some(tail) = args.tail {
+        query.push_str(&format!("&tail={tail}"));
+    }
+    let path = format!("{}?{query}", container_path(&args.container, "/logs"));
+    client.stream_lines(Method::GET, &path, None::<&()>, |line| {
+        let entry: LogEntry =
+            serde_json::from_slice(line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let _ = match entry.stream {
+            Stream::Stdout => std::io::stdout().write_all(entry.log.as_bytes()),
+            Stream::Stderr => std::io::stderr().write_all(entry.log.as_bytes()),
+        };
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    time: u64,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn stop(client: &Client, args: StopArgs) -> anyhow::Result<ExitCode> {
+    Ok(for_each(&args.containers, |reference| {
+        let path = format!("{}?t={}", container_path(reference, "/stop"), args.time);
+        Ok(Some(client.post::<ContainerView>(&path, None::<&()>)?.name))
+    }))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KillArgs {
+    /// The signal: a name (TERM, HUP, ...) or a number.
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn kill(client: &Client, args: KillArgs) -> anyhow::Result<ExitCode> {
+    Ok(for_each(&args.containers, |reference| {
+        let path = format!(
+            "{}?signal={}",
+            container_path(reference, "/kill"),
+            args.signal
+        );
+        Ok(Some(client.post::<ContainerView>(&path, None::<&()>)?.name))
+    }))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RmArgs {
+    /// Kill and release a running container.
+    #[arg(short, long)]
+    force: bool,
+    /// Names, IDs or unique ID prefixes.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn rm(client: &Client, args: RmArgs) -> anyhow::Result<ExitCode> {
+    Ok(for_each(&args.containers, |reference| {
+        let path = format!("{}?force={}", container_path(reference, ""), args.force);
+        Ok(Some(client.delete::<ContainerView>(&path)?.name))
+    }))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PortsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Read the kernel's owner table instead of the container records, as JSON.
+    #[arg(long)]
+    kernel: bool,
+}
+
+pub fn ports(client: &Client, args: PortsArgs) -> anyhow::Result<ExitCode> {
+    if args.kernel {
+        let owned: serde_json::Value = client.get("/v1/ports?kernel=true")?;
+        println!("{owned}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let entries: Vec<PortEntry> = client.get("/v1/ports")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<16}  {:<24}  CONTAINER", "PORT", "ADDRESSES");
+    for entry in entries {
+        let addresses = entry
+            .addresses
+            .map_or_else(|| "*".to_string(), |list| list.join(","));
+        let short = &entry.container_id[..12.min(entry.container_id.len())];
+        println!(
+            "{:<16}  {:<24}  {} ({short})",
+            entry.port, addresses, entry.container_name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Through the daemon when one runs (it exits afterwards); directly otherwise, so that tearing
+/// down never starts a daemon first.
+pub fn teardown(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&settings.socket())?;
+    if client.ping().is_ok() {
+        let _: serde_json::Value = client.post("/v1/teardown", None::<&()>)?;
+        wait_for_socket_gone(&settings.socket());
+    } else {
+        Host::open(settings.host_config())?.teardown()?;
+    }
+    eprintln!("hostnetd: detached from this host");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn wait_for_socket_gone(socket: &std::path::Path) {
+    for _ in 0..100 {
+        if !socket.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn container_path(reference: &str, suffix: &str) -> String {
+    let encoded: String = reference
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    format!("/v1/containers/{encoded}{suffix}")
+}
+
+/// Runs `action` on each reference, printing what it returns and each error; exit 1 if any failed.
+fn for_each(
+    references: &[String],
+    mut action: impl FnMut(&str) -> Result<Option<String>, ClientError>,
+) -> ExitCode {
+    let mut failed = false;
+    for reference in references {
+        match action(reference) {
+            Ok(Some(line)) => println!("{line}"),
+            Ok(None) => {}
+            Err(error) => {
+                eprintln!("hostnetd: {reference}: {error}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,157 @@
+//! /etc/hostnetd/config.toml: the same settings as the global flags, which override it.
+//!
+//! ```toml
+//! state_dir = "/var/lib/hostnetd"
+//! run_dir = "/run/hostnetd"
+//! socket = "/run/hostnetd/hostnetd.sock"
+//! bpffs = "/sys/fs/bpf"
+//! bpf_dir = "/sys/fs/bpf/hostnetd"
+//! cgroup_parent = "hostnetd"
+//! runc = "runc"
+//! log_level = "info"
+//! ```
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::host::HostConfig;
+
+pub const DEFAULT_CONFIG: &str = "/etc/hostnetd/config.toml";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub state_dir: Option<PathBuf>,
+    pub run_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub bpffs: Option<PathBuf>,
+    pub bpf_dir: Option<PathBuf>,
+    pub cgroup_parent: Option<String>,
+    pub runc: Option<PathBuf>,
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Settings {
+    /// The config file at `path`. A missing file is an empty one unless `required` (the user
+    /// named it with --config).
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).map_err(|message| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Self::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|error| error.to_string().trim().replace('\n', " "))
+    }
+
+    /// `self` where set, `fallback` elsewhere.
+    pub fn or(self, fallback: Settings) -> Settings {
+        Settings {
+            state_dir: self.state_dir.or(fallback.state_dir),
+            run_dir: self.run_dir.or(fallback.run_dir),
+            socket: self.socket.or(fallback.socket),
+            bpffs: self.bpffs.or(fallback.bpffs),
+            bpf_dir: self.bpf_dir.or(fallback.bpf_dir),
+            cgroup_parent: self.cgroup_parent.or(fallback.cgroup_parent),
+            runc: self.runc.or(fallback.runc),
+            log_level: self.log_level.or(fallback.log_level),
+        }
+    }
+
+    pub fn host_config(&self) -> HostConfig {
+        HostConfig {
+            state_dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| "/var/lib/hostnetd".into()),
+            run_dir: self.run_dir(),
+            bpffs: self.bpffs.clone().unwrap_or_else(|| "/sys/fs/bpf".into()),
+            bpf_dir: self
+                .bpf_dir
+                .clone()
+                .unwrap_or_else(|| "/sys/fs/bpf/hostnetd".into()),
+            cgroup_parent: (self
+                .cgroup_parent
+                .as_deref()
+                .unwrap_or("hostnetd")
+                .trim_matches('/'))
+            .to_string(),
+            runc: self.runc.clone().unwrap_or_else(|| "runc".into()),
+        }
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.run_dir
+            .clone()
+            .unwrap_or_else(|| "/run/hostnetd".into())
+    }
+
+    /// The API socket: `socket`, or hostnetd.sock in the run directory.
+    pub fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| self.run_dir().join("hostnetd.sock"))
+    }
+
+    pub fn log_level(&self) -> &str {
+        self.log_level.as_deref().unwrap_or("info")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let file = Settings::parse("state_dir = \"/srv/hn\"\ncgroup_parent = \"/hn/\"\n").unwrap();
+        let flags = Settings {
+            state_dir: Some("/flag".into()),
+            ..Settings::default()
+        };
+        let merged = flags.or(file);
+        let config = merged.host_config();
+        assert_eq!(config.state_dir, Path::new("/flag"));
+        assert_eq!(config.cgroup_parent, "hn");
+        assert_eq!(config.run_dir, Path::new("/run/hostnetd"));
+        assert_eq!(merged.socket(), Path::new("/run/hostnetd/hostnetd.sock"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_named() {
+        let error = Settings::parse("stat_dir = \"/x\"").unwrap_err();
+        assert!(error.contains("stat_dir"), "{error}");
+        assert!(Settings::parse("state_dir = 3").is_err());
+    }
+
+    #[test]
+    fn a_missing_default_file_is_empty_but_a_named_one_is_an_error() {
+        let missing = Path::new("/nonexistent/hostnetd.toml");
+        assert_eq!(Settings::load(missing, false).unwrap(), Settings::default());
+        assert!(Settings::load(missing, true)
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent"));
+    }
+}

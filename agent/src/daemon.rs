@@ -1,0 +1,500 @@
+//! `hostnetd daemon`: loads and pins the datapath, reconciles what happened while no daemon
+//! ran, and serves the HTTP+JSON API on a root-only Unix socket. Containers do not depend on
+//! it: each has its own monitor, and enforcement lives in pinned programs and maps.
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path as UrlPath, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::{net::UnixListener, sync::mpsc};
+
+use crate::{
+    api::{ApiError, AttachEvent, ContainerView, Created, Info, PortEntry},
+    config::Settings,
+    host::{Host, HostError},
+    lifecycle::RunSpec,
+    logs::LogReader,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("another hostnetd daemon already answers on {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+struct Daemon {
+    host: Host,
+    shutdown: tokio::sync::Notify,
+}
+
+type Shared = Arc<Daemon>;
+
+/// Runs the daemon until SIGTERM, SIGINT or `POST /v1/teardown`.
+pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
+    let config = settings.host_config();
+    let socket = settings.socket();
+    let host = Host::open(config.clone())?;
+    {
+        let (_lock, mut datapath) = host.lock_datapath()?;
+        host.reconcile(&mut datapath)?;
+    }
+    tracing::info!(bpf_dir = %config.bpf_dir.display(), "datapath loaded and pinned; containers reconciled");
+    let listener = bind_socket(&socket).await?;
+    let pid_file = config.run_dir.join("hostnetd.pid");
+    let _ = fs::write(&pid_file, std::process::id().to_string());
+    tracing::info!(socket = %socket.display(), "serving the API");
+    let daemon = Arc::new(Daemon {
+        host,
+        shutdown: tokio::sync::Notify::new(),
+    });
+    let app = router(daemon.clone());
+    let stop = {
+        let daemon = daemon.clone();
+        async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                _ = daemon.shutdown.notified() => {}
+            }
+            tracing::info!("shutting down; containers and enforcement stay in place");
+        }
+    };
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await;
+    let _ = fs::remove_file(&socket);
+    let _ = fs::remove_file(&pid_file);
+    served.map_err(|source| DaemonError::Io {
+        action: "serve on",
+        path: socket,
+        source,
+    })
+}
+
+/// Binds the API socket, root-only. A socket left by a dead daemon is replaced; one that
+/// answers belongs to a live daemon and is left alone.
+async fn bind_socket(socket: &Path) -> Result<UnixListener, DaemonError> {
+    let io = |action, source| DaemonError::Io {
+        action,
+        path: socket.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = socket.parent() {
+        fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
+    }
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            return Err(DaemonError::AlreadyRunning(socket.to_path_buf()));
+        }
+        fs::remove_file(socket).map_err(|e| io("remove the stale socket", e))?;
+    }
+    // Created under a umask that leaves it to root alone from its first moment.
+    // SAFETY: umask only changes this process's file creation mask.
+    let previous = unsafe { libc::umask(0o177) };
+    let listener = UnixListener::bind(socket);
+    // SAFETY: as above.
+    unsafe { libc::umask(previous) };
+    let listener = listener.map_err(|e| io("listen on", e))?;
+    fs::set_permissions(socket, fs::Permissions::from_mode(0o600))
+        .map_err(|e| io("restrict", e))?;
+    Ok(listener)
+}
+
+fn router(daemon: Shared) -> Router {
+    Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/containers", get(list).post(create))
+        .route("/v1/containers/{reference}", get(inspect).delete(remove))
+        .route("/v1/containers/{reference}/logs", get(logs))
+        .route("/v1/containers/{reference}/wait", post(wait))
+        .route("/v1/containers/{reference}/stop", post(stop))
+        .route("/v1/containers/{reference}/kill", post(kill))
+        .route("/v1/ports", get(ports))
+        .route("/v1/teardown", post(teardown))
+        .fallback(|| async {
+            error_response(ApiError::new(
+                "not_found",
+                "no such endpoint; see docs/api.md",
+            ))
+        })
+        .with_state(daemon)
+}
+
+fn error_response(error: ApiError) -> Response {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(error)).into_response()
+}
+
+/// Runs a blocking host operation off the async workers.
+async fn blocking<T: Send + 'static>(
+    daemon: &Shared,
+    operation: impl FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
+) -> Result<T, Response> {
+    let daemon = daemon.clone();
+    match tokio::task::spawn_blocking(move || operation(&daemon.host)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "request failed");
+            Err(error_response(ApiError::from(&error)))
+        }
+        Err(join) => Err(error_response(ApiError::new("internal", join.to_string()))),
+    }
+}
+
+/// Query strings are parsed by hand so that a bad one gets the API's JSON error.
+fn parse_query<T: DeserializeOwned + Default>(raw: Option<&str>) -> Result<T, Response> {
+    match raw {
+        None | Some("") => Ok(T::default()),
+        Some(text) => serde_urlencoded_like(text).map_err(|message| {
+            error_response(ApiError::new(
+                "invalid_argument",
+                format!("invalid query {text:?}: {message}"),
+            ))
+        }),
+    }
+}
+
+/// `a=1&b=x` into T, through a JSON object of strings, numbers and booleans.
+fn serde_urlencoded_like<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    let mut object = serde_json::Map::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        let value = match value {
+            "true" | "1" if key != "tail" && key != "t" => serde_json::Value::Bool(true),
+            "false" | "0" if key != "tail" && key != "t" => serde_json::Value::Bool(false),
+            number if number.parse::<u64>().is_ok() => {
+                serde_json::Value::from(number.parse::<u64>().unwrap_or(0))
+            }
+            text => serde_json::Value::String(text.to_string()),
+        };
+        object.insert(key.to_string(), value);
+    }
+    serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())
+}
+
+async fn info(State(daemon): State<Shared>) -> Json<Info> {
+    let config = &daemon.host.config;
+    Json(Info {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        bpf_dir: config.bpf_dir.display().to_string(),
+        cgroup_parent: config.cgroup_parent.clone(),
+    })
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list(State(daemon): State<Shared>, uri: axum::http::Uri) -> Response {
+    let result = async {
+        let q: ListQuery = parse_query(uri.query())?;
+        let records = blocking(&daemon, |host| host.list()).await?;
+        let views: Vec<ContainerView> = records
+            .iter()
+            .filter(|r| q.all || r.state.is_live())
+            .map(ContainerView::from)
+            .collect();
+        Ok::<_, Response>(Json(views).into_response())
+    };
+    result.await.unwrap_or_else(|e| e)
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateQuery {
+    #[serde(default)]
+    attach: bool,
+}
+
+async fn create(State(daemon): State<Shared>, uri: axum::http::Uri, body: Bytes) -> Response {
+    let result = async {
+        let q: CreateQuery = parse_query(uri.query())?;
+        let spec: RunSpec = serde_json::from_slice(&body).map_err(|e| {
+            error_response(ApiError::new(
+                "invalid_argument",
+                format!("invalid request body: {e}"),
+            ))
+        })?;
+        let (record, log) = blocking(&daemon, move |host| {
+            let request = spec.validate()?;
+            host.create_container(&request)
+        })
+        .await?;
+        tracing::info!(id = %record.id, name = %record.name, ports = ?record.port_specs, "container started");
+        let created = Created {
+            id: record.id.clone(),
+            name: record.name.clone(),
+        };
+        if !q.attach {
+            return Ok((StatusCode::CREATED, Json(created)).into_response());
+        }
+        Ok(stream_lines(daemon.clone(), move |host, send| {
+            if !send(&AttachEvent::Created(created)) {
+                return;
+            }
+            let mut reader = LogReader::from_file(log);
+            if !follow(host, &record.id, &mut reader, &mut |entry| {
+                send(&AttachEvent::Log(entry))
+            }) {
+                return;
+            }
+            let last = match host.wait(&record.id) {
+                Ok(status) => AttachEvent::Exit(status),
+                Err(error) => AttachEvent::Error(ApiError::from(&error)),
+            };
+            send(&last);
+        }))
+    };
+    result.await.unwrap_or_else(|e| e)
+}
+
+/// Sends every log entry until the container's output is complete; false if the client left.
+fn follow(
+    host: &Host,
+    id: &str,
+    reader: &mut LogReader,
+    send: &mut dyn FnMut(crate::logs::LogEntry) -> bool,
+) -> bool {
+    let mut gone_since: Option<std::time::Instant> = None;
+    loop {
+        let complete = host.has_finished(id) || {
+            match host.store.get(id) {
+                Ok(Some(record)) => !record.supervisor.is_alive(),
+                // Forgotten but no exit file yet: the monitor is still draining the output.
+                _ => {
+                    gone_since
+                        .get_or_insert_with(std::time::Instant::now)
+                        .elapsed()
+                        > Duration::from_secs(10)
+                }
+            }
+        };
+        for entry in reader.next_entries().unwrap_or_default() {
+            if !send(entry) {
+                return false;
+            }
+        }
+        if complete {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A response of JSON lines produced by a blocking `producer`; it stops when the client leaves.
+fn stream_lines<T: Serialize + Send + 'static>(
+    daemon: Shared,
+    producer: impl FnOnce(&Host, &mut dyn FnMut(&T) -> bool) + Send + 'static,
+) -> Response {
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::task::spawn_blocking(move || {
+        let mut send = |item: &T| {
+            let mut line = serde_json::to_vec(item).unwrap_or_default();
+            line.push(b'\n');
+            sender.blocking_send(Ok(Bytes::from(line))).is_ok()
+        };
+        producer(&daemon.host, &mut send);
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .unwrap_or_else(|e| error_response(ApiError::new("internal", e.to_string())))
+}
+
+async fn inspect(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Response {
+    match blocking(&daemon, move |host| host.inspect(&reference)).await {
+        Ok(record) => Json(ContainerView::from(&record)).into_response(),
+        Err(response) => response,
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+    tail: Option<usize>,
+}
+
+async fn logs(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    uri: axum::http::Uri,
+) -> Response {
+    let result = async {
+        let q: LogsQuery = parse_query(uri.query())?;
+        let (record, log_path) = blocking(&daemon, move |host| {
+            let record = host.inspect(&reference)?;
+            let path = host.store.log_path(&record.id);
+            Ok((record, path))
+        })
+        .await?;
+        let reader = LogReader::open(&log_path).map_err(|e| {
+            error_response(ApiError::new(
+                "internal",
+                format!("cannot open {}: {e}", log_path.display()),
+            ))
+        })?;
+        Ok(stream_lines(daemon.clone(), move |host, send| {
+            let mut reader = reader;
+            for entry in reader.initial(q.tail).unwrap_or_default() {
+                if !send(&entry) {
+                    return;
+                }
+            }
+            if q.follow {
+                follow(host, &record.id, &mut reader, &mut |entry| send(&entry));
+            }
+        }))
+    };
+    result.await.unwrap_or_else(|e| e)
+}
+
+async fn wait(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Response {
+    match blocking(&daemon, move |host| host.wait(&reference)).await {
+        Ok(status) => Json(status).into_response(),
+        Err(response) => response,
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopQuery {
+    t: Option<u64>,
+}
+
+async fn stop(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    uri: axum::http::Uri,
+) -> Response {
+    let result = async {
+        let q: StopQuery = parse_query(uri.query())?;
+        let timeout = Duration::from_secs(q.t.unwrap_or(10));
+        let record = blocking(&daemon, move |host| host.stop(&reference, timeout)).await?;
+        Ok::<_, Response>(Json(ContainerView::from(&record)).into_response())
+    };
+    result.await.unwrap_or_else(|e| e)
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillQuery {
+    signal: Option<String>,
+}
+
+async fn kill(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    uri: axum::http::Uri,
+) -> Response {
+    let result = async {
+        let q: KillQuery = parse_query(uri.query())?;
+        let signal = crate::supervise::parse_signal(q.signal.as_deref().unwrap_or("KILL"))
+            .map_err(|message| error_response(ApiError::new("invalid_argument", message)))?;
+        let record = blocking(&daemon, move |host| host.kill(&reference, signal)).await?;
+        Ok::<_, Response>(Json(ContainerView::from(&record)).into_response())
+    };
+    result.await.unwrap_or_else(|e| e)
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn remove(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    uri: axum::http::Uri,
+) -> Response {
+    let result = async {
+        let q: RemoveQuery = parse_query(uri.query())?;
+        let record = blocking(&daemon, move |host| host.remove(&reference, q.force)).await?;
+        Ok::<_, Response>(Json(ContainerView::from(&record)).into_response())
+    };
+    result.await.unwrap_or_else(|e| e)
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortsQuery {
+    #[serde(default)]
+    kernel: bool,
+}
+
+async fn ports(State(daemon): State<Shared>, uri: axum::http::Uri) -> Response {
+    let q: PortsQuery = match parse_query(uri.query()) {
+        Ok(q) => q,
+        Err(response) => return response,
+    };
+    if q.kernel {
+        return match blocking(&daemon, |host| host.kernel_owners()).await {
+            Ok(owned) => Json(
+                owned
+                    .iter()
+                    .map(|(port, owner)| serde_json::json!({ "port": port, "cgroup_id": owner.cgroup_id }))
+                    .collect::<Vec<_>>(),
+            )
+            .into_response(),
+            Err(response) => response,
+        };
+    }
+    match blocking(&daemon, |host| host.owned_ports()).await {
+        Ok(owned) => Json(
+            owned
+                .iter()
+                .map(|(claim, record)| PortEntry {
+                    port: claim.port.to_string(),
+                    addresses: claim
+                        .addresses
+                        .as_ref()
+                        .map(|a| a.iter().map(ToString::to_string).collect()),
+                    container_id: record.id.clone(),
+                    container_name: record.name.clone(),
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn teardown(State(daemon): State<Shared>) -> Response {
+    match blocking(&daemon, |host| host.teardown()).await {
+        Ok(()) => {
+            daemon.shutdown.notify_one();
+            Json(serde_json::json!({ "detached": true })).into_response()
+        }
+        Err(response) => response,
+    }
+}
