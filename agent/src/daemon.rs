@@ -164,14 +164,14 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Query strings are parsed by hand so that a bad one gets the API's JSON error.
-fn parse_query<T: DeserializeOwned + Default>(raw: Option<&str>) -> Result<T, Response> {
+fn parse_query<T: DeserializeOwned + Default>(raw: Option<&str>) -> Result<T, ApiError> {
     match raw {
         None | Some("") => Ok(T::default()),
         Some(text) => serde_urlencoded_like(text).map_err(|message| {
-            error_response(ApiError::new(
+            ApiError::new(
                 "invalid_argument",
                 format!("invalid query {text:?}: {message}"),
-            ))
+            )
         }),
     }
 }
@@ -213,7 +213,7 @@ struct ListQuery {
 
 async fn list(State(daemon): State<Shared>, uri: axum::http::Uri) -> Response {
     let result = async {
-        let q: ListQuery = parse_query(uri.query())?;
+        let q: ListQuery = parse_query(uri.query()).map_err(error_response)?;
         let records = blocking(&daemon, |host| host.list()).await?;
         let views: Vec<ContainerView> = records
             .iter()
@@ -234,7 +234,7 @@ struct CreateQuery {
 
 async fn create(State(daemon): State<Shared>, uri: axum::http::Uri, body: Bytes) -> Response {
     let result = async {
-        let q: CreateQuery = parse_query(uri.query())?;
+        let q: CreateQuery = parse_query(uri.query()).map_err(error_response)?;
         let spec: RunSpec = serde_json::from_slice(&body).map_err(|e| {
             error_response(ApiError::new(
                 "invalid_argument",
@@ -349,7 +349,7 @@ async fn logs(
     uri: axum::http::Uri,
 ) -> Response {
     let result = async {
-        let q: LogsQuery = parse_query(uri.query())?;
+        let q: LogsQuery = parse_query(uri.query()).map_err(error_response)?;
         let (record, log_path) = blocking(&daemon, move |host| {
             let record = host.inspect(&reference)?;
             let path = host.store.log_path(&record.id);
@@ -396,7 +396,7 @@ async fn stop(
     uri: axum::http::Uri,
 ) -> Response {
     let result = async {
-        let q: StopQuery = parse_query(uri.query())?;
+        let q: StopQuery = parse_query(uri.query()).map_err(error_response)?;
         let timeout = Duration::from_secs(q.t.unwrap_or(10));
         let record = blocking(&daemon, move |host| host.stop(&reference, timeout)).await?;
         Ok::<_, Response>(Json(ContainerView::from(&record)).into_response())
@@ -416,7 +416,7 @@ async fn kill(
     uri: axum::http::Uri,
 ) -> Response {
     let result = async {
-        let q: KillQuery = parse_query(uri.query())?;
+        let q: KillQuery = parse_query(uri.query()).map_err(error_response)?;
         let signal = crate::supervise::parse_signal(q.signal.as_deref().unwrap_or("KILL"))
             .map_err(|message| error_response(ApiError::new("invalid_argument", message)))?;
         let record = blocking(&daemon, move |host| host.kill(&reference, signal)).await?;
@@ -438,7 +438,7 @@ async fn remove(
     uri: axum::http::Uri,
 ) -> Response {
     let result = async {
-        let q: RemoveQuery = parse_query(uri.query())?;
+        let q: RemoveQuery = parse_query(uri.query()).map_err(error_response)?;
         let record = blocking(&daemon, move |host| host.remove(&reference, q.force)).await?;
         Ok::<_, Response>(Json(ContainerView::from(&record)).into_response())
     };
@@ -455,7 +455,7 @@ struct PortsQuery {
 async fn ports(State(daemon): State<Shared>, uri: axum::http::Uri) -> Response {
     let q: PortsQuery = match parse_query(uri.query()) {
         Ok(q) => q,
-        Err(response) => return response,
+        Err(error) => return error_response(error),
     };
     if q.kernel {
         return match blocking(&daemon, |host| host.kernel_owners()).await {

@@ -1,0 +1,334 @@
+//! The daemon, its API and container lifecycle: containers and enforcement survive the daemon.
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::{fs::PermissionsExt as _, net::UnixStream},
+    thread,
+    time::{Duration, Instant},
+};
+
+use hostnetd_tests::{
+    describe, fetch, netprobe, probe_on_host, probe_results, skip_unless_root, stdout, TestHost,
+    EACCES, EADDRINUSE,
+};
+
+/// `hostnetd run -d` of a long-running container; its full id.
+fn run_detached(
+    host: &TestHost,
+    name: &str,
+    ports: &str,
+    extra: &[&str],
+    command: &[&str],
+) -> String {
+    let mut args = vec![
+        "run", "-d", "--name", name, "--ports", ports, "--rootfs", "/",
+    ];
+    args.extend(extra);
+    args.push("--");
+    args.extend(command);
+    let output = host.exec(&args);
+    assert!(output.status.success(), "run -d: {}", describe(&output));
+    let id = stdout(&output).trim().to_string();
+    assert_eq!(id.len(), 64, "run -d prints the 64-character id: {id:?}");
+    id
+}
+
+fn kill_daemon(host: &TestHost) {
+    let pid = host.daemon_pid().expect("a daemon runs");
+    // SAFETY: SIGKILL to the daemon this test host started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // SAFETY: signal 0 only checks for existence.
+    while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One raw HTTP request on the API socket: (status, JSON body).
+fn api(host: &TestHost, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut stream = UnixStream::connect(host.socket()).expect("connect to the API socket");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: hostnetd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().expect("status");
+    let json = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(json.trim()).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn containers_and_enforcement_survive_a_killed_daemon() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let probe = netprobe();
+    let id = run_detached(
+        &host,
+        "server",
+        "20500/tcp",
+        &[],
+        &[&probe, "listen", "0.0.0.0", "20500", "120"],
+    );
+    wait_for("the server to answer", || {
+        fetch(20500).is_ok_and(|body| body.contains("hello"))
+    });
+    kill_daemon(&host);
+    // No daemon: the container keeps serving and the kernel keeps enforcing.
+    assert!(
+        fetch(20500).unwrap().contains("hello"),
+        "the container stopped serving"
+    );
+    assert_eq!(
+        probe_on_host(&["tcp", "0.0.0.0", "20500"]),
+        vec![EADDRINUSE]
+    );
+    // A new process in the container's cgroup is still held to its declared ports.
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(host.scratch().join(format!("state/containers/{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    let procs = format!(
+        "{}/ctr/cgroup.procs",
+        record["cgroup"]["path"].as_str().unwrap()
+    );
+    let script = format!(
+        "echo $$ > {procs} && exec {probe} bind tcp 0.0.0.0 20501 tcp 0.0.0.0 20500 reuseport"
+    );
+    let inside = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("sh");
+    assert_eq!(
+        probe_results(&inside),
+        vec![EACCES, EADDRINUSE],
+        "{}",
+        describe(&inside)
+    );
+    // The next command starts a daemon, which finds the container running with its ports.
+    let view = host.inspect("server");
+    assert_eq!(view["state"], "running");
+    assert_eq!(view["ports"][0]["port"], "20500/tcp");
+    assert!(host.daemon_pid().is_some());
+    assert!(stdout(&host.exec(&["ps"])).contains("server"));
+    assert!(fetch(20500).unwrap().contains("hello"));
+    let rm = host.exec(&["rm", "-f", "server"]);
+    assert!(rm.status.success(), "{}", describe(&rm));
+    assert!(host.kernel_owners().is_empty());
+    host.assert_no_container_left();
+}
+
+#[test]
+fn an_exit_while_the_daemon_is_down_is_recorded_and_frees_the_ports() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let probe = netprobe();
+    let _ = probe;
+    run_detached(
+        &host,
+        "short",
+        "20510/tcp",
+        &[],
+        &["/bin/sh", "-c", "sleep 1; exit 7"],
+    );
+    kill_daemon(&host);
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        probe_on_host(&["tcp", "0.0.0.0", "20510"]),
+        vec![0],
+        "port still owned after exit"
+    );
+    let view = host.inspect("short");
+    assert_eq!(
+        (view["state"].as_str(), view["exit_code"].as_i64()),
+        (Some("exited"), Some(7))
+    );
+    assert!(stdout(&host.exec(&["ps", "-a"])).contains("exited(7)"));
+    assert!(!stdout(&host.exec(&["ports"])).contains("20510"));
+    assert!(host.exec(&["rm", "short"]).status.success());
+    host.assert_no_container_left();
+}
+
+#[test]
+fn stop_and_rm_release_ports_and_logs_keep_the_output() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let probe = netprobe();
+    let _ = probe;
+    run_detached(
+        &host,
+        "talker",
+        "20520/udp",
+        &[],
+        &["/bin/sh", "-c", "echo first line; exec sleep 60"],
+    );
+    wait_for("the log line", || {
+        stdout(&host.exec(&["logs", "talker"])).contains("first line")
+    });
+    assert_eq!(
+        probe_on_host(&["udp", "0.0.0.0", "20520"]),
+        vec![EADDRINUSE]
+    );
+    let stop = host.exec(&["stop", "-t", "5", "talker"]);
+    assert!(stop.status.success(), "{}", describe(&stop));
+    assert_eq!(
+        probe_on_host(&["udp", "0.0.0.0", "20520"]),
+        vec![0],
+        "stop released the port"
+    );
+    let view = host.inspect("talker");
+    assert_eq!(view["state"], "exited");
+    assert_eq!(
+        stdout(&host.exec(&["logs", "--tail", "1", "talker"])).trim(),
+        "first line"
+    );
+    let running_rm = host.exec(&["rm", "talker"]);
+    assert!(
+        running_rm.status.success(),
+        "an exited container is removed: {}",
+        describe(&running_rm)
+    );
+    let gone = host.exec(&["inspect", "talker"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no such container: talker"));
+    host.assert_no_container_left();
+}
+
+#[test]
+fn a_restart_policy_keeps_the_ports_owned_across_restarts() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let probe = netprobe();
+    let _ = probe;
+    let command = ["/bin/sh", "-c", "sleep 0.2; exit 3"];
+    run_detached(
+        &host,
+        "flaky",
+        "20530/tcp",
+        &["--restart", "on-failure:4"],
+        &command,
+    );
+    let mut samples = 0;
+    wait_for("four restarts", || {
+        // Between and during restarts, nobody else may take the port.
+        assert_eq!(
+            probe_on_host(&["tcp", "0.0.0.0", "20530"]),
+            vec![EADDRINUSE],
+            "port free mid-restart"
+        );
+        samples += 1;
+        host.inspect("flaky")["restart_count"].as_u64() == Some(4)
+    });
+    assert!(samples > 1);
+    wait_for("the last exit", || {
+        host.inspect("flaky")["state"] == "exited"
+    });
+    assert_eq!(host.inspect("flaky")["exit_code"], 3);
+    assert_eq!(probe_on_host(&["tcp", "0.0.0.0", "20530"]), vec![0]);
+    assert!(host.exec(&["rm", "flaky"]).status.success());
+    host.assert_no_container_left();
+}
+
+#[test]
+fn api_errors_are_json_with_a_code_and_the_socket_is_root_only() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let probe = netprobe();
+    run_detached(&host, "holder", "20540/tcp", &[], &[&probe, "sleep", "60"]);
+    let mode = std::fs::metadata(host.socket())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let cases: [(&str, &str, &str, u16, &str); 7] = [
+        ("GET", "/v1/containers/nope", "", 404, "not_found"),
+        ("GET", "/v1/nothing-here", "", 404, "not_found"),
+        (
+            "POST",
+            "/v1/containers",
+            "{not json",
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/containers",
+            r#"{"rootfs":"/","command":["true"],"ports":["70000"]}"#,
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/containers",
+            r#"{"rootfs":"/","command":["true"],"ports":["20540"]}"#,
+            409,
+            "port_conflict",
+        ),
+        (
+            "POST",
+            "/v1/containers",
+            r#"{"name":"holder","rootfs":"/","command":["true"]}"#,
+            409,
+            "name_in_use",
+        ),
+        (
+            "DELETE",
+            "/v1/containers/holder",
+            "",
+            409,
+            "container_running",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (got_status, json) = api(&host, method, path, body);
+        assert_eq!(
+            (got_status, json["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path} {body}: {json}"
+        );
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{json}"
+        );
+    }
+    let (_, conflict) = api(
+        &host,
+        "POST",
+        "/v1/containers",
+        r#"{"rootfs":"/","command":["true"],"ports":["20540"]}"#,
+    );
+    assert!(
+        conflict["message"]
+            .as_str()
+            .unwrap()
+            .contains("owned by container holder"),
+        "{conflict}"
+    );
+    let (status, list) = api(&host, "GET", "/v1/containers", "");
+    assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(1)));
+    assert!(host.exec(&["rm", "-f", "holder"]).status.success());
+    host.assert_no_container_left();
+}
