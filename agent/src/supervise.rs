@@ -1,21 +1,16 @@
-//! Supervising a container's process from the `hostnetd run` that started it: becoming its
-//! parent, forwarding signals to it, and collecting its exit status.
+//! Process plumbing for monitors and clients: becoming a container's parent, collecting its
+//! exit status, detaching into a new session, signals, ids and times.
 use std::{
     fs, io,
-    sync::{
-        atomic::{AtomicI32, Ordering},
-        Arc,
-    },
-    thread,
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use signal_hook::{consts::signal, iterator::Signals};
+use signal_hook::consts::signal;
 
 use crate::store::ProcessIdentity;
 
 /// Signals a foreground `run` passes on to the container, as `docker run` does.
-const FORWARDED: [i32; 6] = [
+pub const FORWARDED: [i32; 6] = [
     signal::SIGINT,
     signal::SIGTERM,
     signal::SIGHUP,
@@ -104,42 +99,6 @@ pub fn become_subreaper() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Forwards signals to the container once its pid is known; counts those that came before.
-pub struct SignalForwarder {
-    target: Arc<AtomicI32>,
-    early: Arc<AtomicI32>,
-}
-
-impl SignalForwarder {
-    pub fn install() -> io::Result<Self> {
-        let target = Arc::new(AtomicI32::new(0));
-        let early = Arc::new(AtomicI32::new(0));
-        let mut signals = Signals::new(FORWARDED)?;
-        let (thread_target, thread_early) = (target.clone(), early.clone());
-        thread::spawn(move || {
-            for signal in signals.forever() {
-                let pid = thread_target.load(Ordering::SeqCst);
-                if pid > 0 {
-                    // SAFETY: kill with a pid and signal number.
-                    unsafe { libc::kill(pid, signal) };
-                } else {
-                    thread_early.store(signal, Ordering::SeqCst);
-                }
-            }
-        });
-        Ok(Self { target, early })
-    }
-
-    pub fn forward_to(&self, pid: u32) {
-        self.target.store(pid as i32, Ordering::SeqCst);
-    }
-
-    /// The signal that arrived before there was a container to forward it to, if any.
-    pub fn interrupted_early(&self) -> Option<i32> {
-        Some(self.early.load(Ordering::SeqCst)).filter(|&signal| signal != 0)
-    }
 }
 
 /// Waits for `pid` (our child or adopted orphan) and returns its exit code the way a shell

@@ -15,7 +15,7 @@ use hostnetd::{
     RunSpec,
 };
 use hyper::Method;
-use signal_hook::{consts::signal, iterator::Signals};
+use signal_hook::iterator::Signals;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -60,16 +60,6 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-/// Signals a foreground `run` passes on to the container, as `docker run` does.
-const FORWARDED: [i32; 6] = [
-    signal::SIGINT,
-    signal::SIGTERM,
-    signal::SIGHUP,
-    signal::SIGQUIT,
-    signal::SIGUSR1,
-    signal::SIGUSR2,
-];
-
 pub fn run(client: &Client, spec: &RunSpec, detach: bool) -> anyhow::Result<ExitCode> {
     if detach {
         let created: Created = client.post("/v1/containers", Some(spec))?;
@@ -113,7 +103,7 @@ pub fn run(client: &Client, spec: &RunSpec, detach: bool) -> anyhow::Result<Exit
 
 /// Passes the signals this command gets on to the container, once it is known.
 fn forward_signals(client: &Client, target: Arc<Mutex<Option<String>>>) -> anyhow::Result<()> {
-    let mut signals = Signals::new(FORWARDED)?;
+    let mut signals = Signals::new(hostnetd::supervise::FORWARDED)?;
     let socket = client.socket().to_path_buf();
     std::thread::spawn(move || {
         let Ok(client) = Client::new(&socket) else {
