@@ -73,8 +73,8 @@ impl Host {
             self.stop(&record.id, Duration::ZERO)?;
         }
         let _lock = self.store.lock()?;
+        // The exit file stays: a foreground `run` attached to this container still reads it.
         self.store.remove(&record.id)?;
-        let _ = fs::remove_file(self.exit_file(&record.id));
         Ok(record)
     }
 
