@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use crate::{
     control::ExitStatus,
     host::HostError,
-    lifecycle::RUNC_CGROUP,
     logs::LogEntry,
     ownership::OwnershipError,
     store::{ContainerRecord, PortClaim, StoreError},
@@ -33,7 +32,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self.code.as_str() {
             "not_found" => 404,
-            "ambiguous" | "invalid_argument" | "bad_request" => 400,
+            "ambiguous" | "invalid_argument" => 400,
             "name_in_use" | "port_conflict" | "container_running" | "not_running" => 409,
             "start_failed" => 422,
             _ => 500,
@@ -142,11 +141,6 @@ impl From<&PortClaim> for PortView {
 impl ContainerView {
     pub fn short_id(&self) -> &str {
         &self.id[..12.min(self.id.len())]
-    }
-
-    /// Where runc put the container's processes.
-    pub fn process_cgroup(&self) -> String {
-        format!("{}/{RUNC_CGROUP}", self.cgroup)
     }
 }
 

@@ -11,8 +11,8 @@ use std::{
 
 use axum::{
     body::{Body, Bytes},
-    extract::{Path as UrlPath, State},
-    http::StatusCode,
+    extract::{Path as UrlPath, Query, State},
+    http::{StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -26,6 +26,7 @@ use crate::{
     host::{Host, HostError},
     lifecycle::RunSpec,
     logs::LogReader,
+    store::ContainerRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -133,65 +134,52 @@ fn router(daemon: Shared) -> Router {
         .route("/v1/containers/{reference}/kill", post(kill))
         .route("/v1/ports", get(ports))
         .route("/v1/teardown", post(teardown))
-        .fallback(|| async {
-            error_response(ApiError::new(
-                "not_found",
-                "no such endpoint; see docs/api.md",
-            ))
-        })
+        .fallback(|| async { ApiError::new("not_found", "no such endpoint; see docs/api.md") })
         .with_state(daemon)
 }
 
-fn error_response(error: ApiError) -> Response {
-    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(error)).into_response()
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self)).into_response()
+    }
 }
+
+/// What every handler returns: its answer, or the API's JSON error.
+type Reply = Result<Response, ApiError>;
 
 /// Runs a blocking host operation off the async workers.
 async fn blocking<T: Send + 'static>(
     daemon: &Shared,
     operation: impl FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
-) -> Result<T, Response> {
+) -> Result<T, ApiError> {
     let daemon = daemon.clone();
     match tokio::task::spawn_blocking(move || operation(&daemon.host)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
             tracing::warn!(%error, "request failed");
-            Err(error_response(ApiError::from(&error)))
+            Err(ApiError::from(&error))
         }
-        Err(join) => Err(error_response(ApiError::new("internal", join.to_string()))),
+        Err(join) => Err(ApiError::new("internal", join.to_string())),
     }
 }
 
-/// Query strings are parsed by hand so that a bad one gets the API's JSON error.
-fn parse_query<T: DeserializeOwned + Default>(raw: Option<&str>) -> Result<T, ApiError> {
-    match raw {
-        None | Some("") => Ok(T::default()),
-        Some(text) => serde_urlencoded_like(text).map_err(|message| {
+/// The query string as `T`; a bad one gets the API's JSON error rather than axum's text.
+fn parse_query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(uri)
+        .map(|Query(query)| query)
+        .map_err(|rejection| {
+            let text = uri.query().unwrap_or_default();
             ApiError::new(
                 "invalid_argument",
-                format!("invalid query {text:?}: {message}"),
+                format!("invalid query {text:?}: {}", rejection.body_text()),
             )
-        }),
-    }
+        })
 }
 
-/// `a=1&b=x` into T, through a JSON object of strings, numbers and booleans.
-fn serde_urlencoded_like<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    let mut object = serde_json::Map::new();
-    for pair in text.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
-        let value = match value {
-            "true" | "1" if key != "tail" && key != "t" => serde_json::Value::Bool(true),
-            "false" | "0" if key != "tail" && key != "t" => serde_json::Value::Bool(false),
-            number if number.parse::<u64>().is_ok() => {
-                serde_json::Value::from(number.parse::<u64>().unwrap_or(0))
-            }
-            text => serde_json::Value::String(text.to_string()),
-        };
-        object.insert(key.to_string(), value);
-    }
-    serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())
+fn view(record: &ContainerRecord) -> Response {
+    Json(ContainerView::from(record)).into_response()
 }
 
 async fn info(State(daemon): State<Shared>) -> Json<Info> {
@@ -205,73 +193,60 @@ async fn info(State(daemon): State<Shared>) -> Json<Info> {
 }
 
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct ListQuery {
-    #[serde(default)]
     all: bool,
 }
 
-async fn list(State(daemon): State<Shared>, uri: axum::http::Uri) -> Response {
-    let result = async {
-        let q: ListQuery = parse_query(uri.query()).map_err(error_response)?;
-        let records = blocking(&daemon, |host| host.list()).await?;
-        let views: Vec<ContainerView> = records
-            .iter()
-            .filter(|r| q.all || r.state.is_live())
-            .map(ContainerView::from)
-            .collect();
-        Ok::<_, Response>(Json(views).into_response())
-    };
-    result.await.unwrap_or_else(|e| e)
+async fn list(State(daemon): State<Shared>, uri: Uri) -> Reply {
+    let query: ListQuery = parse_query(&uri)?;
+    let records = blocking(&daemon, |host| host.list()).await?;
+    let views: Vec<ContainerView> = records
+        .iter()
+        .filter(|r| query.all || r.state.is_live())
+        .map(ContainerView::from)
+        .collect();
+    Ok(Json(views).into_response())
 }
 
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct CreateQuery {
-    #[serde(default)]
     attach: bool,
 }
 
-async fn create(State(daemon): State<Shared>, uri: axum::http::Uri, body: Bytes) -> Response {
-    let result = async {
-        let q: CreateQuery = parse_query(uri.query()).map_err(error_response)?;
-        let spec: RunSpec = serde_json::from_slice(&body).map_err(|e| {
-            error_response(ApiError::new(
-                "invalid_argument",
-                format!("invalid request body: {e}"),
-            ))
-        })?;
-        let (record, log) = blocking(&daemon, move |host| {
-            let request = spec.validate()?;
-            host.create_container(&request)
-        })
-        .await?;
-        tracing::info!(id = %record.id, name = %record.name, ports = ?record.port_specs, "container started");
-        let created = Created {
-            id: record.id.clone(),
-            name: record.name.clone(),
-        };
-        if !q.attach {
-            return Ok((StatusCode::CREATED, Json(created)).into_response());
-        }
-        Ok(stream_lines(daemon.clone(), move |host, send| {
-            if !send(&AttachEvent::Created(created)) {
-                return;
-            }
-            let mut reader = LogReader::from_file(log);
-            if !follow(host, &record.id, &mut reader, &mut |entry| {
-                send(&AttachEvent::Log(entry))
-            }) {
-                return;
-            }
-            let last = match host.wait(&record.id) {
-                Ok(status) => AttachEvent::Exit(status),
-                Err(error) => AttachEvent::Error(ApiError::from(&error)),
-            };
-            send(&last);
-        }))
+async fn create(State(daemon): State<Shared>, uri: Uri, body: Bytes) -> Reply {
+    let query: CreateQuery = parse_query(&uri)?;
+    let spec: RunSpec = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new("invalid_argument", format!("invalid request body: {e}")))?;
+    let (record, log) = blocking(&daemon, move |host| {
+        host.create_container(&spec.validate()?)
+    })
+    .await?;
+    tracing::info!(id = %record.id, name = %record.name, ports = ?record.port_specs, "container started");
+    let created = Created {
+        id: record.id.clone(),
+        name: record.name.clone(),
     };
-    result.await.unwrap_or_else(|e| e)
+    if !query.attach {
+        return Ok((StatusCode::CREATED, Json(created)).into_response());
+    }
+    Ok(stream_lines(daemon.clone(), move |host, send| {
+        if !send(&AttachEvent::Created(created)) {
+            return;
+        }
+        let mut reader = LogReader::from_file(log);
+        if !follow(host, &record.id, &mut reader, &mut |entry| {
+            send(&AttachEvent::Log(entry))
+        }) {
+            return;
+        }
+        let last = match host.wait(&record.id) {
+            Ok(status) => AttachEvent::Exit(status),
+            Err(error) => AttachEvent::Error(ApiError::from(&error)),
+        };
+        send(&last);
+    }))
 }
 
 /// Sends every log entry until the container's output is complete; false if the client left.
@@ -325,20 +300,18 @@ fn stream_lines<T: Serialize + Send + 'static>(
     Response::builder()
         .header("content-type", "application/x-ndjson")
         .body(body)
-        .unwrap_or_else(|e| error_response(ApiError::new("internal", e.to_string())))
+        .unwrap_or_else(|e| ApiError::new("internal", e.to_string()).into_response())
 }
 
-async fn inspect(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Response {
-    match blocking(&daemon, move |host| host.inspect(&reference)).await {
-        Ok(record) => Json(ContainerView::from(&record)).into_response(),
-        Err(response) => response,
-    }
+async fn inspect(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Reply {
+    Ok(view(
+        &blocking(&daemon, move |host| host.inspect(&reference)).await?,
+    ))
 }
 
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct LogsQuery {
-    #[serde(default)]
     follow: bool,
     tail: Option<usize>,
 }
@@ -346,46 +319,38 @@ struct LogsQuery {
 async fn logs(
     State(daemon): State<Shared>,
     UrlPath(reference): UrlPath<String>,
-    uri: axum::http::Uri,
-) -> Response {
-    let result = async {
-        let q: LogsQuery = parse_query(uri.query()).map_err(error_response)?;
-        let (record, log_path) = blocking(&daemon, move |host| {
-            let record = host.inspect(&reference)?;
-            let path = host.store.log_path(&record.id);
-            Ok((record, path))
-        })
-        .await?;
-        let reader = LogReader::open(&log_path).map_err(|e| {
-            error_response(ApiError::new(
-                "internal",
-                format!("cannot open {}: {e}", log_path.display()),
-            ))
-        })?;
-        Ok(stream_lines(daemon.clone(), move |host, send| {
-            let mut reader = reader;
-            for entry in reader.initial(q.tail).unwrap_or_default() {
-                if !send(&entry) {
-                    return;
-                }
+    uri: Uri,
+) -> Reply {
+    let query: LogsQuery = parse_query(&uri)?;
+    let (id, log_path) = blocking(&daemon, move |host| {
+        let record = host.inspect(&reference)?;
+        Ok((record.id.clone(), host.store.log_path(&record.id)))
+    })
+    .await?;
+    let mut reader = LogReader::open(&log_path).map_err(|e| {
+        ApiError::new(
+            "internal",
+            format!("cannot open {}: {e}", log_path.display()),
+        )
+    })?;
+    Ok(stream_lines(daemon.clone(), move |host, send| {
+        for entry in reader.initial(query.tail).unwrap_or_default() {
+            if !send(&entry) {
+                return;
             }
-            if q.follow {
-                follow(host, &record.id, &mut reader, &mut |entry| send(&entry));
-            }
-        }))
-    };
-    result.await.unwrap_or_else(|e| e)
+        }
+        if query.follow {
+            follow(host, &id, &mut reader, &mut |entry| send(&entry));
+        }
+    }))
 }
 
-async fn wait(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Response {
-    match blocking(&daemon, move |host| host.wait(&reference)).await {
-        Ok(status) => Json(status).into_response(),
-        Err(response) => response,
-    }
+async fn wait(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Reply {
+    Ok(Json(blocking(&daemon, move |host| host.wait(&reference)).await?).into_response())
 }
 
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct StopQuery {
     t: Option<u64>,
 }
@@ -393,19 +358,17 @@ struct StopQuery {
 async fn stop(
     State(daemon): State<Shared>,
     UrlPath(reference): UrlPath<String>,
-    uri: axum::http::Uri,
-) -> Response {
-    let result = async {
-        let q: StopQuery = parse_query(uri.query()).map_err(error_response)?;
-        let timeout = Duration::from_secs(q.t.unwrap_or(10));
-        let record = blocking(&daemon, move |host| host.stop(&reference, timeout)).await?;
-        Ok::<_, Response>(Json(ContainerView::from(&record)).into_response())
-    };
-    result.await.unwrap_or_else(|e| e)
+    uri: Uri,
+) -> Reply {
+    let query: StopQuery = parse_query(&uri)?;
+    let timeout = Duration::from_secs(query.t.unwrap_or(10));
+    Ok(view(
+        &blocking(&daemon, move |host| host.stop(&reference, timeout)).await?,
+    ))
 }
 
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct KillQuery {
     signal: Option<String>,
 }
@@ -413,88 +376,65 @@ struct KillQuery {
 async fn kill(
     State(daemon): State<Shared>,
     UrlPath(reference): UrlPath<String>,
-    uri: axum::http::Uri,
-) -> Response {
-    let result = async {
-        let q: KillQuery = parse_query(uri.query()).map_err(error_response)?;
-        let signal = crate::supervise::parse_signal(q.signal.as_deref().unwrap_or("KILL"))
-            .map_err(|message| error_response(ApiError::new("invalid_argument", message)))?;
-        let record = blocking(&daemon, move |host| host.kill(&reference, signal)).await?;
-        Ok::<_, Response>(Json(ContainerView::from(&record)).into_response())
-    };
-    result.await.unwrap_or_else(|e| e)
+    uri: Uri,
+) -> Reply {
+    let query: KillQuery = parse_query(&uri)?;
+    let signal = crate::supervise::parse_signal(query.signal.as_deref().unwrap_or("KILL"))
+        .map_err(|message| ApiError::new("invalid_argument", message))?;
+    Ok(view(
+        &blocking(&daemon, move |host| host.kill(&reference, signal)).await?,
+    ))
 }
 
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct RemoveQuery {
-    #[serde(default)]
     force: bool,
 }
 
 async fn remove(
     State(daemon): State<Shared>,
     UrlPath(reference): UrlPath<String>,
-    uri: axum::http::Uri,
-) -> Response {
-    let result = async {
-        let q: RemoveQuery = parse_query(uri.query()).map_err(error_response)?;
-        let record = blocking(&daemon, move |host| host.remove(&reference, q.force)).await?;
-        Ok::<_, Response>(Json(ContainerView::from(&record)).into_response())
-    };
-    result.await.unwrap_or_else(|e| e)
+    uri: Uri,
+) -> Reply {
+    let query: RemoveQuery = parse_query(&uri)?;
+    Ok(view(
+        &blocking(&daemon, move |host| host.remove(&reference, query.force)).await?,
+    ))
 }
 
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct PortsQuery {
-    #[serde(default)]
     kernel: bool,
 }
 
-async fn ports(State(daemon): State<Shared>, uri: axum::http::Uri) -> Response {
-    let q: PortsQuery = match parse_query(uri.query()) {
-        Ok(q) => q,
-        Err(error) => return error_response(error),
-    };
-    if q.kernel {
-        return match blocking(&daemon, |host| host.kernel_owners()).await {
-            Ok(owned) => Json(
-                owned
-                    .iter()
-                    .map(|(port, owner)| serde_json::json!({ "port": port, "cgroup_id": owner.cgroup_id }))
-                    .collect::<Vec<_>>(),
-            )
-            .into_response(),
-            Err(response) => response,
-        };
+async fn ports(State(daemon): State<Shared>, uri: Uri) -> Reply {
+    let query: PortsQuery = parse_query(&uri)?;
+    if query.kernel {
+        let owned = blocking(&daemon, |host| host.kernel_owners()).await?;
+        let table: Vec<_> = (owned.iter())
+            .map(|(port, owner)| serde_json::json!({ "port": port, "cgroup_id": owner.cgroup_id }))
+            .collect();
+        return Ok(Json(table).into_response());
     }
-    match blocking(&daemon, |host| host.owned_ports()).await {
-        Ok(owned) => Json(
-            owned
-                .iter()
-                .map(|(claim, record)| PortEntry {
-                    port: claim.port.to_string(),
-                    addresses: claim
-                        .addresses
-                        .as_ref()
-                        .map(|a| a.iter().map(ToString::to_string).collect()),
-                    container_id: record.id.clone(),
-                    container_name: record.name.clone(),
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(response) => response,
-    }
+    let owned = blocking(&daemon, |host| host.owned_ports()).await?;
+    let entries: Vec<PortEntry> = (owned.iter())
+        .map(|(claim, record)| PortEntry {
+            port: claim.port.to_string(),
+            addresses: claim
+                .addresses
+                .as_ref()
+                .map(|a| a.iter().map(ToString::to_string).collect()),
+            container_id: record.id.clone(),
+            container_name: record.name.clone(),
+        })
+        .collect();
+    Ok(Json(entries).into_response())
 }
 
-async fn teardown(State(daemon): State<Shared>) -> Response {
-    match blocking(&daemon, |host| host.teardown()).await {
-        Ok(()) => {
-            daemon.shutdown.notify_one();
-            Json(serde_json::json!({ "detached": true })).into_response()
-        }
-        Err(response) => response,
-    }
+async fn teardown(State(daemon): State<Shared>) -> Reply {
+    blocking(&daemon, |host| host.teardown()).await?;
+    daemon.shutdown.notify_one();
+    Ok(Json(serde_json::json!({ "detached": true })).into_response())
 }

@@ -194,6 +194,17 @@ impl TestHost {
         text.trim().parse().ok()
     }
 
+    /// Whether the daemon of the pid file is alive (a zombie awaiting its reaper is not).
+    pub fn daemon_running(&self) -> bool {
+        self.daemon_pid().is_some_and(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+            })
+        })
+    }
+
     /// The daemon's API socket.
     pub fn socket(&self) -> PathBuf {
         self.scratch.join("run/hostnetd.sock")
