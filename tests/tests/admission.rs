@@ -192,7 +192,8 @@ fn owned_ports_are_reserved_and_the_administrators_entries_survive() {
 struct Restore(&'static str, String);
 impl Drop for Restore {
     fn drop(&mut self) {
-        let _ = std::fs::write(self.0, self.1.trim());
+        // A newline, not an empty write: the kernel ignores an empty one.
+        let _ = std::fs::write(self.0, format!("{}\n", self.1.trim()));
     }
 }
 
