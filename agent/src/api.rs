@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     control::ExitStatus,
     host::HostError,
+    images::{display_name, ImageError, ImageRecord, RunConfig},
     logs::LogEntry,
     ownership::OwnershipError,
     store::{ContainerRecord, PortClaim, StoreError},
@@ -15,7 +16,8 @@ use crate::{
 #[error("{message}")]
 pub struct ApiError {
     /// Stable, machine-readable: not_found, ambiguous, invalid_argument, name_in_use,
-    /// port_conflict, container_running, not_running, start_failed, internal.
+    /// port_conflict, container_running, not_running, start_failed, no_such_image,
+    /// image_in_use, registry_error, corrupt_image, internal.
     pub code: String,
     pub message: String,
 }
@@ -34,7 +36,10 @@ impl ApiError {
             "not_found" => 404,
             "ambiguous" | "invalid_argument" => 400,
             "name_in_use" | "port_conflict" | "container_running" | "not_running" => 409,
-            "start_failed" => 422,
+            "start_failed" | "corrupt_image" => 422,
+            "no_such_image" => 404,
+            "image_in_use" => 409,
+            "registry_error" => 502,
             _ => 500,
         }
     }
@@ -53,9 +58,24 @@ impl From<&HostError> for ApiError {
             HostError::StillRunning { .. } => "container_running",
             HostError::NotRunning { .. } => "not_running",
             HostError::StartFailed(_) => "start_failed",
+            HostError::Image(error) => image_error_code(error),
             _ => "internal",
         };
         Self::new(code, error.to_string())
+    }
+}
+
+fn image_error_code(error: &ImageError) -> &'static str {
+    match error {
+        ImageError::NotFound(_) => "no_such_image",
+        ImageError::InvalidReference { .. } => "invalid_argument",
+        ImageError::Ambiguous { .. } => "ambiguous",
+        ImageError::InUse { .. } => "image_in_use",
+        ImageError::Registry { .. } => "registry_error",
+        ImageError::DigestMismatch { .. } | ImageError::Corrupt(_) | ImageError::Layer(_) => {
+            "corrupt_image"
+        }
+        ImageError::Store(_) | ImageError::Io { .. } => "internal",
     }
 }
 
@@ -68,6 +88,11 @@ pub struct ContainerView {
     pub pid: Option<u32>,
     pub exit_code: Option<i32>,
     pub rootfs: String,
+    /// The image as given (`nginx:latest`), when the container runs one.
+    pub image: Option<String>,
+    pub image_id: Option<String>,
+    /// The image's ExposedPorts (what `--ports` defaults to).
+    pub exposed_ports: Vec<String>,
     pub command: Vec<String>,
     pub created: String,
     pub started: Option<String>,
@@ -108,6 +133,11 @@ impl From<&ContainerRecord> for ContainerView {
             pid: record.pid,
             exit_code: record.exit_code,
             rootfs: record.rootfs.display().to_string(),
+            image: record.image.as_ref().map(|image| image.name.clone()),
+            image_id: record.image.as_ref().map(|image| image.id.clone()),
+            exposed_ports: (record.image.as_ref())
+                .map(|image| image.exposed_ports.clone())
+                .unwrap_or_default(),
             command: record.command.clone(),
             created: rfc3339(record.created_at),
             started: record.started_at.map(rfc3339),
@@ -224,4 +254,61 @@ mod tests {
         };
         assert_eq!(ApiError::from(&running).status(), 409);
     }
+}
+
+/// `images` and `image inspect`: one stored image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageView {
+    /// `sha256:...`, the digest of its configuration.
+    pub id: String,
+    /// As docker shows them: `nginx:latest`, `registry:5000/app:v2`.
+    pub tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    /// Unpacked size of its layers, in bytes.
+    pub size: u64,
+    /// When the image was built (from its configuration), if it says.
+    pub created: Option<String>,
+    /// When it was pulled or loaded here.
+    pub stored: String,
+    pub architecture: String,
+    pub os: String,
+    /// The layers' diff IDs, bottom first.
+    pub layers: Vec<String>,
+    pub config: RunConfig,
+}
+
+impl From<&ImageRecord> for ImageView {
+    fn from(image: &ImageRecord) -> Self {
+        Self {
+            id: image.id.to_string(),
+            tags: image.tags.iter().map(|tag| display_name(tag)).collect(),
+            repo_digests: image.repo_digests.clone(),
+            size: image.size,
+            created: image.config.created.clone(),
+            stored: rfc3339(image.stored_at),
+            architecture: image.config.architecture.clone(),
+            os: image.config.os.clone(),
+            layers: (image.layers.iter())
+                .map(|layer| layer.diff_id.to_string())
+                .collect(),
+            config: image.config.config.clone(),
+        }
+    }
+}
+
+/// The body of `POST /v1/images/pull`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PullRequest {
+    pub reference: String,
+    /// Registries (`host[:port]`) to reach over plain HTTP, besides the daemon's own list.
+    pub insecure_registries: Vec<String>,
+}
+
+/// The body of `POST /v1/images/load`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadRequest {
+    /// An absolute path on the daemon's host to a docker-archive or oci-archive tarball.
+    pub path: String,
 }

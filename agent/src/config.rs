@@ -9,6 +9,7 @@
 //! cgroup_parent = "hostnetd"
 //! runc = "runc"
 //! log_level = "info"
+//! insecure_registries = ["registry.lan:5000"]   # reached over plain HTTP
 //! ```
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,7 @@ pub struct Settings {
     pub cgroup_parent: Option<String>,
     pub runc: Option<PathBuf>,
     pub log_level: Option<String>,
+    pub insecure_registries: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,7 @@ impl Settings {
             cgroup_parent: self.cgroup_parent.or(fallback.cgroup_parent),
             runc: self.runc.or(fallback.runc),
             log_level: self.log_level.or(fallback.log_level),
+            insecure_registries: self.insecure_registries.or(fallback.insecure_registries),
         }
     }
 

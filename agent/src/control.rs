@@ -25,14 +25,18 @@ impl Host {
         Ok(self.store.find(reference)?)
     }
 
-    /// SIGTERM, then SIGKILL after `timeout`; the restart policy leaves it down. Returns once
-    /// the container has exited and its ports are released.
+    /// SIGTERM (or the image's StopSignal), then SIGKILL after `timeout`; the restart policy
+    /// leaves it down. Returns once the container has exited and its ports are released.
     pub fn stop(&self, reference: &str, timeout: Duration) -> Result<ContainerRecord, HostError> {
         let record = self.request_stop(reference)?;
         if !record.state.is_live() {
             return Ok(record);
         }
-        self.signal(&record, libc::SIGTERM)?;
+        let stop_signal = (record.image.as_ref())
+            .and_then(|image| image.stop_signal.as_deref())
+            .and_then(|name| crate::supervise::parse_signal(name).ok())
+            .unwrap_or(libc::SIGTERM);
+        self.signal(&record, stop_signal)?;
         if self.wait_until_exited(&record.id, Some(timeout))?.is_none() {
             self.signal(&record, libc::SIGKILL)?;
             self.wait_until_exited(&record.id, None)?;

@@ -21,9 +21,13 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::{net::UnixListener, sync::mpsc};
 
 use crate::{
-    api::{ApiError, AttachEvent, ContainerView, Created, Info, PortEntry},
+    api::{
+        ApiError, AttachEvent, ContainerView, Created, ImageView, Info, LoadRequest, PortEntry,
+        PullRequest,
+    },
     config::Settings,
     host::{Host, HostError},
+    images::PullOptions,
     lifecycle::RunSpec,
     logs::LogReader,
     store::ContainerRecord,
@@ -45,6 +49,8 @@ pub enum DaemonError {
 
 struct Daemon {
     host: Host,
+    /// Registries reached over plain HTTP, from the config file.
+    insecure_registries: Vec<String>,
     shutdown: tokio::sync::Notify,
 }
 
@@ -66,6 +72,7 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
     tracing::info!(socket = %socket.display(), "serving the API");
     let daemon = Arc::new(Daemon {
         host,
+        insecure_registries: settings.insecure_registries.clone().unwrap_or_default(),
         shutdown: tokio::sync::Notify::new(),
     });
     let app = router(daemon.clone());
@@ -132,6 +139,13 @@ fn router(daemon: Shared) -> Router {
         .route("/v1/containers/{reference}/wait", post(wait))
         .route("/v1/containers/{reference}/stop", post(stop))
         .route("/v1/containers/{reference}/kill", post(kill))
+        .route("/v1/images", get(list_images))
+        .route("/v1/images/pull", post(pull_image))
+        .route("/v1/images/load", post(load_images))
+        .route(
+            "/v1/images/{*reference}",
+            get(inspect_image).delete(remove_image),
+        )
         .route("/v1/ports", get(ports))
         .route("/v1/teardown", post(teardown))
         .fallback(|| async { ApiError::new("not_found", "no such endpoint; see docs/api.md") })
@@ -215,10 +229,76 @@ struct CreateQuery {
     attach: bool,
 }
 
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new("invalid_argument", format!("invalid request body: {e}")))
+}
+
+async fn list_images(State(daemon): State<Shared>) -> Reply {
+    let images = blocking(&daemon, |host| host.images()).await?;
+    Ok(Json(images.iter().map(ImageView::from).collect::<Vec<_>>()).into_response())
+}
+
+async fn inspect_image(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Reply {
+    let image = blocking(&daemon, move |host| host.image(&reference)).await?;
+    Ok(Json(ImageView::from(&image)).into_response())
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RemoveImageQuery {
+    force: bool,
+}
+
+async fn remove_image(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    uri: Uri,
+) -> Reply {
+    let query: RemoveImageQuery = parse_query(&uri)?;
+    let removed = blocking(&daemon, move |host| {
+        host.remove_image(&reference, query.force)
+    })
+    .await?;
+    tracing::info!(untagged = ?removed.untagged, deleted = ?removed.deleted, "image removed");
+    Ok(Json(removed).into_response())
+}
+
+async fn pull_image(State(daemon): State<Shared>, body: Bytes) -> Reply {
+    let request: PullRequest = parse_body(&body)?;
+    let options = PullOptions {
+        insecure_registries: [
+            request.insecure_registries,
+            daemon.insecure_registries.clone(),
+        ]
+        .concat(),
+    };
+    tracing::info!(reference = %request.reference, "pulling");
+    let image = daemon
+        .host
+        .pull_image(&request.reference, &options)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "pull failed");
+            ApiError::from(&error)
+        })?;
+    tracing::info!(id = %image.id, "pulled");
+    Ok(Json(ImageView::from(&image)).into_response())
+}
+
+async fn load_images(State(daemon): State<Shared>, body: Bytes) -> Reply {
+    let request: LoadRequest = parse_body(&body)?;
+    let images = blocking(&daemon, move |host| {
+        host.load_images(std::path::Path::new(&request.path))
+    })
+    .await?;
+    tracing::info!(count = images.len(), "images loaded");
+    Ok(Json(images.iter().map(ImageView::from).collect::<Vec<_>>()).into_response())
+}
+
 async fn create(State(daemon): State<Shared>, uri: Uri, body: Bytes) -> Reply {
     let query: CreateQuery = parse_query(&uri)?;
-    let spec: RunSpec = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new("invalid_argument", format!("invalid request body: {e}")))?;
+    let spec: RunSpec = parse_body(&body)?;
     let (record, log) = blocking(&daemon, move |host| {
         host.create_container(&spec.validate()?)
     })

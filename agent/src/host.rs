@@ -8,6 +8,7 @@ use std::{
 use crate::{
     cgroup::{Cgroup2, CgroupError, ContainerCgroup},
     datapath::{ensure_bpffs, Datapath, DatapathError},
+    images::{ImageError, ImageStore},
     ownership::{self, OwnershipError},
     reserved_ports::ReservedPorts,
     runtime::{unmount_rootfs, Runc, RuntimeError},
@@ -44,6 +45,8 @@ pub enum HostError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -87,6 +90,7 @@ pub struct Host {
     pub(crate) runc: Runc,
     pub(crate) procfs: ProcFs,
     pub(crate) reserved: ReservedPorts,
+    pub(crate) images: ImageStore,
 }
 
 impl Host {
@@ -94,7 +98,9 @@ impl Host {
         let store = Store::open(&config.state_dir)?;
         let cgroup = Cgroup2::host()?;
         let runc = Runc::new(&config.runc, config.run_dir.join("runc"));
+        let images = ImageStore::open(&config.state_dir)?;
         Ok(Self {
+            images,
             config,
             store,
             cgroup,

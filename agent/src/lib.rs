@@ -10,6 +10,8 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod host;
+mod image_ops;
+pub mod images;
 pub mod lifecycle;
 pub mod logs;
 pub mod monitor;

@@ -13,13 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::{
     datapath::Datapath,
     host::{Disposition, Host, HostError},
+    images::{self, ImageRecord, RunConfig},
     ownership,
     policy::{parse_port_specs, OwnedPort, PortDeclarations},
     restart::RestartPolicy,
     runtime::{
         mount_rootfs, oci_config, resolve_user, Capabilities, ProcessSpec, RootfsSource, Volume,
     },
-    store::{CgroupRecord, ContainerRecord, ContainerState, PortClaim},
+    store::{CgroupRecord, ContainerImage, ContainerRecord, ContainerState, PortClaim},
     supervise::{self, new_container_id},
 };
 
@@ -31,9 +32,15 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 #[serde(default, deny_unknown_fields)]
 pub struct RunSpec {
     pub name: Option<String>,
+    /// The image to run (`nginx`, `registry:5000/app:v2`, an image ID); or give `rootfs`.
+    pub image: Option<String>,
     pub rootfs: Option<PathBuf>,
+    /// Replaces the image's Cmd (with `rootfs`: the whole command).
     pub command: Vec<String>,
+    /// Replaces the image's Entrypoint; empty clears it.
+    pub entrypoint: Option<String>,
     /// Port specs, each possibly comma-separated: `80`, `53/udp`, `127.0.0.1:8080/tcp`.
+    /// None given with an image means the image's exposed ports.
     pub ports: Vec<String>,
     /// `KEY=VALUE` entries (the client resolves a bare `KEY` from its own environment).
     pub env: Vec<String>,
@@ -53,36 +60,69 @@ pub struct RunSpec {
 #[derive(Clone, Debug)]
 pub struct RunRequest {
     pub name: Option<String>,
-    pub rootfs: RootfsSource,
-    pub args: Vec<String>,
+    pub source: ContainerSource,
+    pub command: Vec<String>,
+    pub entrypoint: Option<String>,
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
     pub volumes: Vec<Volume>,
-    pub ports: PortDeclarations,
+    /// None: the image's exposed ports.
+    pub ports: Option<PortDeclarations>,
     pub capabilities: Capabilities,
     pub restart: RestartPolicy,
     pub auto_remove: bool,
 }
 
+/// What a container's root filesystem is made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContainerSource {
+    /// An image reference, resolved against the image store at creation.
+    Image(String),
+    /// A host directory, shown read-only.
+    HostDirectory(PathBuf),
+}
+
 impl RunSpec {
     pub fn validate(&self) -> Result<RunRequest, HostError> {
         let invalid = |message: String| HostError::Invalid(message);
-        let rootfs = self.rootfs.as_ref().ok_or_else(|| {
-            invalid(
-                "no root filesystem: give --rootfs DIR (--rootfs / runs host binaries read-only)"
-                    .into(),
-            )
-        })?;
-        if self.command.is_empty() {
-            return Err(invalid(
-                "no command: give the command to run after the flags".into(),
-            ));
-        }
-        let mut specs = Vec::new();
-        for value in &self.ports {
-            specs.extend(parse_port_specs(value).map_err(|e| invalid(e.to_string()))?);
-        }
+        let source = match (&self.image, &self.rootfs) {
+            (Some(image), None) => {
+                images::normalize(image)?;
+                ContainerSource::Image(image.clone())
+            }
+            (None, Some(rootfs)) => {
+                if self.command.is_empty() {
+                    return Err(invalid(
+                        "no command: give the command to run after the flags".into(),
+                    ));
+                }
+                if self.entrypoint.is_some() {
+                    return Err(invalid(
+                        "--entrypoint applies to images; with --rootfs give the whole command"
+                            .into(),
+                    ));
+                }
+                let RootfsSource::HostDirectory(dir) = RootfsSource::host_directory(rootfs)? else {
+                    unreachable!("host_directory makes a host directory source");
+                };
+                ContainerSource::HostDirectory(dir)
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid("give an image or --rootfs DIR, not both".into()))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "no image: give the image to run (or --rootfs DIR to run a host directory)"
+                        .into(),
+                ))
+            }
+        };
+        let ports = if self.ports.is_empty() && self.image.is_some() {
+            None
+        } else {
+            Some(parse_declarations(&self.ports)?)
+        };
         if let Some(name) = &self.name {
             validate_name(name)?;
         }
@@ -106,8 +146,9 @@ impl RunSpec {
         }
         Ok(RunRequest {
             name: self.name.clone(),
-            rootfs: RootfsSource::host_directory(rootfs)?,
-            args: self.command.clone(),
+            source,
+            command: self.command.clone(),
+            entrypoint: self.entrypoint.clone(),
             env: self.env.clone(),
             workdir: self.workdir.clone(),
             user: self.user.clone(),
@@ -117,7 +158,7 @@ impl RunSpec {
                 .map(|v| v.parse::<Volume>())
                 .collect::<Result<_, _>>())
             .map_err(invalid)?,
-            ports: PortDeclarations::from_specs(specs).map_err(|e| invalid(e.to_string()))?,
+            ports,
             capabilities: Capabilities::from_flags(&self.cap_add, &self.cap_drop)
                 .map_err(invalid)?,
             restart: match &self.restart {
@@ -129,6 +170,24 @@ impl RunSpec {
     }
 }
 
+/// `--ports` values (each possibly comma-separated) as one set of declarations.
+fn parse_declarations(values: &[String]) -> Result<PortDeclarations, HostError> {
+    let invalid = |message: String| HostError::Invalid(message);
+    let mut specs = Vec::new();
+    for value in values {
+        specs.extend(parse_port_specs(value).map_err(|e| invalid(e.to_string()))?);
+    }
+    PortDeclarations::from_specs(specs).map_err(|e| invalid(e.to_string()))
+}
+
+/// A request resolved against its image: everything admission and the bundle need.
+struct Resolved {
+    process: ProcessSpec,
+    ports: PortDeclarations,
+    image: Option<ContainerImage>,
+    rootfs: PathBuf,
+}
+
 impl Host {
     /// Creates and starts a container; returns once it runs (its monitor said so) or has
     /// failed to start, in which case nothing is left behind. The log comes back opened for
@@ -138,10 +197,12 @@ impl Host {
         &self,
         request: &RunRequest,
     ) -> Result<(ContainerRecord, fs::File), HostError> {
-        let process = self.process_spec(request)?;
-        let record = self.admit(request)?;
+        // Held until the record names its image, so that `rmi` cannot remove it meanwhile.
+        let _images = self.images.lock_shared()?;
+        let resolved = self.resolve(request)?;
+        let record = self.admit(request, &resolved)?;
         let log = match self
-            .prepare_bundle(&record, &process)
+            .prepare_bundle(&record, &resolved.process)
             .and_then(|()| self.open_new_log(&record.id))
         {
             Ok(log) => log,
@@ -161,25 +222,49 @@ impl Host {
         fs::File::open(&path).map_err(|e| io_error("open", path.display(), e))
     }
 
-    fn process_spec(&self, request: &RunRequest) -> Result<ProcessSpec, HostError> {
-        let RootfsSource::HostDirectory(rootfs) = &request.rootfs;
-        let user = resolve_user(rootfs, request.user.as_deref().unwrap_or(""))?;
-        let mut env = vec![DEFAULT_PATH.to_string()];
-        env.extend(request.env.iter().cloned());
-        Ok(ProcessSpec {
-            args: request.args.clone(),
-            env,
-            cwd: request.workdir.clone().unwrap_or_else(|| "/".into()),
-            user,
-            hostname: String::new(),
-            capabilities: request.capabilities.clone(),
-            volumes: request.volumes.clone(),
-        })
+    fn resolve(&self, request: &RunRequest) -> Result<Resolved, HostError> {
+        match &request.source {
+            ContainerSource::HostDirectory(dir) => Ok(Resolved {
+                process: process_spec(request, &RunConfig::default(), std::slice::from_ref(dir))?,
+                ports: request.ports.clone().unwrap_or_default(),
+                image: None,
+                rootfs: dir.clone(),
+            }),
+            ContainerSource::Image(reference) => {
+                let image = self.images.resolve(reference)?;
+                let layers = self.images.lower_dirs(&image);
+                let run = &image.config.config;
+                let ports = match &request.ports {
+                    Some(ports) => ports.clone(),
+                    None => parse_declarations(&run.exposed_port_specs()).map_err(|error| {
+                        HostError::Invalid(format!(
+                            "the image's exposed ports cannot be owned ({error}); give --ports"
+                        ))
+                    })?,
+                };
+                Ok(Resolved {
+                    process: process_spec(request, run, &layers)?,
+                    ports,
+                    image: Some(ContainerImage {
+                        id: image.id.to_string(),
+                        name: image_display_name(reference, &image),
+                        layers,
+                        exposed_ports: run.exposed_port_specs(),
+                        stop_signal: Some(run.stop_signal.clone()).filter(|s| !s.is_empty()),
+                    }),
+                    rootfs: PathBuf::new(),
+                })
+            }
+        }
     }
 
     /// Under the host lock: refuses conflicts, then claims the ports, reserves them, and attaches
     /// the container's hooks to its new cgroup. On any failure nothing is left behind.
-    fn admit(&self, request: &RunRequest) -> Result<ContainerRecord, HostError> {
+    fn admit(
+        &self,
+        request: &RunRequest,
+        resolved: &Resolved,
+    ) -> Result<ContainerRecord, HostError> {
         let (_lock, mut datapath) = self.lock_datapath()?;
         self.reconcile(&mut datapath)?;
         let records = self.store.list()?;
@@ -194,7 +279,7 @@ impl Host {
                 id: existing.short_id().to_string(),
             });
         }
-        let ports: Vec<OwnedPort> = request.ports.ports().collect();
+        let ports: Vec<OwnedPort> = resolved.ports.ports().collect();
         ownership::check_available(datapath.owners_ref(), &records, &self.procfs, &ports)?;
         let cgroup = self
             .cgroup
@@ -202,17 +287,13 @@ impl Host {
         let record = ContainerRecord {
             id,
             name,
-            rootfs: match &request.rootfs {
-                RootfsSource::HostDirectory(dir) => dir.clone(),
-            },
-            command: request.args.clone(),
-            port_specs: request
-                .ports
-                .specs()
-                .iter()
+            rootfs: resolved.rootfs.clone(),
+            image: resolved.image.clone(),
+            command: resolved.process.args.clone(),
+            port_specs: (resolved.ports.specs().iter())
                 .map(ToString::to_string)
                 .collect(),
-            ports: claims(&request.ports),
+            ports: claims(&resolved.ports),
             cgroup: CgroupRecord {
                 path: cgroup.path.clone(),
                 id: cgroup.id,
@@ -268,15 +349,22 @@ impl Host {
         process: &ProcessSpec,
     ) -> Result<(), HostError> {
         let bundle = self.bundle_dir(&record.id);
-        mount_rootfs(
-            &RootfsSource::HostDirectory(record.rootfs.clone()),
-            &bundle.join("rootfs"),
-        )?;
+        let source = match &record.image {
+            Some(image) => RootfsSource::Image {
+                layers: image.layers.clone(),
+                writable: self.store.writable_layer_dir(&record.id),
+            },
+            None => RootfsSource::HostDirectory(record.rootfs.clone()),
+        };
+        mount_rootfs(&source, &bundle.join("rootfs"))?;
         let mut process = process.clone();
         process.hostname = record.name.clone();
         process.env.push(format!("HOSTNAME={}", record.name));
         let cgroups_path = format!("/{}/{}/{RUNC_CGROUP}", self.config.cgroup_parent, record.id);
-        let config = oci_config(&process, "rootfs", &cgroups_path);
+        // An image's root is the container's own overlay, writable as in docker; a host
+        // directory is shown read-only.
+        let readonly = record.image.is_none();
+        let config = oci_config(&process, "rootfs", readonly, &cgroups_path);
         let config_path = bundle.join("config.json");
         fs::write(&config_path, config.to_string())
             .map_err(|source| io_error("write", config_path.display(), source))
@@ -324,6 +412,77 @@ impl Host {
                 )))
             }
         }
+    }
+}
+
+/// The process as the image configures it, with the request's overrides applied the way
+/// docker applies them: `--entrypoint` replaces the Entrypoint (and drops the image's Cmd),
+/// a command replaces the Cmd, `-e` entries override the image's by name, and `-w`/`-u`
+/// replace WorkingDir/User. `roots` are where /etc/passwd is looked up, topmost first.
+fn process_spec(
+    request: &RunRequest,
+    image: &RunConfig,
+    roots: &[PathBuf],
+) -> Result<ProcessSpec, HostError> {
+    let entrypoint = match &request.entrypoint {
+        Some(entrypoint) if entrypoint.is_empty() => Vec::new(),
+        Some(entrypoint) => vec![entrypoint.clone()],
+        None => image.entrypoint.clone(),
+    };
+    let command = if !request.command.is_empty() {
+        request.command.clone()
+    } else if request.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        image.cmd.clone()
+    };
+    let args = [entrypoint, command].concat();
+    if args.is_empty() {
+        return Err(HostError::Invalid(
+            "no command: the image sets neither Entrypoint nor Cmd; give the command after the image"
+                .into(),
+        ));
+    }
+    let user = request.user.as_deref().unwrap_or(&image.user);
+    let workdir = (request.workdir.clone())
+        .or_else(|| Some(image.working_dir.clone()).filter(|dir| !dir.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    Ok(ProcessSpec {
+        args,
+        env: merge_env(&image.env, &request.env),
+        cwd: workdir,
+        user: resolve_user(roots, user)?,
+        hostname: String::new(),
+        capabilities: request.capabilities.clone(),
+        volumes: request.volumes.clone(),
+    })
+}
+
+/// The image's environment with the request's entries replacing those of the same name, and a
+/// default PATH when neither sets one.
+fn merge_env(image: &[String], overrides: &[String]) -> Vec<String> {
+    let key = |entry: &String| entry.split('=').next().unwrap_or_default().to_string();
+    let mut env: Vec<String> = Vec::new();
+    for entry in image.iter().chain(overrides) {
+        match env.iter_mut().find(|existing| key(existing) == key(entry)) {
+            Some(existing) => *existing = entry.clone(),
+            None => env.push(entry.clone()),
+        }
+    }
+    if !env.iter().any(|entry| key(entry) == "PATH") {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    env
+}
+
+/// The name `ps` shows for the image: as the user gave it, or the image's first tag when
+/// given by ID.
+fn image_display_name(reference: &str, image: &ImageRecord) -> String {
+    match images::normalize(reference) {
+        Ok(full) if image.tags.contains(&full) || image.repo_digests.contains(&full) => {
+            images::display_name(&full)
+        }
+        _ => image.id.short().to_string(),
     }
 }
 

@@ -5,6 +5,8 @@
 //! lock                     flock(2)-ed by every command that changes ownership
 //! containers/<id>.json     one ContainerRecord per container
 //! logs/<id>.log            the container's output (json lines), kept until `rm`
+//! rootfs/<id>/             an image container's writable layer, kept until `rm`
+//! images/                  the image store (see crate::images)
 //! reserved-ports.json      ports hostnetd added to net.ipv4.ip_local_reserved_ports
 //! ```
 //! Every file is written to a temporary sibling, fsynced and renamed over the old one, so a
@@ -93,7 +95,10 @@ pub struct CgroupRecord {
 pub struct ContainerRecord {
     pub id: String,
     pub name: String,
+    /// The host directory given with --rootfs (empty for an image).
     pub rootfs: PathBuf,
+    #[serde(default)]
+    pub image: Option<ContainerImage>,
     pub command: Vec<String>,
     /// The --ports values as given, for display.
     pub port_specs: Vec<String>,
@@ -115,6 +120,20 @@ pub struct ContainerRecord {
     pub created_at: u64,
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
+}
+
+/// The image a container runs, as resolved when it was created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerImage {
+    /// The image ID (its config digest).
+    pub id: String,
+    /// As `ps` shows it: `nginx:latest`.
+    pub name: String,
+    /// Its unpacked layers, top first: the overlay's lower directories.
+    pub layers: Vec<PathBuf>,
+    pub exposed_ports: Vec<String>,
+    /// The image's StopSignal, which `stop` sends instead of SIGTERM.
+    pub stop_signal: Option<String>,
 }
 
 impl ContainerRecord {
@@ -146,17 +165,7 @@ impl Store {
     /// Blocks until this process holds the host-wide lock.
     pub fn lock(&self) -> Result<HostLock, StoreError> {
         let path = self.dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_error("open", &path))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_error("lock", &path)(io::Error::last_os_error()));
-        }
+        let file = lock_file(&path, libc::LOCK_EX).map_err(io_error("lock", &path))?;
         Ok(HostLock { _file: file })
     }
 
@@ -229,6 +238,13 @@ impl Store {
 
     /// Forgets the container: its record and its logs.
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let writable = self.writable_layer_dir(id);
+        match fs::remove_dir_all(&writable) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                return Err(io_error("remove", &writable)(error));
+            }
+            _ => {}
+        }
         for path in [
             self.record_path(id),
             self.log_path(id),
@@ -242,6 +258,11 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// An image container's own writable layer (overlayfs upper and work directories).
+    pub fn writable_layer_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("rootfs").join(id)
     }
 
     /// Ports hostnetd itself added to the reserved-ports sysctl.
@@ -262,7 +283,22 @@ impl Store {
     }
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
+/// Opens (creating) `path` and flocks it with `operation` (LOCK_EX or LOCK_SH), blocking.
+pub(crate) fn lock_file(path: &Path, operation: libc::c_int) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
     let text = fs::read(path).map_err(io_error("read", path))?;
     serde_json::from_slice(&text).map_err(|source| StoreError::Corrupt {
         path: path.to_path_buf(),
@@ -271,7 +307,7 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
 }
 
 /// Writes `value` as JSON to a temporary sibling, fsyncs it, and renames it into place.
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
     let json = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Corrupt {
         path: path.to_path_buf(),
         source,
@@ -314,6 +350,7 @@ mod tests {
             id: id.to_string(),
             name: name.to_string(),
             rootfs: "/".into(),
+            image: None,
             command: vec!["true".into()],
             port_specs: vec!["127.0.0.1:20080/tcp".into()],
             ports: vec![PortClaim {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, test and demo for hostnetd.
 mod build;
 mod demo;
+mod images;
 mod setup;
 mod test;
 
@@ -23,6 +24,8 @@ enum Task {
     Test(test::TestArgs),
     /// Set up, build, and show port ownership at work with real containers.
     Demo,
+    /// Build the sample images (busybox, nginx) offline from Debian packages.
+    Images,
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,5 +48,9 @@ fn run(task: Task) -> anyhow::Result<()> {
         }
         Task::Test(args) => test::test(args),
         Task::Demo => demo::demo(),
+        Task::Images => {
+            setup::setup()?;
+            images::build_images().map(drop)
+        }
     }
 }

@@ -29,18 +29,23 @@ pub fn ps(client: &Client, args: PsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<12}  {:<20}  {:<12}  {:<24}  COMMAND",
-        "CONTAINER ID", "NAME", "STATE", "PORTS"
+        "{:<12}  {:<20}  {:<24}  {:<12}  {:<24}  COMMAND",
+        "CONTAINER ID", "NAME", "IMAGE", "STATE", "PORTS"
     );
     for view in &views {
         let state = match (view.state.as_str(), view.exit_code) {
             ("exited", Some(code)) => format!("exited({code})"),
             (state, _) => state.to_string(),
         };
+        let image = match &view.image {
+            Some(image) => image.clone(),
+            None => format!("--rootfs {}", view.rootfs),
+        };
         println!(
-            "{:<12}  {:<20}  {:<12}  {:<24}  {}",
+            "{:<12}  {:<20}  {:<24}  {:<12}  {:<24}  {}",
             view.short_id(),
             view.name,
+            image,
             state,
             view.policy.ports.join(","),
             view.command.join(" ")
@@ -51,15 +56,32 @@ pub fn ps(client: &Client, args: PsArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
-    /// Names, IDs or unique ID prefixes.
+    /// Container names, IDs or unique ID prefixes; or image names or IDs.
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
+/// Containers first, then images, as `docker inspect` does.
 pub fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<ExitCode> {
     let mut views = Vec::new();
     let failed = for_each(&args.containers, |reference| {
-        views.push(client.get::<ContainerView>(&container_path(reference, ""))?);
+        let view = match client.get::<ContainerView>(&container_path(reference, "")) {
+            Ok(container) => {
+                serde_json::to_value(container).map_err(|e| ClientError::Protocol(e.to_string()))?
+            }
+            Err(ClientError::Api(error)) if error.code == "not_found" => client
+                .get::<serde_json::Value>(&super::images::image_path(reference))
+                .map_err(|image_error| match image_error {
+                    ClientError::Api(e)
+                        if e.code == "no_such_image" || e.code == "invalid_argument" =>
+                    {
+                        ClientError::Api(error)
+                    }
+                    other => other,
+                })?,
+            Err(error) => return Err(error),
+        };
+        views.push(view);
         Ok(None)
     });
     println!("{}", serde_json::to_string_pretty(&views)?);
@@ -136,7 +158,7 @@ pub struct RmArgs {
     /// Kill and release a running container.
     #[arg(short, long)]
     force: bool,
-    /// Names, IDs or unique ID prefixes.
+    /// Container names, IDs or unique ID prefixes; or image names or IDs.
     #[arg(required = true)]
     containers: Vec<String>,
 }

@@ -1,6 +1,7 @@
 //! Command-line arguments, and one small module per group of subcommands. Every command but
 //! `daemon` and `monitor` is a client of the daemon's API.
 mod containers;
+mod images;
 mod run;
 
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
@@ -62,8 +63,17 @@ struct GlobalArgs {
 enum Command {
     /// Run the daemon: load the datapath and serve the API.
     Daemon,
-    /// Run a command in a new host-network container, owning the declared ports.
+    /// Run an image (or --rootfs DIR) in a new host-network container, owning the declared
+    /// ports (by default the image's exposed ports).
     Run(Box<run::RunArgs>),
+    /// Pull an image from a registry.
+    Pull(images::PullArgs),
+    /// Load images from a docker-archive or oci-archive tarball.
+    Load(images::LoadArgs),
+    /// List stored images.
+    Images(images::ImagesArgs),
+    /// Remove images (refused while a container uses them).
+    Rmi(images::RmiArgs),
     /// List containers.
     Ps(containers::PsArgs),
     /// Show a container as JSON.
@@ -95,12 +105,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Teardown => containers::teardown(&settings),
         Command::Run(args) => {
             // Bad input is refused before any daemon is started: it changes nothing.
-            let (spec, detach) = run::spec(*args);
+            let (spec, options) = run::spec(*args);
             spec.validate()?;
             run::run(
                 &Client::connect_or_start(&settings, &global_args)?,
                 &spec,
-                detach,
+                &options,
             )
         }
         command => {
@@ -113,6 +123,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Kill(args) => containers::kill(&client, args),
                 Command::Rm(args) => containers::rm(&client, args),
                 Command::Ports(args) => containers::ports(&client, args),
+                Command::Pull(args) => images::pull(&client, args),
+                Command::Load(args) => images::load(&client, args),
+                Command::Images(args) => images::images(&client, args),
+                Command::Rmi(args) => images::rmi(&client, args),
                 Command::Daemon | Command::Monitor { .. } | Command::Teardown | Command::Run(_) => {
                     unreachable!("handled above")
                 }
@@ -138,6 +152,7 @@ impl GlobalArgs {
             cgroup_parent: self.cgroup_parent,
             runc: self.runc,
             log_level: self.log_level,
+            insecure_registries: None,
         };
         Ok(flags.or(file))
     }

@@ -17,6 +17,8 @@ use hostnetd::{
 use hyper::Method;
 use signal_hook::iterator::Signals;
 
+use super::images::{image_path, pull_image};
+
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Container name (unique).
@@ -55,13 +57,36 @@ pub struct RunArgs {
     /// Drop a capability (or ALL).
     #[arg(long = "cap-drop")]
     cap_drop: Vec<String>,
-    /// The command and its arguments.
-    #[arg(trailing_var_arg = true, required = true, value_name = "COMMAND")]
-    command: Vec<String>,
+    /// Replace the image's Entrypoint ("" clears it).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// When to pull the image: missing (when not stored here), always, or never.
+    #[arg(long, value_parser = ["missing", "always", "never"], default_value = "missing")]
+    pull: String,
+    /// Reach this registry (HOST[:PORT]) over plain HTTP when pulling; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
+    /// The image and the command replacing its Cmd; with --rootfs, the command alone.
+    #[arg(
+        trailing_var_arg = true,
+        required = true,
+        value_name = "IMAGE [COMMAND]"
+    )]
+    args: Vec<String>,
 }
 
-pub fn run(client: &Client, spec: &RunSpec, detach: bool) -> anyhow::Result<ExitCode> {
-    if detach {
+/// What `run` does besides the request: detach, and how to get the image.
+pub struct RunOptions {
+    pub detach: bool,
+    pub pull: String,
+    pub insecure_registries: Vec<String>,
+}
+
+pub fn run(client: &Client, spec: &RunSpec, options: &RunOptions) -> anyhow::Result<ExitCode> {
+    if let Some(image) = &spec.image {
+        ensure_image(client, image, options)?;
+    }
+    if options.detach {
         let created: Created = client.post("/v1/containers", Some(spec))?;
         println!("{}", created.id);
         return Ok(ExitCode::SUCCESS);
@@ -101,6 +126,26 @@ pub fn run(client: &Client, spec: &RunSpec, detach: bool) -> anyhow::Result<Exit
     }
 }
 
+/// Pulls the image as `--pull` says: when it is not stored (as docker does), always, or never.
+fn ensure_image(client: &Client, image: &str, options: &RunOptions) -> anyhow::Result<()> {
+    let pull = match options.pull.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => match client.get::<serde_json::Value>(&image_path(image)) {
+            Ok(_) => false,
+            Err(ClientError::Api(error)) if error.code == "no_such_image" => {
+                eprintln!("Unable to find image '{image}' here");
+                true
+            }
+            Err(error) => return Err(error.into()),
+        },
+    };
+    if pull {
+        pull_image(client, image, &options.insecure_registries, false)?;
+    }
+    Ok(())
+}
+
 /// Passes the signals this command gets on to the container, once it is known.
 fn forward_signals(client: &Client, target: Arc<Mutex<Option<String>>>) -> anyhow::Result<()> {
     let mut signals = Signals::new(hostnetd::supervise::FORWARDED)?;
@@ -120,15 +165,22 @@ fn forward_signals(client: &Client, target: Arc<Mutex<Option<String>>>) -> anyho
     Ok(())
 }
 
-/// The request, and whether to detach.
-pub fn spec(args: RunArgs) -> (RunSpec, bool) {
+/// The request, and what else to do.
+pub fn spec(args: RunArgs) -> (RunSpec, RunOptions) {
+    // With --rootfs every argument is the command; otherwise the first names the image.
+    let (image, command) = match (&args.rootfs, args.args.split_first()) {
+        (None, Some((image, command))) => (Some(image.clone()), command.to_vec()),
+        _ => (None, args.args),
+    };
     let spec = RunSpec {
         name: args.name,
+        image,
         // Relative to where the user is, not to where the daemon runs.
         rootfs: args
             .rootfs
             .map(|dir| std::path::absolute(&dir).unwrap_or(dir)),
-        command: args.command,
+        command,
+        entrypoint: args.entrypoint,
         ports: args.ports,
         env: args
             .env
@@ -143,7 +195,12 @@ pub fn spec(args: RunArgs) -> (RunSpec, bool) {
         restart: args.restart,
         auto_remove: args.rm,
     };
-    (spec, args.detach)
+    let options = RunOptions {
+        detach: args.detach,
+        pull: args.pull,
+        insecure_registries: args.insecure_registries,
+    };
+    (spec, options)
 }
 
 /// `./data:/srv` names a directory relative to the user's working directory.

@@ -2,7 +2,8 @@
 //!
 //! A container's bundle lives in `<run_dir>/containers/<id>/`: `config.json` and `rootfs/`,
 //! where the root filesystem is mounted before `runc create`. For `--rootfs DIR` that is a
-//! private bind mount of DIR; an image's unpacked layers slot in as another [`RootfsSource`].
+//! private bind mount of DIR; for an image, an overlayfs of its layers and the container's own
+//! writable layer.
 mod rootfs;
 mod runc;
 mod spec;
@@ -32,6 +33,12 @@ pub struct ProcessSpec {
 pub enum RootfsSource {
     /// A directory on the host, shown read-only (`--rootfs /` runs host binaries).
     HostDirectory(PathBuf),
+    /// An image: its unpacked layers (top first) under an overlayfs whose writable layer is
+    /// the container's own (`upper/` and overlayfs's `work/` in `writable`).
+    Image {
+        layers: Vec<PathBuf>,
+        writable: PathBuf,
+    },
 }
 
 impl RootfsSource {

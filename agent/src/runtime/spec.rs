@@ -187,11 +187,16 @@ impl std::str::FromStr for Volume {
 
 /// The config.json for `process`, with its root at `rootfs` and its cgroup at `cgroups_path`
 /// (relative to the cgroup mounts). No network namespace: the container uses the host's stack.
-pub fn oci_config(process: &ProcessSpec, rootfs: &str, cgroups_path: &str) -> Value {
+pub fn oci_config(
+    process: &ProcessSpec,
+    rootfs: &str,
+    readonly: bool,
+    cgroups_path: &str,
+) -> Value {
     json!({
         "ociVersion": "1.0.2",
         "process": process_config(process),
-        "root": { "path": rootfs, "readonly": true },
+        "root": { "path": rootfs, "readonly": readonly },
         "hostname": process.hostname,
         "mounts": mounts(&process.volumes),
         "linux": {
@@ -289,7 +294,7 @@ mod tests {
 
     #[test]
     fn no_network_namespace_and_no_net_raw_by_default() {
-        let config = oci_config(&process(&[], &[]), "rootfs", "/hostnetd/abc");
+        let config = oci_config(&process(&[], &[]), "rootfs", true, "/hostnetd/abc");
         let namespaces = config["linux"]["namespaces"].to_string();
         assert!(!namespaces.contains("network"), "{namespaces}");
         let bounding = config["process"]["capabilities"]["bounding"].to_string();
@@ -311,7 +316,7 @@ mod tests {
 
     #[test]
     fn volumes_become_bind_mounts() {
-        let config = oci_config(&process(&[], &[]), "rootfs", "/hostnetd/abc");
+        let config = oci_config(&process(&[], &[]), "rootfs", true, "/hostnetd/abc");
         let mounts = config["mounts"].as_array().unwrap();
         let data = mounts.iter().find(|m| m["destination"] == "/data").unwrap();
         assert_eq!(data["options"][2], "ro");
@@ -339,7 +344,7 @@ mod tests {
     fn non_root_users_get_no_effective_capabilities() {
         let mut spec = process(&[], &[]);
         spec.user.uid = 1000;
-        let config = oci_config(&spec, "rootfs", "/hostnetd/abc");
+        let config = oci_config(&spec, "rootfs", true, "/hostnetd/abc");
         assert_eq!(config["process"]["capabilities"]["effective"], json!([]));
     }
 }

@@ -1,6 +1,6 @@
 //! Resolving `-u USER[:GROUP]` against the container's own /etc/passwd and /etc/group, as
 //! docker does: names are looked up in the rootfs, numbers are taken as they are.
-use std::{fs, path::Path};
+use std::{fs, path::PathBuf};
 
 use super::RuntimeError;
 
@@ -11,10 +11,11 @@ pub struct ProcessUser {
     pub additional_gids: Vec<u32>,
 }
 
-/// Resolves `spec` (empty means root) inside `rootfs`.
-pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ProcessUser, RuntimeError> {
-    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let group = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+/// Resolves `spec` (empty means root) against the first of `roots` (a rootfs, or an image's
+/// layers, topmost first) that has each file.
+pub fn resolve_user(roots: &[PathBuf], spec: &str) -> Result<ProcessUser, RuntimeError> {
+    let passwd = read_first(roots, "etc/passwd");
+    let group = read_first(roots, "etc/group");
     let (user_part, group_part) = match spec.split_once(':') {
         Some((user, group)) => (user, Some(group)),
         None => (spec, None),
@@ -32,6 +33,13 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ProcessUser, RuntimeErr
         gid,
         additional_gids,
     })
+}
+
+fn read_first(roots: &[PathBuf], file: &str) -> String {
+    roots
+        .iter()
+        .find_map(|root| fs::read_to_string(root.join(file)).ok())
+        .unwrap_or_default()
 }
 
 fn resolve_uid(passwd: &str, user: &str) -> Result<(u32, u32, Option<String>), RuntimeError> {
@@ -110,16 +118,29 @@ mod tests {
             gid: 0,
             additional_gids: vec![],
         };
-        assert_eq!(resolve_user(&root, "").unwrap(), root_user);
-        let www = resolve_user(&root, "www").unwrap();
+        assert_eq!(
+            resolve_user(std::slice::from_ref(&root), "").unwrap(),
+            root_user
+        );
+        let www = resolve_user(std::slice::from_ref(&root), "www").unwrap();
         assert_eq!((www.uid, www.gid, www.additional_gids), (33, 33, vec![4]));
-        assert_eq!(resolve_user(&root, "1234:log").unwrap().gid, 4);
-        assert_eq!(resolve_user(&root, "1234").unwrap().gid, 1234);
-        assert!(resolve_user(&root, "nobody-here")
+        assert_eq!(
+            resolve_user(std::slice::from_ref(&root), "1234:log")
+                .unwrap()
+                .gid,
+            4
+        );
+        assert_eq!(
+            resolve_user(std::slice::from_ref(&root), "1234")
+                .unwrap()
+                .gid,
+            1234
+        );
+        assert!(resolve_user(std::slice::from_ref(&root), "nobody-here")
             .unwrap_err()
             .to_string()
             .contains("numeric uid"));
-        assert!(resolve_user(&root, "www:nogroup").is_err());
+        assert!(resolve_user(std::slice::from_ref(&root), "www:nogroup").is_err());
         fs::remove_dir_all(root).unwrap();
     }
 }
