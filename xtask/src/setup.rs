@@ -5,8 +5,12 @@ use anyhow::{bail, Context as _};
 
 use crate::build::{cargo_bin_dir, run};
 
-const APT_PACKAGES: [&str; 7] = [
+/// runc runs containers; skopeo and docker-registry serve the image tests (a real registry on
+/// loopback); the rest build bpf-linker.
+const APT_PACKAGES: [&str; 9] = [
     "runc",
+    "skopeo",
+    "docker-registry",
     "busybox-static",
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -49,10 +53,39 @@ fn install_apt_packages() -> anyhow::Result<()> {
     }
     say(&format!("apt packages: installing {}", missing.join(" ")));
     run(Command::new("apt-get").args(["update", "-q"]))?;
+    // docker-registry's package would start a registry service on :5000; the tests start
+    // their own on loopback ports, so services are kept from starting during the install.
+    let _no_services = NoServiceStarts::install();
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Debian's policy-rc.d hook answering "not now" (101) to every service start; removed on
+/// drop. An administrator's own policy-rc.d is left as it is.
+struct NoServiceStarts(Option<&'static Path>);
+
+impl NoServiceStarts {
+    fn install() -> Self {
+        let path = Path::new("/usr/sbin/policy-rc.d");
+        if path.exists() {
+            return Self(None);
+        }
+        let written = std::fs::write(path, "#!/bin/sh\nexit 101\n").and_then(|()| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        });
+        Self(written.ok().map(|()| path))
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn dpkg_installed(package: &str) -> bool {

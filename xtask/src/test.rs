@@ -18,6 +18,7 @@ pub struct TestArgs {
 pub fn test(args: TestArgs) -> anyhow::Result<()> {
     setup()?;
     let target = build()?;
+    let images = crate::images::build_images()?;
     if !args.no_lint {
         say("checking formatting and lints");
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -40,5 +41,8 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     if let Some(filter) = &args.filter {
         e2e.arg(filter);
     }
-    run(e2e.env("HOSTNETD_BIN", &hostnetd)).context("end-to-end tests failed")
+    run(e2e
+        .env("HOSTNETD_BIN", &hostnetd)
+        .env("HOSTNETD_TEST_IMAGES", &images))
+    .context("end-to-end tests failed")
 }

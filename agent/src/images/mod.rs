@@ -238,7 +238,8 @@ impl ImageStore {
     }
 
     /// Moves the staged blobs and layers into place and records the images under their tags
-    /// (which move off any image that held them before). Returns the stored records.
+    /// (which move off any image that held them before). Returns the records as imported:
+    /// with this import's tags, not those the image already had.
     pub fn commit(
         &self,
         staging: Staging,
@@ -259,15 +260,14 @@ impl ImageStore {
                 fs::rename(&source, &target).map_err(io_error("store", &target))?;
             }
         }
-        let mut stored = Vec::new();
-        for record in records {
-            stored.push(self.record_image(record)?);
+        for record in &records {
+            self.record_image(record.clone())?;
         }
         self.collect_garbage()?;
-        Ok(stored)
+        Ok(records)
     }
 
-    fn record_image(&self, mut record: ImageRecord) -> Result<ImageRecord, ImageError> {
+    fn record_image(&self, mut record: ImageRecord) -> Result<(), ImageError> {
         if let Some(existing) = self.get(&record.id)? {
             record.tags = union(&existing.tags, &record.tags);
             record.repo_digests = union(&existing.repo_digests, &record.repo_digests);
@@ -281,8 +281,7 @@ impl ImageStore {
                 }
             }
         }
-        self.save(&record)?;
-        Ok(record)
+        self.save(&record)
     }
 
     /// `rmi`: untags `reference` when the image has other tags, else deletes the image; refused

@@ -35,11 +35,15 @@ pub async fn pull(
         reference: display_name(&full),
         message,
     };
-    let client = client(&parsed, options);
+    let insecure = options
+        .insecure_registries
+        .iter()
+        .any(|registry| registry == parsed.registry());
+    let client = client(insecure);
     let (manifest, manifest_digest, config_json) = client
         .pull_manifest_and_config(&parsed, &RegistryAuth::Anonymous)
         .await
-        .map_err(|error| registry_error(describe(&error)))?;
+        .map_err(|error| registry_error(explain(describe(&error), &parsed, insecure)))?;
     let mut staging = store.stage()?;
     let config_digest = parse_digest(&manifest.config.digest, "the manifest's config")?;
     let config_path = staging.download_path("config");
@@ -138,14 +142,30 @@ fn check_layer_media_type(media_type: &str) -> Result<(), ImageError> {
     }
 }
 
-fn client(reference: &Reference, options: &PullOptions) -> Client {
+/// Adds what to do to the errors users meet most.
+fn explain(message: String, reference: &Reference, insecure: bool) -> String {
+    if message.contains("manifest unknown") || message.contains("NAME_UNKNOWN") {
+        return format!(
+            "not found in the registry {} ({message})",
+            reference.registry()
+        );
+    }
+    let tls_to_plain_http = message.contains("InvalidContentType")
+        || message.contains("corrupt message")
+        || message.contains("wrong version number");
+    if tls_to_plain_http && !insecure {
+        return format!(
+            "{message}; the registry seems to speak plain HTTP: if you trust it, give --insecure-registry {}",
+            reference.registry()
+        );
+    }
+    message
+}
+
+fn client(insecure: bool) -> Client {
     // reqwest is built without a default crypto provider so that only ring is compiled in;
     // installing it twice is harmless (the second attempt reports the first).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let insecure = options
-        .insecure_registries
-        .iter()
-        .any(|registry| registry == reference.registry());
     Client::new(ClientConfig {
         protocol: if insecure {
             ClientProtocol::Http
