@@ -1,127 +1,107 @@
 //! `cargo xtask demo`: hostnetd's main job on this host, end to end, with real containers.
 //!
-//! web1 serves a page on an owned port in host network mode; a second web server for the same
-//! port is refused before it starts; a host process cannot take the port; a container cannot
-//! bind a port it did not declare. Everything is removed at the end.
+//! The sample nginx image (built offline from Debian packages) is loaded and run with
+//! `hostnetd run --ports 80 nginx` (port 20080 when 80 is taken); it serves its page in host
+//! network mode. A second nginx for the same port is refused before it starts, a host process
+//! cannot take the port, and a container cannot bind a port it did not declare. The
+//! containers are removed at the end; the images stay stored (`hostnetd images`).
 use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
 
-use crate::{build::build, setup::setup};
+use crate::{build::build, images::build_images, setup::setup};
 
-const PORT: u16 = 20080;
+const FALLBACK_PORT: u16 = 20080;
 
 pub fn demo() -> anyhow::Result<()> {
     setup()?;
     let hostnetd = build()?.join("debug/hostnetd");
-    let site = site_dir()?;
-    let port = PORT.to_string();
-    // The container's /tmp is its own, so the page comes in through a read-only volume.
-    let volume = format!("{}:/srv/site:ro", site.display());
-    let web1 = step(
-        "hostnetd run --name web1 --ports 20080/tcp --rootfs / -v SITE:/srv/site:ro -- busybox httpd ...",
-        || {
-            spawn(
-                &hostnetd,
-                &[
-                    "run",
-                    "--rm",
-                    "--name",
-                    "web1",
-                    "--ports",
-                    "20080/tcp",
-                    "--rootfs",
-                    "/",
-                    "-v",
-                    &volume,
-                    "--",
-                    "busybox",
-                    "httpd",
-                    "-f",
-                    "-p",
-                    &port,
-                    "-h",
-                    "/srv/site",
-                ],
-            )
-        },
-    )?;
-    let result = show_ownership(&hostnetd);
-    let _ = Command::new(&hostnetd)
-        .args(["rm", "--force", "web1"])
-        .status();
-    let _ = web1.wait_with_output();
+    let images = build_images()?;
+    for archive in ["nginx.tar", "busybox.tar"] {
+        let archive = images.join(archive).display().to_string();
+        step(&format!("hostnetd load -i {archive}"), || {
+            exec(&hostnetd, &["load", "-i", &archive])
+        })?;
+    }
+    let port = if port_is_free(80) { 80 } else { FALLBACK_PORT };
+    let result = show_ownership(&hostnetd, port);
+    for name in ["web1", "web2", "sneaky"] {
+        let _ = Command::new(&hostnetd)
+            .args(["rm", "--force", name])
+            .output();
+    }
     let _ = Command::new(&hostnetd).arg("teardown").status();
-    let _ = std::fs::remove_dir_all(&site);
     result
 }
 
-fn show_ownership(hostnetd: &Path) -> anyhow::Result<()> {
-    let page = wait_for_page(PORT)?;
+fn show_ownership(hostnetd: &Path, port: u16) -> anyhow::Result<()> {
+    let ports = port.to_string();
+    let listen = format!("NGINX_PORT={port}");
+    let mut run = vec!["run", "-d", "--name", "web1", "--ports", &ports];
+    if port != 80 {
+        println!("\n(port 80 is taken on this host: nginx listens on {port} instead)");
+        run.extend(["-e", &listen]);
+    }
+    run.push("nginx");
+    step(&format!("hostnetd {}", run.join(" ")), || {
+        exec(hostnetd, &run)
+    })?;
+    let page = wait_for_page(port)?;
     println!(
-        "    GET http://127.0.0.1:{PORT}/ -> {}",
+        "    GET http://127.0.0.1:{port}/ -> {}",
         page.lines().last().unwrap_or("")
     );
+    step("hostnetd ps", || exec(hostnetd, &["ps"]))?;
     step("hostnetd ports", || exec(hostnetd, &["ports"]))?;
+    let mut second = vec!["run", "--rm", "--name", "web2", "--ports", &ports];
+    if port != 80 {
+        second.extend(["-e", &listen]);
+    }
+    second.push("nginx");
     step(
-        "hostnetd run --name web2 --ports 20080/tcp ... (a second web server, same port)",
-        || {
-            exec(
-                hostnetd,
-                &[
-                    "run",
-                    "--rm",
-                    "--name",
-                    "web2",
-                    "--ports",
-                    "20080/tcp",
-                    "--rootfs",
-                    "/",
-                    "--",
-                    "true",
-                ],
-            )
-        },
+        &format!(
+            "hostnetd {} (a second web server, same port)",
+            second.join(" ")
+        ),
+        || exec(hostnetd, &second),
     )?;
-    step("a host process binds 0.0.0.0:20080", || {
-        match TcpListener::bind(("0.0.0.0", PORT)) {
+    step(&format!("a host process binds 0.0.0.0:{port}"), || {
+        match TcpListener::bind(("0.0.0.0", port)) {
             Ok(_) => bail!("the host process took a port web1 owns"),
             Err(error) => println!("    refused: {error}"),
         }
         Ok(())
     })?;
     step(
-        "hostnetd run --ports 20081 ... busybox nc -l -p 20082 (an undeclared port)",
+        "hostnetd run --rm --name sneaky --ports 20081 busybox nc -l -p 20082 (an undeclared port)",
         || {
             exec(
                 hostnetd,
                 &[
-                    "run", "--rm", "--ports", "20081", "--rootfs", "/", "--", "busybox", "nc",
-                    "-l", "-p", "20082",
+                    "run", "--rm", "--name", "sneaky", "--ports", "20081", "busybox", "nc", "-l",
+                    "-p", "20082",
                 ],
             )
         },
-    )
+    )?;
+    step("hostnetd logs web1", || exec(hostnetd, &["logs", "web1"]))
+}
+
+/// Whether nothing on the host listens on `port` (v4 or v6) right now.
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("0.0.0.0", port)).is_ok() && TcpListener::bind(("::", port)).is_ok()
 }
 
 fn step<T>(title: &str, action: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     println!("\n$ {title}");
     action()
-}
-
-fn spawn(hostnetd: &Path, args: &[&str]) -> anyhow::Result<Child> {
-    Command::new(hostnetd)
-        .args(args)
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting hostnetd")
 }
 
 fn exec(hostnetd: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -142,23 +122,13 @@ fn indent(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn site_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join("hostnetd-demo-site");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("index.html"),
-        "hello from web1, a host-network container\n",
-    )?;
-    Ok(dir)
-}
-
 fn wait_for_page(port: u16) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         match get(port) {
             Ok(page) => return Ok(page),
             Err(error) if Instant::now() > deadline => {
-                return Err(error).context("web1 never answered")
+                return Err(error).context("nginx never answered")
             }
             Err(_) => thread::sleep(Duration::from_millis(100)),
         }
