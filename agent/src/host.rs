@@ -150,6 +150,7 @@ impl Host {
         {
             datapath.detach_container(orphan)?;
         }
+        self.store.remove_orphan_writable_layers(&known)?;
         Ok(())
     }
 

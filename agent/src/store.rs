@@ -265,6 +265,22 @@ impl Store {
         self.dir.join("rootfs").join(id)
     }
 
+    /// Removes writable layers no record accounts for (a crash between `rm` and its cleanup).
+    pub fn remove_orphan_writable_layers(&self, known: &[&str]) -> Result<(), StoreError> {
+        let dir = self.dir.join("rootfs");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name.as_str()) {
+                let path = entry.path();
+                fs::remove_dir_all(&path).map_err(io_error("remove", &path))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Ports hostnetd itself added to the reserved-ports sysctl.
     pub fn reserved_by_us(&self) -> Result<BTreeSet<u16>, StoreError> {
         let path = self.dir.join("reserved-ports.json");

@@ -112,11 +112,20 @@ fn bad_flags_are_refused_with_a_clear_error() {
             stderr(&output)
         );
     }
-    let no_rootfs = host.exec(&["run", "--", "true"]);
+    // Without --rootfs the first argument names an image; one that is not stored (and may
+    // not be pulled) is refused naming it and saying how to get it.
+    let unknown = host.exec(&["run", "--pull", "never", "no-such-image", "true"]);
+    assert!(!unknown.status.success());
     assert!(
-        stderr(&no_rootfs).contains("--rootfs"),
+        stderr(&unknown).contains("no such image: no-such-image; pull it"),
         "{}",
-        describe(&no_rootfs)
+        describe(&unknown)
+    );
+    let both = host.exec(&["run", "--rootfs", "/", "--entrypoint", "sh", "--", "true"]);
+    assert!(
+        stderr(&both).contains("--entrypoint applies to images"),
+        "{}",
+        describe(&both)
     );
     host.assert_no_container_left();
 }
