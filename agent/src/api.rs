@@ -122,6 +122,13 @@ pub struct PolicyView {
     pub ports: Vec<String>,
     /// Binds to any other non-zero port fail with EACCES.
     pub undeclared_binds: String,
+    pub egress_allow: Vec<String>,
+    pub egress_deny: Vec<String>,
+    /// What egress no rule matches gets: "allowed", or "denied (EACCES)" when there are allow
+    /// rules.
+    pub egress_default: String,
+    /// "allowed" with --cap-add NET_RAW, else "denied (EPERM)".
+    pub raw_sockets: String,
 }
 
 impl From<&ContainerRecord> for ContainerView {
@@ -150,6 +157,18 @@ impl From<&ContainerRecord> for ContainerView {
             policy: PolicyView {
                 ports: record.port_specs.clone(),
                 undeclared_binds: "denied (EACCES)".into(),
+                egress_allow: record.egress_allow.clone(),
+                egress_deny: record.egress_deny.clone(),
+                egress_default: if record.egress_allow.is_empty() {
+                    "allowed".into()
+                } else {
+                    "denied (EACCES)".into()
+                },
+                raw_sockets: if record.allow_raw_sockets {
+                    "allowed".into()
+                } else {
+                    "denied (EPERM)".into()
+                },
             },
             monitor_pid: record.supervisor.pid,
         }

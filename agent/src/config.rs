@@ -10,6 +10,7 @@
 //! runc = "runc"
 //! log_level = "info"
 //! insecure_registries = ["registry.lan:5000"]   # reached over plain HTTP
+//! host_protection = true    # false: host processes may bind container-owned ports
 //! ```
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,8 @@ pub struct Settings {
     pub runc: Option<PathBuf>,
     pub log_level: Option<String>,
     pub insecure_registries: Option<Vec<String>>,
+    /// Whether host processes are kept off container-owned ports (default true).
+    pub host_protection: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,7 @@ impl Settings {
             runc: self.runc.or(fallback.runc),
             log_level: self.log_level.or(fallback.log_level),
             insecure_registries: self.insecure_registries.or(fallback.insecure_registries),
+            host_protection: self.host_protection.or(fallback.host_protection),
         }
     }
 
@@ -101,6 +105,7 @@ impl Settings {
                 .trim_matches('/'))
             .to_string(),
             runc: self.runc.clone().unwrap_or_else(|| "runc".into()),
+            host_protection: self.host_protection.unwrap_or(true),
         }
     }
 

@@ -31,6 +31,8 @@ pub struct HostConfig {
     /// The cgroup, relative to the cgroup2 root, that holds every container (hostnetd).
     pub cgroup_parent: String,
     pub runc: PathBuf,
+    /// Keep host processes off container-owned ports (`--no-host-protection` turns it off).
+    pub host_protection: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,16 @@ pub enum HostError {
 }
 
 impl HostConfig {
+    /// Depth of container cgroups (`<parent>/<id>`) below the cgroup2 root.
+    pub fn container_level(&self) -> u32 {
+        let parent = self
+            .cgroup_parent
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .count();
+        parent as u32 + 1
+    }
+
     /// The global flags that give another hostnetd process (a monitor, a daemon) this config.
     pub fn to_args(&self) -> Vec<std::ffi::OsString> {
         let mut args = Vec::new();
@@ -79,6 +91,9 @@ impl HostConfig {
         flag("--bpf-dir", self.bpf_dir.as_os_str());
         flag("--cgroup-parent", self.cgroup_parent.as_ref());
         flag("--runc", self.runc.as_os_str());
+        if !self.host_protection {
+            args.push("--no-host-protection".into());
+        }
         args
     }
 }
@@ -114,7 +129,12 @@ impl Host {
     pub(crate) fn lock_datapath(&self) -> Result<(HostLock, Datapath), HostError> {
         let lock = self.store.lock()?;
         ensure_bpffs(&self.config.bpffs)?;
-        let datapath = Datapath::open_or_load(&self.config.bpf_dir, &self.cgroup)?;
+        let datapath = Datapath::open_or_load(
+            &self.config.bpf_dir,
+            &self.cgroup,
+            self.config.container_level(),
+            self.config.host_protection,
+        )?;
         Ok((lock, datapath))
     }
 
@@ -151,6 +171,12 @@ impl Host {
             datapath.detach_container(orphan)?;
         }
         self.store.remove_orphan_writable_layers(&known)?;
+        let live: Vec<u64> = (self.store.list()?.iter())
+            .filter(|record| record.state.is_live())
+            .map(|record| record.cgroup.id)
+            .collect();
+        datapath.owners().sweep_addresses(&live)?;
+        datapath.policies().sweep(&live)?;
         Ok(())
     }
 
@@ -168,6 +194,7 @@ impl Host {
         remove_dir_all(&bundle)?;
         datapath.detach_container(&record.id)?;
         ownership::release(datapath.owners(), record.cgroup.id, &record.ports)?;
+        datapath.policies().remove(record.cgroup.id)?;
         let cgroup = ContainerCgroup {
             path: record.cgroup.path.clone(),
             id: record.cgroup.id,

@@ -12,10 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     datapath::Datapath,
+    datapath::KernelPolicy,
     host::{Disposition, Host, HostError},
     images::{self, ImageRecord, RunConfig},
     ownership,
-    policy::{parse_port_specs, OwnedPort, PortDeclarations},
+    policy::{
+        egress::{Action, EgressPolicy},
+        parse_port_specs, OwnedPort, PortDeclarations,
+    },
     restart::RestartPolicy,
     runtime::{
         mount_rootfs, oci_config, resolve_user, Capabilities, ProcessSpec, RootfsSource, Volume,
@@ -50,6 +54,11 @@ pub struct RunSpec {
     pub user: Option<String>,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    /// Egress allowed, `CIDR[:PORT[-PORT]][/PROTO]` (each possibly comma-separated); with any,
+    /// all other egress is denied.
+    pub egress_allow: Vec<String>,
+    /// Egress denied; wins over allow rules.
+    pub egress_deny: Vec<String>,
     /// `no`, `on-failure[:N]` or `always`.
     pub restart: Option<String>,
     /// Forget the container (record and logs) when it exits.
@@ -70,6 +79,7 @@ pub struct RunRequest {
     /// None: the image's exposed ports.
     pub ports: Option<PortDeclarations>,
     pub capabilities: Capabilities,
+    pub egress: EgressPolicy,
     pub restart: RestartPolicy,
     pub auto_remove: bool,
 }
@@ -161,6 +171,8 @@ impl RunSpec {
             ports,
             capabilities: Capabilities::from_flags(&self.cap_add, &self.cap_drop)
                 .map_err(invalid)?,
+            egress: EgressPolicy::parse(&self.egress_allow, &self.egress_deny)
+                .map_err(|e| invalid(e.to_string()))?,
             restart: match &self.restart {
                 Some(text) => text.parse().map_err(invalid)?,
                 None => RestartPolicy::No,
@@ -294,6 +306,9 @@ impl Host {
                 .map(ToString::to_string)
                 .collect(),
             ports: claims(&resolved.ports),
+            egress_allow: request.egress.texts(Action::Allow),
+            egress_deny: request.egress.texts(Action::Deny),
+            allow_raw_sockets: request.capabilities.contains("CAP_NET_RAW"),
             cgroup: CgroupRecord {
                 path: cgroup.path.clone(),
                 id: cgroup.id,
@@ -328,6 +343,10 @@ impl Host {
         let cgroup = self
             .cgroup
             .open(&format!("{}/{}", self.config.cgroup_parent, record.id))?;
+        // The policy holds before the first port is claimed, and both before any process runs.
+        datapath
+            .policies()
+            .install(cgroup.id, &kernel_policy(record)?)?;
         ownership::claim(datapath.owners(), &cgroup, &record.ports)?;
         ownership::sync_reserved_ports(&self.store, &self.reserved, &self.store.list()?)?;
         // A host process may have bound a port between the check and the claim; now that the
@@ -484,6 +503,15 @@ fn image_display_name(reference: &str, image: &ImageRecord) -> String {
         }
         _ => image.id.short().to_string(),
     }
+}
+
+/// What the kernel enforces for the container beyond its ports, from its record.
+pub(crate) fn kernel_policy(record: &ContainerRecord) -> Result<KernelPolicy, HostError> {
+    Ok(KernelPolicy {
+        egress: EgressPolicy::parse(&record.egress_allow, &record.egress_deny)
+            .map_err(|e| HostError::Invalid(e.to_string()))?,
+        allow_raw_sockets: record.allow_raw_sockets,
+    })
 }
 
 /// runc's cgroup, below the container's.

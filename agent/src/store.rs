@@ -103,6 +103,14 @@ pub struct ContainerRecord {
     /// The --ports values as given, for display.
     pub port_specs: Vec<String>,
     pub ports: Vec<PortClaim>,
+    /// Egress rules as given (`10.0.0.0/8:5432/tcp`).
+    #[serde(default)]
+    pub egress_allow: Vec<String>,
+    #[serde(default)]
+    pub egress_deny: Vec<String>,
+    /// Raw and packet sockets allowed (`--cap-add NET_RAW`).
+    #[serde(default)]
+    pub allow_raw_sockets: bool,
     pub cgroup: CgroupRecord,
     pub state: ContainerState,
     /// The `hostnetd monitor` process that runs and waits for the container.
@@ -367,6 +375,9 @@ mod tests {
             name: name.to_string(),
             rootfs: "/".into(),
             image: None,
+            egress_allow: Vec::new(),
+            egress_deny: Vec::new(),
+            allow_raw_sockets: false,
             command: vec!["true".into()],
             port_specs: vec!["127.0.0.1:20080/tcp".into()],
             ports: vec![PortClaim {

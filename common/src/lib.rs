@@ -7,9 +7,10 @@
 #![no_std]
 
 pub mod bind;
+pub mod egress;
 
 /// Version of the map layouts below; pins live under `<bpffs>/hostnetd/v<ABI_VERSION>`.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Slots per protocol in [`PORT_OWNERS`](MapName::PortOwners): one per port number.
 pub const PORTS_PER_PROTO: u32 = 65536;
@@ -21,6 +22,7 @@ pub const MAX_BIND_ADDRS: u32 = 16384;
 pub const IPPROTO_TCP: u32 = 6;
 pub const IPPROTO_UDP: u32 = 17;
 pub const EACCES: i32 = 13;
+pub const EPERM: i32 = 1;
 pub const EADDRINUSE: i32 = 98;
 
 /// A port protocol that hostnetd tracks ownership for.
@@ -100,10 +102,119 @@ impl BindAddrKey {
     }
 }
 
+/// Host-wide settings the programs read from slot 0 of the `SETTINGS` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Depth of container cgroups below the cgroup2 root (`<parent>/<id>`), so that a hook
+    /// finds the container a socket belongs to with `bpf_get_current_ancestor_cgroup_id`.
+    pub container_level: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+
+/// One container's policy switches, keyed by its cgroup id in `CONTAINER_POLICIES`. A
+/// container without an entry is unrestricted beyond port ownership.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainerPolicy {
+    /// `POLICY_*` flags.
+    pub flags: u32,
+    /// Which of the two rule generations in `EGRESS_RULES` is in force. An update writes the
+    /// other generation completely, then flips this in one map update.
+    pub generation: u32,
+}
+const _: () = assert!(core::mem::size_of::<ContainerPolicy>() == 8);
+
+/// Egress not matched by an allow rule is denied (the container has allow rules).
+pub const POLICY_EGRESS_DEFAULT_DENY: u32 = 1 << 0;
+/// The container has egress rules at all (otherwise the trie is not consulted).
+pub const POLICY_EGRESS_RULES: u32 = 1 << 1;
+/// Raw and packet sockets are allowed (`--cap-add NET_RAW`).
+pub const POLICY_ALLOW_RAW_SOCKETS: u32 = 1 << 2;
+
+/// Rules per distinct prefix of one container; more is refused by the agent, never truncated.
+pub const MAX_RULES_PER_PREFIX: usize = 16;
+/// Capacity of the egress trie, over all containers and both generations.
+pub const MAX_EGRESS_PREFIXES: u32 = 16384;
+/// Bits of an [`EgressKey`] before the address: cgroup id, generation and family.
+pub const EGRESS_KEY_HEADER_BITS: u32 = 128;
+
+/// The data of an egress LPM-trie key; the prefix length always covers the header, so a
+/// lookup only ever matches the container's own rules of the generation and family in force.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressKey {
+    pub cgroup_id: u64,
+    pub generation: u32,
+    /// 4 or 6. A v4-mapped IPv6 destination is looked up as IPv4, so v4 rules cover it and
+    /// a v6 rule such as `::/0` never covers IPv4.
+    pub family: u32,
+    /// IPv4 in the first 4 bytes (the rest zero), or IPv6.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<EgressKey>() == 32);
+
+impl EgressKey {
+    /// The key for a destination given in IPv6 or v4-mapped form.
+    #[inline(always)]
+    pub fn destination(cgroup_id: u64, generation: u32, addr: [u8; 16]) -> (Self, u32) {
+        let mapped = addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff;
+        let mut key = Self {
+            cgroup_id,
+            generation,
+            family: 6,
+            addr,
+        };
+        if mapped {
+            key.family = 4;
+            key.addr = [
+                addr[12], addr[13], addr[14], addr[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ];
+            (key, EGRESS_KEY_HEADER_BITS + 32)
+        } else {
+            (key, EGRESS_KEY_HEADER_BITS + 128)
+        }
+    }
+}
+
+pub const ACTION_ALLOW: u8 = 1;
+pub const ACTION_DENY: u8 = 2;
+/// A rule for any protocol.
+pub const PROTO_ANY: u8 = 0;
+
+/// One egress rule under a prefix: ports `port_lo..=port_hi` (0..=65535 for any), protocol
+/// (`PROTO_ANY`, 6 or 17), and an action. A zeroed rule has no action and matches nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressRule {
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub proto: u8,
+    pub action: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<EgressRule>() == 8);
+
+/// Every rule that applies to the addresses under one prefix: the prefix's own and those of
+/// every shorter prefix of the same container that contains it (the agent folds them in, so
+/// the longest match alone decides).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressRules {
+    pub count: u32,
+    pub _pad: u32,
+    pub rules: [EgressRule; MAX_RULES_PER_PREFIX],
+}
+const _: () = assert!(core::mem::size_of::<EgressRules>() == 8 + 8 * MAX_RULES_PER_PREFIX);
+
 /// Map names, shared so that the loader opens exactly what the programs declare.
 pub enum MapName {
     PortOwners,
     BindAddrs,
+    Settings,
+    ContainerPolicies,
+    EgressRules,
 }
 
 impl MapName {
@@ -111,6 +222,9 @@ impl MapName {
         match self {
             Self::PortOwners => "PORT_OWNERS",
             Self::BindAddrs => "BIND_ADDRS",
+            Self::Settings => "SETTINGS",
+            Self::ContainerPolicies => "CONTAINER_POLICIES",
+            Self::EgressRules => "EGRESS_RULES",
         }
     }
 }
@@ -129,4 +243,12 @@ mod pod {
     unsafe impl aya::Pod for super::PortOwner {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BindAddrKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Settings {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ContainerPolicy {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EgressKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EgressRules {}
 }

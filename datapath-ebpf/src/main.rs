@@ -5,7 +5,13 @@
 #[cfg(target_arch = "bpf")]
 mod bind;
 #[cfg(target_arch = "bpf")]
+mod egress;
+#[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod sock;
+#[cfg(target_arch = "bpf")]
+mod sockaddr;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -57,6 +57,8 @@ pub struct TestHost {
     children: Vec<Child>,
     /// The container name of each child `hostnetd run`.
     child_names: Vec<String>,
+    /// Extra environment for every hostnetd command (settings such as host protection).
+    env: Vec<(String, String)>,
 }
 
 impl TestHost {
@@ -72,6 +74,7 @@ impl TestHost {
             scratch,
             children: Vec::new(),
             child_names: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -87,8 +90,14 @@ impl TestHost {
             .env("HOSTNETD_RUN_DIR", self.scratch.join("run"))
             .env("HOSTNETD_BPF_DIR", &self.bpf_dir)
             .env("HOSTNETD_CGROUP_PARENT", &self.cgroup_parent)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         command
+    }
+
+    /// Sets an environment variable for every later hostnetd command of this host.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// Runs `hostnetd ARGS` to completion.

@@ -57,6 +57,9 @@ struct GlobalArgs {
     /// Daemon log level: error, warn, info, debug or trace [default: info].
     #[arg(long, global = true, env = "HOSTNETD_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Let host processes bind container-owned ports (containers still keep off each other's).
+    #[arg(long, global = true, env = "HOSTNETD_NO_HOST_PROTECTION")]
+    no_host_protection: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,6 +156,7 @@ impl GlobalArgs {
             runc: self.runc,
             log_level: self.log_level,
             insecure_registries: None,
+            host_protection: self.no_host_protection.then_some(false),
         };
         Ok(flags.or(file))
     }

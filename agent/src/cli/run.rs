@@ -54,6 +54,12 @@ pub struct RunArgs {
     /// Add a capability (NET_RAW, NET_ADMIN, ... or ALL).
     #[arg(long = "cap-add")]
     cap_add: Vec<String>,
+    /// Allow egress to CIDR[:PORT[-PORT]][/tcp|udp]; with any, all other egress is denied.
+    #[arg(long = "egress-allow", value_name = "RULE")]
+    egress_allow: Vec<String>,
+    /// Deny egress to CIDR[:PORT[-PORT]][/tcp|udp]; wins over --egress-allow.
+    #[arg(long = "egress-deny", value_name = "RULE")]
+    egress_deny: Vec<String>,
     /// Drop a capability (or ALL).
     #[arg(long = "cap-drop")]
     cap_drop: Vec<String>,
@@ -192,6 +198,8 @@ pub fn spec(args: RunArgs) -> (RunSpec, RunOptions) {
         user: args.user,
         cap_add: args.cap_add,
         cap_drop: args.cap_drop,
+        egress_allow: args.egress_allow,
+        egress_deny: args.egress_deny,
         restart: args.restart,
         auto_remove: args.rm,
     };

@@ -5,15 +5,17 @@
 //!
 //! ```text
 //! maps/PORT_OWNERS, maps/BIND_ADDRS     the ownership tables
-//! progs/{bind4,bind6,host_bind4,host_bind6}
+//! maps/SETTINGS, maps/CONTAINER_POLICIES, maps/EGRESS_RULES   policy
+//! progs/<name>                          every program, by its name below
 //! links/host_bind{4,6}                  root-cgroup links: host protection
-//! containers/<id>/bind{4,6}             each container's links
+//! containers/<id>/<hook>                each container's links
 //! ```
 //!
 //! Links are pinned so that enforcement outlives the process that attached it. Nothing else in
 //! the agent imports `aya`.
 mod bpffs;
 mod owners;
+mod policies;
 
 use std::{
     fs::{self, File},
@@ -22,7 +24,8 @@ use std::{
 
 use aya::{
     programs::{
-        links::FdLink, CgroupAttachMode, CgroupSockAddr, CgroupSockAddrAttachType, ProgramError,
+        links::FdLink, CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockAddrAttachType,
+        CgroupSockAttachType, ProgramError,
     },
     EbpfLoader,
 };
@@ -30,6 +33,9 @@ use hostnetd_common::ABI_VERSION;
 
 pub use bpffs::ensure_bpffs;
 pub use owners::OwnerTable;
+pub use policies::{KernelPolicy, PolicyTable};
+
+use owners::open_map;
 
 use crate::cgroup::{Cgroup2, ContainerCgroup};
 
@@ -77,34 +83,44 @@ pub enum DatapathError {
 #[derive(Clone, Copy)]
 struct Hook {
     name: &'static str,
-    attach: CgroupSockAddrAttachType,
+    attach: Attach,
 }
 
-const CONTAINER_HOOKS: [Hook; 2] = [
+#[derive(Clone, Copy)]
+enum Attach {
+    SockAddr(CgroupSockAddrAttachType),
+    Sock(CgroupSockAttachType),
+}
+
+const fn sock_addr(name: &'static str, attach: CgroupSockAddrAttachType) -> Hook {
     Hook {
-        name: "bind4",
-        attach: CgroupSockAddrAttachType::Bind4,
-    },
+        name,
+        attach: Attach::SockAddr(attach),
+    }
+}
+
+const CONTAINER_HOOKS: [Hook; 7] = [
+    sock_addr("bind4", CgroupSockAddrAttachType::Bind4),
+    sock_addr("bind6", CgroupSockAddrAttachType::Bind6),
+    sock_addr("connect4", CgroupSockAddrAttachType::Connect4),
+    sock_addr("connect6", CgroupSockAddrAttachType::Connect6),
+    sock_addr("sendmsg4", CgroupSockAddrAttachType::UDPSendMsg4),
+    sock_addr("sendmsg6", CgroupSockAddrAttachType::UDPSendMsg6),
     Hook {
-        name: "bind6",
-        attach: CgroupSockAddrAttachType::Bind6,
+        name: "sock_create",
+        attach: Attach::Sock(CgroupSockAttachType::SockCreate),
     },
 ];
 const HOST_HOOKS: [Hook; 2] = [
-    Hook {
-        name: "host_bind4",
-        attach: CgroupSockAddrAttachType::Bind4,
-    },
-    Hook {
-        name: "host_bind6",
-        attach: CgroupSockAddrAttachType::Bind6,
-    },
+    sock_addr("host_bind4", CgroupSockAddrAttachType::Bind4),
+    sock_addr("host_bind6", CgroupSockAddrAttachType::Bind6),
 ];
 
 /// hostnetd's programs and maps, loaded once per host and shared through pins.
 pub struct Datapath {
     root: PathBuf,
     owners: OwnerTable,
+    policies: PolicyTable,
 }
 
 impl Datapath {
@@ -113,19 +129,36 @@ impl Datapath {
         base.join(format!("v{ABI_VERSION}"))
     }
 
-    /// Opens the pinned datapath under `base`, loading and pinning it first if absent, and
-    /// attaches host protection to the cgroup2 root. Callers serialise this with the host lock.
-    pub fn open_or_load(base: &Path, cgroup: &Cgroup2) -> Result<Self, DatapathError> {
+    /// Opens the pinned datapath under `base`, loading and pinning it first if absent, tells
+    /// the hooks the depth of container cgroups, and attaches host protection to the cgroup2
+    /// root unless `host_protection` is off (then it is detached). Callers serialise this with
+    /// the host lock.
+    pub fn open_or_load(
+        base: &Path,
+        cgroup: &Cgroup2,
+        container_level: u32,
+        host_protection: bool,
+    ) -> Result<Self, DatapathError> {
         let root = Self::pin_root(base);
-        if !root.join("progs").join(HOST_HOOKS[1].name).exists() {
+        if !root.join("progs").join(CONTAINER_HOOKS[6].name).exists() {
             load_and_pin(&root)?;
         }
-        let datapath = Self {
+        let mut datapath = Self {
             owners: OwnerTable::open(&root.join("maps"))?,
+            policies: PolicyTable::open(&root.join("maps"))?,
             root,
         };
-        datapath.attach_host_protection(cgroup)?;
+        datapath.policies.set_container_level(container_level)?;
+        if host_protection {
+            datapath.attach_host_protection(cgroup)?;
+        } else {
+            datapath.detach_host_protection()?;
+        }
         Ok(datapath)
+    }
+
+    pub fn policies(&mut self) -> &mut PolicyTable {
+        &mut self.policies
     }
 
     pub fn owners(&mut self) -> &mut OwnerTable {
@@ -206,6 +239,25 @@ impl Datapath {
             .try_for_each(|hook| self.attach_pinned(hook, cgroup.mount(), &links.join(hook.name)))
     }
 
+    /// Removing the pinned links detaches them (`--no-host-protection`); absent is fine.
+    fn detach_host_protection(&self) -> Result<(), DatapathError> {
+        let links = self.root.join("links");
+        for hook in &HOST_HOOKS {
+            let pin = links.join(hook.name);
+            match fs::remove_file(&pin) {
+                Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(DatapathError::Io {
+                        action: "remove",
+                        path: pin,
+                        source,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn attach_pinned(&self, hook: &Hook, cgroup: &Path, pin: &Path) -> Result<(), DatapathError> {
         if pin.exists() {
             return Ok(());
@@ -215,17 +267,28 @@ impl Datapath {
             name: hook.name,
             source,
         };
-        let mut prog = CgroupSockAddr::from_pin(&prog_pin, hook.attach).map_err(program)?;
         let cgroup_dir = File::open(cgroup).map_err(|source| DatapathError::Io {
             action: "open",
             path: cgroup.into(),
             source,
         })?;
-        let link_id = prog
-            .attach(cgroup_dir, CgroupAttachMode::Single)
-            .map_err(program)?;
-        let link = prog.take_link(link_id).map_err(program)?;
-        let link = FdLink::try_from(link).map_err(|source| DatapathError::Link {
+        let link = match hook.attach {
+            Attach::SockAddr(attach) => {
+                let mut prog = CgroupSockAddr::from_pin(&prog_pin, attach).map_err(program)?;
+                let link_id = prog
+                    .attach(cgroup_dir, CgroupAttachMode::Single)
+                    .map_err(program)?;
+                FdLink::try_from(prog.take_link(link_id).map_err(program)?)
+            }
+            Attach::Sock(attach) => {
+                let mut prog = CgroupSock::from_pin(&prog_pin, attach).map_err(program)?;
+                let link_id = prog
+                    .attach(cgroup_dir, CgroupAttachMode::Single)
+                    .map_err(program)?;
+                FdLink::try_from(prog.take_link(link_id).map_err(program)?)
+            }
+        };
+        let link = link.map_err(|source| DatapathError::Link {
             path: pin.into(),
             source,
         })?;
@@ -251,19 +314,30 @@ fn load_and_pin(root: &Path) -> Result<(), DatapathError> {
         .default_map_pin_directory(&maps)
         .load(DATAPATH_OBJECT)?;
     for hook in CONTAINER_HOOKS.iter().chain(&HOST_HOOKS) {
-        let program: &mut CgroupSockAddr = ebpf
-            .program_mut(hook.name)
-            .and_then(|program| program.try_into().ok())
-            .ok_or(DatapathError::MissingProgram(hook.name))?;
         let error = |source| DatapathError::Program {
             name: hook.name,
             source,
         };
-        program.load().map_err(error)?;
+        let missing = DatapathError::MissingProgram(hook.name);
         let pin = progs.join(hook.name);
-        program
-            .pin(&pin)
-            .map_err(|source| DatapathError::Pin { path: pin, source })?;
+        let program = ebpf.program_mut(hook.name).ok_or(missing)?;
+        let pinned = match hook.attach {
+            Attach::SockAddr(_) => {
+                let program: &mut CgroupSockAddr = program
+                    .try_into()
+                    .map_err(|_| DatapathError::MissingProgram(hook.name))?;
+                program.load().map_err(error)?;
+                program.pin(&pin)
+            }
+            Attach::Sock(_) => {
+                let program: &mut CgroupSock = program
+                    .try_into()
+                    .map_err(|_| DatapathError::MissingProgram(hook.name))?;
+                program.load().map_err(error)?;
+                program.pin(&pin)
+            }
+        };
+        pinned.map_err(|source| DatapathError::Pin { path: pin, source })?;
     }
     Ok(())
 }

@@ -122,7 +122,7 @@ fn addr_key(cgroup_id: u64, port: OwnedPort, addr: IpAddr) -> BindAddrKey {
     BindAddrKey::new(cgroup_id, bytes, port.port, port.proto)
 }
 
-fn open_map(maps: &Path, name: &'static str) -> Result<Map, DatapathError> {
+pub(super) fn open_map(maps: &Path, name: &'static str) -> Result<Map, DatapathError> {
     let data = MapData::from_pin(maps.join(name)).map_err(map_error(name))?;
     Map::from_map_data(data).map_err(map_error(name))
 }

@@ -6,6 +6,10 @@
 //!                                  bind; a socket is closed at once unless `hold` keeps it open
 //! netprobe listen ADDR PORT SECONDS       bind+listen, print "listening", hold, serve "hello"
 //! netprobe raw                            try a raw ICMP socket
+//! netprobe packet                         try a packet socket (AF_PACKET)
+//! netprobe connect PROTO ADDR PORT ...    "ok" or "errno N" per connect (a refused TCP
+//!                                  connect to a closed port is errno 111: the policy let it out)
+//! netprobe sendto ADDR PORT ...           one UDP datagram per address, unconnected
 //! netprobe sleep SECONDS                  exit 0 after SECONDS, 143 on SIGTERM
 //! ```
 use std::{
@@ -23,8 +27,11 @@ fn main() -> ExitCode {
         Some("bind") => binds(&args[1..]),
         Some("listen") => listen(&args[1..]),
         Some("raw") => raw(),
+        Some("packet") => packet(),
+        Some("connect") => connects(&args[1..]),
+        Some("sendto") => sends(&args[1..]),
         Some("sleep") => sleep(&args[1..]),
-        _ => Err("usage: netprobe bind|listen|raw|sleep ...".to_string()),
+        _ => Err("usage: netprobe bind|listen|raw|packet|connect|sendto|sleep ...".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -179,6 +186,104 @@ fn listen(args: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn packet() -> Result<(), String> {
+    // SAFETY: a socket syscall; the descriptor is closed right away.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0) };
+    report_socket(fd);
+    Ok(())
+}
+
+fn report_socket(fd: i32) {
+    if fd < 0 {
+        println!("errno {}", errno());
+    } else {
+        // SAFETY: we own fd.
+        unsafe { libc::close(fd) };
+        println!("ok");
+    }
+}
+
+fn parse_target(addr: &str, port: &str) -> Result<(IpAddr, u16), String> {
+    let addr: IpAddr = addr.parse().map_err(|_| format!("bad address {addr}"))?;
+    let port: u16 = port.parse().map_err(|_| format!("bad port {port}"))?;
+    Ok((addr, port))
+}
+
+fn family_of(addr: IpAddr) -> i32 {
+    if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    }
+}
+
+/// Each probe is `PROTO ADDR PORT`: connect(2) on a fresh socket.
+fn connects(args: &[String]) -> Result<(), String> {
+    for probe in args.chunks(3) {
+        let [proto, addr, port] = probe else {
+            return Err(format!("incomplete probe {probe:?}"));
+        };
+        let (addr, port) = parse_target(addr, port)?;
+        let kind = match proto.as_str() {
+            "tcp" => libc::SOCK_STREAM,
+            "udp" => libc::SOCK_DGRAM,
+            other => return Err(format!("unknown protocol {other}")),
+        };
+        // SAFETY: socket calls on a descriptor this function owns and closes.
+        unsafe {
+            let fd = libc::socket(family_of(addr), kind, 0);
+            if fd < 0 {
+                return Err(format!("socket: errno {}", errno()));
+            }
+            let (storage, len) = sockaddr(addr, port);
+            let rc = libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len);
+            let result = if rc == 0 { 0 } else { errno() };
+            libc::close(fd);
+            print_result(result);
+        }
+    }
+    Ok(())
+}
+
+/// Each probe is `ADDR PORT`: one sendto(2) of a datagram on an unconnected UDP socket.
+fn sends(args: &[String]) -> Result<(), String> {
+    for probe in args.chunks(2) {
+        let [addr, port] = probe else {
+            return Err(format!("incomplete probe {probe:?}"));
+        };
+        let (addr, port) = parse_target(addr, port)?;
+        // SAFETY: as above.
+        unsafe {
+            let fd = libc::socket(family_of(addr), libc::SOCK_DGRAM, 0);
+            if fd < 0 {
+                return Err(format!("socket: errno {}", errno()));
+            }
+            let (storage, len) = sockaddr(addr, port);
+            let payload = b"probe";
+            let rc = libc::sendto(
+                fd,
+                payload.as_ptr().cast(),
+                payload.len(),
+                0,
+                (&storage as *const libc::sockaddr_storage).cast(),
+                len,
+            );
+            let result = if rc >= 0 { 0 } else { errno() };
+            libc::close(fd);
+            print_result(result);
+        }
+    }
+    Ok(())
+}
+
+fn print_result(errno: i32) {
+    if errno == 0 {
+        println!("ok");
+    } else {
+        println!("errno {errno}");
+    }
 }
 
 fn raw() -> Result<(), String> {

@@ -5,6 +5,8 @@
 //! `tcp` (the default) or `udp`; ports are 1-65535 (0 is the kernel's "any ephemeral port",
 //! which is always allowed and cannot be owned). IPv6 addresses go in brackets; a v4-mapped one
 //! means its IPv4 address; an unspecified one (`0.0.0.0`, `[::]`) means any address.
+pub mod egress;
+
 use std::{
     collections::BTreeMap,
     fmt,

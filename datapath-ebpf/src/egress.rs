@@ -1,0 +1,57 @@
+//! cgroup/connect4, connect6, sendmsg4 and sendmsg6: each container's egress policy. sendmsg
+//! covers unconnected UDP, which never calls connect. All four hand off to `check`.
+use aya_ebpf::{
+    helpers::generated::bpf_get_current_ancestor_cgroup_id, macros::cgroup_sock_addr,
+    maps::lpm_trie::Key, programs::SockAddrContext,
+};
+use hostnetd_common::{egress::decide, ContainerPolicy, EgressKey};
+
+use crate::{
+    maps::{CONTAINER_POLICIES, EGRESS_RULES, SETTINGS},
+    sockaddr::{deny, ipv4_addr, ipv6_addr, protocol_and_port, ALLOW},
+};
+
+/// The policy of the container the calling task belongs to, with its cgroup id.
+#[inline(always)]
+pub fn current_container() -> Option<(u64, &'static ContainerPolicy)> {
+    let level = SETTINGS.get(0)?.container_level;
+    // SAFETY: a helper call with a scalar argument.
+    let cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+    // SAFETY: the value is only read, and the map's values are plain data.
+    let policy = unsafe { CONTAINER_POLICIES.get(&cgroup_id) }?;
+    Some((cgroup_id, policy))
+}
+
+#[inline(always)]
+fn check(ctx: &SockAddrContext, addr: [u8; 16]) -> i32 {
+    let Some((cgroup_id, policy)) = current_container() else {
+        return ALLOW;
+    };
+    let (protocol, port) = protocol_and_port(ctx);
+    let (data, prefix_len) = EgressKey::destination(cgroup_id, policy.generation, addr);
+    let rules = EGRESS_RULES.get(&Key::new(prefix_len, data));
+    match decide(Some(policy), rules, protocol as u8, port) {
+        None => ALLOW,
+        Some(errno) => deny(errno),
+    }
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    check(&ctx, ipv4_addr(&ctx))
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    check(&ctx, ipv6_addr(&ctx))
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    check(&ctx, ipv4_addr(&ctx))
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+    check(&ctx, ipv6_addr(&ctx))
+}

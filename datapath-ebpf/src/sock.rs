@@ -1,0 +1,28 @@
+//! cgroup/sock_create: raw sockets would see and forge traffic of every port on the host, so
+//! containers get them only with `--cap-add NET_RAW`. The kernel runs this hook from
+//! inet_create and inet6_create only, so packet sockets never reach it (they are kept from
+//! containers by the missing CAP_NET_RAW); AF_PACKET is still refused here should that change.
+use aya_ebpf::{macros::cgroup_sock, programs::SockContext};
+use hostnetd_common::POLICY_ALLOW_RAW_SOCKETS;
+
+use crate::egress::current_container;
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+const AF_PACKET: u32 = 17;
+const SOCK_RAW: u32 = 3;
+
+#[cgroup_sock(sock_create)]
+pub fn sock_create(ctx: SockContext) -> i32 {
+    // SAFETY: the kernel hands every sock program a valid socket.
+    let (family, kind) = unsafe { ((*ctx.sock).family, (*ctx.sock).type_) };
+    let raw =
+        family == AF_PACKET || ((family == AF_INET || family == AF_INET6) && kind == SOCK_RAW);
+    if !raw {
+        return 1;
+    }
+    let allowed =
+        current_container().is_some_and(|(_, policy)| policy.flags & POLICY_ALLOW_RAW_SOCKETS != 0);
+    // Refused with EPERM, the errno a missing CAP_NET_RAW gives.
+    i32::from(allowed)
+}
