@@ -234,3 +234,57 @@ fn without_host_protection_host_processes_may_bind_owned_ports() {
     host.stop(0);
     host.assert_no_container_left();
 }
+
+#[test]
+fn a_policy_file_declares_ports_and_egress_and_a_bad_one_names_its_line() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let file = host.scratch().join("web.toml");
+    std::fs::write(
+        &file,
+        "# kept in git\nports = [\"20780/tcp\"]\n\n[egress]\nallow = [\"127.0.0.1:20781/tcp\"]\n",
+    )
+    .unwrap();
+    let policy = file.display().to_string();
+    let results = probe(
+        &host,
+        &["--policy", &policy],
+        &["bind", "tcp", "0.0.0.0", "20780", "tcp", "0.0.0.0", "20782"],
+    );
+    assert_eq!(results, vec![OK, EACCES], "ports come from the file");
+    let results = probe(
+        &host,
+        &["--policy", &policy],
+        &[
+            "connect",
+            "tcp",
+            "127.0.0.1",
+            "20781",
+            "tcp",
+            "127.0.0.1",
+            "20783",
+        ],
+    );
+    assert_eq!(
+        results,
+        vec![REFUSED, EACCES],
+        "egress rules come from the file"
+    );
+
+    std::fs::write(
+        &file,
+        "ports = [\"20780/tcp\"]\n[egress]\nallow = [\n  \"127.0.0.1/8\",\n]\n",
+    )
+    .unwrap();
+    let output = host.run_to_end("", &["--policy", &policy], &["true"]);
+    assert!(!output.status.success());
+    let error = hostnetd_tests::stderr(&output);
+    assert!(
+        error.contains("line 4") && error.contains("did you mean 127.0.0.0/8"),
+        "{}",
+        describe(&output)
+    );
+    host.assert_no_container_left();
+}

@@ -108,7 +108,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Teardown => containers::teardown(&settings),
         Command::Run(args) => {
             // Bad input is refused before any daemon is started: it changes nothing.
-            let (spec, options) = run::spec(*args);
+            let (spec, options) = run::spec(*args)?;
             spec.validate()?;
             run::run(
                 &Client::connect_or_start(&settings, &global_args)?,

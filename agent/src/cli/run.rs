@@ -12,6 +12,7 @@ use hostnetd::{
     client::{Client, ClientError},
     lifecycle::parse_env,
     logs::Stream,
+    policy::file::PolicyFile,
     RunSpec,
 };
 use hyper::Method;
@@ -60,6 +61,9 @@ pub struct RunArgs {
     /// Deny egress to CIDR[:PORT[-PORT]][/tcp|udp]; wins over --egress-allow.
     #[arg(long = "egress-deny", value_name = "RULE")]
     egress_deny: Vec<String>,
+    /// Ports and policy from a TOML file (see docs/policy.md), added to the flags' own.
+    #[arg(long, value_name = "FILE.toml")]
+    policy: Option<PathBuf>,
     /// Drop a capability (or ALL).
     #[arg(long = "cap-drop")]
     cap_drop: Vec<String>,
@@ -171,8 +175,17 @@ fn forward_signals(client: &Client, target: Arc<Mutex<Option<String>>>) -> anyho
     Ok(())
 }
 
-/// The request, and what else to do.
-pub fn spec(args: RunArgs) -> (RunSpec, RunOptions) {
+/// The request, and what else to do; a bad `--policy` file is an error here.
+pub fn spec(mut args: RunArgs) -> anyhow::Result<(RunSpec, RunOptions)> {
+    if let Some(path) = &args.policy {
+        let file = PolicyFile::load(path).map_err(anyhow::Error::msg)?;
+        args.ports.extend(file.ports);
+        args.egress_allow.extend(file.egress_allow);
+        args.egress_deny.extend(file.egress_deny);
+        if file.raw_sockets {
+            args.cap_add.push("NET_RAW".into());
+        }
+    }
     // With --rootfs every argument is the command; otherwise the first names the image.
     let (image, command) = match (&args.rootfs, args.args.split_first()) {
         (None, Some((image, command))) => (Some(image.clone()), command.to_vec()),
@@ -208,7 +221,7 @@ pub fn spec(args: RunArgs) -> (RunSpec, RunOptions) {
         pull: args.pull,
         insecure_registries: args.insecure_registries,
     };
-    (spec, options)
+    Ok((spec, options))
 }
 
 /// `./data:/srv` names a directory relative to the user's working directory.
