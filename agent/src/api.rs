@@ -331,3 +331,12 @@ pub struct LoadRequest {
     /// An absolute path on the daemon's host to a docker-archive or oci-archive tarball.
     pub path: String,
 }
+
+/// The body of `POST /v1/containers/REF/update`: the container's new egress rules, replacing
+/// the old ones as a whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyUpdate {
+    pub egress_allow: Vec<String>,
+    pub egress_deny: Vec<String>,
+}

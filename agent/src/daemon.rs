@@ -22,8 +22,8 @@ use tokio::{net::UnixListener, sync::mpsc};
 
 use crate::{
     api::{
-        ApiError, AttachEvent, ContainerView, Created, ImageView, Info, LoadRequest, PortEntry,
-        PullRequest,
+        ApiError, AttachEvent, ContainerView, Created, ImageView, Info, LoadRequest, PolicyUpdate,
+        PortEntry, PullRequest,
     },
     config::Settings,
     host::{Host, HostError},
@@ -139,6 +139,7 @@ fn router(daemon: Shared) -> Router {
         .route("/v1/containers/{reference}/wait", post(wait))
         .route("/v1/containers/{reference}/stop", post(stop))
         .route("/v1/containers/{reference}/kill", post(kill))
+        .route("/v1/containers/{reference}/update", post(update))
         .route("/v1/images", get(list_images))
         .route("/v1/images/pull", post(pull_image))
         .route("/v1/images/load", post(load_images))
@@ -464,6 +465,17 @@ async fn kill(
     Ok(view(
         &blocking(&daemon, move |host| host.kill(&reference, signal)).await?,
     ))
+}
+
+async fn update(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    body: Bytes,
+) -> Reply {
+    let update: PolicyUpdate = parse_body(&body)?;
+    let record = blocking(&daemon, move |host| host.update_policy(&reference, &update)).await?;
+    tracing::info!(id = %record.id, allow = ?record.egress_allow, deny = ?record.egress_deny, "policy updated");
+    Ok(view(&record))
 }
 
 #[derive(Default, Deserialize)]

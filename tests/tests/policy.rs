@@ -288,3 +288,96 @@ fn a_policy_file_declares_ports_and_egress_and_a_bad_one_names_its_line() {
     );
     host.assert_no_container_left();
 }
+
+#[test]
+fn egress_updates_flip_atomically_under_load() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut host = TestHost::new();
+    // Policy A allows 20790, policy B allows 20791; both allow 20792; 20799 neither. While the
+    // container loops over binds and connects, the policy flips between A and B: 20792 must
+    // never be denied and 20799 never let out (a moment of neither policy, or of a half-written
+    // one, would show), and the owned and undeclared binds never change.
+    let probe_bin = netprobe();
+    let policy_a = ["--egress-allow", "127.0.0.1:20790,127.0.0.1:20792"];
+    let policy_b = ["--egress-allow", "127.0.0.1:20791,127.0.0.1:20792"];
+    let mut args = vec!["--ports", "20793"];
+    args.extend(policy_a);
+    let child = host
+        .hostnetd()
+        .args(["run", "--rm", "--name", "flipper", "--rootfs", "/"])
+        .args(&args)
+        .args([
+            "--",
+            &probe_bin,
+            "loop",
+            "6",
+            "connect/tcp/127.0.0.1/20790",
+            "connect/tcp/127.0.0.1/20791",
+            "connect/tcp/127.0.0.1/20792",
+            "connect/tcp/127.0.0.1/20799",
+            "bind/tcp/0.0.0.0/20793",
+            "bind/tcp/0.0.0.0/20794",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while host.exec(&["inspect", "flipper"]).status.code() != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flipper never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut flips = 0;
+    for round in 0..16 {
+        let rules = if round % 2 == 0 { policy_b } else { policy_a };
+        let update = host.exec(&["update", rules[0], rules[1], "flipper"]);
+        if !update.status.success() {
+            break; // the loop ended and the container with it
+        }
+        flips += 1;
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        flips >= 8,
+        "only {flips} updates happened while the loop ran"
+    );
+    let outcomes = stdout(&output);
+    let errnos = |probe: &str| -> Vec<i32> {
+        outcomes
+            .lines()
+            .filter(|line| line.starts_with(&format!("{probe} ")))
+            .filter_map(|line| line.split("errno=").nth(1)?.split(' ').next()?.parse().ok())
+            .collect()
+    };
+    assert_eq!(
+        errnos("connect/tcp/127.0.0.1/20792"),
+        vec![REFUSED],
+        "{outcomes}"
+    );
+    assert_eq!(
+        errnos("connect/tcp/127.0.0.1/20799"),
+        vec![EACCES],
+        "{outcomes}"
+    );
+    assert_eq!(errnos("bind/tcp/0.0.0.0/20793"), vec![OK], "{outcomes}");
+    assert_eq!(errnos("bind/tcp/0.0.0.0/20794"), vec![EACCES], "{outcomes}");
+    // Both flipping ports saw both policies: the updates really happened under the loop.
+    assert_eq!(
+        errnos("connect/tcp/127.0.0.1/20790"),
+        vec![EACCES, REFUSED],
+        "{outcomes}"
+    );
+    assert_eq!(
+        errnos("connect/tcp/127.0.0.1/20791"),
+        vec![EACCES, REFUSED],
+        "{outcomes}"
+    );
+    host.assert_no_container_left();
+}

@@ -154,6 +154,36 @@ pub fn kill(client: &Client, args: KillArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// The new egress allow rules (replacing the old ones), CIDR[:PORT[-PORT]][/tcp|udp].
+    #[arg(long = "egress-allow", value_name = "RULE")]
+    egress_allow: Vec<String>,
+    /// The new egress deny rules (replacing the old ones).
+    #[arg(long = "egress-deny", value_name = "RULE")]
+    egress_deny: Vec<String>,
+    /// Remove every egress rule (what is not given is removed anyway; this says it is meant).
+    #[arg(long = "no-egress-rules", conflicts_with_all = ["egress_allow", "egress_deny"])]
+    no_egress_rules: bool,
+    container: String,
+}
+
+/// Replaces a running container's egress rules atomically.
+pub fn update(client: &Client, args: UpdateArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.no_egress_rules || !args.egress_allow.is_empty() || !args.egress_deny.is_empty(),
+        "nothing to update: give the new --egress-allow/--egress-deny rules, or --no-egress-rules"
+    );
+    let update = hostnetd::api::PolicyUpdate {
+        egress_allow: args.egress_allow,
+        egress_deny: args.egress_deny,
+    };
+    let view: ContainerView =
+        client.post(&container_path(&args.container, "/update"), Some(&update))?;
+    println!("{}", view.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
 pub struct RmArgs {
     /// Kill and release a running container.
     #[arg(short, long)]

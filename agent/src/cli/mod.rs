@@ -89,6 +89,8 @@ enum Command {
     Kill(containers::KillArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
+    /// Replace a running container's egress rules, atomically.
+    Update(containers::UpdateArgs),
     /// List owned ports and their owners.
     Ports(containers::PortsArgs),
     /// Stop the daemon and detach hostnetd from the host: unpin programs and maps, return
@@ -125,6 +127,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Stop(args) => containers::stop(&client, args),
                 Command::Kill(args) => containers::kill(&client, args),
                 Command::Rm(args) => containers::rm(&client, args),
+                Command::Update(args) => containers::update(&client, args),
                 Command::Ports(args) => containers::ports(&client, args),
                 Command::Pull(args) => images::pull(&client, args),
                 Command::Load(args) => images::load(&client, args),

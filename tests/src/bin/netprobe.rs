@@ -10,6 +10,8 @@
 //! netprobe connect PROTO ADDR PORT ...    "ok" or "errno N" per connect (a refused TCP
 //!                                  connect to a closed port is errno 111: the policy let it out)
 //! netprobe sendto ADDR PORT ...           one UDP datagram per address, unconnected
+//! netprobe loop SECONDS OP/PROTO/ADDR/PORT ...   repeat each probe (OP: bind or connect)
+//!                                  until SECONDS pass; print "PROBE errno=N count=C" lines
 //! netprobe sleep SECONDS                  exit 0 after SECONDS, 143 on SIGTERM
 //! ```
 use std::{
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         Some("packet") => packet(),
         Some("connect") => connects(&args[1..]),
         Some("sendto") => sends(&args[1..]),
+        Some("loop") => probe_loop(&args[1..]),
         Some("sleep") => sleep(&args[1..]),
         _ => Err("usage: netprobe bind|listen|raw|packet|connect|sendto|sleep ...".to_string()),
     };
@@ -276,6 +279,65 @@ fn sends(args: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Repeats binds and connects while something else (a policy update) changes around them,
+/// and reports every distinct outcome of each probe with its count.
+fn probe_loop(args: &[String]) -> Result<(), String> {
+    let [seconds, probes @ ..] = args else {
+        return Err("loop SECONDS OP/PROTO/ADDR/PORT ...".into());
+    };
+    let seconds: u64 = seconds
+        .parse()
+        .map_err(|_| format!("bad seconds {seconds}"))?;
+    let mut parsed = Vec::new();
+    for probe in probes {
+        let parts: Vec<&str> = probe.splitn(4, '/').collect();
+        let [op, proto, addr, port] = parts[..] else {
+            return Err(format!("bad probe {probe}: use OP/PROTO/ADDR/PORT"));
+        };
+        let (addr, port) = parse_target(addr, port)?;
+        parsed.push((probe.clone(), op.to_string(), proto.to_string(), addr, port));
+    }
+    let mut outcomes = std::collections::BTreeMap::<(String, i32), u64>::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        for (name, op, proto, addr, port) in &parsed {
+            let result = match op.as_str() {
+                "bind" => match bind(proto, *addr, *port, &[]) {
+                    // SAFETY: we own fd.
+                    Ok(fd) => unsafe { libc::close(fd) },
+                    Err(errno) => errno,
+                },
+                _ => connect_once(proto, *addr, *port)?,
+            };
+            *outcomes.entry((name.clone(), result)).or_default() += 1;
+        }
+    }
+    for ((name, errno), count) in outcomes {
+        println!("{name} errno={errno} count={count}");
+    }
+    Ok(())
+}
+
+fn connect_once(proto: &str, addr: IpAddr, port: u16) -> Result<i32, String> {
+    let kind = if proto == "udp" {
+        libc::SOCK_DGRAM
+    } else {
+        libc::SOCK_STREAM
+    };
+    // SAFETY: socket calls on a descriptor this function owns and closes.
+    unsafe {
+        let fd = libc::socket(family_of(addr), kind, 0);
+        if fd < 0 {
+            return Err(format!("socket: errno {}", errno()));
+        }
+        let (storage, len) = sockaddr(addr, port);
+        let rc = libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len);
+        let result = if rc == 0 { 0 } else { errno() };
+        libc::close(fd);
+        Ok(result)
+    }
 }
 
 fn print_result(errno: i32) {
