@@ -294,7 +294,7 @@ fn egress_updates_flip_atomically_under_load() {
     if skip_unless_root() {
         return;
     }
-    let mut host = TestHost::new();
+    let host = TestHost::new();
     // Policy A allows 20790, policy B allows 20791; both allow 20792; 20799 neither. While the
     // container loops over binds and connects, the policy flips between A and B: 20792 must
     // never be denied and 20799 never let out (a moment of neither policy, or of a half-written

@@ -228,24 +228,11 @@ fn connects(args: &[String]) -> Result<(), String> {
         let [proto, addr, port] = probe else {
             return Err(format!("incomplete probe {probe:?}"));
         };
-        let (addr, port) = parse_target(addr, port)?;
-        let kind = match proto.as_str() {
-            "tcp" => libc::SOCK_STREAM,
-            "udp" => libc::SOCK_DGRAM,
-            other => return Err(format!("unknown protocol {other}")),
-        };
-        // SAFETY: socket calls on a descriptor this function owns and closes.
-        unsafe {
-            let fd = libc::socket(family_of(addr), kind, 0);
-            if fd < 0 {
-                return Err(format!("socket: errno {}", errno()));
-            }
-            let (storage, len) = sockaddr(addr, port);
-            let rc = libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len);
-            let result = if rc == 0 { 0 } else { errno() };
-            libc::close(fd);
-            print_result(result);
+        if !matches!(proto.as_str(), "tcp" | "udp") {
+            return Err(format!("unknown protocol {proto}"));
         }
+        let (addr, port) = parse_target(addr, port)?;
+        print_result(connect_once(proto, addr, port)?);
     }
     Ok(())
 }
