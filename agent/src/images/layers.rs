@@ -242,11 +242,27 @@ mod tests {
         builder.into_inner().unwrap()
     }
 
-    fn scratch(tag: &str) -> PathBuf {
+    /// A scratch directory with an empty `out/`, removed when dropped (a failing test too).
+    struct Scratch(PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch(tag: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("hostnetd-layer-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("out")).unwrap();
-        dir
+        Scratch(dir)
     }
 
     #[test]
@@ -267,7 +283,6 @@ mod tests {
         assert!(whiteout.file_type().is_char_device());
         assert_eq!(std::os::unix::fs::MetadataExt::rdev(&whiteout), 0);
         assert!(!out.join("var/cache/.wh..wh..opq").exists());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -282,7 +297,6 @@ mod tests {
             matches!(error, LayerError::DiffIdMismatch { .. }),
             "{error}"
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -296,7 +310,6 @@ mod tests {
         fs::write(&blob, gz.finish().unwrap()).unwrap();
         unpack_layer(&blob, &Digest::of_bytes(&tar), &dir.join("out")).unwrap();
         assert_eq!(fs::read(dir.join("out/bin/sh")).unwrap(), b"#!");
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -310,6 +323,5 @@ mod tests {
         let dir = scratch("symlink");
         std::os::unix::fs::symlink("/etc", dir.join("out/etc")).unwrap();
         assert!(create_dirs_inside(&dir.join("out"), Path::new("etc/x")).is_err());
-        fs::remove_dir_all(&dir).unwrap();
     }
 }
