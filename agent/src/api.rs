@@ -106,6 +106,8 @@ pub struct ContainerView {
     pub policy: PolicyView,
     /// The `hostnetd monitor` process that holds the container's stdio.
     pub monitor_pid: u32,
+    /// Its traffic and denials: live figures while it runs, the last ones once it exited.
+    pub traffic: Option<crate::accounting::TrafficStats>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +173,7 @@ impl From<&ContainerRecord> for ContainerView {
                 },
             },
             monitor_pid: record.supervisor.pid,
+            traffic: record.final_traffic.clone(),
         }
     }
 }

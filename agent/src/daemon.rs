@@ -148,6 +148,7 @@ fn router(daemon: Shared) -> Router {
             get(inspect_image).delete(remove_image),
         )
         .route("/v1/ports", get(ports))
+        .route("/v1/stats", get(stats))
         .route("/v1/teardown", post(teardown))
         .fallback(|| async { ApiError::new("not_found", "no such endpoint; see docs/api.md") })
         .with_state(daemon)
@@ -385,9 +386,33 @@ fn stream_lines<T: Serialize + Send + 'static>(
 }
 
 async fn inspect(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Reply {
-    Ok(view(
-        &blocking(&daemon, move |host| host.inspect(&reference)).await?,
-    ))
+    let (record, stats) = blocking(&daemon, move |host| {
+        let record = host.inspect(&reference)?;
+        let stats = host.stats(std::slice::from_ref(&record.id), true)?;
+        Ok((record, stats))
+    })
+    .await?;
+    let mut view = ContainerView::from(&record);
+    view.traffic = stats.into_iter().next().map(|stats| stats.traffic);
+    Ok(Json(view).into_response())
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct StatsQuery {
+    /// Comma-separated names or IDs; every container when absent.
+    containers: Option<String>,
+    all: bool,
+}
+
+async fn stats(State(daemon): State<Shared>, uri: Uri) -> Reply {
+    let query: StatsQuery = parse_query(&uri)?;
+    let references: Vec<String> = (query.containers.unwrap_or_default().split(','))
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect();
+    let stats = blocking(&daemon, move |host| host.stats(&references, query.all)).await?;
+    Ok(Json(stats).into_response())
 }
 
 #[derive(Default, Deserialize)]

@@ -1,5 +1,6 @@
 //! The host hostnetd manages: its directories, the datapath, the store, and reconciliation of
 //! containers whose supervising process died.
+use crate::accounting::TrafficStats;
 use std::{
     fs, io,
     path::{Path, PathBuf},
@@ -177,6 +178,7 @@ impl Host {
             .collect();
         datapath.owners().sweep_addresses(&live)?;
         datapath.policies().sweep(&live)?;
+        datapath.traffic().sweep(&live)?;
         Ok(())
     }
 
@@ -189,12 +191,18 @@ impl Host {
         disposition: Disposition,
     ) -> Result<(), HostError> {
         self.runc.delete(&record.id).map_err(RuntimeError::from)?;
+        // Read before the counters go: an exited container shows its last figures until rm.
+        let final_traffic = match &disposition {
+            Disposition::Keep(_) => Some(TrafficStats::read(datapath, record.cgroup.id)?),
+            Disposition::Forget => None,
+        };
         let bundle = self.bundle_dir(&record.id);
         unmount_rootfs(&bundle.join("rootfs"))?;
         remove_dir_all(&bundle)?;
         datapath.detach_container(&record.id)?;
         ownership::release(datapath.owners(), record.cgroup.id, &record.ports)?;
         datapath.policies().remove(record.cgroup.id)?;
+        datapath.traffic().remove(record.cgroup.id)?;
         let cgroup = ContainerCgroup {
             path: record.cgroup.path.clone(),
             id: record.cgroup.id,
@@ -210,6 +218,7 @@ impl Host {
                 exit_code,
                 pid: None,
                 finished_at: Some(now()),
+                final_traffic,
                 ..record.clone()
             })?,
         }

@@ -2,6 +2,7 @@
 //!
 //! The library holds the core (datapath loading, port ownership, cgroups, the runtime, the
 //! store); the `hostnetd` binary's command line is a thin layer over [`host::Host`].
+pub mod accounting;
 pub mod api;
 pub mod cgroup;
 pub mod client;

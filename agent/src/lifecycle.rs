@@ -325,6 +325,7 @@ impl Host {
             created_at: supervise::now(),
             started_at: None,
             finished_at: None,
+            final_traffic: None,
         };
         self.store.save(&record)?;
         if let Err(error) = self.enforce(&mut datapath, &record, &ports) {

@@ -128,6 +128,9 @@ pub struct ContainerRecord {
     pub created_at: u64,
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
+    /// The last counters of an exited container (a live one's are read from the kernel).
+    #[serde(default)]
+    pub final_traffic: Option<crate::accounting::TrafficStats>,
 }
 
 /// The image a container runs, as resolved when it was created.

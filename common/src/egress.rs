@@ -1,8 +1,9 @@
-//! The egress decision for connect and sendmsg: written once, used by `connect4`, `connect6`,
-//! `sendmsg4` and `sendmsg6`, and tested on the host.
+//! The egress decision for connect and sendmsg (used by `connect4`, `connect6`, `sendmsg4` and
+//! `sendmsg6`) and the ingress decision for packets to owned ports (`skb_ingress`,
+//! `tc_ingress`): one rule matcher, tested on the host.
 use crate::{
-    ContainerPolicy, EgressRules, ACTION_ALLOW, ACTION_DENY, EACCES, MAX_RULES_PER_PREFIX,
-    POLICY_EGRESS_DEFAULT_DENY, POLICY_EGRESS_RULES, PROTO_ANY,
+    ContainerPolicy, PrefixRules, ACTION_ALLOW, ACTION_DENY, EACCES, MAX_RULES_PER_PREFIX,
+    POLICY_EGRESS_DEFAULT_DENY, POLICY_EGRESS_RULES, POLICY_INGRESS_RULES, PROTO_ANY,
 };
 
 /// Deny rules win; then an allow rule allows; then the default: deny when the container has
@@ -10,7 +11,7 @@ use crate::{
 #[inline(always)]
 pub fn decide(
     policy: Option<&ContainerPolicy>,
-    rules: Option<&EgressRules>,
+    rules: Option<&PrefixRules>,
     ipproto: u8,
     port: u16,
 ) -> Option<i32> {
@@ -18,35 +19,55 @@ pub fn decide(
     if policy.flags & POLICY_EGRESS_RULES == 0 {
         return None;
     }
-    let mut allowed = false;
-    if let Some(rules) = rules {
-        let count = (rules.count as usize).min(MAX_RULES_PER_PREFIX);
-        for rule in rules.rules.iter().take(count) {
-            let proto_matches = rule.proto == PROTO_ANY || rule.proto == ipproto;
-            let port_matches = rule.port_lo <= port && port <= rule.port_hi;
-            if proto_matches && port_matches {
-                match rule.action {
-                    ACTION_DENY => return Some(EACCES),
-                    ACTION_ALLOW => allowed = true,
-                    _ => {}
-                }
+    match strongest_match(rules, ipproto, port) {
+        Some(ACTION_DENY) => Some(EACCES),
+        Some(ACTION_ALLOW) => None,
+        _ if policy.flags & POLICY_EGRESS_DEFAULT_DENY == 0 => None,
+        _ => Some(EACCES),
+    }
+}
+
+/// Whether a packet from a source whose longest-prefix match is `rules` may reach the owned
+/// `port`: with ingress rules, only what an allow rule matches; without, everything.
+#[inline(always)]
+pub fn ingress_allowed(
+    policy: &ContainerPolicy,
+    rules: Option<&PrefixRules>,
+    ipproto: u8,
+    port: u16,
+) -> bool {
+    policy.flags & POLICY_INGRESS_RULES == 0
+        || strongest_match(rules, ipproto, port) == Some(ACTION_ALLOW)
+}
+
+/// The action of the rules that match: deny if any deny rule does, else allow if an allow
+/// rule does. A zeroed rule has no action and never matches.
+#[inline(always)]
+fn strongest_match(rules: Option<&PrefixRules>, ipproto: u8, port: u16) -> Option<u8> {
+    let rules = rules?;
+    let mut found = None;
+    let count = (rules.count as usize).min(MAX_RULES_PER_PREFIX);
+    for rule in rules.rules.iter().take(count) {
+        let proto_matches = rule.proto == PROTO_ANY || rule.proto == ipproto;
+        let port_matches = rule.port_lo <= port && port <= rule.port_hi;
+        if proto_matches && port_matches {
+            match rule.action {
+                ACTION_DENY => return Some(ACTION_DENY),
+                ACTION_ALLOW => found = Some(ACTION_ALLOW),
+                _ => {}
             }
         }
     }
-    if allowed || policy.flags & POLICY_EGRESS_DEFAULT_DENY == 0 {
-        None
-    } else {
-        Some(EACCES)
-    }
+    found
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EgressRule, IPPROTO_TCP, IPPROTO_UDP};
+    use crate::{PortRule, IPPROTO_TCP, IPPROTO_UDP};
 
-    fn rules(list: &[EgressRule]) -> EgressRules {
-        let mut all = EgressRules {
+    fn rules(list: &[PortRule]) -> PrefixRules {
+        let mut all = PrefixRules {
             count: list.len() as u32,
             ..Default::default()
         };
@@ -54,8 +75,8 @@ mod tests {
         all
     }
 
-    fn rule(lo: u16, hi: u16, proto: u8, action: u8) -> EgressRule {
-        EgressRule {
+    fn rule(lo: u16, hi: u16, proto: u8, action: u8) -> PortRule {
+        PortRule {
             port_lo: lo,
             port_hi: hi,
             proto,
@@ -126,7 +147,7 @@ mod tests {
     #[test]
     fn a_zeroed_rule_matches_nothing() {
         // systemd#30556: an empty rule must never mean "everything".
-        let zeroed = EgressRules {
+        let zeroed = PrefixRules {
             count: 1,
             ..Default::default()
         };
@@ -138,5 +159,40 @@ mod tests {
             decide(Some(&DENY_LIST), Some(&zeroed), IPPROTO_TCP as u8, 0),
             None
         );
+    }
+
+    #[test]
+    fn ingress_rules_let_in_only_what_they_allow() {
+        let open = ContainerPolicy::default();
+        assert!(ingress_allowed(&open, None, IPPROTO_TCP as u8, 80));
+        let guarded = ContainerPolicy {
+            flags: POLICY_INGRESS_RULES,
+            generation: 0,
+        };
+        let web = rules(&[rule(80, 80, IPPROTO_TCP as u8, ACTION_ALLOW)]);
+        assert!(ingress_allowed(&guarded, Some(&web), IPPROTO_TCP as u8, 80));
+        assert!(!ingress_allowed(
+            &guarded,
+            Some(&web),
+            IPPROTO_TCP as u8,
+            81
+        ));
+        assert!(!ingress_allowed(
+            &guarded,
+            Some(&web),
+            IPPROTO_UDP as u8,
+            80
+        ));
+        assert!(!ingress_allowed(&guarded, None, IPPROTO_TCP as u8, 80));
+        let zeroed = PrefixRules {
+            count: 1,
+            ..Default::default()
+        };
+        assert!(!ingress_allowed(
+            &guarded,
+            Some(&zeroed),
+            IPPROTO_TCP as u8,
+            80
+        ));
     }
 }

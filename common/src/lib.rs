@@ -8,9 +8,10 @@
 
 pub mod bind;
 pub mod egress;
+pub mod traffic;
 
 /// Version of the map layouts below; pins live under `<bpffs>/hostnetd/v<ABI_VERSION>`.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Slots per protocol in [`PORT_OWNERS`](MapName::PortOwners): one per port number.
 pub const PORTS_PER_PROTO: u32 = 65536;
@@ -132,19 +133,28 @@ pub const POLICY_EGRESS_DEFAULT_DENY: u32 = 1 << 0;
 pub const POLICY_EGRESS_RULES: u32 = 1 << 1;
 /// Raw and packet sockets are allowed (`--cap-add NET_RAW`).
 pub const POLICY_ALLOW_RAW_SOCKETS: u32 = 1 << 2;
+/// Packets to the container's owned ports are dropped unless an ingress rule allows their
+/// source (`--ingress-allow`).
+pub const POLICY_INGRESS_RULES: u32 = 1 << 3;
 
 /// Rules per distinct prefix of one container; more is refused by the agent, never truncated.
 pub const MAX_RULES_PER_PREFIX: usize = 16;
 /// Capacity of the egress trie, over all containers and both generations.
 pub const MAX_EGRESS_PREFIXES: u32 = 16384;
-/// Bits of an [`EgressKey`] before the address: cgroup id, generation and family.
-pub const EGRESS_KEY_HEADER_BITS: u32 = 128;
+/// Capacity of the ingress trie (sources allowed to reach owned ports), likewise.
+pub const MAX_INGRESS_PREFIXES: u32 = 16384;
+/// Capacity of the per-container traffic table: one row per owned port and per protocol
+/// class of everything else.
+pub const MAX_TRAFFIC_ROWS: u32 = 262144;
+/// Bits of a [`PrefixKey`] before the address: cgroup id, generation and family.
+pub const PREFIX_KEY_HEADER_BITS: u32 = 128;
 
-/// The data of an egress LPM-trie key; the prefix length always covers the header, so a
-/// lookup only ever matches the container's own rules of the generation and family in force.
+/// The data of an egress (destination) or ingress (source) LPM-trie key; the prefix length
+/// always covers the header, so a lookup only ever matches the container's own rules of the
+/// generation and family in force.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EgressKey {
+pub struct PrefixKey {
     pub cgroup_id: u64,
     pub generation: u32,
     /// 4 or 6. A v4-mapped IPv6 destination is looked up as IPv4, so v4 rules cover it and
@@ -153,12 +163,12 @@ pub struct EgressKey {
     /// IPv4 in the first 4 bytes (the rest zero), or IPv6.
     pub addr: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<EgressKey>() == 32);
+const _: () = assert!(core::mem::size_of::<PrefixKey>() == 32);
 
-impl EgressKey {
-    /// The key for a destination given in IPv6 or v4-mapped form.
+impl PrefixKey {
+    /// The key for an address (a destination, or a packet's source) in IPv6 or v4-mapped form.
     #[inline(always)]
-    pub fn destination(cgroup_id: u64, generation: u32, addr: [u8; 16]) -> (Self, u32) {
+    pub fn for_address(cgroup_id: u64, generation: u32, addr: [u8; 16]) -> (Self, u32) {
         let mapped = addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff;
         let mut key = Self {
             cgroup_id,
@@ -171,9 +181,9 @@ impl EgressKey {
             key.addr = [
                 addr[12], addr[13], addr[14], addr[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
             ];
-            (key, EGRESS_KEY_HEADER_BITS + 32)
+            (key, PREFIX_KEY_HEADER_BITS + 32)
         } else {
-            (key, EGRESS_KEY_HEADER_BITS + 128)
+            (key, PREFIX_KEY_HEADER_BITS + 128)
         }
     }
 }
@@ -187,26 +197,26 @@ pub const PROTO_ANY: u8 = 0;
 /// (`PROTO_ANY`, 6 or 17), and an action. A zeroed rule has no action and matches nothing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EgressRule {
+pub struct PortRule {
     pub port_lo: u16,
     pub port_hi: u16,
     pub proto: u8,
     pub action: u8,
     pub _pad: [u8; 2],
 }
-const _: () = assert!(core::mem::size_of::<EgressRule>() == 8);
+const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
 
 /// Every rule that applies to the addresses under one prefix: the prefix's own and those of
 /// every shorter prefix of the same container that contains it (the agent folds them in, so
 /// the longest match alone decides).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EgressRules {
+pub struct PrefixRules {
     pub count: u32,
     pub _pad: u32,
-    pub rules: [EgressRule; MAX_RULES_PER_PREFIX],
+    pub rules: [PortRule; MAX_RULES_PER_PREFIX],
 }
-const _: () = assert!(core::mem::size_of::<EgressRules>() == 8 + 8 * MAX_RULES_PER_PREFIX);
+const _: () = assert!(core::mem::size_of::<PrefixRules>() == 8 + 8 * MAX_RULES_PER_PREFIX);
 
 /// Map names, shared so that the loader opens exactly what the programs declare.
 pub enum MapName {
@@ -215,6 +225,12 @@ pub enum MapName {
     Settings,
     ContainerPolicies,
     EgressRules,
+    IngressRules,
+    Traffic,
+    DeviceTraffic,
+    Denials,
+    Events,
+    DatapathStats,
 }
 
 impl MapName {
@@ -225,6 +241,12 @@ impl MapName {
             Self::Settings => "SETTINGS",
             Self::ContainerPolicies => "CONTAINER_POLICIES",
             Self::EgressRules => "EGRESS_RULES",
+            Self::IngressRules => "INGRESS_RULES",
+            Self::Traffic => "TRAFFIC",
+            Self::DeviceTraffic => "DEVICE_TRAFFIC",
+            Self::Denials => "DENIALS",
+            Self::Events => "EVENTS",
+            Self::DatapathStats => "DATAPATH_STATS",
         }
     }
 }
@@ -248,7 +270,15 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ContainerPolicy {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::EgressKey {}
+    unsafe impl aya::Pod for super::PrefixKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::EgressRules {}
+    unsafe impl aya::Pod for super::PrefixRules {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::traffic::TrafficKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::traffic::TrafficCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::traffic::DeviceCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::traffic::Denials {}
 }

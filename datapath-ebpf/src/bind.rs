@@ -7,11 +7,14 @@ use aya_ebpf::{
 };
 use hostnetd_common::{
     bind::{decide, BindEnv, Scope, Verdict},
+    traffic::{DENIAL_BIND, HOST_CGROUP},
     BindAddrKey, PortOwner,
 };
 
 use crate::{
+    egress::current_container,
     maps::{BIND_ADDRS, PORT_OWNERS},
+    report::{report, Denial},
     sockaddr::{deny, ipv4_addr, ipv6_addr, protocol_and_port, ALLOW},
 };
 
@@ -40,8 +43,32 @@ fn check(ctx: &SockAddrContext, scope: Scope, addr: [u8; 16]) -> i32 {
     let (protocol, port) = protocol_and_port(ctx);
     match decide(&Kernel, scope, protocol, &addr, port) {
         Verdict::Allow => ALLOW,
-        Verdict::Deny(errno) => deny(errno),
+        Verdict::Deny(errno) => {
+            report_bind(scope, errno, protocol, port, addr);
+            deny(errno)
+        }
     }
+}
+
+/// A container's refused bind is reported by its own hook; the root's hook reports only host
+/// processes, so no bind is counted twice.
+#[inline(always)]
+fn report_bind(scope: Scope, errno: i32, protocol: u32, port: u16, addr: [u8; 16]) {
+    let container = current_container().map(|(cgroup_id, _)| cgroup_id);
+    let cgroup_id = match (scope, container) {
+        (Scope::Container, Some(cgroup_id)) => cgroup_id,
+        (Scope::Host, None) => HOST_CGROUP,
+        _ => return,
+    };
+    report(&Denial {
+        cgroup_id,
+        kind: DENIAL_BIND,
+        errno: errno as u32,
+        ipproto: protocol as u8,
+        port,
+        addr,
+        by_task: true,
+    });
 }
 
 #[cgroup_sock_addr(bind4)]

@@ -4,10 +4,15 @@ use aya_ebpf::{
     helpers::generated::bpf_get_current_ancestor_cgroup_id, macros::cgroup_sock_addr,
     maps::lpm_trie::Key, programs::SockAddrContext,
 };
-use hostnetd_common::{egress::decide, ContainerPolicy, EgressKey};
+use hostnetd_common::{
+    egress::decide,
+    traffic::{DENIAL_CONNECT, DENIAL_SEND},
+    ContainerPolicy, PrefixKey,
+};
 
 use crate::{
     maps::{CONTAINER_POLICIES, EGRESS_RULES, SETTINGS},
+    report::{report, Denial},
     sockaddr::{deny, ipv4_addr, ipv6_addr, protocol_and_port, ALLOW},
 };
 
@@ -23,35 +28,46 @@ pub fn current_container() -> Option<(u64, &'static ContainerPolicy)> {
 }
 
 #[inline(always)]
-fn check(ctx: &SockAddrContext, addr: [u8; 16]) -> i32 {
+fn check(ctx: &SockAddrContext, kind: u8, addr: [u8; 16]) -> i32 {
     let Some((cgroup_id, policy)) = current_container() else {
         return ALLOW;
     };
     let (protocol, port) = protocol_and_port(ctx);
-    let (data, prefix_len) = EgressKey::destination(cgroup_id, policy.generation, addr);
+    let (data, prefix_len) = PrefixKey::for_address(cgroup_id, policy.generation, addr);
     let rules = EGRESS_RULES.get(&Key::new(prefix_len, data));
     match decide(Some(policy), rules, protocol as u8, port) {
         None => ALLOW,
-        Some(errno) => deny(errno),
+        Some(errno) => {
+            report(&Denial {
+                cgroup_id,
+                kind,
+                errno: errno as u32,
+                ipproto: protocol as u8,
+                port,
+                addr,
+                by_task: true,
+            });
+            deny(errno)
+        }
     }
 }
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
-    check(&ctx, ipv4_addr(&ctx))
+    check(&ctx, DENIAL_CONNECT, ipv4_addr(&ctx))
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
-    check(&ctx, ipv6_addr(&ctx))
+    check(&ctx, DENIAL_CONNECT, ipv6_addr(&ctx))
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
-    check(&ctx, ipv4_addr(&ctx))
+    check(&ctx, DENIAL_SEND, ipv4_addr(&ctx))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
-    check(&ctx, ipv6_addr(&ctx))
+    check(&ctx, DENIAL_SEND, ipv6_addr(&ctx))
 }

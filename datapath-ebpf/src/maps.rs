@@ -1,15 +1,20 @@
 //! Every map the programs share, pinned by name under the agent's versioned bpffs directory.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use hostnetd_common::{
-    BindAddrKey, ContainerPolicy, EgressKey, EgressRules, PortOwner, Settings, MAX_BIND_ADDRS,
-    MAX_EGRESS_PREFIXES, PORTS_PER_PROTO, TRACKED_PROTOS,
+    traffic::{Denials, DeviceCounters, TrafficCounters, TrafficKey, DATAPATH_STATS as STATS},
+    BindAddrKey, ContainerPolicy, PortOwner, PrefixKey, PrefixRules, Settings, MAX_BIND_ADDRS,
+    MAX_EGRESS_PREFIXES, MAX_INGRESS_PREFIXES, MAX_TRAFFIC_ROWS, PORTS_PER_PROTO, TRACKED_PROTOS,
 };
 
-/// Capacity of the per-container policy table.
+/// Capacity of the per-container tables.
 const MAX_CONTAINERS: u32 = 16384;
+/// Rows are created as traffic appears, so memory follows what is counted.
+const BPF_F_NO_PREALLOC: u32 = 1;
+/// Room for about 4000 pending denial events.
+const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Owner of every (protocol, port): an array, so a lookup is one index, whatever the count.
 #[map]
@@ -29,4 +34,32 @@ pub static CONTAINER_POLICIES: HashMap<u64, ContainerPolicy> = HashMap::pinned(M
 
 /// Egress rules by (container, generation, destination prefix): one lookup per connect.
 #[map]
-pub static EGRESS_RULES: LpmTrie<EgressKey, EgressRules> = LpmTrie::pinned(MAX_EGRESS_PREFIXES, 0);
+pub static EGRESS_RULES: LpmTrie<PrefixKey, PrefixRules> = LpmTrie::pinned(MAX_EGRESS_PREFIXES, 0);
+
+/// Ingress rules by (container, generation, source prefix): one lookup per packet to a
+/// guarded port.
+#[map]
+pub static INGRESS_RULES: LpmTrie<PrefixKey, PrefixRules> =
+    LpmTrie::pinned(MAX_INGRESS_PREFIXES, 0);
+
+/// Each container's traffic as its sockets see it (cgroup_skb), per CPU.
+#[map]
+pub static TRAFFIC: PerCpuHashMap<TrafficKey, TrafficCounters> =
+    PerCpuHashMap::pinned(MAX_TRAFFIC_ROWS, BPF_F_NO_PREALLOC);
+
+/// Traffic to and from owned ports as the host's interfaces see it (TC), per CPU.
+#[map]
+pub static DEVICE_TRAFFIC: PerCpuHashMap<TrafficKey, DeviceCounters> =
+    PerCpuHashMap::pinned(MAX_TRAFFIC_ROWS, BPF_F_NO_PREALLOC);
+
+/// Denials by container cgroup id (host processes under id 0), per CPU.
+#[map]
+pub static DENIALS: PerCpuHashMap<u64, Denials> = PerCpuHashMap::pinned(MAX_CONTAINERS, 0);
+
+/// Denial events for `hostnetd events`.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+/// The datapath's own health counters (`STAT_*`), per CPU.
+#[map]
+pub static DATAPATH_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STATS, 0);

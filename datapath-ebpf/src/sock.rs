@@ -3,9 +3,12 @@
 //! inet_create and inet6_create only, so packet sockets never reach it (they are kept from
 //! containers by the missing CAP_NET_RAW); AF_PACKET is still refused here should that change.
 use aya_ebpf::{macros::cgroup_sock, programs::SockContext};
-use hostnetd_common::POLICY_ALLOW_RAW_SOCKETS;
+use hostnetd_common::{traffic::DENIAL_RAW_SOCKET, EPERM, POLICY_ALLOW_RAW_SOCKETS};
 
-use crate::egress::current_container;
+use crate::{
+    egress::current_container,
+    report::{report, Denial},
+};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -15,14 +18,26 @@ const SOCK_RAW: u32 = 3;
 #[cgroup_sock(sock_create)]
 pub fn sock_create(ctx: SockContext) -> i32 {
     // SAFETY: the kernel hands every sock program a valid socket.
-    let (family, kind) = unsafe { ((*ctx.sock).family, (*ctx.sock).type_) };
+    let (family, kind, protocol) =
+        unsafe { ((*ctx.sock).family, (*ctx.sock).type_, (*ctx.sock).protocol) };
     let raw =
         family == AF_PACKET || ((family == AF_INET || family == AF_INET6) && kind == SOCK_RAW);
     if !raw {
         return 1;
     }
-    let allowed =
-        current_container().is_some_and(|(_, policy)| policy.flags & POLICY_ALLOW_RAW_SOCKETS != 0);
+    let container = current_container();
+    let allowed = container.is_some_and(|(_, policy)| policy.flags & POLICY_ALLOW_RAW_SOCKETS != 0);
+    if let (false, Some((cgroup_id, _))) = (allowed, container) {
+        report(&Denial {
+            cgroup_id,
+            kind: DENIAL_RAW_SOCKET,
+            errno: EPERM as u32,
+            ipproto: protocol as u8,
+            port: 0,
+            addr: [0; 16],
+            by_task: true,
+        });
+    }
     // Refused with EPERM, the errno a missing CAP_NET_RAW gives.
     i32::from(allowed)
 }

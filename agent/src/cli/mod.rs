@@ -3,6 +3,7 @@
 mod containers;
 mod images;
 mod run;
+mod stats;
 
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
@@ -93,6 +94,8 @@ enum Command {
     Update(containers::UpdateArgs),
     /// List owned ports and their owners.
     Ports(containers::PortsArgs),
+    /// Show containers' network traffic, packets, processes and denials.
+    Stats(stats::StatsArgs),
     /// Stop the daemon and detach hostnetd from the host: unpin programs and maps, return
     /// reserved ports. Refused while containers run.
     Teardown,
@@ -129,6 +132,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Rm(args) => containers::rm(&client, args),
                 Command::Update(args) => containers::update(&client, args),
                 Command::Ports(args) => containers::ports(&client, args),
+                Command::Stats(args) => stats::stats(&client, args),
                 Command::Pull(args) => images::pull(&client, args),
                 Command::Load(args) => images::load(&client, args),
                 Command::Images(args) => images::images(&client, args),

@@ -5,17 +5,21 @@
 //!
 //! ```text
 //! maps/PORT_OWNERS, maps/BIND_ADDRS     the ownership tables
-//! maps/SETTINGS, maps/CONTAINER_POLICIES, maps/EGRESS_RULES   policy
+//! maps/SETTINGS, maps/CONTAINER_POLICIES, maps/EGRESS_RULES, maps/INGRESS_RULES   policy
+//! maps/TRAFFIC, maps/DEVICE_TRAFFIC, maps/DENIALS, maps/EVENTS, maps/DATAPATH_STATS   accounting
 //! progs/<name>                          every program, by its name below
 //! links/host_bind{4,6}                  root-cgroup links: host protection
+//! links/tc/<ifindex>-<ifname>-<prog>    TCX links on the host's interfaces
 //! containers/<id>/<hook>                each container's links
 //! ```
 //!
 //! Links are pinned so that enforcement outlives the process that attached it. Nothing else in
 //! the agent imports `aya`.
 mod bpffs;
+mod devices;
 mod owners;
 mod policies;
+mod traffic;
 
 use std::{
     fs::{self, File},
@@ -24,8 +28,9 @@ use std::{
 
 use aya::{
     programs::{
-        links::FdLink, CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockAddrAttachType,
-        CgroupSockAttachType, ProgramError,
+        links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
+        CgroupSockAddr, CgroupSockAddrAttachType, CgroupSockAttachType, ProgramError,
+        SchedClassifier,
     },
     EbpfLoader,
 };
@@ -34,6 +39,7 @@ use hostnetd_common::ABI_VERSION;
 pub use bpffs::ensure_bpffs;
 pub use owners::OwnerTable;
 pub use policies::{KernelPolicy, PolicyTable};
+pub use traffic::{DatapathHealth, TrafficRow, TrafficTable};
 
 use owners::open_map;
 
@@ -90,6 +96,7 @@ struct Hook {
 enum Attach {
     SockAddr(CgroupSockAddrAttachType),
     Sock(CgroupSockAttachType),
+    Skb(CgroupSkbAttachType),
 }
 
 const fn sock_addr(name: &'static str, attach: CgroupSockAddrAttachType) -> Hook {
@@ -99,7 +106,14 @@ const fn sock_addr(name: &'static str, attach: CgroupSockAddrAttachType) -> Hook
     }
 }
 
-const CONTAINER_HOOKS: [Hook; 7] = [
+const fn skb(name: &'static str, attach: CgroupSkbAttachType) -> Hook {
+    Hook {
+        name,
+        attach: Attach::Skb(attach),
+    }
+}
+
+const CONTAINER_HOOKS: [Hook; 9] = [
     sock_addr("bind4", CgroupSockAddrAttachType::Bind4),
     sock_addr("bind6", CgroupSockAddrAttachType::Bind6),
     sock_addr("connect4", CgroupSockAddrAttachType::Connect4),
@@ -110,6 +124,8 @@ const CONTAINER_HOOKS: [Hook; 7] = [
         name: "sock_create",
         attach: Attach::Sock(CgroupSockAttachType::SockCreate),
     },
+    skb("skb_ingress", CgroupSkbAttachType::Ingress),
+    skb("skb_egress", CgroupSkbAttachType::Egress),
 ];
 const HOST_HOOKS: [Hook; 2] = [
     sock_addr("host_bind4", CgroupSockAddrAttachType::Bind4),
@@ -121,6 +137,7 @@ pub struct Datapath {
     root: PathBuf,
     owners: OwnerTable,
     policies: PolicyTable,
+    traffic: TrafficTable,
 }
 
 impl Datapath {
@@ -140,12 +157,14 @@ impl Datapath {
         host_protection: bool,
     ) -> Result<Self, DatapathError> {
         let root = Self::pin_root(base);
-        if !root.join("progs").join(CONTAINER_HOOKS[6].name).exists() {
+        // The last program pinned: present only when loading completed.
+        if !root.join("progs").join(devices::LAST_PROGRAM).exists() {
             load_and_pin(&root)?;
         }
         let mut datapath = Self {
             owners: OwnerTable::open(&root.join("maps"))?,
             policies: PolicyTable::open(&root.join("maps"))?,
+            traffic: TrafficTable::open(&root.join("maps"))?,
             root,
         };
         datapath.policies.set_container_level(container_level)?;
@@ -154,6 +173,7 @@ impl Datapath {
         } else {
             datapath.detach_host_protection()?;
         }
+        datapath.attach_devices(Path::new(devices::SYS_CLASS_NET))?;
         Ok(datapath)
     }
 
@@ -167,6 +187,14 @@ impl Datapath {
 
     pub fn owners_ref(&self) -> &OwnerTable {
         &self.owners
+    }
+
+    pub fn traffic(&mut self) -> &mut TrafficTable {
+        &mut self.traffic
+    }
+
+    pub fn traffic_ref(&self) -> &TrafficTable {
+        &self.traffic
     }
 
     /// Attaches the container hooks to its cgroup and pins the links; idempotent.
@@ -287,6 +315,13 @@ impl Datapath {
                     .map_err(program)?;
                 FdLink::try_from(prog.take_link(link_id).map_err(program)?)
             }
+            Attach::Skb(attach) => {
+                let mut prog = CgroupSkb::from_pin(&prog_pin, attach).map_err(program)?;
+                let link_id = prog
+                    .attach(cgroup_dir, attach, CgroupAttachMode::Single)
+                    .map_err(program)?;
+                FdLink::try_from(prog.take_link(link_id).map_err(program)?)
+            }
         };
         let link = link.map_err(|source| DatapathError::Link {
             path: pin.into(),
@@ -336,8 +371,25 @@ fn load_and_pin(root: &Path) -> Result<(), DatapathError> {
                 program.load().map_err(error)?;
                 program.pin(&pin)
             }
+            Attach::Skb(_) => {
+                let program: &mut CgroupSkb = program
+                    .try_into()
+                    .map_err(|_| DatapathError::MissingProgram(hook.name))?;
+                program.load().map_err(error)?;
+                program.pin(&pin)
+            }
         };
         pinned.map_err(|source| DatapathError::Pin { path: pin, source })?;
+    }
+    for name in devices::PROGRAMS.map(|(name, _)| name) {
+        let error = |source| DatapathError::Program { name, source };
+        let pin = progs.join(name);
+        let program: &mut SchedClassifier = (ebpf.program_mut(name))
+            .ok_or(DatapathError::MissingProgram(name))?
+            .try_into()
+            .map_err(|_| DatapathError::MissingProgram(name))?;
+        program.load().map_err(error)?;
+        (program.pin(&pin)).map_err(|source| DatapathError::Pin { path: pin, source })?;
     }
     Ok(())
 }

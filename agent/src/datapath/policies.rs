@@ -4,8 +4,8 @@ use std::path::Path;
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
 use hostnetd_common::{
-    ContainerPolicy, EgressKey, EgressRule, EgressRules, MapName, Settings, EGRESS_KEY_HEADER_BITS,
-    POLICY_ALLOW_RAW_SOCKETS, POLICY_EGRESS_DEFAULT_DENY, POLICY_EGRESS_RULES,
+    ContainerPolicy, MapName, PortRule, PrefixKey, PrefixRules, Settings, POLICY_ALLOW_RAW_SOCKETS,
+    POLICY_EGRESS_DEFAULT_DENY, POLICY_EGRESS_RULES, PREFIX_KEY_HEADER_BITS,
 };
 
 use super::{open_map, DatapathError};
@@ -21,7 +21,7 @@ pub struct KernelPolicy {
 pub struct PolicyTable {
     settings: Array<MapData, Settings>,
     policies: HashMap<MapData, u64, ContainerPolicy>,
-    egress: LpmTrie<MapData, EgressKey, EgressRules>,
+    egress: LpmTrie<MapData, PrefixKey, PrefixRules>,
 }
 
 impl PolicyTable {
@@ -101,7 +101,7 @@ impl PolicyTable {
         for id in stale {
             self.remove(id)?;
         }
-        let orphaned: Vec<Key<EgressKey>> = (self.egress.keys().filter_map(Result::ok))
+        let orphaned: Vec<Key<PrefixKey>> = (self.egress.keys().filter_map(Result::ok))
             .filter(|key| !live.contains(&key.data().cgroup_id))
             .collect();
         for key in orphaned {
@@ -115,7 +115,7 @@ impl PolicyTable {
         cgroup_id: u64,
         generation: Option<u32>,
     ) -> Result<(), DatapathError> {
-        let keys: Vec<Key<EgressKey>> = (self.egress.keys().filter_map(Result::ok))
+        let keys: Vec<Key<PrefixKey>> = (self.egress.keys().filter_map(Result::ok))
             .filter(|key| {
                 let data = key.data();
                 data.cgroup_id == cgroup_id && generation.is_none_or(|g| data.generation == g)
@@ -132,21 +132,21 @@ fn entry(
     cgroup_id: u64,
     generation: u32,
     net: &Net,
-    rules: &[EgressRule],
-) -> (Key<EgressKey>, EgressRules) {
-    let key = EgressKey {
+    rules: &[PortRule],
+) -> (Key<PrefixKey>, PrefixRules) {
+    let key = PrefixKey {
         cgroup_id,
         generation,
         family: u32::from(net.family),
         addr: net.addr,
     };
-    let mut value = EgressRules {
+    let mut value = PrefixRules {
         count: rules.len() as u32,
         ..Default::default()
     };
     value.rules[..rules.len()].copy_from_slice(rules);
     (
-        Key::new(EGRESS_KEY_HEADER_BITS + u32::from(net.prefix), key),
+        Key::new(PREFIX_KEY_HEADER_BITS + u32::from(net.prefix), key),
         value,
     )
 }

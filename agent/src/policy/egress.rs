@@ -7,8 +7,7 @@
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use hostnetd_common::{
-    EgressRule, ACTION_ALLOW, ACTION_DENY, IPPROTO_TCP, IPPROTO_UDP, MAX_RULES_PER_PREFIX,
-    PROTO_ANY,
+    PortRule, ACTION_ALLOW, ACTION_DENY, IPPROTO_TCP, IPPROTO_UDP, MAX_RULES_PER_PREFIX, PROTO_ANY,
 };
 use serde::{Deserialize, Serialize};
 
@@ -106,8 +105,8 @@ impl Rule {
         })
     }
 
-    fn kernel_rule(&self) -> EgressRule {
-        EgressRule {
+    fn kernel_rule(&self) -> PortRule {
+        PortRule {
             port_lo: self.ports.0,
             port_hi: self.ports.1,
             proto: self.proto.unwrap_or(PROTO_ANY),
@@ -155,13 +154,13 @@ impl EgressPolicy {
 
     /// One entry per distinct prefix, holding every rule whose prefix contains it: the kernel's
     /// longest-prefix match then finds all the rules that apply to a destination.
-    pub fn compile(&self) -> Result<Vec<(Net, Vec<EgressRule>)>, RuleError> {
+    pub fn compile(&self) -> Result<Vec<(Net, Vec<PortRule>)>, RuleError> {
         let mut nets: Vec<Net> = self.rules.iter().map(|rule| rule.net).collect();
         nets.sort();
         nets.dedup();
         nets.into_iter()
             .map(|net| {
-                let rules: Vec<EgressRule> = (self.rules.iter())
+                let rules: Vec<PortRule> = (self.rules.iter())
                     .filter(|rule| rule.net.contains(&net))
                     .map(Rule::kernel_rule)
                     .collect();

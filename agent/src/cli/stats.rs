@@ -1,0 +1,111 @@
+//! `hostnetd stats`: traffic, packets, processes and denials per container, in docker's style.
+use std::{io::IsTerminal as _, process::ExitCode, thread, time::Duration};
+
+use hostnetd::{accounting::ContainerStats, client::Client};
+
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// Print one snapshot and exit, instead of refreshing every second.
+    #[arg(long)]
+    no_stream: bool,
+    /// Include exited containers (with their last figures).
+    #[arg(short, long)]
+    all: bool,
+    /// `table` (default) or `json` (one array per refresh, one per line).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+    /// Containers (names, IDs or unique ID prefixes); every running one when none is given.
+    containers: Vec<String>,
+}
+
+pub fn stats(client: &Client, args: StatsArgs) -> anyhow::Result<ExitCode> {
+    let path = format!(
+        "/v1/stats?all={}&containers={}",
+        args.all,
+        args.containers.join(",")
+    );
+    let redraw = !args.no_stream && std::io::stdout().is_terminal() && args.format == "table";
+    loop {
+        let stats: Vec<ContainerStats> = client.get(&path)?;
+        if args.format == "json" {
+            println!("{}", serde_json::to_string(&stats)?);
+        } else {
+            if redraw {
+                // Clear the screen and home the cursor, as `docker stats` does.
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", table(&stats));
+        }
+        if args.no_stream {
+            return Ok(ExitCode::SUCCESS);
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn table(stats: &[ContainerStats]) -> String {
+    let mut out = format!(
+        "{:<12}  {:<20}  {:<10}  {:<21}  {:<21}  {:>5}  {:>7}\n",
+        "CONTAINER ID", "NAME", "STATE", "NET I/O", "PACKETS", "PIDS", "DENIED"
+    );
+    for container in stats {
+        let total = &container.traffic.total;
+        out += &format!(
+            "{:<12}  {:<20}  {:<10}  {:<21}  {:<21}  {:>5}  {:>7}\n",
+            &container.id[..12.min(container.id.len())],
+            container.name,
+            container.state,
+            format!("{} / {}", size(total.rx_bytes), size(total.tx_bytes)),
+            format!("{} / {}", total.rx_packets, total.tx_packets),
+            container.pids,
+            container.traffic.denials.total(),
+        );
+        for port in &container.traffic.ports {
+            out += &format!(
+                "  {:<12}  socket {} / {} ({} / {} pkts)  device {} / {}  dropped {}\n",
+                port.port,
+                size(port.socket.rx_bytes),
+                size(port.socket.tx_bytes),
+                port.socket.rx_packets,
+                port.socket.tx_packets,
+                size(port.device.counters.rx_bytes),
+                size(port.device.counters.tx_bytes),
+                port.device.dropped_packets,
+            );
+        }
+    }
+    out
+}
+
+/// Bytes in docker's decimal units: `0B`, `1.5kB`, `12.3MB`.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.3}")
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_string()
+        + UNITS[unit]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size;
+
+    #[test]
+    fn sizes_read_like_dockers() {
+        assert_eq!(size(0), "0B");
+        assert_eq!(size(999), "999B");
+        assert_eq!(size(1500), "1.5kB");
+        assert_eq!(size(12_345_678), "12.346MB");
+        assert_eq!(size(2_000_000_000), "2GB");
+    }
+}

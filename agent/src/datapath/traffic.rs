@@ -1,0 +1,158 @@
+//! Reading the accounting maps: per-CPU values summed, rows of one container gathered, and
+//! rows of containers that are gone removed.
+use std::path::Path;
+
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use hostnetd_common::{
+    traffic::{
+        Denials, DeviceCounters, TrafficCounters, TrafficKey, HOST_CGROUP, STAT_EVENTS_LOST,
+        STAT_TRAFFIC_TABLE_FULL,
+    },
+    MapName,
+};
+
+use super::{open_map, DatapathError};
+
+/// One row of a container's traffic, summed over the CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficRow {
+    /// The owned port, or 0 for the rest of the class.
+    pub port: u16,
+    pub class: u8,
+    pub socket: TrafficCounters,
+    /// What the host's interfaces saw (owned ports only).
+    pub device: DeviceCounters,
+}
+
+/// The datapath's own health.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatapathHealth {
+    pub events_lost: u64,
+    pub traffic_table_full: u64,
+}
+
+pub struct TrafficTable {
+    traffic: PerCpuHashMap<MapData, TrafficKey, TrafficCounters>,
+    device: PerCpuHashMap<MapData, TrafficKey, DeviceCounters>,
+    denials: PerCpuHashMap<MapData, u64, Denials>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl TrafficTable {
+    pub(super) fn open(maps: &Path) -> Result<Self, DatapathError> {
+        Ok(Self {
+            traffic: open(maps, MapName::Traffic.as_str())?,
+            device: open(maps, MapName::DeviceTraffic.as_str())?,
+            denials: open(maps, MapName::Denials.as_str())?,
+            stats: open(maps, MapName::DatapathStats.as_str())?,
+        })
+    }
+
+    /// Every row of the container `cgroup_id`, socket and device views joined by key.
+    pub fn rows(&self, cgroup_id: u64) -> Result<Vec<TrafficRow>, DatapathError> {
+        let mut rows: Vec<TrafficRow> = Vec::new();
+        for entry in self.traffic.iter() {
+            let (key, values) = entry.map_err(map_error(MapName::Traffic))?;
+            if key.cgroup_id == cgroup_id {
+                row_for(&mut rows, &key).socket = sum(&values, TrafficCounters::add);
+            }
+        }
+        for entry in self.device.iter() {
+            let (key, values) = entry.map_err(map_error(MapName::DeviceTraffic))?;
+            if key.cgroup_id == cgroup_id {
+                row_for(&mut rows, &key).device = sum(&values, DeviceCounters::add);
+            }
+        }
+        rows.sort_by_key(|row| (row.class, row.port));
+        Ok(rows)
+    }
+
+    /// The container's denials (`HOST_CGROUP`: host processes').
+    pub fn denials(&self, cgroup_id: u64) -> Result<Denials, DatapathError> {
+        match self.denials.get(&cgroup_id, 0) {
+            Ok(values) => Ok(sum(&values, Denials::add)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(Denials::default()),
+            Err(source) => Err(map_error(MapName::Denials)(source)),
+        }
+    }
+
+    pub fn health(&self) -> Result<DatapathHealth, DatapathError> {
+        let stat = |index: u32| -> Result<u64, DatapathError> {
+            let values = (self.stats.get(&index, 0)).map_err(map_error(MapName::DatapathStats))?;
+            Ok(values.iter().sum())
+        };
+        Ok(DatapathHealth {
+            events_lost: stat(STAT_EVENTS_LOST)?,
+            traffic_table_full: stat(STAT_TRAFFIC_TABLE_FULL)?,
+        })
+    }
+
+    /// Forgets the container's counters; already absent is fine.
+    pub fn remove(&mut self, cgroup_id: u64) -> Result<(), DatapathError> {
+        self.retain(|id| id != cgroup_id)
+    }
+
+    /// Removes the counters of every container not in `live`: left by a crash.
+    pub fn sweep(&mut self, live: &[u64]) -> Result<(), DatapathError> {
+        self.retain(|id| live.contains(&id))
+    }
+
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) -> Result<(), DatapathError> {
+        let traffic: Vec<TrafficKey> = (self.traffic.keys().filter_map(Result::ok))
+            .filter(|key| !keep(key.cgroup_id))
+            .collect();
+        for key in &traffic {
+            let _ = self.traffic.remove(key);
+        }
+        let device: Vec<TrafficKey> = (self.device.keys().filter_map(Result::ok))
+            .filter(|key| !keep(key.cgroup_id))
+            .collect();
+        for key in &device {
+            let _ = self.device.remove(key);
+        }
+        let denials: Vec<u64> = (self.denials.keys().filter_map(Result::ok))
+            .filter(|id| *id != HOST_CGROUP && !keep(*id))
+            .collect();
+        for id in &denials {
+            let _ = self.denials.remove(id);
+        }
+        Ok(())
+    }
+}
+
+fn row_for<'a>(rows: &'a mut Vec<TrafficRow>, key: &TrafficKey) -> &'a mut TrafficRow {
+    let found = rows
+        .iter()
+        .position(|row| row.port == key.port && row.class == key.class);
+    let index = found.unwrap_or_else(|| {
+        rows.push(TrafficRow {
+            port: key.port,
+            class: key.class,
+            ..Default::default()
+        });
+        rows.len() - 1
+    });
+    &mut rows[index]
+}
+
+fn sum<V: aya::Pod + Default>(values: &PerCpuValues<V>, add: fn(&mut V, &V)) -> V {
+    let mut total = V::default();
+    for value in values.iter() {
+        add(&mut total, value);
+    }
+    total
+}
+
+fn open<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    maps: &Path,
+    name: &'static str,
+) -> Result<T, DatapathError> {
+    T::try_from(open_map(maps, name)?).map_err(|source| DatapathError::Map { name, source })
+}
+
+fn map_error(name: MapName) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map {
+        name: name.as_str(),
+        source,
+    }
+}

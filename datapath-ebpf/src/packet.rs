@@ -1,0 +1,195 @@
+//! Reading the headers of a packet, shared by the cgroup_skb and TC programs: offsets are from
+//! the network header, whatever link-layer header the device put before it.
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::generated::{bpf_skb_ancestor_cgroup_id, bpf_skb_load_bytes_relative},
+};
+use hostnetd_common::{
+    traffic::{class_of, ipv4_header_len, tcp_header_len, wire_bytes, TrafficCounters},
+    v4_mapped, PortOwner, Proto, IPPROTO_TCP, IPPROTO_UDP,
+};
+
+use crate::maps::PORT_OWNERS;
+
+const BPF_HDR_START_NET: u32 = 1;
+
+/// Which way a packet goes, seen from the host's (or a container's) sockets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// What the accounting and the ingress policy need of one packet.
+pub struct Packet {
+    pub skb: *mut __sk_buff,
+    pub family: u8,
+    pub ipproto: u8,
+    /// The host's end of the flow: the destination port of an incoming packet, the source port
+    /// of an outgoing one; 0 for protocols without ports.
+    pub local_port: u16,
+    l4_offset: u32,
+}
+
+impl Packet {
+    /// Parses the IP and transport headers; None for anything but IPv4 and IPv6.
+    #[inline(always)]
+    pub fn parse(skb: *mut __sk_buff, direction: Direction) -> Option<Self> {
+        // Version, IHL, the IPv4 fragment offset and protocol, or the IPv6 next header: one
+        // load covers both.
+        let head: [u8; 10] = load(skb, 0)?;
+        let (family, ipproto, l4_offset, later_fragment) = match head[0] >> 4 {
+            4 => {
+                let offset = u16::from_be_bytes([head[6], head[7]]) & 0x1fff;
+                (4, head[9], ipv4_header_len(head[0]), offset != 0)
+            }
+            6 => (6, head[6], 40, false),
+            _ => return None,
+        };
+        let mut packet = Self {
+            skb,
+            family,
+            ipproto,
+            local_port: 0,
+            l4_offset,
+        };
+        // Only a first fragment carries the transport header.
+        if packet.has_ports() && !later_fragment {
+            let ports: [u8; 4] = load(skb, l4_offset)?;
+            let at = if direction == Direction::Ingress {
+                2
+            } else {
+                0
+            };
+            packet.local_port = u16::from_be_bytes([ports[at], ports[at + 1]]);
+        }
+        Some(packet)
+    }
+
+    /// The owner of the packet's local port, when a container owns it.
+    #[inline(always)]
+    pub fn owner(&self) -> Option<PortOwner> {
+        let proto = Proto::from_ipproto(self.ipproto as u32)?;
+        let owner = PORT_OWNERS.get(proto.owner_slot(self.local_port))?;
+        (owner.is_owned() && self.local_port != 0).then_some(*owner)
+    }
+
+    #[inline(always)]
+    pub fn has_ports(&self) -> bool {
+        self.ipproto as u32 == IPPROTO_TCP || self.ipproto as u32 == IPPROTO_UDP
+    }
+
+    #[inline(always)]
+    pub fn class(&self) -> u8 {
+        class_of(self.ipproto)
+    }
+
+    /// The source address, IPv6 or v4-mapped.
+    #[inline(always)]
+    pub fn source(&self) -> Option<[u8; 16]> {
+        if self.family == 4 {
+            Some(v4_mapped(load(self.skb, 12)?))
+        } else {
+            load(self.skb, 8)
+        }
+    }
+
+    /// Packets and bytes on the wire, `link_len` bytes of link-layer header left out: a
+    /// GSO/GRO super-packet counts as its segments, each with its own headers.
+    #[inline(always)]
+    pub fn wire_size(&self, link_len: u32) -> (u64, u64) {
+        // SAFETY: the kernel hands every skb program a valid context.
+        let (len, segments) = unsafe { ((*self.skb).len, (*self.skb).gso_segs) };
+        let len = len.saturating_sub(link_len);
+        if segments <= 1 {
+            return (1, len as u64);
+        }
+        (
+            segments as u64,
+            wire_bytes(len, segments, self.header_len()),
+        )
+    }
+
+    /// IP plus transport header length, read only for super-packets.
+    #[inline(always)]
+    fn header_len(&self) -> u32 {
+        let transport = match self.ipproto as u32 {
+            IPPROTO_TCP => load::<u8>(self.skb, self.l4_offset + 12).map_or(20, tcp_header_len),
+            IPPROTO_UDP => 8,
+            _ => 0,
+        };
+        self.l4_offset + transport
+    }
+}
+
+/// Adds one packet seen by a container's socket hooks. Outgoing packets may be counted from a
+/// process and, on the same CPU, from a softirq that interrupted it (an ACK, a
+/// retransmission), so their adds are atomic (on this CPU's own cache line); incoming ones are
+/// only ever counted from softirq, one at a time per CPU.
+#[inline(always)]
+pub fn count_at_socket(counters: *mut TrafficCounters, direction: Direction, size: (u64, u64)) {
+    // SAFETY: `counters` points into this CPU's value of a per-CPU map, valid for the run.
+    unsafe {
+        match direction {
+            Direction::Ingress => add_plain(&mut *counters, direction, size),
+            Direction::Egress => {
+                atomic_add(&mut (*counters).tx_packets, size.0);
+                atomic_add(&mut (*counters).tx_bytes, size.1);
+            }
+        }
+    }
+}
+
+/// Adds one packet seen at a device: TC runs with softirqs off, so nothing nests on a CPU.
+#[inline(always)]
+pub fn add_plain(
+    counters: &mut TrafficCounters,
+    direction: Direction,
+    (packets, bytes): (u64, u64),
+) {
+    match direction {
+        Direction::Ingress => {
+            counters.rx_packets += packets;
+            counters.rx_bytes += bytes;
+        }
+        Direction::Egress => {
+            counters.tx_packets += packets;
+            counters.tx_bytes += bytes;
+        }
+    }
+}
+
+#[inline(always)]
+fn atomic_add(word: &mut u64, value: u64) {
+    // The BPF target has no atomic read-modify-write types in core, only the instruction
+    // (BPF_ATOMIC | BPF_ADD), which this intrinsic emits when its result is unused.
+    // SAFETY: `word` is a valid, aligned, exclusive reference for the duration of the call.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            word, value,
+        );
+    }
+}
+
+/// The id of the socket's cgroup ancestor at `level`.
+#[inline(always)]
+pub fn socket_cgroup(skb: *mut __sk_buff, level: u32) -> u64 {
+    // SAFETY: a helper call on the program's own context.
+    unsafe { bpf_skb_ancestor_cgroup_id(skb as *mut _, level as i32) }
+}
+
+#[inline(always)]
+fn load<T: Default + Copy>(skb: *mut __sk_buff, offset: u32) -> Option<T> {
+    let mut value = T::default();
+    // SAFETY: the helper writes at most size_of::<T>() bytes into `value`.
+    let rc = unsafe {
+        bpf_skb_load_bytes_relative(
+            skb as *const _,
+            offset,
+            &mut value as *mut T as *mut _,
+            core::mem::size_of::<T>() as u32,
+            BPF_HDR_START_NET,
+        )
+    };
+    (rc == 0).then_some(value)
+}

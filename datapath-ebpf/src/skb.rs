@@ -1,0 +1,59 @@
+//! cgroup_skb/ingress and cgroup_skb/egress, on each container's cgroup: its traffic as its
+//! sockets see it, per protocol and owned port, and the ingress policy of its owned ports.
+use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
+use hostnetd_common::traffic::{TrafficKey, CLASS_OTHER};
+
+use crate::{
+    guard::{admits, row},
+    maps::{SETTINGS, TRAFFIC},
+    packet::{count_at_socket, socket_cgroup, Direction, Packet},
+};
+
+const PASS: i32 = 1;
+const DROP: i32 = 0;
+
+#[cgroup_skb(ingress)]
+pub fn skb_ingress(ctx: SkBuffContext) -> i32 {
+    account(&ctx, Direction::Ingress)
+}
+
+#[cgroup_skb(egress)]
+pub fn skb_egress(ctx: SkBuffContext) -> i32 {
+    account(&ctx, Direction::Egress)
+}
+
+#[inline(always)]
+fn account(ctx: &SkBuffContext, direction: Direction) -> i32 {
+    let skb = ctx.skb.skb;
+    let Some(settings) = SETTINGS.get(0) else {
+        return PASS;
+    };
+    let cgroup_id = socket_cgroup(skb, settings.container_level);
+    let Some(packet) = Packet::parse(skb, direction) else {
+        // SAFETY: the kernel hands every skb program a valid context.
+        let len = unsafe { (*skb).len } as u64;
+        count(
+            &TrafficKey::new(cgroup_id, 0, CLASS_OTHER),
+            direction,
+            (1, len),
+        );
+        return PASS;
+    };
+    let own_port = packet
+        .owner()
+        .filter(|owner| owner.cgroup_id == cgroup_id)
+        .map_or(0, |_| packet.local_port);
+    if direction == Direction::Ingress && own_port != 0 && !admits(&packet, cgroup_id) {
+        return DROP;
+    }
+    let key = TrafficKey::new(cgroup_id, own_port, packet.class());
+    count(&key, direction, packet.wire_size(0));
+    PASS
+}
+
+#[inline(always)]
+fn count(key: &TrafficKey, direction: Direction, size: (u64, u64)) {
+    if let Some(counters) = row(&TRAFFIC, key) {
+        count_at_socket(counters, direction, size);
+    }
+}

@@ -1,0 +1,51 @@
+//! tc_ingress and tc_egress (TCX), on the host's interfaces: traffic to and from owned ports
+//! as the devices see it, including what never reaches a socket, and the ingress policy
+//! applied before the socket lookup. Packets of ports nobody owns pass at once.
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use hostnetd_common::traffic::TrafficKey;
+
+use crate::{
+    guard::{admits, row},
+    maps::DEVICE_TRAFFIC,
+    packet::{add_plain, Direction, Packet},
+};
+
+/// TCX_NEXT: leave the verdict to the next program (or the stack).
+const NEXT: i32 = -1;
+const DROP: i32 = 2;
+/// hostnetd attaches only to Ethernet-framed devices (loopback included).
+const ETH_HLEN: u32 = 14;
+
+#[classifier]
+pub fn tc_ingress(ctx: TcContext) -> i32 {
+    at_device(&ctx, Direction::Ingress)
+}
+
+#[classifier]
+pub fn tc_egress(ctx: TcContext) -> i32 {
+    at_device(&ctx, Direction::Egress)
+}
+
+#[inline(always)]
+fn at_device(ctx: &TcContext, direction: Direction) -> i32 {
+    let Some(packet) = Packet::parse(ctx.skb.skb, direction) else {
+        return NEXT;
+    };
+    let Some(owner) = packet.owner() else {
+        return NEXT;
+    };
+    let key = TrafficKey::new(owner.cgroup_id, packet.local_port, packet.class());
+    let size = packet.wire_size(ETH_HLEN);
+    let Some(counters) = row(&DEVICE_TRAFFIC, &key) else {
+        return NEXT;
+    };
+    // SAFETY: this CPU's value, valid for the run; TC never nests on a CPU.
+    let counters = unsafe { &mut *counters };
+    if direction == Direction::Ingress && !admits(&packet, owner.cgroup_id) {
+        counters.dropped_packets += size.0;
+        counters.dropped_bytes += size.1;
+        return DROP;
+    }
+    add_plain(&mut counters.traffic, direction, size);
+    NEXT
+}
