@@ -251,7 +251,12 @@ impl TestHost {
             records.display()
         );
         assert_empty_dir(&self.cgroup_parent_path(), "cgroups");
-        assert_empty_dir(&self.bpf_dir.join("v1/containers"), "link pins");
+        assert_empty_dir(
+            &self
+                .bpf_dir
+                .join(format!("v{}/containers", hostnetd_common::ABI_VERSION)),
+            "link pins",
+        );
         assert_empty_dir(&self.scratch.join("run/containers"), "bundles");
         assert_eq!(
             self.kernel_owners(),

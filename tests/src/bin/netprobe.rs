@@ -13,6 +13,12 @@
 //! netprobe loop SECONDS OP/PROTO/ADDR/PORT ...   repeat each probe (OP: bind or connect)
 //!                                  until SECONDS pass; print "PROBE errno=N count=C" lines
 //! netprobe sleep SECONDS                  exit 0 after SECONDS, 143 on SIGTERM
+//! netprobe udpburst LADDR LPORT PADDR PPORT COUNT SIZE   from LADDR:LPORT send COUNT
+//!                                  datagrams of SIZE bytes to the peer, then receive COUNT
+//! netprobe tcpclient ADDR PORT SEND RECV  connect, send SEND bytes in large writes, read RECV
+//!                                  bytes and the peer's close, then close (the passive side)
+//! netprobe tcpserver ADDR PORT RECV SEND  accept one connection, read RECV bytes, send SEND
+//!                                  bytes and close first; prints "listening" when ready
 //! ```
 use std::{
     io::{Read as _, Write as _},
@@ -34,6 +40,9 @@ fn main() -> ExitCode {
         Some("sendto") => sends(&args[1..]),
         Some("loop") => probe_loop(&args[1..]),
         Some("sleep") => sleep(&args[1..]),
+        Some("udpburst") => udp_burst(&args[1..]),
+        Some("tcpclient") => tcp_client(&args[1..]),
+        Some("tcpserver") => tcp_server(&args[1..]),
         _ => Err("usage: netprobe bind|listen|raw|packet|connect|sendto|sleep ...".to_string()),
     };
     match result {
@@ -355,4 +364,100 @@ fn sleep(args: &[String]) -> Result<(), String> {
         .ok_or("sleep SECONDS")?;
     std::thread::sleep(Duration::from_secs(seconds));
     Ok(())
+}
+
+fn numbers<const N: usize>(args: &[String]) -> Result<[usize; N], String> {
+    let mut values = [0; N];
+    for (value, text) in values.iter_mut().zip(args) {
+        *value = text.parse().map_err(|_| format!("not a number: {text}"))?;
+    }
+    Ok(values)
+}
+
+fn udp_burst(args: &[String]) -> Result<(), String> {
+    let [local, local_port, peer, peer_port, count, size] = args else {
+        return Err("usage: netprobe udpburst LADDR LPORT PADDR PPORT COUNT SIZE".into());
+    };
+    let (local, local_port) = parse_target(local, local_port)?;
+    let peer = parse_target(peer, peer_port)?;
+    let [count, size] = numbers(&[count.clone(), size.clone()])?;
+    let socket = std::net::UdpSocket::bind((local, local_port)).map_err(|e| e.to_string())?;
+    socket.connect(peer).map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let payload = vec![7u8; size];
+    for _ in 0..count {
+        socket.send(&payload).map_err(|e| e.to_string())?;
+    }
+    let mut buffer = vec![0u8; size + 1];
+    for _ in 0..count {
+        socket.recv(&mut buffer).map_err(|e| format!("echo: {e}"))?;
+    }
+    println!("done");
+    Ok(())
+}
+
+fn tcp_client(args: &[String]) -> Result<(), String> {
+    let [addr, port, send, recv] = args else {
+        return Err("usage: netprobe tcpclient ADDR PORT SEND RECV".into());
+    };
+    let target = parse_target(addr, port)?;
+    let [send, recv] = numbers(&[send.clone(), recv.clone()])?;
+    let mut stream = std::net::TcpStream::connect(target).map_err(|e| e.to_string())?;
+    write_bytes(&mut stream, send)?;
+    let received = read_to_end(&mut stream)?;
+    if received != recv {
+        return Err(format!("received {received} bytes, expected {recv}"));
+    }
+    drop(stream);
+    // The peer's last ACK answers our FIN: let it arrive while this process still runs.
+    std::thread::sleep(Duration::from_millis(300));
+    println!("done");
+    Ok(())
+}
+
+fn tcp_server(args: &[String]) -> Result<(), String> {
+    let [addr, port, recv, send] = args else {
+        return Err("usage: netprobe tcpserver ADDR PORT RECV SEND".into());
+    };
+    let target = parse_target(addr, port)?;
+    let [recv, send] = numbers(&[recv.clone(), send.clone()])?;
+    let listener = TcpListener::bind(target).map_err(|e| e.to_string())?;
+    println!("listening");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut received = 0;
+    while received < recv {
+        match stream.read(&mut buffer).map_err(|e| e.to_string())? {
+            0 => return Err(format!("peer closed after {received} bytes")),
+            n => received += n,
+        }
+    }
+    write_bytes(&mut stream, send)?;
+    drop(stream);
+    Ok(())
+}
+
+fn write_bytes(stream: &mut std::net::TcpStream, total: usize) -> Result<(), String> {
+    let chunk = vec![42u8; 256 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        stream.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
+        left -= n;
+    }
+    Ok(())
+}
+
+fn read_to_end(stream: &mut std::net::TcpStream) -> Result<usize, String> {
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut total = 0;
+    loop {
+        match stream.read(&mut buffer).map_err(|e| e.to_string())? {
+            0 => return Ok(total),
+            n => total += n,
+        }
+    }
 }

@@ -1,0 +1,425 @@
+//! Traffic accounting, exact: counters are compared with values computed from the datagram
+//! sizes and headers, or with the counters of a device that carried nothing else. Denials are
+//! counted by kind, and counters outlive the daemon.
+use std::{
+    net::UdpSocket,
+    process::{Child, Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use hostnetd_tests::{describe, netprobe, skip_unless_root, stdout, TestHost};
+use serde_json::Value;
+
+const UDP_HEADER: u64 = 8;
+const ETH_HEADER: u64 = 14;
+
+/// `hostnetd stats -a --no-stream --format json NAME`, the one container's figures.
+fn stats(host: &TestHost, name: &str) -> Value {
+    let output = host.exec(&["stats", "-a", "--no-stream", "--format", "json", name]);
+    assert!(output.status.success(), "stats: {}", describe(&output));
+    let mut all: Vec<Value> = serde_json::from_slice(&output.stdout).expect("stats json");
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.remove(0)
+}
+
+fn port<'a>(stats: &'a Value, port: &str) -> &'a Value {
+    (stats["ports"].as_array().expect("ports").iter())
+        .find(|row| row["port"] == port)
+        .unwrap_or_else(|| panic!("no row for {port} in {stats}"))
+}
+
+fn counters(value: &Value) -> [u64; 4] {
+    ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"].map(|field| {
+        value[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} in {value}"))
+    })
+}
+
+/// Runs a named container to completion (its record, and so its last counters, stay).
+fn run_named(host: &TestHost, name: &str, ports: &str, command: &[&str]) {
+    let mut args = vec!["run", "--name", name, "--rootfs", "/"];
+    if !ports.is_empty() {
+        args.extend(["--ports", ports]);
+    }
+    args.push("--");
+    args.extend(command);
+    let output = host.exec(&args);
+    assert!(output.status.success(), "{name}: {}", describe(&output));
+}
+
+/// Echoes `count` datagrams back to their sender.
+fn udp_echo(socket: UdpSocket, count: usize) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buffer = vec![0u8; 65536];
+        for _ in 0..count {
+            let (n, from) = socket.recv_from(&mut buffer).expect("datagram");
+            socket.send_to(&buffer[..n], from).expect("echo");
+        }
+    })
+}
+
+#[test]
+fn udp_counters_are_exact_per_port_for_ipv4_and_ipv6() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    const COUNT: u64 = 40;
+    const SIZE: u64 = 1000;
+    for (name, addr, ip_header, own, peer) in [
+        ("udp4", "127.0.0.1", 20, 21010, 21011),
+        ("udp6", "::1", 40, 21012, 21013),
+    ] {
+        let echo = udp_echo(
+            UdpSocket::bind((addr, peer)).expect("peer socket"),
+            COUNT as usize,
+        );
+        let probe = netprobe();
+        let (own_text, peer_text) = (own.to_string(), peer.to_string());
+        let command = [
+            probe.as_str(),
+            "udpburst",
+            addr,
+            &own_text,
+            addr,
+            &peer_text,
+            "40",
+            "1000",
+        ];
+        run_named(&host, name, &format!("{own}/udp"), &command);
+        echo.join().expect("echo thread");
+        let stats = stats(&host, name);
+        let wire = COUNT * (SIZE + UDP_HEADER + ip_header);
+        let expected = [COUNT, wire, COUNT, wire];
+        let row = port(&stats, &format!("{own}/udp"));
+        assert_eq!(counters(row), expected, "{name} socket view: {row}");
+        assert_eq!(
+            counters(&row["device"]),
+            expected,
+            "{name} device view (tc on lo): {row}"
+        );
+        assert_eq!(counters(&stats), expected, "{name} totals: {stats}");
+        assert_eq!(counters(&stats["protocols"]["udp"]), expected);
+        assert_eq!(counters(&stats["protocols"]["tcp"]), [0; 4]);
+        assert_eq!(stats["denials"]["binds"], 0);
+        assert!(host.exec(&["rm", name]).status.success());
+    }
+    host.assert_no_container_left();
+}
+
+/// A network namespace joined to the host by a veth pair that carries nothing but the test's
+/// traffic: no multicast, no link-local address, static neighbours, so its device counters are
+/// an independent count of the same packets. TSO is off on both ends, so TCP's GSO
+/// super-packets are split into wire-sized segments at the device, and GRO on the host's end
+/// merges incoming segments again before they reach the socket.
+struct Peer {
+    netns: String,
+    host_if: String,
+}
+
+const HOST_V4: &str = "198.18.0.1";
+const PEER_V4: &str = "198.18.0.2";
+const HOST_V6: &str = "2001:db8:4ac::1";
+const PEER_V6: &str = "2001:db8:4ac::2";
+
+impl Peer {
+    fn new() -> Self {
+        let tag = std::process::id() % 100_000;
+        let peer = Self {
+            netns: format!("hnacct-{tag}"),
+            host_if: format!("hna{tag}h"),
+        };
+        let peer_if = format!("hna{tag}p");
+        let ns = peer.netns.as_str();
+        let host_if = peer.host_if.as_str();
+        ip(&["netns", "add", ns]);
+        ip(&[
+            "link", "add", host_if, "type", "veth", "peer", "name", &peer_if, "netns", ns,
+        ]);
+        for (prefix, dev) in [
+            (vec![], host_if),
+            (vec!["netns", "exec", ns, "ip"], &peer_if),
+        ] {
+            let sysctl = format!("net.ipv6.conf.{dev}.addr_gen_mode=1");
+            ip(&[prefix.as_slice(), &["link", "set", dev, "multicast", "off"]].concat());
+            let mut command = vec!["sysctl", "-qw", &sysctl];
+            if !prefix.is_empty() {
+                command.splice(0..0, ["ip", "netns", "exec", ns]);
+            }
+            run_cmd(&command);
+        }
+        peer.configure(host_if, None, HOST_V4, HOST_V6, PEER_V4, PEER_V6, &peer_if);
+        peer.configure(
+            &peer_if,
+            Some(ns),
+            PEER_V4,
+            PEER_V6,
+            HOST_V4,
+            HOST_V6,
+            host_if,
+        );
+        run_cmd(&["ethtool", "-K", host_if, "tso", "off", "gro", "on"]);
+        run_cmd(&[
+            "ip", "netns", "exec", ns, "ethtool", "-K", &peer_if, "tso", "off",
+        ]);
+        peer
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn configure(
+        &self,
+        dev: &str,
+        ns: Option<&str>,
+        v4: &str,
+        v6: &str,
+        other_v4: &str,
+        other_v6: &str,
+        other_dev: &str,
+    ) {
+        let exec = |args: &[&str]| match ns {
+            Some(ns) => ip(&[&["netns", "exec", ns, "ip"], args].concat()),
+            None => ip(args),
+        };
+        let other_mac = mac(
+            other_dev,
+            if ns.is_some() {
+                None
+            } else {
+                Some(&self.netns)
+            },
+        );
+        exec(&["addr", "add", &format!("{v4}/30"), "dev", dev]);
+        exec(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+        exec(&["link", "set", dev, "up"]);
+        for other in [other_v4, other_v6] {
+            exec(&[
+                "neigh",
+                "replace",
+                other,
+                "lladdr",
+                &other_mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ]);
+        }
+        if ns.is_some() {
+            exec(&["link", "set", "lo", "up"]);
+        }
+    }
+
+    /// rx_packets, rx_bytes, tx_packets, tx_bytes of the host's end.
+    fn device_counters(&self) -> [u64; 4] {
+        ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"].map(|name| {
+            let path = format!("/sys/class/net/{}/statistics/{name}", self.host_if);
+            std::fs::read_to_string(&path)
+                .expect("device statistics")
+                .trim()
+                .parse()
+                .expect("number")
+        })
+    }
+
+    fn spawn(&self, command: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .args(command)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn in netns")
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the pair, and with it the host's end.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn mac(dev: &str, ns: Option<&str>) -> String {
+    let path = format!("/sys/class/net/{dev}/address");
+    let output = match ns {
+        Some(ns) => Command::new("ip")
+            .args(["netns", "exec", ns, "cat", &path])
+            .output()
+            .expect("cat"),
+        None => Command::new("cat").arg(&path).output().expect("cat"),
+    };
+    stdout(&output).trim().to_string()
+}
+
+fn ip(args: &[&str]) {
+    run_cmd(&[&["ip"], args].concat());
+}
+
+fn run_cmd(command: &[&str]) {
+    let output = Command::new(command[0])
+        .args(&command[1..])
+        .output()
+        .expect("command");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        describe(&output)
+    );
+}
+
+fn wait_listening(child: &mut Child) {
+    use std::io::{BufRead as _, BufReader};
+    let out = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).expect("line");
+    assert_eq!(line.trim(), "listening", "server did not start");
+}
+
+#[test]
+fn tcp_counters_count_gso_segments_as_the_wire_does() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let peer = Peer::new();
+    // The datapath attaches TC to interfaces present when it opens: the veth is new.
+    assert!(host.exec(&["ps"]).status.success());
+    const SEND: usize = 4_000_000;
+    const RECV: usize = 3_000_000;
+    for (name, addr) in [("tcp4", PEER_V4), ("tcp6", PEER_V6)] {
+        let probe = netprobe();
+        let (send, recv) = (SEND.to_string(), RECV.to_string());
+        let mut server = peer.spawn(&[&probe, "tcpserver", addr, "21020", &send, &recv]);
+        wait_listening(&mut server);
+        let before = peer.device_counters();
+        run_named(
+            &host,
+            name,
+            "",
+            &[&probe, "tcpclient", addr, "21020", &send, &recv],
+        );
+        let server = server.wait_with_output().expect("server");
+        assert!(server.status.success(), "server: {}", describe(&server));
+        let after = peer.device_counters();
+        let [rx_packets, rx_bytes, tx_packets, tx_bytes] =
+            [0, 1, 2, 3].map(|i| after[i] - before[i]);
+        let stats = stats(&host, name);
+        // hostnetd counts from the IP header on; the veth counts whole frames on transmit,
+        // and on receive after the Ethernet header was taken off.
+        let expected = [
+            rx_packets,
+            rx_bytes,
+            tx_packets,
+            tx_bytes - ETH_HEADER * tx_packets,
+        ];
+        assert_eq!(counters(&stats), expected, "{name}: {stats}");
+        assert_eq!(counters(&stats["protocols"]["tcp"]), expected);
+        // Wire-sized segments, not super-packets: at most one MSS of payload each.
+        assert!(
+            tx_packets as usize >= SEND / 1448,
+            "{name}: {tx_packets} packets"
+        );
+        assert!(
+            rx_packets as usize >= RECV / 1448,
+            "{name}: {rx_packets} packets"
+        );
+        assert!(host.exec(&["rm", name]).status.success());
+    }
+    host.assert_no_container_left();
+}
+
+#[test]
+fn denials_are_counted_by_kind() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let probe = netprobe();
+    let binds = [
+        probe.as_str(),
+        "bind",
+        "tcp",
+        "0.0.0.0",
+        "21041",
+        "udp",
+        "::",
+        "21042",
+        "tcp",
+        "0.0.0.0",
+        "21040",
+    ];
+    run_named(&host, "denied", "21040/tcp", &binds);
+    let connects = [
+        probe.as_str(),
+        "connect",
+        "tcp",
+        "127.0.0.1",
+        "21043",
+        "udp",
+        "127.0.0.1",
+        "21043",
+    ];
+    let output = host.exec(
+        &[
+            &[
+                "run",
+                "--name",
+                "egress",
+                "--egress-deny",
+                "127.0.0.1/32:21043",
+            ][..],
+            &["--rootfs", "/", "--"],
+            &connects,
+        ]
+        .concat(),
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+    let denied = stats(&host, "denied");
+    assert_eq!(denied["denials"]["binds"], 2, "{denied}");
+    assert_eq!(denied["denials"]["connects"], 0);
+    let egress = stats(&host, "egress");
+    assert_eq!(egress["denials"]["connects"], 2, "{egress}");
+    assert_eq!(egress["denials"]["binds"], 0);
+    for name in ["denied", "egress"] {
+        assert!(host.exec(&["rm", name]).status.success());
+    }
+    host.assert_no_container_left();
+}
+
+#[test]
+fn counters_survive_a_killed_daemon() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut host = TestHost::new();
+    let echo = udp_echo(UdpSocket::bind(("127.0.0.1", 21051)).expect("peer"), 10);
+    let probe = netprobe();
+    let script =
+        format!("{probe} udpburst 127.0.0.1 21050 127.0.0.1 21051 10 500 && {probe} sleep 60");
+    host.start("survivor", "21050/udp", &["/bin/sh", "-c", &script]);
+    echo.join().expect("echo");
+    let wire = 10 * (500 + UDP_HEADER + 20);
+    let before = stats(&host, "survivor");
+    assert_eq!(counters(&before), [10, wire, 10, wire], "{before}");
+    let pid = host.daemon_pid().expect("daemon");
+    // SAFETY: killing the daemon this test host started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    while host.daemon_running() {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let after = stats(&host, "survivor");
+    assert_ne!(host.daemon_pid(), Some(pid), "a new daemon answered");
+    assert_eq!(counters(&after), [10, wire, 10, wire], "{after}");
+    let _ = host.stop(0);
+}
