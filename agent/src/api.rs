@@ -129,6 +129,8 @@ pub struct PolicyView {
     /// What egress no rule matches gets: "allowed", or "denied (EACCES)" when there are allow
     /// rules.
     pub egress_default: String,
+    /// Sources allowed to reach the owned ports; empty: every source.
+    pub ingress_allow: Vec<String>,
     /// "allowed" with --cap-add NET_RAW, else "denied (EPERM)".
     pub raw_sockets: String,
 }
@@ -161,6 +163,7 @@ impl From<&ContainerRecord> for ContainerView {
                 undeclared_binds: "denied (EACCES)".into(),
                 egress_allow: record.egress_allow.clone(),
                 egress_deny: record.egress_deny.clone(),
+                ingress_allow: record.ingress_allow.clone(),
                 egress_default: if record.egress_allow.is_empty() {
                     "allowed".into()
                 } else {

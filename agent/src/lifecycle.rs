@@ -59,6 +59,10 @@ pub struct RunSpec {
     pub egress_allow: Vec<String>,
     /// Egress denied; wins over allow rules.
     pub egress_deny: Vec<String>,
+    /// Sources allowed to reach the owned ports, `CIDR[:PORT[-PORT]][/PROTO]`; with any, the
+    /// rest is dropped.
+    #[serde(default)]
+    pub ingress_allow: Vec<String>,
     /// `no`, `on-failure[:N]` or `always`.
     pub restart: Option<String>,
     /// Forget the container (record and logs) when it exits.
@@ -80,6 +84,7 @@ pub struct RunRequest {
     pub ports: Option<PortDeclarations>,
     pub capabilities: Capabilities,
     pub egress: EgressPolicy,
+    pub ingress: EgressPolicy,
     pub restart: RestartPolicy,
     pub auto_remove: bool,
 }
@@ -173,6 +178,7 @@ impl RunSpec {
                 .map_err(invalid)?,
             egress: EgressPolicy::parse(&self.egress_allow, &self.egress_deny)
                 .map_err(|e| invalid(e.to_string()))?,
+            ingress: EgressPolicy::parse_ingress(&self.ingress_allow).map_err(invalid)?,
             restart: match &self.restart {
                 Some(text) => text.parse().map_err(invalid)?,
                 None => RestartPolicy::No,
@@ -308,6 +314,7 @@ impl Host {
             ports: claims(&resolved.ports),
             egress_allow: request.egress.texts(Action::Allow),
             egress_deny: request.egress.texts(Action::Deny),
+            ingress_allow: request.ingress.texts(Action::Allow),
             allow_raw_sockets: request.capabilities.contains("CAP_NET_RAW"),
             cgroup: CgroupRecord {
                 path: cgroup.path.clone(),
@@ -511,6 +518,7 @@ pub(crate) fn kernel_policy(record: &ContainerRecord) -> Result<KernelPolicy, Ho
     Ok(KernelPolicy {
         egress: EgressPolicy::parse(&record.egress_allow, &record.egress_deny)
             .map_err(|e| HostError::Invalid(e.to_string()))?,
+        ingress: EgressPolicy::parse_ingress(&record.ingress_allow).map_err(HostError::Invalid)?,
         allow_raw_sockets: record.allow_raw_sockets,
     })
 }

@@ -108,6 +108,9 @@ pub struct ContainerRecord {
     pub egress_allow: Vec<String>,
     #[serde(default)]
     pub egress_deny: Vec<String>,
+    /// Ingress rules as given.
+    #[serde(default)]
+    pub ingress_allow: Vec<String>,
     /// Raw and packet sockets allowed (`--cap-add NET_RAW`).
     #[serde(default)]
     pub allow_raw_sockets: bool,
@@ -380,6 +383,7 @@ mod tests {
             image: None,
             egress_allow: Vec::new(),
             egress_deny: Vec::new(),
+            ingress_allow: Vec::new(),
             allow_raw_sockets: false,
             command: vec!["true".into()],
             port_specs: vec!["127.0.0.1:20080/tcp".into()],
@@ -409,6 +413,7 @@ mod tests {
             created_at: 1,
             started_at: None,
             finished_at: None,
+            final_traffic: None,
         }
     }
 

@@ -153,7 +153,7 @@ const _: () = assert!(core::mem::size_of::<DenialEvent>() == 64);
 /// segments after it.
 #[inline(always)]
 pub fn wire_bytes(len: u32, segments: u32, header_len: u32) -> u64 {
-    let extra_segments = if segments > 1 { segments - 1 } else { 0 };
+    let extra_segments = segments.saturating_sub(1);
     len as u64 + extra_segments as u64 * header_len as u64
 }
 

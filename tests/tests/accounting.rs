@@ -423,3 +423,106 @@ fn counters_survive_a_killed_daemon() {
     assert_eq!(counters(&after), [10, wire, 10, wire], "{after}");
     let _ = host.stop(0);
 }
+
+/// Runs netprobe on the host; its results.
+fn probe_host(args: &[&str]) -> Vec<i32> {
+    let output = Command::new(netprobe())
+        .args(args)
+        .output()
+        .expect("netprobe");
+    hostnetd_tests::probe_results(&output)
+}
+
+#[test]
+fn ingress_rules_drop_other_sources_before_the_socket_and_count_them() {
+    if skip_unless_root() {
+        return;
+    }
+    const EINPROGRESS: i32 = 115;
+    let mut host = TestHost::new();
+    host.set_env("HOSTNETD_LOG_LEVEL", "warn");
+    let probe = netprobe();
+    let name = "guarded";
+    let child = host
+        .hostnetd()
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            name,
+            "--rootfs",
+            "/",
+            "--ports",
+            "21060/tcp",
+        ])
+        .args(["--ingress-allow", "127.0.0.1/32:21060/tcp", "--"])
+        .args([probe.as_str(), "listen", "[::]", "21060", "30"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run");
+    let mut child = KillOnDrop(child);
+    wait_for_listener(21060);
+    // Allowed: the listed source, v4.
+    assert_eq!(
+        probe_host(&["connectfrom", "127.0.0.1", "127.0.0.1", "21060"]),
+        [0]
+    );
+    // Not listed: another v4 source, and IPv6 (no v6 rule): the SYN is dropped, nothing answers.
+    assert_eq!(
+        probe_host(&["connectfrom", "127.0.0.2", "127.0.0.1", "21060"]),
+        [EINPROGRESS]
+    );
+    assert_eq!(
+        probe_host(&["connectfrom", "::1", "::1", "21060"]),
+        [EINPROGRESS]
+    );
+    let stats = stats(&host, name);
+    let row = port(&stats, "21060/tcp");
+    let dropped = row["device"]["dropped_packets"].as_u64().expect("dropped");
+    assert!(dropped >= 2, "one SYN per refused source at least: {row}");
+    assert_eq!(stats["denials"]["ingress_drops"], dropped, "{stats}");
+    let inspect = host.inspect(name);
+    assert_eq!(
+        inspect["policy"]["ingress_allow"][0],
+        "127.0.0.1/32:21060/tcp"
+    );
+    assert!(host.exec(&["rm", "-f", name]).status.success());
+    let _ = child.0.wait();
+    drop(child);
+    host.assert_no_container_left();
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_listener(port: u16) {
+    for _ in 0..400 {
+        if hostnetd_tests::fetch(port).is_ok() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listened on {port}");
+}
+
+#[test]
+fn a_bad_ingress_rule_is_refused_naming_it() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let output = host.run_to_end("21070", &["--ingress-allow", "10.0.0.1/8"], &["true"]);
+    assert_eq!(output.status.code(), Some(125), "{}", describe(&output));
+    let error = hostnetd_tests::stderr(&output);
+    assert!(
+        error.contains("invalid ingress rule \"10.0.0.1/8\""),
+        "{error}"
+    );
+    assert!(!host.daemon_running(), "bad input started a daemon");
+}

@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// Deny egress to CIDR[:PORT[-PORT]][/tcp|udp]; wins over --egress-allow.
     #[arg(long = "egress-deny", value_name = "RULE")]
     egress_deny: Vec<String>,
+    /// Let packets reach the owned ports only from CIDR[:PORT[-PORT]][/tcp|udp]; with any, the
+    /// rest is dropped (and counted) before the socket lookup.
+    #[arg(long = "ingress-allow", value_name = "RULE")]
+    ingress_allow: Vec<String>,
     /// Ports and policy from a TOML file (see docs/policy.md), added to the flags' own.
     #[arg(long, value_name = "FILE.toml")]
     policy: Option<PathBuf>,
@@ -182,6 +186,7 @@ pub fn spec(mut args: RunArgs) -> anyhow::Result<(RunSpec, RunOptions)> {
         args.ports.extend(file.ports);
         args.egress_allow.extend(file.egress_allow);
         args.egress_deny.extend(file.egress_deny);
+        args.ingress_allow.extend(file.ingress_allow);
         if file.raw_sockets {
             args.cap_add.push("NET_RAW".into());
         }
@@ -213,6 +218,7 @@ pub fn spec(mut args: RunArgs) -> anyhow::Result<(RunSpec, RunOptions)> {
         cap_drop: args.cap_drop,
         egress_allow: args.egress_allow,
         egress_deny: args.egress_deny,
+        ingress_allow: args.ingress_allow,
         restart: args.restart,
         auto_remove: args.rm,
     };

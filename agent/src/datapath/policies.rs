@@ -1,11 +1,11 @@
-//! Each container's policy switches and egress rules, as the connect, sendmsg and sock_create
-//! hooks read them.
+//! Each container's policy switches, egress rules and ingress rules, as the connect, sendmsg,
+//! sock_create, skb_ingress and tc_ingress hooks read them.
 use std::path::Path;
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
 use hostnetd_common::{
     ContainerPolicy, MapName, PortRule, PrefixKey, PrefixRules, Settings, POLICY_ALLOW_RAW_SOCKETS,
-    POLICY_EGRESS_DEFAULT_DENY, POLICY_EGRESS_RULES, PREFIX_KEY_HEADER_BITS,
+    POLICY_EGRESS_DEFAULT_DENY, POLICY_EGRESS_RULES, POLICY_INGRESS_RULES, PREFIX_KEY_HEADER_BITS,
 };
 
 use super::{open_map, DatapathError};
@@ -15,6 +15,8 @@ use crate::policy::egress::{EgressPolicy, Net};
 #[derive(Clone, Debug, Default)]
 pub struct KernelPolicy {
     pub egress: EgressPolicy,
+    /// Sources allowed to reach the owned ports (allow rules only).
+    pub ingress: EgressPolicy,
     pub allow_raw_sockets: bool,
 }
 
@@ -22,6 +24,7 @@ pub struct PolicyTable {
     settings: Array<MapData, Settings>,
     policies: HashMap<MapData, u64, ContainerPolicy>,
     egress: LpmTrie<MapData, PrefixKey, PrefixRules>,
+    ingress: LpmTrie<MapData, PrefixKey, PrefixRules>,
 }
 
 impl PolicyTable {
@@ -34,6 +37,8 @@ impl PolicyTable {
                 .map_err(error("CONTAINER_POLICIES"))?,
             egress: LpmTrie::try_from(open_map(maps, MapName::EgressRules.as_str())?)
                 .map_err(error("EGRESS_RULES"))?,
+            ingress: LpmTrie::try_from(open_map(maps, MapName::IngressRules.as_str())?)
+                .map_err(error("INGRESS_RULES"))?,
         })
     }
 
@@ -57,17 +62,21 @@ impl PolicyTable {
     pub fn install(&mut self, cgroup_id: u64, policy: &KernelPolicy) -> Result<(), DatapathError> {
         let current = self.policies.get(&cgroup_id, 0).ok();
         let generation = current.map_or(0, |p| 1 - p.generation.min(1));
-        let compiled = policy
-            .egress
-            .compile()
-            .map_err(|e| DatapathError::Bpffs(e.to_string()))?;
         self.remove_rules(cgroup_id, Some(generation))?;
-        for (net, rules) in &compiled {
-            let (key, value) = entry(cgroup_id, generation, net, rules);
-            self.egress
-                .insert(&key, value, 0)
-                .map_err(map_error("EGRESS_RULES"))?;
-        }
+        write_rules(
+            &mut self.egress,
+            "EGRESS_RULES",
+            cgroup_id,
+            generation,
+            &policy.egress,
+        )?;
+        write_rules(
+            &mut self.ingress,
+            "INGRESS_RULES",
+            cgroup_id,
+            generation,
+            &policy.ingress,
+        )?;
         let mut flags = 0;
         if policy.egress.has_rules() {
             flags |= POLICY_EGRESS_RULES;
@@ -77,6 +86,9 @@ impl PolicyTable {
         }
         if policy.allow_raw_sockets {
             flags |= POLICY_ALLOW_RAW_SOCKETS;
+        }
+        if policy.ingress.has_rules() {
+            flags |= POLICY_INGRESS_RULES;
         }
         self.policies
             .insert(cgroup_id, ContainerPolicy { flags, generation }, 0)
@@ -101,11 +113,13 @@ impl PolicyTable {
         for id in stale {
             self.remove(id)?;
         }
-        let orphaned: Vec<Key<PrefixKey>> = (self.egress.keys().filter_map(Result::ok))
-            .filter(|key| !live.contains(&key.data().cgroup_id))
-            .collect();
-        for key in orphaned {
-            let _ = self.egress.remove(&key);
+        for trie in [&mut self.egress, &mut self.ingress] {
+            let orphaned: Vec<Key<PrefixKey>> = (trie.keys().filter_map(Result::ok))
+                .filter(|key| !live.contains(&key.data().cgroup_id))
+                .collect();
+            for key in orphaned {
+                let _ = trie.remove(&key);
+            }
         }
         Ok(())
     }
@@ -115,17 +129,37 @@ impl PolicyTable {
         cgroup_id: u64,
         generation: Option<u32>,
     ) -> Result<(), DatapathError> {
-        let keys: Vec<Key<PrefixKey>> = (self.egress.keys().filter_map(Result::ok))
-            .filter(|key| {
-                let data = key.data();
-                data.cgroup_id == cgroup_id && generation.is_none_or(|g| data.generation == g)
-            })
-            .collect();
-        for key in keys {
-            let _ = self.egress.remove(&key);
+        for trie in [&mut self.egress, &mut self.ingress] {
+            let keys: Vec<Key<PrefixKey>> = (trie.keys().filter_map(Result::ok))
+                .filter(|key| {
+                    let data = key.data();
+                    data.cgroup_id == cgroup_id && generation.is_none_or(|g| data.generation == g)
+                })
+                .collect();
+            for key in keys {
+                let _ = trie.remove(&key);
+            }
         }
         Ok(())
     }
+}
+
+/// Writes one direction's compiled rules under `generation`.
+fn write_rules(
+    trie: &mut LpmTrie<MapData, PrefixKey, PrefixRules>,
+    name: &'static str,
+    cgroup_id: u64,
+    generation: u32,
+    policy: &EgressPolicy,
+) -> Result<(), DatapathError> {
+    let compiled = policy
+        .compile()
+        .map_err(|e| DatapathError::Bpffs(e.to_string()))?;
+    for (net, rules) in &compiled {
+        let (key, value) = entry(cgroup_id, generation, net, rules);
+        trie.insert(&key, value, 0).map_err(map_error(name))?;
+    }
+    Ok(())
 }
 
 fn entry(

@@ -143,6 +143,13 @@ impl EgressPolicy {
         Ok(policy)
     }
 
+    /// `--ingress-allow` rules: the sources (and owned ports) allowed to reach a container's
+    /// owned ports. The grammar is the egress rules'; a port names an owned port.
+    pub fn parse_ingress(allow: &[String]) -> Result<Self, String> {
+        // The rules' errors speak of egress; these name the flag they came from.
+        Self::parse(allow, &[]).map_err(|e| e.to_string().replace("egress", "ingress"))
+    }
+
     pub fn has_rules(&self) -> bool {
         !self.rules.is_empty()
     }

@@ -9,6 +9,9 @@
 //! [egress]
 //! allow = ["10.0.0.0/8:5432/tcp", "[2001:db8::/32]:443"]
 //! deny = ["10.1.0.0/16"]
+//!
+//! [ingress]
+//! allow = ["10.0.0.0/8", "192.168.1.0/24:443/tcp"]
 //! ```
 use std::path::Path;
 
@@ -26,6 +29,7 @@ pub struct PolicyFile {
     pub ports: Vec<String>,
     pub egress_allow: Vec<String>,
     pub egress_deny: Vec<String>,
+    pub ingress_allow: Vec<String>,
     pub raw_sockets: bool,
 }
 
@@ -38,6 +42,15 @@ struct Raw {
     raw_sockets: bool,
     #[serde(default)]
     egress: RawEgress,
+    #[serde(default)]
+    ingress: RawIngress,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngress {
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -78,6 +91,10 @@ impl PolicyFile {
                     .map_err(|error| (at(rule), error.to_string()))?;
             }
         }
+        for rule in &raw.ingress.allow {
+            EgressPolicy::parse_ingress(std::slice::from_ref(rule.get_ref()))
+                .map_err(|error| (at(rule), error))?;
+        }
         let file = Self {
             ports: raw.ports.into_iter().map(Spanned::into_inner).collect(),
             egress_allow: raw
@@ -89,6 +106,12 @@ impl PolicyFile {
             egress_deny: raw
                 .egress
                 .deny
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
+            ingress_allow: raw
+                .ingress
+                .allow
                 .into_iter()
                 .map(Spanned::into_inner)
                 .collect(),

@@ -13,6 +13,8 @@
 //! netprobe loop SECONDS OP/PROTO/ADDR/PORT ...   repeat each probe (OP: bind or connect)
 //!                                  until SECONDS pass; print "PROBE errno=N count=C" lines
 //! netprobe sleep SECONDS                  exit 0 after SECONDS, 143 on SIGTERM
+//! netprobe connectfrom SRC DST PORT      TCP connect from SRC with a 1 s timeout: "ok" or
+//!                                  "errno N" (115, EINPROGRESS, when nothing answered)
 //! netprobe udpburst LADDR LPORT PADDR PPORT COUNT SIZE   from LADDR:LPORT send COUNT
 //!                                  datagrams of SIZE bytes to the peer, then receive COUNT
 //! netprobe tcpclient ADDR PORT SEND RECV  connect, send SEND bytes in large writes, read RECV
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Some("loop") => probe_loop(&args[1..]),
         Some("sleep") => sleep(&args[1..]),
         Some("udpburst") => udp_burst(&args[1..]),
+        Some("connectfrom") => connect_from(&args[1..]),
         Some("tcpclient") => tcp_client(&args[1..]),
         Some("tcpserver") => tcp_server(&args[1..]),
         _ => Err("usage: netprobe bind|listen|raw|packet|connect|sendto|sleep ...".to_string()),
@@ -460,4 +463,45 @@ fn read_to_end(stream: &mut std::net::TcpStream) -> Result<usize, String> {
             n => total += n,
         }
     }
+}
+
+fn connect_from(args: &[String]) -> Result<(), String> {
+    let [source, destination, port] = args else {
+        return Err("usage: netprobe connectfrom SRC DST PORT".into());
+    };
+    let (source, _) = parse_target(source, "0")?;
+    let (destination, port) = parse_target(destination, port)?;
+    // SAFETY: plain socket calls on a descriptor this function owns and closes.
+    let result = unsafe {
+        let fd = libc::socket(family_of(destination), libc::SOCK_STREAM, 0);
+        let (local, local_len) = sockaddr(source, 0);
+        let timeout = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+        let (remote, remote_len) = sockaddr(destination, port);
+        let bound = libc::bind(
+            fd,
+            (&local as *const libc::sockaddr_storage).cast(),
+            local_len,
+        ) == 0;
+        let connected = bound
+            && libc::connect(
+                fd,
+                (&remote as *const libc::sockaddr_storage).cast(),
+                remote_len,
+            ) == 0;
+        let rc = if connected { 0 } else { errno() };
+        libc::close(fd);
+        rc
+    };
+    print_result(result);
+    Ok(())
 }
