@@ -1,5 +1,7 @@
-//! Reading the headers of a packet, shared by the cgroup_skb and TC programs: offsets are from
-//! the network header, whatever link-layer header the device put before it.
+//! Reading the headers of a packet, shared by the cgroup_skb and TC programs. Offsets are from
+//! the network header: a cgroup_skb program's data starts there, a TC program's after the
+//! Ethernet header. Headers are read straight from the packet when they are in its linear
+//! part (always, in practice), and copied out by a helper otherwise.
 use aya_ebpf::{
     bindings::__sk_buff,
     helpers::generated::{bpf_skb_ancestor_cgroup_id, bpf_skb_load_bytes_relative},
@@ -23,6 +25,8 @@ pub enum Direction {
 /// What the accounting and the ingress policy need of one packet.
 pub struct Packet {
     pub skb: *mut __sk_buff,
+    /// Where the network header starts in the packet's data.
+    net_offset: u32,
     pub family: u8,
     pub ipproto: u8,
     /// The host's end of the flow: the destination port of an incoming packet, the source port
@@ -34,10 +38,10 @@ pub struct Packet {
 impl Packet {
     /// Parses the IP and transport headers; None for anything but IPv4 and IPv6.
     #[inline(always)]
-    pub fn parse(skb: *mut __sk_buff, direction: Direction) -> Option<Self> {
+    pub fn parse(skb: *mut __sk_buff, net_offset: u32, direction: Direction) -> Option<Self> {
         // Version, IHL, the IPv4 fragment offset and protocol, or the IPv6 next header: one
         // load covers both.
-        let head: [u8; 10] = load(skb, 0)?;
+        let head: [u8; 10] = load(skb, net_offset, 0)?;
         let (family, ipproto, l4_offset, later_fragment) = match head[0] >> 4 {
             4 => {
                 let offset = u16::from_be_bytes([head[6], head[7]]) & 0x1fff;
@@ -48,6 +52,7 @@ impl Packet {
         };
         let mut packet = Self {
             skb,
+            net_offset,
             family,
             ipproto,
             local_port: 0,
@@ -55,7 +60,7 @@ impl Packet {
         };
         // Only a first fragment carries the transport header.
         if packet.has_ports() && !later_fragment {
-            let ports: [u8; 4] = load(skb, l4_offset)?;
+            let ports: [u8; 4] = load(skb, net_offset, l4_offset)?;
             let at = if direction == Direction::Ingress {
                 2
             } else {
@@ -88,19 +93,19 @@ impl Packet {
     #[inline(always)]
     pub fn source(&self) -> Option<[u8; 16]> {
         if self.family == 4 {
-            Some(v4_mapped(load(self.skb, 12)?))
+            Some(v4_mapped(load(self.skb, self.net_offset, 12)?))
         } else {
-            load(self.skb, 8)
+            load(self.skb, self.net_offset, 8)
         }
     }
 
-    /// Packets and bytes on the wire, `link_len` bytes of link-layer header left out: a
-    /// GSO/GRO super-packet counts as its segments, each with its own headers.
+    /// Packets and bytes on the wire from the IP header on: a GSO/GRO super-packet counts as
+    /// its segments, each with its own headers.
     #[inline(always)]
-    pub fn wire_size(&self, link_len: u32) -> (u64, u64) {
+    pub fn wire_size(&self) -> (u64, u64) {
         // SAFETY: the kernel hands every skb program a valid context.
         let (len, segments) = unsafe { ((*self.skb).len, (*self.skb).gso_segs) };
-        let len = len.saturating_sub(link_len);
+        let len = len.saturating_sub(self.net_offset);
         if segments <= 1 {
             return (1, len as u64);
         }
@@ -114,7 +119,10 @@ impl Packet {
     #[inline(always)]
     fn header_len(&self) -> u32 {
         let transport = match self.ipproto as u32 {
-            IPPROTO_TCP => load::<u8>(self.skb, self.l4_offset + 12).map_or(20, tcp_header_len),
+            // Two bytes (data offset and flags), not one: LLVM turns a one-byte bounds check
+            // into `at < end`, which the verifier cannot use at a variable offset.
+            IPPROTO_TCP => load::<[u8; 2]>(self.skb, self.net_offset, self.l4_offset + 12)
+                .map_or(20, |bytes| tcp_header_len(bytes[0])),
             IPPROTO_UDP => 8,
             _ => 0,
         };
@@ -178,8 +186,22 @@ pub fn socket_cgroup(skb: *mut __sk_buff, level: u32) -> u64 {
     unsafe { bpf_skb_ancestor_cgroup_id(skb as *mut _, level as i32) }
 }
 
+/// `T` at `offset` from the network header, which starts `net_offset` bytes into the data.
 #[inline(always)]
-fn load<T: Default + Copy>(skb: *mut __sk_buff, offset: u32) -> Option<T> {
+fn load<T: Default + Copy>(skb: *mut __sk_buff, net_offset: u32, offset: u32) -> Option<T> {
+    // SAFETY: the kernel hands every skb program a valid context.
+    let (data, data_end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    let at = data + net_offset as usize + offset as usize;
+    if at + core::mem::size_of::<T>() <= data_end {
+        // SAFETY: the bytes are inside the packet's linear data, as just checked.
+        return Some(unsafe { core::ptr::read_unaligned(at as *const T) });
+    }
+    copy_out(skb, offset)
+}
+
+/// Headers beyond the linear data: the helper copies them out, from the network header on.
+#[inline(never)]
+fn copy_out<T: Default + Copy>(skb: *mut __sk_buff, offset: u32) -> Option<T> {
     let mut value = T::default();
     // SAFETY: the helper writes at most size_of::<T>() bytes into `value`.
     let rc = unsafe {

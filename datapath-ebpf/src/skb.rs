@@ -29,7 +29,7 @@ fn account(ctx: &SkBuffContext, direction: Direction) -> i32 {
         return PASS;
     };
     let cgroup_id = socket_cgroup(skb, settings.container_level);
-    let Some(packet) = Packet::parse(skb, direction) else {
+    let Some(packet) = Packet::parse(skb, 0, direction) else {
         // SAFETY: the kernel hands every skb program a valid context.
         let len = unsafe { (*skb).len } as u64;
         count(
@@ -47,7 +47,7 @@ fn account(ctx: &SkBuffContext, direction: Direction) -> i32 {
         return DROP;
     }
     let key = TrafficKey::new(cgroup_id, own_port, packet.class());
-    count(&key, direction, packet.wire_size(0));
+    count(&key, direction, packet.wire_size());
     PASS
 }
 

@@ -28,14 +28,14 @@ pub fn tc_egress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn at_device(ctx: &TcContext, direction: Direction) -> i32 {
-    let Some(packet) = Packet::parse(ctx.skb.skb, direction) else {
+    let Some(packet) = Packet::parse(ctx.skb.skb, ETH_HLEN, direction) else {
         return NEXT;
     };
     let Some(owner) = packet.owner() else {
         return NEXT;
     };
     let key = TrafficKey::new(owner.cgroup_id, packet.local_port, packet.class());
-    let size = packet.wire_size(ETH_HLEN);
+    let size = packet.wire_size();
     let Some(counters) = row(&DEVICE_TRAFFIC, &key) else {
         return NEXT;
     };
