@@ -439,48 +439,67 @@ fn ingress_rules_drop_other_sources_before_the_socket_and_count_them() {
         return;
     }
     const EINPROGRESS: i32 = 115;
-    let mut host = TestHost::new();
-    host.set_env("HOSTNETD_LOG_LEVEL", "warn");
+    const EAGAIN: i32 = 11;
+    let host = TestHost::new();
     let probe = netprobe();
     let name = "guarded";
+    let servers = format!("{probe} udpecho :: 21061 30 & exec {probe} listen [::] 21060 30");
     let child = host
         .hostnetd()
-        .args([
-            "run",
-            "--rm",
-            "--name",
-            name,
-            "--rootfs",
-            "/",
-            "--ports",
-            "21060/tcp",
-        ])
-        .args(["--ingress-allow", "127.0.0.1/32:21060/tcp", "--"])
-        .args([probe.as_str(), "listen", "[::]", "21060", "30"])
+        .args(["run", "--rm", "--name", name, "--rootfs", "/"])
+        .args(["--ports", "21060/tcp,21061/udp"])
+        .args(["--ingress-allow", "127.0.0.1/32:21060/tcp"])
+        .args(["--ingress-allow", "[::1/128]:21061/udp", "--"])
+        .args(["/bin/sh", "-c", &servers])
         .stdout(Stdio::null())
         .spawn()
         .expect("run");
     let mut child = KillOnDrop(child);
     wait_for_listener(21060);
-    // Allowed: the listed source, v4.
+    let tcp = |source: &str, destination: &str| {
+        probe_host(&["connectfrom", source, destination, "21060"])
+    };
+    let udp =
+        |source: &str, destination: &str| probe_host(&["udpfrom", source, destination, "21061"]);
+    // Each rule lets its own source, port and protocol in, and nothing else.
     assert_eq!(
-        probe_host(&["connectfrom", "127.0.0.1", "127.0.0.1", "21060"]),
-        [0]
+        tcp("127.0.0.1", "127.0.0.1"),
+        [0],
+        "v4 TCP from the listed source"
     );
-    // Not listed: another v4 source, and IPv6 (no v6 rule): the SYN is dropped, nothing answers.
     assert_eq!(
-        probe_host(&["connectfrom", "127.0.0.2", "127.0.0.1", "21060"]),
-        [EINPROGRESS]
+        tcp("127.0.0.2", "127.0.0.1"),
+        [EINPROGRESS],
+        "v4 TCP, other source"
     );
     assert_eq!(
-        probe_host(&["connectfrom", "::1", "::1", "21060"]),
-        [EINPROGRESS]
+        tcp("::1", "::1"),
+        [EINPROGRESS],
+        "v6 TCP: the v6 rule is UDP only"
+    );
+    assert_eq!(udp("::1", "::1"), [0], "v6 UDP from the listed source");
+    assert_eq!(
+        udp("127.0.0.1", "127.0.0.1"),
+        [EAGAIN],
+        "v4 UDP: the v4 rule is TCP only"
     );
     let stats = stats(&host, name);
-    let row = port(&stats, "21060/tcp");
-    let dropped = row["device"]["dropped_packets"].as_u64().expect("dropped");
-    assert!(dropped >= 2, "one SYN per refused source at least: {row}");
-    assert_eq!(stats["denials"]["ingress_drops"], dropped, "{stats}");
+    let dropped = |port_name: &str| {
+        port(&stats, port_name)["device"]["dropped_packets"]
+            .as_u64()
+            .expect("dropped")
+    };
+    let (tcp_dropped, udp_dropped) = (dropped("21060/tcp"), dropped("21061/udp"));
+    assert!(
+        tcp_dropped >= 2,
+        "a SYN per refused source at least: {stats}"
+    );
+    assert_eq!(udp_dropped, 1, "the one refused datagram: {stats}");
+    assert_eq!(
+        stats["denials"]["ingress_drops"],
+        tcp_dropped + udp_dropped,
+        "{stats}"
+    );
     let inspect = host.inspect(name);
     assert_eq!(
         inspect["policy"]["ingress_allow"][0],

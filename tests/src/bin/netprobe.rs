@@ -15,6 +15,9 @@
 //! netprobe sleep SECONDS                  exit 0 after SECONDS, 143 on SIGTERM
 //! netprobe connectfrom SRC DST PORT      TCP connect from SRC with a 1 s timeout: "ok" or
 //!                                  "errno N" (115, EINPROGRESS, when nothing answered)
+//! netprobe udpecho ADDR PORT SECONDS     echo every datagram until SECONDS pass
+//! netprobe udpfrom SRC DST PORT          one datagram from SRC, then wait 1 s for its echo:
+//!                                  "ok" or "errno 11" (EAGAIN, nothing came back)
 //! netprobe udpburst LADDR LPORT PADDR PPORT COUNT SIZE   from LADDR:LPORT send COUNT
 //!                                  datagrams of SIZE bytes to the peer, then receive COUNT
 //! netprobe tcpclient ADDR PORT SEND RECV  connect, send SEND bytes in large writes, read RECV
@@ -44,6 +47,8 @@ fn main() -> ExitCode {
         Some("sleep") => sleep(&args[1..]),
         Some("udpburst") => udp_burst(&args[1..]),
         Some("connectfrom") => connect_from(&args[1..]),
+        Some("udpecho") => udp_echo(&args[1..]),
+        Some("udpfrom") => udp_from(&args[1..]),
         Some("tcpclient") => tcp_client(&args[1..]),
         Some("tcpserver") => tcp_server(&args[1..]),
         _ => Err("usage: netprobe bind|listen|raw|packet|connect|sendto|sleep ...".to_string()),
@@ -503,5 +508,48 @@ fn connect_from(args: &[String]) -> Result<(), String> {
         rc
     };
     print_result(result);
+    Ok(())
+}
+
+fn udp_echo(args: &[String]) -> Result<(), String> {
+    let [addr, port, seconds] = args else {
+        return Err("usage: netprobe udpecho ADDR PORT SECONDS".into());
+    };
+    let (addr, port) = parse_target(addr, port)?;
+    let [seconds] = numbers(std::slice::from_ref(seconds))?;
+    let socket = std::net::UdpSocket::bind((addr, port)).map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    println!("listening");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds as u64);
+    let mut buffer = [0u8; 2048];
+    while std::time::Instant::now() < deadline {
+        if let Ok((n, from)) = socket.recv_from(&mut buffer) {
+            let _ = socket.send_to(&buffer[..n], from);
+        }
+    }
+    Ok(())
+}
+
+fn udp_from(args: &[String]) -> Result<(), String> {
+    let [source, destination, port] = args else {
+        return Err("usage: netprobe udpfrom SRC DST PORT".into());
+    };
+    let (source, _) = parse_target(source, "0")?;
+    let destination = parse_target(destination, port)?;
+    let socket = std::net::UdpSocket::bind((source, 0)).map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .map_err(|e| e.to_string())?;
+    socket
+        .send_to(b"ping", destination)
+        .map_err(|e| e.to_string())?;
+    let mut buffer = [0u8; 16];
+    match socket.recv_from(&mut buffer) {
+        Ok(_) => print_result(0),
+        Err(error) => print_result(error.raw_os_error().unwrap_or(libc::EAGAIN)),
+    }
     Ok(())
 }
