@@ -5,6 +5,7 @@ use aya_ebpf::{
     helpers::generated::bpf_get_current_ancestor_cgroup_id, macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
+use aya_log_ebpf::debug;
 use hostnetd_common::{
     bind::{decide, BindEnv, Scope, Verdict},
     traffic::{DENIAL_BIND, HOST_CGROUP},
@@ -44,6 +45,7 @@ fn check(ctx: &SockAddrContext, scope: Scope, addr: [u8; 16]) -> i32 {
     match decide(&Kernel, scope, protocol, &addr, port) {
         Verdict::Allow => ALLOW,
         Verdict::Deny(errno) => {
+            debug!(ctx, "bind to port {} refused: errno {}", port, errno);
             report_bind(scope, errno, protocol, port, addr);
             deny(errno)
         }

@@ -4,6 +4,7 @@ use aya_ebpf::{
     helpers::generated::bpf_get_current_ancestor_cgroup_id, macros::cgroup_sock_addr,
     maps::lpm_trie::Key, programs::SockAddrContext,
 };
+use aya_log_ebpf::debug;
 use hostnetd_common::{
     egress::decide,
     traffic::{DENIAL_CONNECT, DENIAL_SEND},
@@ -38,6 +39,7 @@ fn check(ctx: &SockAddrContext, kind: u8, addr: [u8; 16]) -> i32 {
     match decide(Some(policy), rules, protocol as u8, port) {
         None => ALLOW,
         Some(errno) => {
+            debug!(ctx, "egress to port {} refused: errno {}", port, errno);
             report(&Denial {
                 cgroup_id,
                 kind,

@@ -1,6 +1,7 @@
 //! cgroup_skb/ingress and cgroup_skb/egress, on each container's cgroup: its traffic as its
 //! sockets see it, per protocol and owned port, and the ingress policy of its owned ports.
 use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
+use aya_log_ebpf::debug;
 use hostnetd_common::traffic::{TrafficKey, CLASS_OTHER};
 
 use crate::{
@@ -44,6 +45,10 @@ fn account(ctx: &SkBuffContext, direction: Direction) -> i32 {
         .filter(|owner| owner.cgroup_id == cgroup_id)
         .map_or(0, |_| packet.local_port);
     if direction == Direction::Ingress && own_port != 0 && !admits(&packet, cgroup_id) {
+        debug!(
+            ctx,
+            "packet to owned port {} dropped at the socket", own_port
+        );
         return DROP;
     }
     let key = TrafficKey::new(cgroup_id, own_port, packet.class());

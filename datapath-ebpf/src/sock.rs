@@ -3,6 +3,7 @@
 //! inet_create and inet6_create only, so packet sockets never reach it (they are kept from
 //! containers by the missing CAP_NET_RAW); AF_PACKET is still refused here should that change.
 use aya_ebpf::{macros::cgroup_sock, programs::SockContext};
+use aya_log_ebpf::debug;
 use hostnetd_common::{traffic::DENIAL_RAW_SOCKET, EPERM, POLICY_ALLOW_RAW_SOCKETS};
 
 use crate::{
@@ -28,6 +29,10 @@ pub fn sock_create(ctx: SockContext) -> i32 {
     let container = current_container();
     let allowed = container.is_some_and(|(_, policy)| policy.flags & POLICY_ALLOW_RAW_SOCKETS != 0);
     if let (false, Some((cgroup_id, _))) = (allowed, container) {
+        debug!(
+            &ctx,
+            "raw socket (family {}, protocol {}) refused", family, protocol
+        );
         report(&Denial {
             cgroup_id,
             kind: DENIAL_RAW_SOCKET,

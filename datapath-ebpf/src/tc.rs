@@ -2,6 +2,7 @@
 //! as the devices see it, including what never reaches a socket, and the ingress policy
 //! applied before the socket lookup. Packets of ports nobody owns pass at once.
 use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_log_ebpf::debug;
 use hostnetd_common::traffic::TrafficKey;
 
 use crate::{
@@ -44,6 +45,10 @@ fn at_device(ctx: &TcContext, direction: Direction) -> i32 {
     if direction == Direction::Ingress && !admits(&packet, owner.cgroup_id) {
         counters.dropped_packets += size.0;
         counters.dropped_bytes += size.1;
+        debug!(
+            ctx,
+            "packet to owned port {} dropped at the device", packet.local_port
+        );
         return DROP;
     }
     add_plain(&mut counters.traffic, direction, size);
