@@ -285,7 +285,10 @@ async fn events(State(daemon): State<Shared>, uri: Uri) -> Reply {
                 return;
             }
         }
-        while query.follow {
+        if !query.follow {
+            return;
+        }
+        loop {
             let event = match feed.recv().await {
                 Ok(event) => event,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {

@@ -295,7 +295,7 @@ fn fraction_nanos(digits: &str) -> Option<u64> {
     if digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(format!("{digits:0<9}").parse().ok()?)
+    format!("{digits:0<9}").parse().ok()
 }
 
 /// Howard Hinnant's days_from_civil.
@@ -589,7 +589,7 @@ mod tests {
     #[test]
     fn a_container_seen_late_still_gets_its_whole_life_in_order() {
         let exited = observed(Some(101), Some(102), Some(3));
-        let events = lifecycle_changes(&BTreeMap::new(), &[exited.clone()], 0);
+        let events = lifecycle_changes(&BTreeMap::new(), std::slice::from_ref(&exited), 0);
         assert_eq!(actions(&events), ["create", "start", "die"]);
         assert_eq!(events[2].exit_code, Some(3));
         assert_eq!(events[2].time_nano, 102 * SECOND);

@@ -120,7 +120,10 @@ pub fn render(snapshot: &Snapshot) -> String {
     page.finish()
 }
 
-const DIRECTIONS: [(&str, &str, fn(&Counters) -> u64); 4] = [
+/// A counter family's name part, its help, and which counter it reads.
+type Direction = (&'static str, &'static str, fn(&Counters) -> u64);
+
+const DIRECTIONS: [Direction; 4] = [
     ("receive_bytes", "Bytes received", |c| c.rx_bytes),
     ("transmit_bytes", "Bytes transmitted", |c| c.tx_bytes),
     ("receive_packets", "Packets received", |c| c.rx_packets),
