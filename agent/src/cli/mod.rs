@@ -178,7 +178,10 @@ impl GlobalArgs {
             host_protection: self.no_host_protection.then_some(false),
             metrics_addr: self.metrics_addr,
         };
-        Ok(flags.or(file))
+        let settings = flags.or(file);
+        // Refused here, before any command (or a daemon it would start) acts on it.
+        settings.metrics_addr().map_err(anyhow::Error::msg)?;
+        Ok(settings)
     }
 }
 
