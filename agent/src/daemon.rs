@@ -252,13 +252,14 @@ fn view(record: &ContainerRecord) -> Response {
 
 async fn info(State(daemon): State<Shared>) -> Json<Info> {
     let config = &daemon.host.config;
-    let health = blocking(&daemon, |host| host.datapath_health()).await;
+    let pin_root = crate::datapath::Datapath::pin_root(&config.bpf_dir);
+    let lost = tokio::task::spawn_blocking(move || crate::datapath::events_lost(&pin_root)).await;
     Json(Info {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
         bpf_dir: config.bpf_dir.display().to_string(),
         cgroup_parent: config.cgroup_parent.clone(),
-        events_lost: health.ok().map(|(health, _)| health.events_lost),
+        events_lost: lost.ok().and_then(Result::ok),
     })
 }
 

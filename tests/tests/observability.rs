@@ -355,7 +355,23 @@ fn metrics_agree_with_stats_and_count_denials_exactly() {
         value_of(&samples, "hostnetd_containers", &[("state", "exited")]),
         1.0
     );
-    assert_eq!(value_of(&samples, "hostnetd_events_lost_total", &[]), 0.0);
+    let lost = value_of(&samples, "hostnetd_events_lost_total", &[]);
+    assert_eq!(lost, 0.0);
+    assert_eq!(info(&host)["events_lost"], 0, "GET /v1/info");
+}
+
+/// `GET /v1/info` over the API socket.
+fn info(host: &TestHost) -> Value {
+    let mut stream = std::os::unix::net::UnixStream::connect(host.socket()).expect("socket");
+    write!(
+        stream,
+        "GET /v1/info HTTP/1.1\r\nHost: hostnetd\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (_, body) = response.split_once("\r\n\r\n").expect("http response");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 #[test]

@@ -5,8 +5,11 @@ use std::{
     path::Path,
 };
 
-use aya::maps::{MapData, RingBuf};
-use hostnetd_common::{traffic::DenialEvent, MapName};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use hostnetd_common::{
+    traffic::{DenialEvent, STAT_EVENTS_LOST},
+    MapName,
+};
 
 use super::{open_map, DatapathError};
 
@@ -47,4 +50,15 @@ impl AsRawFd for EventRing {
     fn as_raw_fd(&self) -> RawFd {
         self.ring.as_raw_fd()
     }
+}
+
+/// Events the datapath dropped on a full ring, read straight from the pinned stats: a
+/// read-only look that needs neither the host lock nor the rest of the datapath.
+pub fn events_lost(pin_root: &Path) -> Result<u64, DatapathError> {
+    let name = MapName::DatapathStats.as_str();
+    let map_error = |source| DatapathError::Map { name, source };
+    let stats: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(open_map(&pin_root.join("maps"), name)?).map_err(map_error)?;
+    let values = stats.get(&STAT_EVENTS_LOST, 0).map_err(map_error)?;
+    Ok(values.iter().sum())
 }

@@ -38,7 +38,7 @@ use aya::{
 use hostnetd_common::ABI_VERSION;
 
 pub use bpffs::ensure_bpffs;
-pub use events::EventRing;
+pub use events::{events_lost, EventRing};
 pub use owners::OwnerTable;
 pub use policies::{KernelPolicy, PolicyTable};
 pub use traffic::{DatapathHealth, TrafficRow, TrafficTable};
