@@ -232,6 +232,9 @@ pub struct Info {
     pub pid: u32,
     pub bpf_dir: String,
     pub cgroup_parent: String,
+    /// Denial events the datapath dropped because the event ring was full (None: unreadable).
+    #[serde(default)]
+    pub events_lost: Option<u64>,
 }
 
 /// Seconds since the epoch as `2026-11-22T10:04:05Z`.

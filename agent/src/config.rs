@@ -11,6 +11,7 @@
 //! log_level = "info"
 //! insecure_registries = ["registry.lan:5000"]   # reached over plain HTTP
 //! host_protection = true    # false: host processes may bind container-owned ports
+//! metrics_addr = "127.0.0.1:9323"   # serve Prometheus metrics there (off when absent)
 //! ```
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,8 @@ pub struct Settings {
     pub insecure_registries: Option<Vec<String>>,
     /// Whether host processes are kept off container-owned ports (default true).
     pub host_protection: Option<bool>,
+    /// Where the daemon serves Prometheus metrics: `HOST:PORT`, or a port on 127.0.0.1.
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,7 @@ impl Settings {
             log_level: self.log_level.or(fallback.log_level),
             insecure_registries: self.insecure_registries.or(fallback.insecure_registries),
             host_protection: self.host_protection.or(fallback.host_protection),
+            metrics_addr: self.metrics_addr.or(fallback.metrics_addr),
         }
     }
 
@@ -120,6 +124,13 @@ impl Settings {
         self.socket
             .clone()
             .unwrap_or_else(|| self.run_dir().join("hostnetd.sock"))
+    }
+
+    /// Where to serve metrics, if anywhere.
+    pub fn metrics_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        (self.metrics_addr.as_deref())
+            .map(crate::metrics::parse_metrics_addr)
+            .transpose()
     }
 
     pub fn log_level(&self) -> &str {

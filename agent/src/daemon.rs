@@ -26,11 +26,13 @@ use crate::{
         PortEntry, PullRequest,
     },
     config::Settings,
+    events::{parse_since, EventHub},
     host::{Host, HostError},
     images::PullOptions,
     lifecycle::RunSpec,
     logs::LogReader,
-    store::ContainerRecord,
+    store::{ContainerRecord, Store},
+    watch::{spawn_denial_reader, spawn_lifecycle_watch},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,13 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 struct Daemon {
@@ -52,6 +61,7 @@ struct Daemon {
     /// Registries reached over plain HTTP, from the config file.
     insecure_registries: Vec<String>,
     shutdown: tokio::sync::Notify,
+    events: Arc<EventHub>,
 }
 
 type Shared = Arc<Daemon>;
@@ -60,6 +70,8 @@ type Shared = Arc<Daemon>;
 pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
     let config = settings.host_config();
     let socket = settings.socket();
+    // Bad settings are refused before anything changes.
+    let metrics_addr = settings.metrics_addr().map_err(DaemonError::Invalid)?;
     let host = Host::open(config.clone())?;
     {
         let (_lock, mut datapath) = host.lock_datapath()?;
@@ -74,7 +86,12 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
         host,
         insecure_registries: settings.insecure_registries.clone().unwrap_or_default(),
         shutdown: tokio::sync::Notify::new(),
+        events: Arc::new(EventHub::default()),
     });
+    start_event_sources(&daemon)?;
+    if let Some(addr) = metrics_addr {
+        start_metrics(&daemon, addr).await?;
+    }
     let app = router(daemon.clone());
     let stop = {
         let daemon = daemon.clone();
@@ -99,6 +116,40 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
         path: socket,
         source,
     })
+}
+
+/// Denials from the datapath's ring, lifecycle events from the container records.
+fn start_event_sources(daemon: &Shared) -> Result<(), DaemonError> {
+    let config = &daemon.host.config;
+    let store = || Store::open(&config.state_dir).map_err(|e| DaemonError::Host(e.into()));
+    spawn_lifecycle_watch(daemon.events.clone(), store()?);
+    spawn_denial_reader(daemon.events.clone(), store()?, &config.bpf_dir)
+        .map_err(|e| DaemonError::Host(e.into()))
+}
+
+/// Serves `GET /metrics` on `addr` (TCP) until the process exits.
+async fn start_metrics(daemon: &Shared, addr: std::net::SocketAddr) -> Result<(), DaemonError> {
+    let listener = (tokio::net::TcpListener::bind(addr).await)
+        .map_err(|source| DaemonError::Metrics { addr, source })?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(daemon.clone());
+    tracing::info!(%addr, "serving metrics");
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
+async fn metrics(State(daemon): State<Shared>) -> Reply {
+    let snapshot = blocking(&daemon, |host| host.metrics_snapshot()).await?;
+    Ok((
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        crate::metrics::render(&snapshot),
+    )
+        .into_response())
 }
 
 /// Binds the API socket, root-only. A socket left by a dead daemon is replaced; one that
@@ -149,6 +200,7 @@ fn router(daemon: Shared) -> Router {
         )
         .route("/v1/ports", get(ports))
         .route("/v1/stats", get(stats))
+        .route("/v1/events", get(events))
         .route("/v1/teardown", post(teardown))
         .fallback(|| async { ApiError::new("not_found", "no such endpoint; see docs/api.md") })
         .with_state(daemon)
@@ -200,12 +252,68 @@ fn view(record: &ContainerRecord) -> Response {
 
 async fn info(State(daemon): State<Shared>) -> Json<Info> {
     let config = &daemon.host.config;
+    let pin_root = crate::datapath::Datapath::pin_root(&config.bpf_dir);
+    let lost = tokio::task::spawn_blocking(move || crate::datapath::events_lost(&pin_root)).await;
     Json(Info {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
         bpf_dir: config.bpf_dir.display().to_string(),
         cgroup_parent: config.cgroup_parent.clone(),
+        events_lost: lost.ok().and_then(Result::ok),
     })
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct EventsQuery {
+    /// RFC 3339 or Unix seconds; absent: only new events.
+    since: Option<String>,
+    follow: bool,
+}
+
+/// The kept events since `since`, then (with `follow`) every new one as it happens.
+async fn events(State(daemon): State<Shared>, uri: Uri) -> Reply {
+    let query: EventsQuery = parse_query(&uri)?;
+    let since = match &query.since {
+        Some(text) => parse_since(text).map_err(|m| ApiError::new("invalid_argument", m))?,
+        None => u64::MAX,
+    };
+    let (past, mut feed) = daemon.events.follow_since(since);
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        for event in &past {
+            if sender.send(Ok(json_line(event))).await.is_err() {
+                return;
+            }
+        }
+        if !query.follow {
+            return;
+        }
+        loop {
+            let event = match feed.recv().await {
+                Ok(event) => event,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "an events follower fell behind");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if sender.send(Ok(json_line(&event))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Ok(Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .unwrap_or_else(|e| ApiError::new("internal", e.to_string()).into_response()))
+}
+
+fn json_line(item: &impl Serialize) -> Bytes {
+    let mut line = serde_json::to_vec(item).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
 }
 
 #[derive(Default, Deserialize)]

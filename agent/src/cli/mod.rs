@@ -1,6 +1,7 @@
 //! Command-line arguments, and one small module per group of subcommands. Every command but
 //! `daemon` and `monitor` is a client of the daemon's API.
 mod containers;
+mod events;
 mod images;
 mod run;
 mod stats;
@@ -61,6 +62,14 @@ struct GlobalArgs {
     /// Let host processes bind container-owned ports (containers still keep off each other's).
     #[arg(long, global = true, env = "HOSTNETD_NO_HOST_PROTECTION")]
     no_host_protection: bool,
+    /// Serve Prometheus metrics at ADDR (HOST:PORT, or a port on 127.0.0.1) [default: off].
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTNETD_METRICS_ADDR",
+        value_name = "ADDR"
+    )]
+    metrics_addr: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,6 +105,8 @@ enum Command {
     Ports(containers::PortsArgs),
     /// Show containers' network traffic, packets, processes and denials.
     Stats(stats::StatsArgs),
+    /// Show denials and container lifecycle events as they happen (like docker events).
+    Events(events::EventsArgs),
     /// Stop the daemon and detach hostnetd from the host: unpin programs and maps, return
     /// reserved ports. Refused while containers run.
     Teardown,
@@ -133,6 +144,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Update(args) => containers::update(&client, args),
                 Command::Ports(args) => containers::ports(&client, args),
                 Command::Stats(args) => stats::stats(&client, args),
+                Command::Events(args) => events::events(&client, args),
                 Command::Pull(args) => images::pull(&client, args),
                 Command::Load(args) => images::load(&client, args),
                 Command::Images(args) => images::images(&client, args),
@@ -164,8 +176,12 @@ impl GlobalArgs {
             log_level: self.log_level,
             insecure_registries: None,
             host_protection: self.no_host_protection.then_some(false),
+            metrics_addr: self.metrics_addr,
         };
-        Ok(flags.or(file))
+        let settings = flags.or(file);
+        // Refused here, before any command (or a daemon it would start) acts on it.
+        settings.metrics_addr().map_err(anyhow::Error::msg)?;
+        Ok(settings)
     }
 }
 
@@ -174,6 +190,9 @@ fn global_args(settings: &Settings) -> Vec<OsString> {
     let mut args = settings.host_config().to_args();
     args.extend(["--socket".into(), settings.socket().into_os_string()]);
     args.extend(["--log-level".into(), settings.log_level().into()]);
+    if let Some(addr) = &settings.metrics_addr {
+        args.extend(["--metrics-addr".into(), addr.into()]);
+    }
     args
 }
 

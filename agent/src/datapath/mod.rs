@@ -17,6 +17,7 @@
 //! the agent imports `aya`.
 mod bpffs;
 mod devices;
+mod events;
 mod owners;
 mod policies;
 mod traffic;
@@ -37,6 +38,7 @@ use aya::{
 use hostnetd_common::ABI_VERSION;
 
 pub use bpffs::ensure_bpffs;
+pub use events::{events_lost, EventRing};
 pub use owners::OwnerTable;
 pub use policies::{KernelPolicy, PolicyTable};
 pub use traffic::{DatapathHealth, TrafficRow, TrafficTable};
