@@ -37,6 +37,57 @@ pub struct Settings {
     pub host_protection: Option<bool>,
     /// Where the daemon serves Prometheus metrics: `HOST:PORT`, or a port on 127.0.0.1.
     pub metrics_addr: Option<String>,
+    /// Debug logging from the eBPF programs: off (default), error, warn, info, debug, trace.
+    pub bpf_log_level: Option<String>,
+}
+
+/// How much the eBPF programs log through aya-log. Fixed when the datapath is loaded: the
+/// verifier prunes disabled statements, so logging off costs nothing per packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BpfLogLevel {
+    #[default]
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl BpfLogLevel {
+    const NAMES: [&'static str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+    /// aya-log's `AYA_LOG_LEVEL`: 0 disables every statement.
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+impl std::str::FromStr for BpfLogLevel {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let levels = [
+            Self::Off,
+            Self::Error,
+            Self::Warn,
+            Self::Info,
+            Self::Debug,
+            Self::Trace,
+        ];
+        (Self::NAMES.iter().zip(levels))
+            .find_map(|(name, level)| name.eq_ignore_ascii_case(text).then_some(level))
+            .ok_or_else(|| {
+                format!(
+                    "invalid eBPF log level {text:?}: use {}",
+                    Self::NAMES.join(", ")
+                )
+            })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +138,7 @@ impl Settings {
             insecure_registries: self.insecure_registries.or(fallback.insecure_registries),
             host_protection: self.host_protection.or(fallback.host_protection),
             metrics_addr: self.metrics_addr.or(fallback.metrics_addr),
+            bpf_log_level: self.bpf_log_level.or(fallback.bpf_log_level),
         }
     }
 
@@ -110,7 +162,17 @@ impl Settings {
             .to_string(),
             runc: self.runc.clone().unwrap_or_else(|| "runc".into()),
             host_protection: self.host_protection.unwrap_or(true),
+            bpf_log_level: (self.bpf_log_level.as_deref())
+                .and_then(|text| text.parse().ok())
+                .unwrap_or_default(),
         }
+    }
+
+    /// Checks the eBPF log level, which `host_config` takes as given.
+    pub fn bpf_log_level(&self) -> Result<BpfLogLevel, String> {
+        self.bpf_log_level
+            .as_deref()
+            .map_or(Ok(BpfLogLevel::Off), str::parse)
     }
 
     fn run_dir(&self) -> PathBuf {

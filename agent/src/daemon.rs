@@ -67,16 +67,40 @@ struct Daemon {
 type Shared = Arc<Daemon>;
 
 /// Runs the daemon until SIGTERM, SIGINT or `POST /v1/teardown`.
+/// Forwards the programs' log when they were loaded with one; says when the level asked for is
+/// not the one loaded (it is fixed at load: `teardown` and start again to change it).
+fn forward_bpf_log(config: &crate::host::HostConfig, loaded: u8, program_id: u32) {
+    if loaded != config.bpf_log_level.as_u8() {
+        tracing::warn!(
+            asked = config.bpf_log_level.as_str(),
+            loaded,
+            "the datapath was loaded with another eBPF log level; run `hostnetd teardown` and start again to change it"
+        );
+    }
+    if loaded == 0 {
+        return;
+    }
+    match crate::bpf_log::forward(program_id) {
+        Ok(()) => tracing::info!(level = loaded, "forwarding the eBPF programs' log"),
+        Err(error) => tracing::warn!(%error, "cannot read the eBPF programs' log"),
+    }
+}
+
 pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
     let config = settings.host_config();
     let socket = settings.socket();
     // Bad settings are refused before anything changes.
     let metrics_addr = settings.metrics_addr().map_err(DaemonError::Invalid)?;
+    settings.bpf_log_level().map_err(DaemonError::Invalid)?;
     let host = Host::open(config.clone())?;
-    {
+    let (loaded_log_level, program_id) = {
         let (_lock, mut datapath) = host.lock_datapath()?;
         host.reconcile(&mut datapath)?;
-    }
+        datapath
+            .log_source()
+            .map_err(crate::host::HostError::from)?
+    };
+    forward_bpf_log(&config, loaded_log_level, program_id);
     tracing::info!(bpf_dir = %config.bpf_dir.display(), "datapath loaded and pinned; containers reconciled");
     let listener = bind_socket(&socket).await?;
     let pid_file = config.run_dir.join("hostnetd.pid");

@@ -34,6 +34,8 @@ pub struct HostConfig {
     pub runc: PathBuf,
     /// Keep host processes off container-owned ports (`--no-host-protection` turns it off).
     pub host_protection: bool,
+    /// aya-log level the programs are loaded with.
+    pub bpf_log_level: crate::config::BpfLogLevel,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +97,10 @@ impl HostConfig {
         if !self.host_protection {
             args.push("--no-host-protection".into());
         }
+        if self.bpf_log_level != crate::config::BpfLogLevel::Off {
+            args.push("--bpf-log-level".into());
+            args.push(self.bpf_log_level.as_str().into());
+        }
         args
     }
 }
@@ -135,6 +141,7 @@ impl Host {
             &self.cgroup,
             self.config.container_level(),
             self.config.host_protection,
+            self.config.bpf_log_level.as_u8(),
         )?;
         Ok((lock, datapath))
     }
@@ -264,13 +271,7 @@ pub(crate) enum Disposition {
     Forget,
 }
 
+/// Removes a directory tree, never crossing into another mount (see `safe_remove`).
 pub(crate) fn remove_dir_all(path: &Path) -> Result<(), HostError> {
-    match fs::remove_dir_all(path) {
-        Err(source) if source.kind() != io::ErrorKind::NotFound => Err(HostError::Io {
-            action: "remove",
-            path: path.to_path_buf(),
-            source,
-        }),
-        _ => Ok(()),
-    }
+    crate::safe_remove::remove_tree(path).map_err(|error| HostError::Invalid(error.to_string()))
 }

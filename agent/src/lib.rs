@@ -4,6 +4,7 @@
 //! store); the `hostnetd` binary's command line is a thin layer over [`host::Host`].
 pub mod accounting;
 pub mod api;
+mod bpf_log;
 pub mod cgroup;
 pub mod client;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod policy;
 pub mod reserved_ports;
 pub mod restart;
 pub mod runtime;
+mod safe_remove;
 pub mod sockets;
 pub mod store;
 pub mod supervise;

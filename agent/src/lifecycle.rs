@@ -243,7 +243,10 @@ impl Host {
     fn resolve(&self, request: &RunRequest) -> Result<Resolved, HostError> {
         match &request.source {
             ContainerSource::HostDirectory(dir) => Ok(Resolved {
-                process: process_spec(request, &RunConfig::default(), std::slice::from_ref(dir))?,
+                process: {
+                    volume_targets_exist(dir, &request.volumes)?;
+                    process_spec(request, &RunConfig::default(), std::slice::from_ref(dir))?
+                },
                 ports: request.ports.clone().unwrap_or_default(),
                 image: None,
                 rootfs: dir.clone(),
@@ -511,6 +514,24 @@ fn image_display_name(reference: &str, image: &ImageRecord) -> String {
         }
         _ => image.id.short().to_string(),
     }
+}
+
+/// A host directory is shown read-only and never changed, so a volume's mount point must
+/// already be there: runc cannot create it (and must not, on the host's own root).
+fn volume_targets_exist(dir: &std::path::Path, volumes: &[Volume]) -> Result<(), HostError> {
+    for volume in volumes {
+        let target = dir.join(volume.container.trim_start_matches('/'));
+        if target.symlink_metadata().is_err() {
+            return Err(HostError::Invalid(format!(
+                "-v {}:{}: {} does not exist in the --rootfs directory {}, and hostnetd never changes a host directory; mount on a path that exists there",
+                volume.host.display(),
+                volume.container,
+                volume.container,
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What the kernel enforces for the container beyond its ports, from its record.

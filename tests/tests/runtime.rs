@@ -48,18 +48,44 @@ fn env_workdir_user_and_volumes_behave_as_in_docker() {
     let shared = host.scratch().join("shared");
     std::fs::create_dir_all(&shared).unwrap();
     std::fs::write(shared.join("in.txt"), "from the host").unwrap();
-    let volume = format!("{}:/data", shared.display());
-    let readonly = format!("{}:/ro:ro", shared.display());
+    // `--rootfs /` is never changed, so volumes go on mount points the host has (FHS's
+    // /srv and /media).
+    let volume = format!("{}:/srv", shared.display());
+    let readonly = format!("{}:/media:ro", shared.display());
     let output = run_shell(
         &host,
-        &["-e", "GREETING=hi", "-w", "/data", "-u", "1234:1234", "-v", &volume, "-v", &readonly],
-        "echo $GREETING; pwd; id -u; id -g; cat in.txt; echo; touch /ro/x 2>/dev/null || echo ro-refused",
+        &["-e", "GREETING=hi", "-w", "/srv", "-u", "1234:1234", "-v", &volume, "-v", &readonly],
+        "echo $GREETING; pwd; id -u; id -g; cat in.txt; echo; touch /media/x 2>/dev/null || echo ro-refused",
     );
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(
         stdout(&output),
-        "hi\n/data\n1234\n1234\nfrom the host\nro-refused\n"
+        "hi\n/srv\n1234\n1234\nfrom the host\nro-refused\n"
     );
+}
+
+#[test]
+fn a_volume_on_a_path_missing_from_a_host_rootfs_is_refused_and_nothing_is_created() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let missing = "/hostnetd-test-no-such-mount-point";
+    let volume = format!("{}:{missing}", host.scratch().display());
+    let output = run_shell(&host, &["-v", &volume], "true");
+    assert_eq!(output.status.code(), Some(125), "{}", describe(&output));
+    assert!(
+        hostnetd_tests::stderr(&output).contains(&format!(
+            "{missing} does not exist in the --rootfs directory /, and hostnetd never changes a host directory"
+        )),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        !std::path::Path::new(missing).exists(),
+        "the host's root was changed"
+    );
+    host.assert_no_container_left();
 }
 
 #[test]

@@ -70,6 +70,15 @@ struct GlobalArgs {
         value_name = "ADDR"
     )]
     metrics_addr: Option<String>,
+    /// Debug logging from the eBPF programs into the daemon's log: off, error, warn, info,
+    /// debug or trace [default: off]. Applies when the datapath is loaded (after a teardown).
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTNETD_BPF_LOG_LEVEL",
+        value_name = "LEVEL"
+    )]
+    bpf_log_level: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,10 +186,12 @@ impl GlobalArgs {
             insecure_registries: None,
             host_protection: self.no_host_protection.then_some(false),
             metrics_addr: self.metrics_addr,
+            bpf_log_level: self.bpf_log_level,
         };
         let settings = flags.or(file);
         // Refused here, before any command (or a daemon it would start) acts on it.
         settings.metrics_addr().map_err(anyhow::Error::msg)?;
+        settings.bpf_log_level().map_err(anyhow::Error::msg)?;
         Ok(settings)
     }
 }

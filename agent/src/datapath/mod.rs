@@ -47,6 +47,10 @@ use owners::open_map;
 
 use crate::cgroup::{Cgroup2, ContainerCgroup};
 
+/// A directory `log-level-N` records the aya-log level the pinned programs were loaded with
+/// (bpffs holds no regular files, and no dots in names).
+const LOG_LEVEL_PREFIX: &str = "log-level-";
+
 /// The compiled eBPF object, built by agent/build.rs.
 static DATAPATH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hostnetd-datapath"));
@@ -157,11 +161,12 @@ impl Datapath {
         cgroup: &Cgroup2,
         container_level: u32,
         host_protection: bool,
+        log_level: u8,
     ) -> Result<Self, DatapathError> {
         let root = Self::pin_root(base);
         // The last program pinned: present only when loading completed.
         if !root.join("progs").join(devices::LAST_PROGRAM).exists() {
-            load_and_pin(&root)?;
+            load_and_pin(&root, log_level)?;
         }
         let mut datapath = Self {
             owners: OwnerTable::open(&root.join("maps"))?,
@@ -336,20 +341,42 @@ impl Datapath {
         Ok(())
     }
 
+    /// The aya-log level the pinned programs were loaded with, and the id of one of them,
+    /// through which aya-log finds their log ring.
+    pub fn log_source(&self) -> Result<(u8, u32), DatapathError> {
+        let level = (fs::read_dir(&self.root).into_iter().flatten().flatten())
+            .find_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                name.strip_prefix(LOG_LEVEL_PREFIX)?.parse().ok()
+            })
+            .unwrap_or(0);
+        let name = CONTAINER_HOOKS[0].name;
+        let program = |source| DatapathError::Program { name, source };
+        let prog = CgroupSockAddr::from_pin(
+            self.root.join("progs").join(name),
+            CgroupSockAddrAttachType::Bind4,
+        )
+        .map_err(program)?;
+        Ok((level, prog.info().map_err(program)?.id()))
+    }
+
     fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join("containers").join(id)
     }
 }
 
-/// Loads the object with its maps pinned under `root/maps` and pins every program.
-fn load_and_pin(root: &Path) -> Result<(), DatapathError> {
+/// Loads the object with its maps pinned under `root/maps` and pins every program. The
+/// programs' aya-log statements above `log_level` (0: all) are pruned by the verifier.
+fn load_and_pin(root: &Path, log_level: u8) -> Result<(), DatapathError> {
     let maps = root.join("maps");
     let progs = root.join("progs");
     create_dir(&maps)?;
     create_dir(&progs)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps)
+        .override_global("AYA_LOG_LEVEL", &log_level, true)
         .load(DATAPATH_OBJECT)?;
+    create_dir(&root.join(format!("{LOG_LEVEL_PREFIX}{log_level}")))?;
     for hook in CONTAINER_HOOKS.iter().chain(&HOST_HOOKS) {
         let error = |source| DatapathError::Program {
             name: hook.name,

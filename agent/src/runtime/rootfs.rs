@@ -10,12 +10,20 @@ use super::{RootfsSource, RuntimeError};
 
 /// Mounts `source` at `target`. Only the directory's own filesystem is bound, not the mounts
 /// below it, so a `--rootfs /` container never sees the host's /run, /proc or /sys; runc
-/// mounts its own and makes the root read-only.
+/// mounts its own. A host directory is bound read-only on the host's side too: nothing that
+/// walks the bundle (a cleanup, runc creating a mount point) can change the host through it.
 pub fn mount_rootfs(source: &RootfsSource, target: &Path) -> Result<(), RuntimeError> {
     std::fs::create_dir_all(target).map_err(io_error("create", target))?;
     match source {
-        RootfsSource::HostDirectory(dir) => mount(Some(dir), target, libc::MS_BIND)
-            .map_err(io_error("bind-mount rootfs at", target))?,
+        RootfsSource::HostDirectory(dir) => {
+            mount(Some(dir), target, libc::MS_BIND)
+                .map_err(io_error("bind-mount rootfs at", target))?;
+            let read_only = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+            if let Err(error) = mount(None, target, read_only) {
+                let _ = unmount_rootfs(target);
+                return Err(io_error("make read-only the rootfs at", target)(error));
+            }
+        }
         RootfsSource::Image { layers, writable } => mount_overlay(layers, writable, target)?,
     }
     // Keep the container's mounts from propagating back into the host and vice versa.
@@ -23,19 +31,23 @@ pub fn mount_rootfs(source: &RootfsSource, target: &Path) -> Result<(), RuntimeE
 }
 
 /// Unmounts the rootfs; one that is not mounted (already cleaned up) is fine.
+/// Every mount stacked there goes (a bind mounted twice needs two unmounts).
 pub fn unmount_rootfs(target: &Path) -> Result<(), RuntimeError> {
     let Ok(path) = CString::new(target.as_os_str().as_bytes()) else {
         return Ok(());
     };
-    // SAFETY: a NUL-terminated path.
-    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
-        let error = io::Error::last_os_error();
-        let benign = matches!(error.raw_os_error(), Some(libc::EINVAL | libc::ENOENT));
-        if !benign {
-            return Err(io_error("unmount", target)(error));
+    loop {
+        // SAFETY: a NUL-terminated path.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
+            let error = io::Error::last_os_error();
+            let benign = matches!(error.raw_os_error(), Some(libc::EINVAL | libc::ENOENT));
+            return if benign {
+                Ok(())
+            } else {
+                Err(io_error("unmount", target)(error))
+            };
         }
     }
-    Ok(())
 }
 
 /// Mounts the layers (top first) under an overlayfs whose upper layer is `writable/upper`.
