@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod sockets;
 pub mod store;
 pub mod supervise;
+pub mod update;
 
 pub use host::{Host, HostConfig, HostError};
 pub use lifecycle::{RunRequest, RunSpec};

@@ -89,7 +89,7 @@ enum Command {
     Kill(containers::KillArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
-    /// Replace a running container's egress rules, atomically.
+    /// Replace a running container's ports and egress rules, atomically.
     Update(containers::UpdateArgs),
     /// List owned ports and their owners.
     Ports(containers::PortsArgs),
@@ -118,6 +118,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 &options,
             )
         }
+        Command::Update(args) => {
+            let (container, body) = containers::update_request(args)?;
+            let client = Client::connect_or_start(&settings, &global_args)?;
+            containers::update(&client, &container, &body)
+        }
         command => {
             let client = Client::connect_or_start(&settings, &global_args)?;
             match command {
@@ -127,15 +132,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Stop(args) => containers::stop(&client, args),
                 Command::Kill(args) => containers::kill(&client, args),
                 Command::Rm(args) => containers::rm(&client, args),
-                Command::Update(args) => containers::update(&client, args),
                 Command::Ports(args) => containers::ports(&client, args),
                 Command::Pull(args) => images::pull(&client, args),
                 Command::Load(args) => images::load(&client, args),
                 Command::Images(args) => images::images(&client, args),
                 Command::Rmi(args) => images::rmi(&client, args),
-                Command::Daemon | Command::Monitor { .. } | Command::Teardown | Command::Run(_) => {
-                    unreachable!("handled above")
-                }
+                Command::Daemon
+                | Command::Monitor { .. }
+                | Command::Teardown
+                | Command::Run(_)
+                | Command::Update(_) => unreachable!("handled above"),
             }
         }
     }

@@ -13,9 +13,11 @@
 //!
 //! Links are pinned so that enforcement outlives the process that attached it. Nothing else in
 //! the agent imports `aya`.
+mod barrier;
 mod bpffs;
 mod owners;
 mod policies;
+mod transition;
 
 use std::{
     fs::{self, File},
@@ -34,6 +36,7 @@ use hostnetd_common::ABI_VERSION;
 pub use bpffs::ensure_bpffs;
 pub use owners::OwnerTable;
 pub use policies::{KernelPolicy, PolicyTable};
+pub use transition::StagedPolicy;
 
 use owners::open_map;
 
@@ -77,6 +80,8 @@ pub enum DatapathError {
     },
     #[error("bpffs: {0}")]
     Bpffs(String),
+    #[error("port {port} is owned by cgroup {cgroup_id}, not by this container")]
+    PortTaken { port: String, cgroup_id: u64 },
 }
 
 /// One cgroup hook: the program's name in the object and where it attaches.
