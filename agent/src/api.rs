@@ -341,11 +341,22 @@ pub struct LoadRequest {
     pub path: String,
 }
 
-/// The body of `POST /v1/containers/REF/update`: the container's new egress rules, replacing
-/// the old ones as a whole.
+/// The body of `POST /v1/containers/REF/update`: what replaces the container's policy. A field
+/// left out keeps what the container has; give at least one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyUpdate {
-    pub egress_allow: Vec<String>,
-    pub egress_deny: Vec<String>,
+    /// The new owned ports, in the `run --ports` grammar (each possibly comma-separated),
+    /// replacing the old set as a whole; `[]` owns none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<String>>,
+    /// The new egress rules: given either list, both replace the old rules (a missing one is
+    /// empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_allow: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_deny: Option<Vec<String>>,
+    /// The new ingress rules, replacing the old ones (`[]`: every source may reach the ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_allow: Option<Vec<String>>,
 }

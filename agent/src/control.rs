@@ -64,38 +64,6 @@ impl Host {
         Ok(record)
     }
 
-    /// Replaces a live container's egress rules. The new rules are written in full under the
-    /// other generation and take over in one map update: no connect sees neither or a mix.
-    pub fn update_policy(
-        &self,
-        reference: &str,
-        update: &crate::api::PolicyUpdate,
-    ) -> Result<ContainerRecord, HostError> {
-        // Checked before the lock: a bad rule changes nothing.
-        crate::policy::egress::EgressPolicy::parse(&update.egress_allow, &update.egress_deny)
-            .map_err(|e| HostError::Invalid(e.to_string()))?;
-        let (_lock, mut datapath) = self.lock_datapath()?;
-        self.reconcile(&mut datapath)?;
-        let record = self.store.find(reference)?;
-        if !record.state.is_live() {
-            return Err(HostError::NotRunning {
-                name: record.name,
-                state: record.state.as_str(),
-            });
-        }
-        let updated = ContainerRecord {
-            egress_allow: update.egress_allow.clone(),
-            egress_deny: update.egress_deny.clone(),
-            ..record
-        };
-        datapath.policies().install(
-            updated.cgroup.id,
-            &crate::lifecycle::kernel_policy(&updated)?,
-        )?;
-        self.store.save(&updated)?;
-        Ok(updated)
-    }
-
     /// Removes an exited container; with `force`, kills and releases a live one first.
     pub fn remove(&self, reference: &str, force: bool) -> Result<ContainerRecord, HostError> {
         let record = self.store.find(reference)?;

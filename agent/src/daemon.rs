@@ -631,7 +631,7 @@ async fn update(
 ) -> Reply {
     let update: PolicyUpdate = parse_body(&body)?;
     let record = blocking(&daemon, move |host| host.update_policy(&reference, &update)).await?;
-    tracing::info!(id = %record.id, allow = ?record.egress_allow, deny = ?record.egress_deny, "policy updated");
+    tracing::info!(id = %record.id, ports = ?record.port_specs, allow = ?record.egress_allow, deny = ?record.egress_deny, "policy updated");
     Ok(view(&record))
 }
 
@@ -663,7 +663,16 @@ async fn ports(State(daemon): State<Shared>, uri: Uri) -> Reply {
     if query.kernel {
         let owned = blocking(&daemon, |host| host.kernel_owners()).await?;
         let table: Vec<_> = (owned.iter())
-            .map(|(port, owner)| serde_json::json!({ "port": port, "cgroup_id": owner.cgroup_id }))
+            .map(|(port, owner)| {
+                // The policy generations whose grant lets the owner bind it; while an update
+                // is under way a port may have both, or (leaving) only the old one.
+                let generations: Vec<u32> = (0..2).filter(|&g| owner.grant(g) != 0).collect();
+                serde_json::json!({
+                    "port": port,
+                    "cgroup_id": owner.cgroup_id,
+                    "generations": generations,
+                })
+            })
             .collect();
         return Ok(Json(table).into_response());
     }

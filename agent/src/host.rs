@@ -207,7 +207,7 @@ impl Host {
         unmount_rootfs(&bundle.join("rootfs"))?;
         remove_dir_all(&bundle)?;
         datapath.detach_container(&record.id)?;
-        ownership::release(datapath.owners(), record.cgroup.id, &record.ports)?;
+        ownership::release(datapath.owners(), record)?;
         datapath.policies().remove(record.cgroup.id)?;
         datapath.traffic().remove(record.cgroup.id)?;
         let cgroup = ContainerCgroup {

@@ -28,6 +28,7 @@ mod safe_remove;
 pub mod sockets;
 pub mod store;
 pub mod supervise;
+pub mod update;
 pub mod watch;
 
 pub use host::{Host, HostConfig, HostError};

@@ -189,7 +189,7 @@ impl RunSpec {
 }
 
 /// `--ports` values (each possibly comma-separated) as one set of declarations.
-fn parse_declarations(values: &[String]) -> Result<PortDeclarations, HostError> {
+pub(crate) fn parse_declarations(values: &[String]) -> Result<PortDeclarations, HostError> {
     let invalid = |message: String| HostError::Invalid(message);
     let mut specs = Vec::new();
     for value in values {
@@ -301,7 +301,7 @@ impl Host {
             });
         }
         let ports: Vec<OwnedPort> = resolved.ports.ports().collect();
-        ownership::check_available(datapath.owners_ref(), &records, &self.procfs, &ports)?;
+        ownership::check_available(datapath.owners_ref(), &records, &self.procfs, &ports, None)?;
         let cgroup = self
             .cgroup
             .create(&format!("{}/{id}", self.config.cgroup_parent))?;
@@ -324,6 +324,7 @@ impl Host {
                 id: cgroup.id,
                 level: cgroup.level,
             },
+            update_in_progress: false,
             state: ContainerState::Created,
             supervisor: Host::identity(),
             restart: request.restart,
@@ -355,14 +356,14 @@ impl Host {
             .cgroup
             .open(&format!("{}/{}", self.config.cgroup_parent, record.id))?;
         // The policy holds before the first port is claimed, and both before any process runs.
-        datapath
+        let generation = datapath
             .policies()
             .install(cgroup.id, &kernel_policy(record)?)?;
-        ownership::claim(datapath.owners(), &cgroup, &record.ports)?;
+        ownership::claim(datapath.owners(), &cgroup, generation, &record.ports)?;
         ownership::sync_reserved_ports(&self.store, &self.reserved, &self.store.list()?)?;
         // A host process may have bound a port between the check and the claim; now that the
         // claim blocks new binds, one more look closes that window.
-        let late = ownership::host_conflicts(&self.procfs, ports)?;
+        let late = ownership::host_conflicts(&self.procfs, ports, None)?;
         if !late.is_empty() {
             return Err(ownership::OwnershipError::Conflicts(late).into());
         }
@@ -550,7 +551,7 @@ pub const RUNC_CGROUP: &str = "ctr";
 pub const MONITOR_RUNNING: &str = "running";
 pub const MONITOR_FAILED: &str = "failed:";
 
-fn claims(ports: &PortDeclarations) -> Vec<PortClaim> {
+pub(crate) fn claims(ports: &PortDeclarations) -> Vec<PortClaim> {
     ports
         .ports()
         .map(|port| PortClaim {

@@ -82,12 +82,15 @@ fn conflicts_message(conflicts: &[Conflict]) -> String {
     format!("cannot own the requested ports: {}", lines.join("; "))
 }
 
-/// Refuses `ports` if a container owns any of them or a host process has one bound.
+/// Refuses `ports` if a container owns any of them or a host process has one bound. Sockets
+/// held only by processes in cgroup `own` (the container being updated) are its own: it keeps
+/// what it bound on a port an update took away, and may be given the port back.
 pub fn check_available(
     owners: &OwnerTable,
     records: &[ContainerRecord],
     procfs: &ProcFs,
     ports: &[OwnedPort],
+    own: Option<&str>,
 ) -> Result<(), OwnershipError> {
     let mut conflicts = Vec::new();
     let mut unowned = Vec::new();
@@ -98,7 +101,7 @@ pub fn check_available(
         }
     }
     // A socket on an owned port is its owner's: naming the owner container says it all.
-    conflicts.extend(host_conflicts(procfs, &unowned)?);
+    conflicts.extend(host_conflicts(procfs, &unowned, own)?);
     if conflicts.is_empty() {
         Ok(())
     } else {
@@ -106,10 +109,12 @@ pub fn check_available(
     }
 }
 
-/// Host sockets already bound to any of `ports`, with the processes that hold them.
+/// Host sockets already bound to any of `ports`, with the processes that hold them; those held
+/// only by processes in cgroup `own` do not count.
 pub fn host_conflicts(
     procfs: &ProcFs,
     ports: &[OwnedPort],
+    own: Option<&str>,
 ) -> Result<Vec<Conflict>, OwnershipError> {
     let wanted: Vec<_> = ports.iter().map(|p| (p.proto, p.port)).collect();
     let mut conflicts: Vec<Conflict> = Vec::new();
@@ -124,11 +129,12 @@ pub fn host_conflicts(
         {
             continue;
         }
-        let holders = procfs
-            .socket_holders(socket.inode)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let holders = procfs.socket_holders(socket.inode);
+        let owns_it = |dir: &str| !holders.is_empty() && holders.iter().all(|h| h.is_within(dir));
+        if own.is_some_and(owns_it) {
+            continue;
+        }
+        let holders = holders.iter().map(ToString::to_string).collect();
         conflicts.push(Conflict::BoundOnHost { port, holders });
     }
     Ok(conflicts)
@@ -151,36 +157,28 @@ fn owned_conflict(port: OwnedPort, owner: PortOwner, records: &[ContainerRecord]
     }
 }
 
-/// Writes the container's claims into the owner table.
+/// Writes the container's claims into the owner table, granted under `generation` (the one
+/// its policy has in force).
 pub fn claim(
     owners: &mut OwnerTable,
     cgroup: &ContainerCgroup,
+    generation: u32,
     claims: &[PortClaim],
 ) -> Result<(), OwnershipError> {
     for claim in claims {
-        let flags = match claim.addresses {
-            None => hostnetd_common::OWNER_ANY_ADDRESS,
-            Some(_) => hostnetd_common::OWNER_LISTED_ADDRESSES,
-        };
-        let owner = PortOwner {
-            cgroup_id: cgroup.id,
-            cgroup_level: cgroup.level,
-            flags,
-        };
-        owners.claim(claim.port, owner, claim.addresses.as_deref())?;
+        owners.grant(cgroup, generation, claim)?;
     }
     Ok(())
 }
 
-/// Frees every claim that `cgroup_id` still holds; safe to repeat.
-pub fn release(
-    owners: &mut OwnerTable,
-    cgroup_id: u64,
-    claims: &[PortClaim],
-) -> Result<(), OwnershipError> {
-    for claim in claims {
-        owners.release(claim.port, cgroup_id, claim.addresses.as_deref())?;
+/// Frees every slot the container still holds; safe to repeat. After an interrupted update it
+/// may hold slots its record does not list: the whole table is searched for them.
+pub fn release(owners: &mut OwnerTable, record: &ContainerRecord) -> Result<(), OwnershipError> {
+    let mut ports: Vec<OwnedPort> = record.ports.iter().map(|claim| claim.port).collect();
+    if record.update_in_progress {
+        ports.extend(owners.owned_by(record.cgroup.id)?);
     }
+    owners.release(record.cgroup.id, &ports)?;
     Ok(())
 }
 

@@ -81,6 +81,20 @@ pub fn format_port_list(ports: &BTreeSet<u16>) -> String {
     items.join(",")
 }
 
+/// The longest the sysctl can print: every other port of 0-65535 as its own entry.
+const MAX_LIST_LEN: usize = 32768 * "65535,".len() + 1;
+
+/// Reads the sysctl in one read(2). The kernel prints this bitmap afresh on each read and
+/// answers a read at a non-zero offset with end-of-file, so reading in pieces (as
+/// `read_to_string` does, starting with a 32-byte probe) silently cuts the list short: a
+/// write-back would then drop entries, or reserve a cut-off number (`26` from `26005`).
+fn read_in_one_call(mut source: impl io::Read) -> io::Result<String> {
+    let mut buffer = vec![0u8; MAX_LIST_LEN];
+    let length = source.read(&mut buffer)?;
+    buffer.truncate(length);
+    String::from_utf8(buffer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 pub struct ReservedPorts {
     path: PathBuf,
 }
@@ -97,7 +111,8 @@ impl ReservedPorts {
     }
 
     pub fn read(&self) -> Result<BTreeSet<u16>, ReservedPortsError> {
-        let text = fs::read_to_string(&self.path).map_err(|source| self.io("read", source))?;
+        let file = fs::File::open(&self.path).map_err(|source| self.io("open", source))?;
+        let text = read_in_one_call(file).map_err(|source| self.io("read", source))?;
         parse_port_list(&text).map_err(|entry| ReservedPortsError::Garbage {
             path: self.path.clone(),
             entry,
@@ -202,6 +217,37 @@ mod tests {
             "\n"
         );
         fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Prints like the kernel's bitmap sysctl: everything that fits the first read, then
+    /// end-of-file at any later offset.
+    struct BitmapSysctl(&'static str, bool);
+
+    impl io::Read for BitmapSysctl {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if std::mem::replace(&mut self.1, true) {
+                return Ok(0);
+            }
+            let length = self.0.len().min(buf.len());
+            buf[..length].copy_from_slice(&self.0.as_bytes()[..length]);
+            Ok(length)
+        }
+    }
+
+    #[test]
+    fn the_whole_list_is_read_although_the_kernel_prints_it_once() {
+        let text = "26000-26002,26005,26010,26020,26030,26040\n";
+        let mut piecewise = String::new();
+        io::Read::read_to_string(&mut BitmapSysctl(text, false), &mut piecewise).unwrap();
+        assert_ne!(
+            piecewise, text,
+            "the kernel's behaviour this guards against"
+        );
+        assert_eq!(read_in_one_call(BitmapSysctl(text, false)).unwrap(), text);
+        let longest: BTreeSet<u16> = (0..=65535).step_by(2).collect();
+        let text: &'static str = Box::leak((format_port_list(&longest) + "\n").into_boxed_str());
+        assert!(text.len() <= MAX_LIST_LEN);
+        assert_eq!(read_in_one_call(BitmapSysctl(text, false)).unwrap(), text);
     }
 
     #[test]

@@ -37,6 +37,21 @@ pub struct SocketHolder {
     pub pid: u32,
     pub comm: String,
     pub cmdline: String,
+    /// Its cgroup v2 path (`/hostnetd/<id>/ctr`), empty when unknown.
+    pub cgroup: String,
+}
+
+impl SocketHolder {
+    /// Whether the process is in cgroup `dir` (a path such as `/hostnetd/<id>`) or below it.
+    pub fn is_within(&self, dir: &str) -> bool {
+        let dir = dir.trim_end_matches('/');
+        !dir.is_empty()
+            && (self.cgroup == dir
+                || self
+                    .cgroup
+                    .strip_prefix(dir)
+                    .is_some_and(|rest| rest.starts_with('/')))
+    }
 }
 
 impl fmt::Display for SocketHolder {
@@ -117,7 +132,17 @@ impl ProcFs {
             .map(|arg| String::from_utf8_lossy(arg).into_owned())
             .collect();
         let cmdline: String = args.join(" ").chars().take(80).collect();
-        SocketHolder { pid, comm, cmdline }
+        let cgroup = fs::read_to_string(dir.join("cgroup"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("0::").map(str::to_string))
+            .unwrap_or_default();
+        SocketHolder {
+            pid,
+            comm,
+            cmdline,
+            cgroup,
+        }
     }
 }
 
@@ -242,11 +267,16 @@ mod tests {
         std::os::unix::fs::symlink("socket:[12345]", root.join("42/fd/3")).unwrap();
         fs::write(root.join("42/comm"), "busybox\n").unwrap();
         fs::write(root.join("42/cmdline"), b"busybox\0httpd\0-f\0").unwrap();
+        fs::write(root.join("42/cgroup"), "0::/hostnetd/abc/ctr\n").unwrap();
         fs::create_dir_all(root.join("43/fd")).unwrap();
         std::os::unix::fs::symlink("socket:[999]", root.join("43/fd/3")).unwrap();
         let holders = ProcFs::new(&root).socket_holders(12345);
         assert_eq!(holders.len(), 1);
         assert_eq!(holders[0].to_string(), "pid 42 (busybox httpd -f)");
+        assert!(holders[0].is_within("/hostnetd/abc"));
+        assert!(!holders[0].is_within("/hostnetd/ab"));
+        assert!(!holders[0].is_within("/hostnetd/other"));
+        assert!(!holders[0].is_within(""));
         fs::remove_dir_all(root).unwrap();
     }
 

@@ -115,6 +115,11 @@ pub struct ContainerRecord {
     #[serde(default)]
     pub allow_raw_sockets: bool,
     pub cgroup: CgroupRecord,
+    /// An update of the container's policy began and has not finished: the owner table may
+    /// hold slots of this container that `ports` does not list, so its next update or release
+    /// searches the whole table.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub update_in_progress: bool,
     pub state: ContainerState,
     /// The `hostnetd monitor` process that runs and waits for the container.
     pub supervisor: ProcessIdentity,
@@ -365,7 +370,7 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Stor
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hostnetd_common::Proto;
 
@@ -375,7 +380,8 @@ mod tests {
         (Store::open(&dir).unwrap(), dir)
     }
 
-    fn record(id: &str, name: &str) -> ContainerRecord {
+    /// A created container owning 127.0.0.1:20080/tcp.
+    pub(crate) fn record(id: &str, name: &str) -> ContainerRecord {
         ContainerRecord {
             id: id.to_string(),
             name: name.to_string(),
@@ -399,6 +405,7 @@ mod tests {
                 id: 7,
                 level: 2,
             },
+            update_in_progress: false,
             state: ContainerState::Created,
             supervisor: ProcessIdentity {
                 pid: 1,

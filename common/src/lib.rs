@@ -62,24 +62,60 @@ pub struct PortOwner {
     /// Depth of that cgroup below the root, for `bpf_get_current_ancestor_cgroup_id`, so that
     /// processes in nested child cgroups of the container are still recognised as the owner.
     pub cgroup_level: u32,
-    /// `OWNER_ANY_ADDRESS` or `OWNER_LISTED_ADDRESSES`; zero allows no address at all.
+    /// What the owner itself may bind, once per policy generation (see [`PortOwner::grant`]):
+    /// generation 0's grant in bits 8-9, generation 1's in bits 16-17. Zero grants nothing.
     pub flags: u32,
 }
 const _: () = assert!(core::mem::size_of::<PortOwner>() == 16);
 
-/// The owner may bind the port on any local address.
+/// A grant: the owner may bind the port on any local address.
 pub const OWNER_ANY_ADDRESS: u32 = 1 << 0;
-/// The owner may bind the port only on addresses listed in the bind-address table.
+/// A grant: the owner may bind the port only on the addresses listed in the bind-address table
+/// under the same generation.
 pub const OWNER_LISTED_ADDRESSES: u32 = 1 << 1;
+/// Generation 0's grant, in place in [`PortOwner::flags`].
+pub const OWNER_GENERATION_0: u32 = (OWNER_ANY_ADDRESS | OWNER_LISTED_ADDRESSES) << 8;
+/// Generation 1's grant, in place in [`PortOwner::flags`].
+pub const OWNER_GENERATION_1: u32 = (OWNER_ANY_ADDRESS | OWNER_LISTED_ADDRESSES) << 16;
+
+#[inline(always)]
+const fn grant_shift(generation: u32) -> u32 {
+    8 + 8 * (generation & 1)
+}
 
 impl PortOwner {
     pub fn is_owned(&self) -> bool {
         self.cgroup_id != 0
     }
+
+    /// What the owner may bind while `generation` is in force: [`OWNER_ANY_ADDRESS`],
+    /// [`OWNER_LISTED_ADDRESSES`], or 0 (nothing). A container's ports carry one grant per
+    /// generation so that an update can write the next set beside the one in force and switch
+    /// both with the container's generation, in one map update.
+    #[inline(always)]
+    pub fn grant(&self, generation: u32) -> u32 {
+        (self.flags >> grant_shift(generation)) & (OWNER_ANY_ADDRESS | OWNER_LISTED_ADDRESSES)
+    }
+
+    /// This owner with `generation`'s grant replaced by `grant` (0 withdraws it).
+    pub fn with_grant(self, generation: u32, grant: u32) -> Self {
+        let shift = grant_shift(generation);
+        let mask = (OWNER_ANY_ADDRESS | OWNER_LISTED_ADDRESSES) << shift;
+        Self {
+            flags: (self.flags & !mask) | ((grant << shift) & mask),
+            ..self
+        }
+    }
+
+    /// Whether either generation grants the owner anything.
+    pub fn grants_anything(&self) -> bool {
+        self.flags & (OWNER_GENERATION_0 | OWNER_GENERATION_1) != 0
+    }
 }
 
-/// One address a container may bind an owned port on. IPv4 addresses are stored in their
-/// v4-mapped IPv6 form so that `bind4` and `bind6` on `::ffff:a.b.c.d` agree.
+/// One address a container may bind an owned port on, under one policy generation. IPv4
+/// addresses are stored in their v4-mapped IPv6 form so that `bind4` and `bind6` on
+/// `::ffff:a.b.c.d` agree.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BindAddrKey {
@@ -87,18 +123,21 @@ pub struct BindAddrKey {
     pub addr: [u8; 16],
     pub port: u16,
     pub proto: u8,
-    pub _pad: [u8; 5],
+    /// The generation whose [`OWNER_LISTED_ADDRESSES`] grant this entry belongs to (0 or 1).
+    pub generation: u8,
+    pub _pad: [u8; 4],
 }
 const _: () = assert!(core::mem::size_of::<BindAddrKey>() == 32);
 
 impl BindAddrKey {
-    pub fn new(cgroup_id: u64, addr: [u8; 16], port: u16, proto: Proto) -> Self {
+    pub fn new(cgroup_id: u64, generation: u32, addr: [u8; 16], port: u16, proto: Proto) -> Self {
         Self {
             cgroup_id,
             addr,
             port,
             proto: proto as u8,
-            _pad: [0; 5],
+            generation: (generation & 1) as u8,
+            _pad: [0; 4],
         }
     }
 }
@@ -121,8 +160,9 @@ const _: () = assert!(core::mem::size_of::<Settings>() == 8);
 pub struct ContainerPolicy {
     /// `POLICY_*` flags.
     pub flags: u32,
-    /// Which of the two rule generations in `EGRESS_RULES` is in force. An update writes the
-    /// other generation completely, then flips this in one map update.
+    /// Which of the two generations is in force, 0 or 1: of the rules in `EGRESS_RULES` and of
+    /// the grants on the container's `PORT_OWNERS` slots. An update writes the other
+    /// generation completely, then flips this in one map update.
     pub generation: u32,
 }
 const _: () = assert!(core::mem::size_of::<ContainerPolicy>() == 8);

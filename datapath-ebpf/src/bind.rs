@@ -14,7 +14,7 @@ use hostnetd_common::{
 
 use crate::{
     egress::current_container,
-    maps::{BIND_ADDRS, PORT_OWNERS},
+    maps::{BIND_ADDRS, CONTAINER_POLICIES, PORT_OWNERS},
     report::{report, Denial},
     sockaddr::{deny, ipv4_addr, ipv6_addr, protocol_and_port, ALLOW},
 };
@@ -31,6 +31,12 @@ impl BindEnv for Kernel {
     fn current_ancestor_cgroup(&self, level: u32) -> u64 {
         // SAFETY: a helper call with a scalar argument.
         unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) }
+    }
+
+    #[inline(always)]
+    fn generation(&self, cgroup_id: u64) -> Option<u32> {
+        // SAFETY: the value is only read, and the map's values are plain data.
+        unsafe { CONTAINER_POLICIES.get(&cgroup_id) }.map(|policy| policy.generation)
     }
 
     #[inline(always)]

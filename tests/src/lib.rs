@@ -390,10 +390,20 @@ pub fn probe_on_host(args: &[&str]) -> Vec<i32> {
     probe_results(&output)
 }
 
+/// A sysctl's text, read in one read(2): the kernel prints some (the port bitmaps) afresh on
+/// each read and answers a read at a non-zero offset with end-of-file, so `read_to_string`'s
+/// small first read would cut them short.
+pub fn read_sysctl(path: &str) -> String {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).expect("open the sysctl");
+    let mut buffer = vec![0u8; 1 << 19];
+    let length = file.read(&mut buffer).expect("read the sysctl");
+    String::from_utf8_lossy(&buffer[..length]).into_owned()
+}
+
 /// The reserved-ports sysctl, as a set.
 pub fn reserved_ports() -> Vec<u16> {
-    let text =
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").expect("sysctl");
+    let text = read_sysctl("/proc/sys/net/ipv4/ip_local_reserved_ports");
     let mut ports = Vec::new();
     for item in text.trim().split(',').filter(|s| !s.is_empty()) {
         match item.split_once('-') {

@@ -505,6 +505,19 @@ fn ingress_rules_drop_other_sources_before_the_socket_and_count_them() {
         inspect["policy"]["ingress_allow"][0],
         "127.0.0.1/32:21060/tcp"
     );
+    // Replaced live: the other source is let in, the first one kept out.
+    let updated = host.exec(&["update", "--ingress-allow", "127.0.0.2/32", name]);
+    assert!(updated.status.success(), "{}", describe(&updated));
+    assert_eq!(tcp("127.0.0.2", "127.0.0.1"), [0], "after the update");
+    assert_eq!(
+        tcp("127.0.0.1", "127.0.0.1"),
+        [EINPROGRESS],
+        "after the update"
+    );
+    let cleared = host.exec(&["update", "--no-ingress-rules", name]);
+    assert!(cleared.status.success(), "{}", describe(&cleared));
+    assert_eq!(tcp("127.0.0.1", "127.0.0.1"), [0], "without ingress rules");
+    assert_eq!(udp("127.0.0.1", "127.0.0.1"), [0], "without ingress rules");
     assert!(host.exec(&["rm", "-f", name]).status.success());
     let _ = child.0.wait();
     drop(child);

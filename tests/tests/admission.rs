@@ -155,7 +155,7 @@ fn owned_ports_are_reserved_and_the_administrators_entries_survive() {
         return;
     }
     let sysctl = "/proc/sys/net/ipv4/ip_local_reserved_ports";
-    let before = std::fs::read_to_string(sysctl).unwrap();
+    let before = hostnetd_tests::read_sysctl(sysctl);
     let admin = if before.trim().is_empty() {
         "20239".to_string()
     } else {

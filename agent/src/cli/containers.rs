@@ -2,7 +2,7 @@
 use std::{io::Write as _, process::ExitCode};
 
 use hostnetd::{
-    api::{ContainerView, PortEntry},
+    api::{ContainerView, PolicyUpdate, PortEntry},
     client::{Client, ClientError},
     config::Settings,
     logs::{LogEntry, Stream},
@@ -155,30 +155,58 @@ pub fn kill(client: &Client, args: KillArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(clap::Args, Debug)]
 pub struct UpdateArgs {
+    /// The new set of owned ports, replacing the old one (`run --ports` grammar:
+    /// 80,443/tcp,5000-5100/udp,127.0.0.1:8080,[::1]:9090).
+    #[arg(long = "ports", value_name = "SPEC")]
+    ports: Vec<String>,
+    /// Own no ports any more.
+    #[arg(long = "no-ports", conflicts_with = "ports")]
+    no_ports: bool,
     /// The new egress allow rules (replacing the old ones), CIDR[:PORT[-PORT]][/tcp|udp].
     #[arg(long = "egress-allow", value_name = "RULE")]
     egress_allow: Vec<String>,
     /// The new egress deny rules (replacing the old ones).
     #[arg(long = "egress-deny", value_name = "RULE")]
     egress_deny: Vec<String>,
-    /// Remove every egress rule (what is not given is removed anyway; this says it is meant).
+    /// Remove every egress rule.
     #[arg(long = "no-egress-rules", conflicts_with_all = ["egress_allow", "egress_deny"])]
     no_egress_rules: bool,
+    /// The new ingress rules (replacing the old ones): sources allowed to reach the owned
+    /// ports, CIDR[:PORT[-PORT]][/tcp|udp].
+    #[arg(long = "ingress-allow", value_name = "RULE")]
+    ingress_allow: Vec<String>,
+    /// Remove every ingress rule: any source may reach the owned ports.
+    #[arg(long = "no-ingress-rules", conflicts_with = "ingress_allow")]
+    no_ingress_rules: bool,
     container: String,
 }
 
-/// Replaces a running container's egress rules atomically.
-pub fn update(client: &Client, args: UpdateArgs) -> anyhow::Result<ExitCode> {
+/// A validated `update`: the container and the request body. Bad input is refused here,
+/// before a daemon is asked (or started); what is not given stays as it is.
+pub fn update_request(args: UpdateArgs) -> anyhow::Result<(String, PolicyUpdate)> {
+    let ports = args.no_ports || !args.ports.is_empty();
+    let egress =
+        args.no_egress_rules || !args.egress_allow.is_empty() || !args.egress_deny.is_empty();
+    let ingress = args.no_ingress_rules || !args.ingress_allow.is_empty();
     anyhow::ensure!(
-        args.no_egress_rules || !args.egress_allow.is_empty() || !args.egress_deny.is_empty(),
-        "nothing to update: give the new --egress-allow/--egress-deny rules, or --no-egress-rules"
+        ports || egress || ingress,
+        "nothing to update: give --ports SPEC (or --no-ports), --egress-allow, \
+         --egress-deny RULE (or --no-egress-rules) and/or --ingress-allow RULE \
+         (or --no-ingress-rules)"
     );
-    let update = hostnetd::api::PolicyUpdate {
-        egress_allow: args.egress_allow,
-        egress_deny: args.egress_deny,
+    let body = PolicyUpdate {
+        ports: ports.then_some(args.ports),
+        egress_allow: egress.then_some(args.egress_allow),
+        egress_deny: egress.then_some(args.egress_deny),
+        ingress_allow: ingress.then_some(args.ingress_allow),
     };
-    let view: ContainerView =
-        client.post(&container_path(&args.container, "/update"), Some(&update))?;
+    body.validate()?;
+    Ok((args.container, body))
+}
+
+/// Replaces a running container's ports and egress rules atomically.
+pub fn update(client: &Client, container: &str, body: &PolicyUpdate) -> anyhow::Result<ExitCode> {
+    let view: ContainerView = client.post(&container_path(container, "/update"), Some(body))?;
     println!("{}", view.name);
     Ok(ExitCode::SUCCESS)
 }

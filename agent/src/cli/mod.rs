@@ -108,7 +108,7 @@ enum Command {
     Kill(containers::KillArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
-    /// Replace a running container's egress rules, atomically.
+    /// Replace a running container's ports and egress rules, atomically.
     Update(containers::UpdateArgs),
     /// List owned ports and their owners.
     Ports(containers::PortsArgs),
@@ -141,6 +141,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 &options,
             )
         }
+        Command::Update(args) => {
+            let (container, body) = containers::update_request(args)?;
+            let client = Client::connect_or_start(&settings, &global_args)?;
+            containers::update(&client, &container, &body)
+        }
         command => {
             let client = Client::connect_or_start(&settings, &global_args)?;
             match command {
@@ -150,7 +155,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Stop(args) => containers::stop(&client, args),
                 Command::Kill(args) => containers::kill(&client, args),
                 Command::Rm(args) => containers::rm(&client, args),
-                Command::Update(args) => containers::update(&client, args),
                 Command::Ports(args) => containers::ports(&client, args),
                 Command::Stats(args) => stats::stats(&client, args),
                 Command::Events(args) => events::events(&client, args),
@@ -158,9 +162,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Load(args) => images::load(&client, args),
                 Command::Images(args) => images::images(&client, args),
                 Command::Rmi(args) => images::rmi(&client, args),
-                Command::Daemon | Command::Monitor { .. } | Command::Teardown | Command::Run(_) => {
-                    unreachable!("handled above")
-                }
+                Command::Daemon
+                | Command::Monitor { .. }
+                | Command::Teardown
+                | Command::Run(_)
+                | Command::Update(_) => unreachable!("handled above"),
             }
         }
     }

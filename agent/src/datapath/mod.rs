@@ -15,12 +15,14 @@
 //!
 //! Links are pinned so that enforcement outlives the process that attached it. Nothing else in
 //! the agent imports `aya`.
+mod barrier;
 mod bpffs;
 mod devices;
 mod events;
 mod owners;
 mod policies;
 mod traffic;
+mod transition;
 
 use std::{
     fs::{self, File},
@@ -42,6 +44,7 @@ pub use events::{events_lost, EventRing};
 pub use owners::OwnerTable;
 pub use policies::{KernelPolicy, PolicyTable};
 pub use traffic::{DatapathHealth, TrafficRow, TrafficTable};
+pub use transition::StagedPolicy;
 
 use owners::open_map;
 
@@ -89,6 +92,8 @@ pub enum DatapathError {
     },
     #[error("bpffs: {0}")]
     Bpffs(String),
+    #[error("port {port} is owned by cgroup {cgroup_id}, not by this container")]
+    PortTaken { port: String, cgroup_id: u64 },
 }
 
 /// One cgroup hook: the program's name in the object and where it attaches.

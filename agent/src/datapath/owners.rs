@@ -1,11 +1,15 @@
-//! The ownership tables: who owns each (protocol, port), and on which addresses.
+//! The ownership tables: who owns each (protocol, port), and what the owner itself may bind
+//! under each of its two policy generations (any address, or the addresses listed for it).
 use std::{net::IpAddr, path::Path};
 
 use aya::maps::{Array, HashMap, Map, MapData};
-use hostnetd_common::{v4_mapped, BindAddrKey, MapName, PortOwner, Proto, PORTS_PER_PROTO};
+use hostnetd_common::{
+    v4_mapped, BindAddrKey, MapName, PortOwner, Proto, OWNER_ANY_ADDRESS, OWNER_LISTED_ADDRESSES,
+    PORTS_PER_PROTO,
+};
 
 use super::DatapathError;
-use crate::policy::OwnedPort;
+use crate::{cgroup::ContainerCgroup, policy::OwnedPort, store::PortClaim};
 
 pub struct OwnerTable {
     owners: Array<MapData, PortOwner>,
@@ -24,64 +28,118 @@ impl OwnerTable {
 
     /// The current owner of `port`, if any.
     pub fn owner(&self, port: OwnedPort) -> Result<Option<PortOwner>, DatapathError> {
-        let owner = self
-            .owners
-            .get(&slot(port), 0)
-            .map_err(map_error("PORT_OWNERS"))?;
+        let owner = self.slot_value(port)?;
         Ok(owner.is_owned().then_some(owner))
     }
 
-    /// Gives `port` to `owner`. Address restrictions are written before the owner slot, so the
-    /// programs never see an owner whose allowed addresses are not there yet.
-    pub fn claim(
+    /// Grants `claim` to the container under `generation`, keeping whatever the other
+    /// generation grants it. The address list goes in before the slot that refers to it, so
+    /// the programs never see a grant whose addresses are not there yet.
+    pub fn grant(
         &mut self,
-        port: OwnedPort,
-        owner: PortOwner,
-        addresses: Option<&[IpAddr]>,
+        cgroup: &ContainerCgroup,
+        generation: u32,
+        claim: &PortClaim,
     ) -> Result<(), DatapathError> {
-        for addr in addresses.unwrap_or_default() {
-            let key = addr_key(owner.cgroup_id, port, *addr);
+        let (grant, addresses) = match &claim.addresses {
+            None => (OWNER_ANY_ADDRESS, &[][..]),
+            Some(list) => (OWNER_LISTED_ADDRESSES, list.as_slice()),
+        };
+        let owner = match self.slot_value(claim.port)? {
+            owner if owner.cgroup_id == cgroup.id => owner,
+            owner if owner.is_owned() => {
+                return Err(DatapathError::PortTaken {
+                    port: claim.port.to_string(),
+                    cgroup_id: owner.cgroup_id,
+                })
+            }
+            _ => PortOwner {
+                cgroup_id: cgroup.id,
+                cgroup_level: cgroup.level,
+                flags: 0,
+            },
+        };
+        for addr in addresses {
+            let key = addr_key(cgroup.id, generation, claim.port, *addr);
             self.addrs
                 .insert(key, 1, 0)
                 .map_err(map_error("BIND_ADDRS"))?;
         }
+        self.set_slot(claim.port, owner.with_grant(generation, grant))
+    }
+
+    /// Withdraws `generation`'s grants from those of `ports` the container owns, freeing each
+    /// slot left with no grant, and removes that generation's address lists.
+    pub fn revoke(
+        &mut self,
+        cgroup_id: u64,
+        generation: u32,
+        ports: &[OwnedPort],
+    ) -> Result<(), DatapathError> {
+        for &port in ports {
+            let owner = self.slot_value(port)?;
+            if owner.cgroup_id != cgroup_id {
+                continue;
+            }
+            let left = owner.with_grant(generation, 0);
+            if left.grants_anything() {
+                self.set_slot(port, left)?;
+            } else {
+                self.set_slot(port, PortOwner::default())?;
+            }
+        }
+        self.remove_addresses(|key| {
+            key.cgroup_id == cgroup_id && u32::from(key.generation) == generation & 1
+        });
+        Ok(())
+    }
+
+    /// Frees those of `ports` that `cgroup_id` still owns, and all its address lists; safe to
+    /// repeat after a crash.
+    pub fn release(&mut self, cgroup_id: u64, ports: &[OwnedPort]) -> Result<(), DatapathError> {
+        for &port in ports {
+            if self.slot_value(port)?.cgroup_id == cgroup_id {
+                self.set_slot(port, PortOwner::default())?;
+            }
+        }
+        self.remove_addresses(|key| key.cgroup_id == cgroup_id);
+        Ok(())
+    }
+
+    /// Every port whose slot `cgroup_id` holds, whatever its grants: a full scan of the table,
+    /// for a container whose update was interrupted.
+    pub fn owned_by(&self, cgroup_id: u64) -> Result<Vec<OwnedPort>, DatapathError> {
+        Ok((self.all()?.into_iter())
+            .filter(|(_, owner)| owner.cgroup_id == cgroup_id)
+            .map(|(port, _)| port)
+            .collect())
+    }
+
+    fn slot_value(&self, port: OwnedPort) -> Result<PortOwner, DatapathError> {
+        self.owners
+            .get(&slot(port), 0)
+            .map_err(map_error("PORT_OWNERS"))
+    }
+
+    fn set_slot(&mut self, port: OwnedPort, owner: PortOwner) -> Result<(), DatapathError> {
         self.owners
             .set(slot(port), owner, 0)
             .map_err(map_error("PORT_OWNERS"))
     }
 
-    /// Frees `port` if `cgroup_id` still owns it, with its address restrictions.
-    pub fn release(
-        &mut self,
-        port: OwnedPort,
-        cgroup_id: u64,
-        addresses: Option<&[IpAddr]>,
-    ) -> Result<(), DatapathError> {
-        if self
-            .owner(port)?
-            .is_some_and(|owner| owner.cgroup_id == cgroup_id)
-        {
-            let unowned = PortOwner::default();
-            self.owners
-                .set(slot(port), unowned, 0)
-                .map_err(map_error("PORT_OWNERS"))?;
+    /// Removes the address-list entries `doomed` picks; one already gone is fine.
+    fn remove_addresses(&mut self, doomed: impl Fn(&BindAddrKey) -> bool) {
+        let keys: Vec<BindAddrKey> = (self.addrs.keys().filter_map(Result::ok))
+            .filter(|key| doomed(key))
+            .collect();
+        for key in keys {
+            let _ = self.addrs.remove(&key);
         }
-        for addr in addresses.unwrap_or_default() {
-            // Already absent is fine: release must be safe to repeat after a crash.
-            let _ = self.addrs.remove(&addr_key(cgroup_id, port, *addr));
-        }
-        Ok(())
     }
 
     /// Removes the address restrictions of every cgroup not in `live`: left by a crash.
     pub fn sweep_addresses(&mut self, live: &[u64]) -> Result<(), DatapathError> {
-        let keys: Vec<BindAddrKey> = self.addrs.keys().filter_map(Result::ok).collect();
-        for key in keys
-            .into_iter()
-            .filter(|key| !live.contains(&key.cgroup_id))
-        {
-            let _ = self.addrs.remove(&key);
-        }
+        self.remove_addresses(|key| !live.contains(&key.cgroup_id));
         Ok(())
     }
 
@@ -114,12 +172,12 @@ fn slot(port: OwnedPort) -> u32 {
     port.proto.owner_slot(port.port)
 }
 
-fn addr_key(cgroup_id: u64, port: OwnedPort, addr: IpAddr) -> BindAddrKey {
+fn addr_key(cgroup_id: u64, generation: u32, port: OwnedPort, addr: IpAddr) -> BindAddrKey {
     let bytes = match addr {
         IpAddr::V4(v4) => v4_mapped(v4.octets()),
         IpAddr::V6(v6) => v6.octets(),
     };
-    BindAddrKey::new(cgroup_id, bytes, port.port, port.proto)
+    BindAddrKey::new(cgroup_id, generation, bytes, port.port, port.proto)
 }
 
 pub(super) fn open_map(maps: &Path, name: &'static str) -> Result<Map, DatapathError> {

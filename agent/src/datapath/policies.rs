@@ -56,13 +56,34 @@ impl PolicyTable {
             })
     }
 
-    /// Installs `policy` for the container, replacing any it had without a moment of neither
-    /// or both: the new rules go in under the other generation, the switch flips in one map
-    /// update, and only then are the old rules removed.
-    pub fn install(&mut self, cgroup_id: u64, policy: &KernelPolicy) -> Result<(), DatapathError> {
-        let current = self.policies.get(&cgroup_id, 0).ok();
-        let generation = current.map_or(0, |p| 1 - p.generation.min(1));
-        self.remove_rules(cgroup_id, Some(generation))?;
+    /// The generation in force for the container, if it has a policy.
+    pub fn generation(&self, cgroup_id: u64) -> Option<u32> {
+        let policy = self.policies.get(&cgroup_id, 0).ok()?;
+        Some(policy.generation & 1)
+    }
+
+    /// Installs the policy of a container that runs nothing yet; returns the generation in
+    /// force. A running container's policy is switched with `Datapath::stage_policy`.
+    pub fn install(&mut self, cgroup_id: u64, policy: &KernelPolicy) -> Result<u32, DatapathError> {
+        let current = self.generation(cgroup_id);
+        let generation = current.map_or(0, |g| 1 - g);
+        let entry = self.stage(cgroup_id, generation, policy)?;
+        self.put_in_force(cgroup_id, entry)?;
+        if let Some(previous) = current {
+            self.remove_generation(cgroup_id, previous)?;
+        }
+        Ok(generation)
+    }
+
+    /// Writes `policy`'s egress and ingress rules under `generation` (replacing whatever was
+    /// left there); returns the policy entry that puts them in force.
+    pub(super) fn stage(
+        &mut self,
+        cgroup_id: u64,
+        generation: u32,
+        policy: &KernelPolicy,
+    ) -> Result<ContainerPolicy, DatapathError> {
+        self.remove_generation(cgroup_id, generation)?;
         write_rules(
             &mut self.egress,
             "EGRESS_RULES",
@@ -90,13 +111,28 @@ impl PolicyTable {
         if policy.ingress.has_rules() {
             flags |= POLICY_INGRESS_RULES;
         }
+        Ok(ContainerPolicy { flags, generation })
+    }
+
+    /// One map update: the hooks read the whole entry at once, so the switches and the
+    /// generation change together.
+    pub(super) fn put_in_force(
+        &mut self,
+        cgroup_id: u64,
+        entry: ContainerPolicy,
+    ) -> Result<(), DatapathError> {
         self.policies
-            .insert(cgroup_id, ContainerPolicy { flags, generation }, 0)
-            .map_err(map_error("CONTAINER_POLICIES"))?;
-        if current.is_some() {
-            self.remove_rules(cgroup_id, Some(1 - generation))?;
-        }
-        Ok(())
+            .insert(cgroup_id, entry, 0)
+            .map_err(map_error("CONTAINER_POLICIES"))
+    }
+
+    /// Removes the container's egress and ingress rules of `generation`.
+    pub(super) fn remove_generation(
+        &mut self,
+        cgroup_id: u64,
+        generation: u32,
+    ) -> Result<(), DatapathError> {
+        self.remove_rules(cgroup_id, Some(generation))
     }
 
     /// Removes the container's policy and rules; already absent is fine.

@@ -12,6 +12,8 @@
 //! netprobe sendto ADDR PORT ...           one UDP datagram per address, unconnected
 //! netprobe loop SECONDS OP/PROTO/ADDR/PORT ...   repeat each probe (OP: bind or connect)
 //!                                  until SECONDS pass; print "PROBE errno=N count=C" lines
+//! netprobe trace SECONDS OP/PROTO/ADDR/PORT ...  the same loop, printing in order each change
+//!                                  of a probe's outcome: "INDEX PROBE errno=N", then "runs=N"
 //! netprobe sleep SECONDS                  exit 0 after SECONDS, 143 on SIGTERM
 //! netprobe connectfrom SRC DST PORT      TCP connect from SRC with a 1 s timeout: "ok" or
 //!                                  "errno N" (115, EINPROGRESS, when nothing answered)
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Some("connect") => connects(&args[1..]),
         Some("sendto") => sends(&args[1..]),
         Some("loop") => probe_loop(&args[1..]),
+        Some("trace") => probe_trace(&args[1..]),
         Some("sleep") => sleep(&args[1..]),
         Some("udpburst") => udp_burst(&args[1..]),
         Some("connectfrom") => connect_from(&args[1..]),
@@ -51,7 +54,11 @@ fn main() -> ExitCode {
         Some("udpfrom") => udp_from(&args[1..]),
         Some("tcpclient") => tcp_client(&args[1..]),
         Some("tcpserver") => tcp_server(&args[1..]),
-        _ => Err("usage: netprobe bind|listen|raw|packet|connect|sendto|sleep ...".to_string()),
+        _ => Err(
+            "usage: netprobe bind|listen|raw|packet|connect|sendto|loop|trace|sleep|udpburst|\
+             connectfrom|udpecho|udpfrom|tcpclient|tcpserver ..."
+                .to_string(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -285,42 +292,101 @@ fn sends(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Repeats binds and connects while something else (a policy update) changes around them,
-/// and reports every distinct outcome of each probe with its count.
-fn probe_loop(args: &[String]) -> Result<(), String> {
+/// One `OP/PROTO/ADDR/PORT` probe of `loop` and `trace`.
+struct Probe {
+    name: String,
+    op: String,
+    proto: String,
+    addr: IpAddr,
+    port: u16,
+}
+
+impl Probe {
+    fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.splitn(4, '/').collect();
+        let [op, proto, addr, port] = parts[..] else {
+            return Err(format!("bad probe {text}: use OP/PROTO/ADDR/PORT"));
+        };
+        let (addr, port) = parse_target(addr, port)?;
+        Ok(Self {
+            name: text.to_string(),
+            op: op.to_string(),
+            proto: proto.to_string(),
+            addr,
+            port,
+        })
+    }
+
+    /// The errno of one bind (closed at once) or connect; 0 for success.
+    fn run(&self) -> Result<i32, String> {
+        match self.op.as_str() {
+            "bind" => Ok(match bind(&self.proto, self.addr, self.port, &[]) {
+                // SAFETY: we own fd.
+                Ok(fd) => unsafe { libc::close(fd) },
+                Err(errno) => errno,
+            }),
+            _ => connect_once(&self.proto, self.addr, self.port),
+        }
+    }
+}
+
+/// `SECONDS PROBE...`: the probes and when to stop.
+fn parse_loop_args(args: &[String]) -> Result<(std::time::Instant, Vec<Probe>), String> {
     let [seconds, probes @ ..] = args else {
-        return Err("loop SECONDS OP/PROTO/ADDR/PORT ...".into());
+        return Err("SECONDS OP/PROTO/ADDR/PORT ...".into());
     };
     let seconds: u64 = seconds
         .parse()
         .map_err(|_| format!("bad seconds {seconds}"))?;
-    let mut parsed = Vec::new();
-    for probe in probes {
-        let parts: Vec<&str> = probe.splitn(4, '/').collect();
-        let [op, proto, addr, port] = parts[..] else {
-            return Err(format!("bad probe {probe}: use OP/PROTO/ADDR/PORT"));
-        };
-        let (addr, port) = parse_target(addr, port)?;
-        parsed.push((probe.clone(), op.to_string(), proto.to_string(), addr, port));
-    }
+    let probes = probes
+        .iter()
+        .map(|p| Probe::parse(p))
+        .collect::<Result<_, _>>()?;
+    Ok((
+        std::time::Instant::now() + Duration::from_secs(seconds),
+        probes,
+    ))
+}
+
+/// Repeats binds and connects while something else (a policy update) changes around them,
+/// and reports every distinct outcome of each probe with its count.
+fn probe_loop(args: &[String]) -> Result<(), String> {
+    let (deadline, probes) = parse_loop_args(args)?;
     let mut outcomes = std::collections::BTreeMap::<(String, i32), u64>::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
     while std::time::Instant::now() < deadline {
-        for (name, op, proto, addr, port) in &parsed {
-            let result = match op.as_str() {
-                "bind" => match bind(proto, *addr, *port, &[]) {
-                    // SAFETY: we own fd.
-                    Ok(fd) => unsafe { libc::close(fd) },
-                    Err(errno) => errno,
-                },
-                _ => connect_once(proto, *addr, *port)?,
-            };
-            *outcomes.entry((name.clone(), result)).or_default() += 1;
+        for probe in &probes {
+            *outcomes
+                .entry((probe.name.clone(), probe.run()?))
+                .or_default() += 1;
         }
     }
     for ((name, errno), count) in outcomes {
         println!("{name} errno={errno} count={count}");
     }
+    Ok(())
+}
+
+/// Like `loop`, but keeps the order: each time a probe's outcome differs from its previous
+/// one, prints `INDEX PROBE errno=N` (INDEX counts every probe run), then `runs=N` at the end.
+fn probe_trace(args: &[String]) -> Result<(), String> {
+    let (deadline, probes) = parse_loop_args(args)?;
+    let mut last: Vec<Option<i32>> = vec![None; probes.len()];
+    let mut index: u64 = 0;
+    let mut changes = Vec::new();
+    while std::time::Instant::now() < deadline {
+        for (probe, last) in probes.iter().zip(&mut last) {
+            let errno = probe.run()?;
+            if *last != Some(errno) {
+                *last = Some(errno);
+                changes.push((index, &probe.name, errno));
+            }
+            index += 1;
+        }
+    }
+    for (index, name, errno) in changes {
+        println!("{index} {name} errno={errno}");
+    }
+    println!("runs={index}");
     Ok(())
 }
 
