@@ -130,6 +130,16 @@ async fn bind_socket(socket: &Path) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
+/// The API over `host`, to serve on any listener: [`serve`] without the socket, the signals
+/// and the reconciliation (tests serve it in-process).
+pub fn api(host: Host, insecure_registries: Vec<String>) -> Router {
+    router(Arc::new(Daemon {
+        host,
+        insecure_registries,
+        shutdown: tokio::sync::Notify::new(),
+    }))
+}
+
 fn router(daemon: Shared) -> Router {
     Router::new()
         .route("/v1/info", get(info))

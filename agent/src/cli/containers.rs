@@ -6,6 +6,7 @@ use hostnetd::{
     client::{Client, ClientError},
     config::Settings,
     logs::{LogEntry, Stream},
+    policy::egress::EgressPolicy,
     Host,
 };
 use hyper::Method;
@@ -142,6 +143,13 @@ pub struct KillArgs {
     containers: Vec<String>,
 }
 
+impl KillArgs {
+    pub fn check(&self) -> anyhow::Result<()> {
+        hostnetd::supervise::parse_signal(&self.signal).map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
+}
+
 pub fn kill(client: &Client, args: KillArgs) -> anyhow::Result<ExitCode> {
     Ok(for_each(&args.containers, |reference| {
         let path = format!(
@@ -167,12 +175,19 @@ pub struct UpdateArgs {
     container: String,
 }
 
+impl UpdateArgs {
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.no_egress_rules || !self.egress_allow.is_empty() || !self.egress_deny.is_empty(),
+            "nothing to update: give the new --egress-allow/--egress-deny rules, or --no-egress-rules"
+        );
+        EgressPolicy::parse(&self.egress_allow, &self.egress_deny)?;
+        Ok(())
+    }
+}
+
 /// Replaces a running container's egress rules atomically.
 pub fn update(client: &Client, args: UpdateArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.no_egress_rules || !args.egress_allow.is_empty() || !args.egress_deny.is_empty(),
-        "nothing to update: give the new --egress-allow/--egress-deny rules, or --no-egress-rules"
-    );
     let update = hostnetd::api::PolicyUpdate {
         egress_allow: args.egress_allow,
         egress_deny: args.egress_deny,

@@ -119,6 +119,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             )
         }
         command => {
+            check_locally(&command)?;
             let client = Client::connect_or_start(&settings, &global_args)?;
             match command {
                 Command::Ps(args) => containers::ps(&client, args),
@@ -138,6 +139,18 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+    }
+}
+
+/// What can be checked without the daemon is checked before one is started: bad input changes
+/// nothing, not even whether a daemon runs.
+fn check_locally(command: &Command) -> anyhow::Result<()> {
+    match command {
+        Command::Kill(args) => args.check(),
+        Command::Update(args) => args.check(),
+        Command::Pull(args) => args.check(),
+        Command::Load(args) => args.check(),
+        _ => Ok(()),
     }
 }
 
