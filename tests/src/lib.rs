@@ -238,6 +238,20 @@ impl TestHost {
         &self.bpf_dir
     }
 
+    /// The datapath's pins, `<bpf_dir>/v<ABI version>`, whichever version the agent uses.
+    pub fn pin_root(&self) -> PathBuf {
+        let versions: Vec<PathBuf> = std::fs::read_dir(&self.bpf_dir)
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        match versions.as_slice() {
+            [one] => one.clone(),
+            other => panic!(
+                "expected one ABI directory in {}: {other:?}",
+                self.bpf_dir.display()
+            ),
+        }
+    }
+
     /// Asserts that no container of this host holds anything: records, cgroups, links, bundles.
     pub fn assert_no_container_left(&self) {
         let records = self.scratch.join("state/containers");
@@ -250,14 +264,15 @@ impl TestHost {
             "container records left in {}",
             records.display()
         );
-        assert_empty_dir(&self.cgroup_parent_path(), "cgroups");
-        assert_empty_dir(&self.bpf_dir.join("v1/containers"), "link pins");
-        assert_empty_dir(&self.scratch.join("run/containers"), "bundles");
+        // First, as it loads the datapath if no command has yet: the pins below exist then.
         assert_eq!(
             self.kernel_owners(),
             Vec::<serde_json::Value>::new(),
             "owner table not empty"
         );
+        assert_empty_dir(&self.cgroup_parent_path(), "cgroups");
+        assert_empty_dir(&self.pin_root().join("containers"), "link pins");
+        assert_empty_dir(&self.scratch.join("run/containers"), "bundles");
     }
 }
 

@@ -13,7 +13,10 @@
 //! netprobe loop SECONDS OP/PROTO/ADDR/PORT ...   repeat each probe (OP: bind or connect)
 //!                                  until SECONDS pass; print "PROBE errno=N count=C" lines
 //! netprobe sleep SECONDS                  exit 0 after SECONDS, 143 on SIGTERM
+//! netprobe raw6|unshare-net|setns|...     escape attempts: see escape.rs
 //! ```
+mod escape;
+
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, TcpListener},
@@ -34,7 +37,8 @@ fn main() -> ExitCode {
         Some("sendto") => sends(&args[1..]),
         Some("loop") => probe_loop(&args[1..]),
         Some("sleep") => sleep(&args[1..]),
-        _ => Err("usage: netprobe bind|listen|raw|packet|connect|sendto|sleep ...".to_string()),
+        Some(other) => escape_probe(other, &args[1..]),
+        None => Err(USAGE.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,6 +46,28 @@ fn main() -> ExitCode {
             eprintln!("netprobe: {message}");
             ExitCode::from(2)
         }
+    }
+}
+
+const USAGE: &str = "usage: netprobe bind|listen|raw|packet|connect|sendto|loop|sleep|raw6|\
+    unshare-net|unshare-user-net|setns|join-cgroup|mount|remount-rw|bpf-prog-ids|bpf-map-create|\
+    bpf-obj-get|bpf-link-detach|unix-connect ...";
+
+fn escape_probe(name: &str, args: &[String]) -> Result<(), String> {
+    match name {
+        "raw6" => escape::raw6(),
+        "unshare-net" => escape::unshare_net(),
+        "unshare-user-net" => escape::unshare_user_net(args),
+        "setns" => escape::setns(args),
+        "join-cgroup" => escape::join_cgroup(args),
+        "mount" => escape::mount(args),
+        "remount-rw" => escape::remount_rw(args),
+        "bpf-prog-ids" => escape::bpf_prog_ids(),
+        "bpf-map-create" => escape::bpf_map_create(),
+        "bpf-obj-get" => escape::bpf_obj_get(args),
+        "bpf-link-detach" => escape::bpf_link_detach(args),
+        "unix-connect" => escape::unix_connect(args),
+        _ => Err(USAGE.to_string()),
     }
 }
 
