@@ -60,10 +60,12 @@ type Shared = Arc<Daemon>;
 pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
     let config = settings.host_config();
     let socket = settings.socket();
+    let _only_daemon = only_daemon(&config.run_dir, &socket)?;
     let host = Host::open(config.clone())?;
     {
         let (_lock, mut datapath) = host.lock_datapath()?;
         host.reconcile(&mut datapath)?;
+        host.restore_policies(&mut datapath)?;
     }
     tracing::info!(bpf_dir = %config.bpf_dir.display(), "datapath loaded and pinned; containers reconciled");
     let listener = bind_socket(&socket).await?;
@@ -99,6 +101,25 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
         path: socket,
         source,
     })
+}
+
+/// Holds `<run_dir>/daemon.lock` for the daemon's life: a second daemon for the same run
+/// directory, started in the same instant, gives up at once instead of racing for the socket.
+fn only_daemon(run_dir: &Path, socket: &Path) -> Result<fs::File, DaemonError> {
+    let path = run_dir.join("daemon.lock");
+    let io = |action, source| DaemonError::Io {
+        action,
+        path: path.clone(),
+        source,
+    };
+    fs::create_dir_all(run_dir).map_err(|e| io("create the directory of", e))?;
+    match crate::store::lock_file(&path, libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(file) => Ok(file),
+        Err(error) if error.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+            Err(DaemonError::AlreadyRunning(socket.to_path_buf()))
+        }
+        Err(error) => Err(io("lock", error)),
+    }
 }
 
 /// Binds the API socket, root-only. A socket left by a dead daemon is replaced; one that

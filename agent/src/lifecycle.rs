@@ -326,7 +326,11 @@ impl Host {
             started_at: None,
             finished_at: None,
         };
-        self.store.save(&record)?;
+        if let Err(error) = self.store.save(&record) {
+            // No record names the cgroup yet: nothing else would ever remove it.
+            let _ = cgroup.remove();
+            return Err(error.into());
+        }
         if let Err(error) = self.enforce(&mut datapath, &record, &ports) {
             self.release(&mut datapath, &record, Disposition::Forget)?;
             return Err(error);

@@ -50,7 +50,7 @@ const CLI_CASES: &[CliCase] = &[
     cli(&["run", "--rootfs", "/", "--cap-add", "NET_WIZARD", "--", "true"], REFUSED, "hostnetd: unknown capability \"NET_WIZARD\": use a name such as NET_RAW or CAP_NET_ADMIN, or ALL"),
     cli(&["run", "--rootfs", "/", "--entrypoint", "sh", "--", "true"], REFUSED, "hostnetd: --entrypoint applies to images; with --rootfs give the whole command"),
     cli(&["run", "--rootfs", "/nonexistent", "--", "true"], REFUSED, "hostnetd: invalid rootfs /nonexistent: No such file or directory (os error 2); give an existing host directory"),
-    cli(&["run", "--rootfs", "/etc/hostname", "--", "true"], REFUSED, "hostnetd: invalid rootfs /etc/hostname: not a directory; give an existing host directory"),
+    cli(&["run", "--rootfs", "{dir}/not-a-dir", "--", "true"], REFUSED, "hostnetd: invalid rootfs {dir}/not-a-dir: not a directory; give an existing host directory"),
     cli(&["run", "UPPER/Case"], REFUSED, "hostnetd: invalid image reference \"UPPER/Case\": invalid reference format; use [REGISTRY[:PORT]/]REPOSITORY[:TAG|@sha256:DIGEST] in lowercase"),
     cli(&["pull", "nginx:"], REFUSED, "hostnetd: invalid image reference \"nginx:\": invalid reference format; use [REGISTRY[:PORT]/]REPOSITORY[:TAG|@sha256:DIGEST] in lowercase"),
     cli(&["load", "-i", "{dir}/missing.tar"], REFUSED, "hostnetd: {dir}/missing.tar is not a file: give an image archive made by `docker save`, `podman save` or `skopeo copy`"),

@@ -68,16 +68,7 @@ impl PolicyTable {
                 .insert(&key, value, 0)
                 .map_err(map_error("EGRESS_RULES"))?;
         }
-        let mut flags = 0;
-        if policy.egress.has_rules() {
-            flags |= POLICY_EGRESS_RULES;
-        }
-        if policy.egress.default_deny() {
-            flags |= POLICY_EGRESS_DEFAULT_DENY;
-        }
-        if policy.allow_raw_sockets {
-            flags |= POLICY_ALLOW_RAW_SOCKETS;
-        }
+        let flags = flags_of(policy);
         self.policies
             .insert(cgroup_id, ContainerPolicy { flags, generation }, 0)
             .map_err(map_error("CONTAINER_POLICIES"))?;
@@ -85,6 +76,37 @@ impl PolicyTable {
             self.remove_rules(cgroup_id, Some(1 - generation))?;
         }
         Ok(())
+    }
+
+    /// Whether the kernel enforces exactly `policy` for the container: its switches, and the
+    /// rules of the generation in force. A daemon killed between changing the kernel and
+    /// saving the record leaves the two apart; this finds out.
+    pub fn holds(&self, cgroup_id: u64, policy: &KernelPolicy) -> Result<bool, DatapathError> {
+        let Ok(current) = self.policies.get(&cgroup_id, 0) else {
+            return Ok(false);
+        };
+        if current.flags != flags_of(policy) {
+            return Ok(false);
+        }
+        let compiled =
+            (policy.egress.compile()).map_err(|e| DatapathError::Bpffs(e.to_string()))?;
+        let mut wanted: Vec<_> = (compiled.iter())
+            .map(|(net, rules)| comparable(&entry(cgroup_id, current.generation, net, rules)))
+            .collect();
+        let mut installed = Vec::new();
+        for key in self.egress.keys().filter_map(Result::ok) {
+            let data = key.data();
+            if data.cgroup_id == cgroup_id && data.generation == current.generation {
+                let rules = self
+                    .egress
+                    .get(&key, 0)
+                    .map_err(map_error("EGRESS_RULES"))?;
+                installed.push(comparable(&(key, rules)));
+            }
+        }
+        wanted.sort();
+        installed.sort();
+        Ok(wanted == installed)
     }
 
     /// Removes the container's policy and rules; already absent is fine.
@@ -126,6 +148,34 @@ impl PolicyTable {
         }
         Ok(())
     }
+}
+
+fn flags_of(policy: &KernelPolicy) -> u32 {
+    let mut flags = 0;
+    if policy.egress.has_rules() {
+        flags |= POLICY_EGRESS_RULES;
+    }
+    if policy.egress.default_deny() {
+        flags |= POLICY_EGRESS_DEFAULT_DENY;
+    }
+    if policy.allow_raw_sockets {
+        flags |= POLICY_ALLOW_RAW_SOCKETS;
+    }
+    flags
+}
+
+/// A trie entry as plain, ordered data: (prefix length, family, address, the rules' bytes).
+fn comparable((key, rules): &(Key<EgressKey>, EgressRules)) -> (u32, u32, [u8; 16], Vec<u64>) {
+    let data = key.data();
+    let rules: Vec<u64> = (rules.rules[..rules.count as usize].iter())
+        .map(|r| {
+            u64::from(r.port_lo) << 32
+                | u64::from(r.port_hi) << 16
+                | u64::from(r.proto) << 8
+                | u64::from(r.action)
+        })
+        .collect();
+    (key.prefix_len(), data.family, data.addr, rules)
 }
 
 fn entry(

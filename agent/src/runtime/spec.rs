@@ -405,7 +405,10 @@ mod tests {
         let config = oci_config(&process(&[], &[]), "rootfs", true, "/hostnetd/abc");
         let mounts = config["mounts"].as_array().unwrap();
         let options = |destination: &str| {
-            let mount = mounts.iter().find(|m| m["destination"] == destination).unwrap();
+            let mount = mounts
+                .iter()
+                .find(|m| m["destination"] == destination)
+                .unwrap();
             mount["options"].as_array().unwrap().clone()
         };
         // Not rbind: the BPF filesystem at /sys/fs/bpf must not come along.
