@@ -41,8 +41,26 @@ impl Client {
         if client.ping().is_ok() {
             return Ok(client);
         }
+        // One client at a time starts a daemon; the others wait here, then find it answering.
+        let _starting = client.start_lock(settings)?;
+        if client.ping().is_ok() {
+            return Ok(client);
+        }
         client.start_daemon(settings, global_args)?;
         Ok(client)
+    }
+
+    fn start_lock(&self, settings: &Settings) -> Result<std::fs::File, ClientError> {
+        let run_dir = settings.host_config().run_dir;
+        let path = run_dir.join("daemon-start.lock");
+        std::fs::create_dir_all(&run_dir)
+            .and_then(|()| crate::store::lock_file(&path, libc::LOCK_EX))
+            .map_err(|e| {
+                ClientError::Unreachable(format!(
+                    "no hostnetd daemon answers and {} cannot be locked to start one ({e})",
+                    path.display()
+                ))
+            })
     }
 
     /// A client that never starts a daemon.

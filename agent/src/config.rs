@@ -120,8 +120,16 @@ impl Settings {
         }
     }
 
+    /// The settings in `text`, or `line N: reason` (toml's own rendering spans several lines
+    /// of ASCII art, which an error on one line cannot show).
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|error| error.to_string().trim().replace('\n', " "))
+        toml::from_str(text).map_err(|error| match error.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}: {}", error.message())
+            }
+            None => error.message().to_string(),
+        })
     }
 
     /// `self` where set, `fallback` elsewhere.

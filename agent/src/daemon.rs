@@ -92,10 +92,12 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
     // Bad settings are refused before anything changes.
     let metrics_addr = settings.metrics_addr().map_err(DaemonError::Invalid)?;
     settings.bpf_log_level().map_err(DaemonError::Invalid)?;
+    let _only_daemon = only_daemon(&config.run_dir, &socket)?;
     let host = Host::open(config.clone())?;
     let (loaded_log_level, program_id) = {
         let (_lock, mut datapath) = host.lock_datapath()?;
         host.reconcile(&mut datapath)?;
+        host.restore_policies(&mut datapath)?;
         datapath
             .log_source()
             .map_err(crate::host::HostError::from)?
@@ -176,6 +178,25 @@ async fn metrics(State(daemon): State<Shared>) -> Reply {
         .into_response())
 }
 
+/// Holds `<run_dir>/daemon.lock` for the daemon's life: a second daemon for the same run
+/// directory, started in the same instant, gives up at once instead of racing for the socket.
+fn only_daemon(run_dir: &Path, socket: &Path) -> Result<fs::File, DaemonError> {
+    let path = run_dir.join("daemon.lock");
+    let io = |action, source| DaemonError::Io {
+        action,
+        path: path.clone(),
+        source,
+    };
+    fs::create_dir_all(run_dir).map_err(|e| io("create the directory of", e))?;
+    match crate::store::lock_file(&path, libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(file) => Ok(file),
+        Err(error) if error.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+            Err(DaemonError::AlreadyRunning(socket.to_path_buf()))
+        }
+        Err(error) => Err(io("lock", error)),
+    }
+}
+
 /// Binds the API socket, root-only. A socket left by a dead daemon is replaced; one that
 /// answers belongs to a live daemon and is left alone.
 async fn bind_socket(socket: &Path) -> Result<UnixListener, DaemonError> {
@@ -203,6 +224,17 @@ async fn bind_socket(socket: &Path) -> Result<UnixListener, DaemonError> {
     fs::set_permissions(socket, fs::Permissions::from_mode(0o600))
         .map_err(|e| io("restrict", e))?;
     Ok(listener)
+}
+
+/// The API over `host`, to serve on any listener: [`serve`] without the socket, the signals
+/// and the reconciliation (tests serve it in-process).
+pub fn api(host: Host, insecure_registries: Vec<String>) -> Router {
+    router(Arc::new(Daemon {
+        host,
+        insecure_registries,
+        shutdown: tokio::sync::Notify::new(),
+        events: Arc::new(EventHub::default()),
+    }))
 }
 
 fn router(daemon: Shared) -> Router {

@@ -189,6 +189,29 @@ impl Host {
         Ok(())
     }
 
+    /// Installs again the policy of each live container whose kernel state is not what its
+    /// record says: a daemon killed mid-`update` may have changed one and not the other. The
+    /// record wins. A container whose policy cannot be put back is named, and the rest go on.
+    pub(crate) fn restore_policies(&self, datapath: &mut Datapath) -> Result<(), HostError> {
+        for record in self.store.list()?.iter().filter(|r| r.state.is_live()) {
+            let policy = crate::lifecycle::kernel_policy(record)?;
+            let restored = match datapath.policies().holds(record.cgroup.id, &policy) {
+                Ok(true) => continue,
+                Ok(false) => self.reinstall_policy(datapath, record),
+                Err(error) => Err(error.into()),
+            };
+            match restored {
+                Ok(()) => {
+                    tracing::warn!(container = %record.name, "kernel policy differed from the record; restored")
+                }
+                Err(error) => {
+                    tracing::error!(container = %record.name, %error, "cannot restore the kernel policy")
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Undoes everything a container holds, in the reverse order of acquisition, then keeps its
     /// record as exited or forgets it. Safe to repeat: each step tolerates "already gone".
     pub(crate) fn release(

@@ -338,7 +338,11 @@ impl Host {
             finished_at: None,
             final_traffic: None,
         };
-        self.store.save(&record)?;
+        if let Err(error) = self.store.save(&record) {
+            // No record names the cgroup yet: nothing else would ever remove it.
+            let _ = cgroup.remove();
+            return Err(error.into());
+        }
         if let Err(error) = self.enforce(&mut datapath, &record, &ports) {
             self.release(&mut datapath, &record, Disposition::Forget)?;
             return Err(error);

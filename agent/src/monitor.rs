@@ -146,12 +146,14 @@ impl Host {
         ))
         .map_err(RuntimeError::from)?;
         let pid = read_pid(&pid_file)?;
+        self.runc.start(&record.id).map_err(RuntimeError::from)?;
+        // Only now has it run: a failed `runc start` leaves a container that never ran, which
+        // `finish` forgets rather than keeping it as exited.
         self.update(&record.id, |r| {
             r.state = ContainerState::Running;
             r.pid = Some(pid);
             r.started_at = Some(supervise::now());
         })?;
-        self.runc.start(&record.id).map_err(RuntimeError::from)?;
         Ok(pid)
     }
 

@@ -26,7 +26,7 @@ use crate::{policy::OwnedPort, restart::RestartPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}: {source}{}", full_hint(source))]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -41,6 +41,16 @@ pub enum StoreError {
     NotFound(String),
     #[error("container reference {reference:?} is ambiguous: it matches {matches}")]
     Ambiguous { reference: String, matches: String },
+}
+
+/// What to do about a full file system, which the error alone does not say.
+pub(crate) fn full_hint(error: &io::Error) -> &'static str {
+    match error.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => {
+            "; the file system of hostnetd's state directory is full: free space on it and retry"
+        }
+        _ => "",
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -348,10 +358,18 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Sto
         source,
     })?;
     let tmp = path.with_extension("json.tmp");
-    let mut file = File::create(&tmp).map_err(io_error("create", &tmp))?;
-    file.write_all(&json).map_err(io_error("write", &tmp))?;
-    file.sync_all().map_err(io_error("sync", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_error("rename", path))?;
+    let written = File::create(&tmp)
+        .map_err(io_error("create", &tmp))
+        .and_then(|mut file| {
+            file.write_all(&json).map_err(io_error("write", &tmp))?;
+            file.sync_all().map_err(io_error("sync", &tmp))
+        })
+        .and_then(|()| fs::rename(&tmp, path).map_err(io_error("rename", path)));
+    if let Err(error) = written {
+        // A full disk fails the write: the old file stays whole, and no torn one lingers.
+        let _ = fs::remove_file(&tmp);
+        return Err(error);
+    }
     if let Some(parent) = path.parent() {
         File::open(parent)
             .and_then(|dir| dir.sync_all())

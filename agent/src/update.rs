@@ -230,6 +230,23 @@ impl Host {
     }
 
     /// The container's cgroup relative to the cgroup2 root (`hostnetd/<id>`).
+    /// Puts the record's whole policy (ports, egress and ingress rules) back in force for a
+    /// running container whose kernel state differs from it, the way an update switches: the
+    /// next generation written, one flip, the previous one retired.
+    pub(crate) fn reinstall_policy(
+        &self,
+        datapath: &mut Datapath,
+        record: &ContainerRecord,
+    ) -> Result<(), HostError> {
+        let cgroup = self.cgroup.open(&self.cgroup_relative(record))?;
+        let held = held_ports(datapath, record)?;
+        let policy = kernel_policy(record)?;
+        let staged = datapath.stage_policy(&cgroup, &held, &record.ports, &policy)?;
+        datapath.switch_policy(&staged)?;
+        self.settle(datapath, record.clone(), staged)?;
+        Ok(())
+    }
+
     fn cgroup_relative(&self, record: &ContainerRecord) -> String {
         format!("{}/{}", self.config.cgroup_parent, record.id)
     }

@@ -238,6 +238,20 @@ impl TestHost {
         &self.bpf_dir
     }
 
+    /// The datapath's pins, `<bpf_dir>/v<ABI version>`, whichever version the agent uses.
+    pub fn pin_root(&self) -> PathBuf {
+        let versions: Vec<PathBuf> = std::fs::read_dir(&self.bpf_dir)
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        match versions.as_slice() {
+            [one] => one.clone(),
+            other => panic!(
+                "expected one ABI directory in {}: {other:?}",
+                self.bpf_dir.display()
+            ),
+        }
+    }
+
     /// Asserts that no container of this host holds anything: records, cgroups, links, bundles.
     pub fn assert_no_container_left(&self) {
         let records = self.scratch.join("state/containers");
@@ -250,19 +264,15 @@ impl TestHost {
             "container records left in {}",
             records.display()
         );
-        assert_empty_dir(&self.cgroup_parent_path(), "cgroups");
-        assert_empty_dir(
-            &self
-                .bpf_dir
-                .join(format!("v{}/containers", hostnetd_common::ABI_VERSION)),
-            "link pins",
-        );
-        assert_empty_dir(&self.scratch.join("run/containers"), "bundles");
+        // First, as it loads the datapath if no command has yet: the pins below exist then.
         assert_eq!(
             self.kernel_owners(),
             Vec::<serde_json::Value>::new(),
             "owner table not empty"
         );
+        assert_empty_dir(&self.cgroup_parent_path(), "cgroups");
+        assert_empty_dir(&self.pin_root().join("containers"), "link pins");
+        assert_empty_dir(&self.scratch.join("run/containers"), "bundles");
     }
 }
 
@@ -293,7 +303,7 @@ impl Drop for TestHost {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         let _ = std::fs::remove_dir(self.cgroup_parent_path());
-        let _ = std::fs::remove_dir_all(&self.scratch);
+        remove_scratch(&self.scratch);
         if !thread::panicking() {
             assert!(
                 teardown.status.success(),
@@ -308,6 +318,53 @@ impl Drop for TestHost {
             assert!(!self.cgroup_parent_path().exists(), "cgroup parent left");
         }
     }
+}
+
+/// Removes a test's scratch directory, but never through a mount point. A container's bundle
+/// (`run/containers/<id>/rootfs`) is a bind mount of its root filesystem, for `--rootfs /` the
+/// host's own: a recursive delete that walks into it deletes the host (it did: a failed test
+/// left one mounted, and /etc went). Every mount below `dir` is detached first, deepest
+/// first; if any is still there, or the mount table cannot be read, nothing is deleted.
+pub fn remove_scratch(dir: &Path) {
+    let mut mounts = mounts_below(dir);
+    mounts.sort_by_key(|path| std::cmp::Reverse(path.components().count()));
+    for mount in &mounts {
+        if let Ok(path) = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a NUL-terminated path; detaching a mount this test host made.
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+    let left = mounts_below(dir);
+    if left.is_empty() {
+        let _ = std::fs::remove_dir_all(dir);
+    } else {
+        eprintln!(
+            "not removing {}: mounts are still below it: {left:?}",
+            dir.display()
+        );
+    }
+}
+
+/// Mount points at or below `dir`; `dir` itself when the mount table cannot be read, so that
+/// the caller assumes the worst.
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mounts") else {
+        return vec![dir.to_path_buf()];
+    };
+    table
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .map(|target| {
+            PathBuf::from(
+                target
+                    .replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\012", "\n")
+                    .replace("\\134", "\\"),
+            )
+        })
+        .filter(|target| target.starts_with(dir))
+        .collect()
 }
 
 fn run_args<'a>(ports: &'a str, extra: &[&'a str], command: &[&'a str]) -> Vec<&'a str> {

@@ -142,6 +142,13 @@ pub struct KillArgs {
     containers: Vec<String>,
 }
 
+impl KillArgs {
+    pub fn check(&self) -> anyhow::Result<()> {
+        hostnetd::supervise::parse_signal(&self.signal).map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
+}
+
 pub fn kill(client: &Client, args: KillArgs) -> anyhow::Result<ExitCode> {
     Ok(for_each(&args.containers, |reference| {
         let path = format!(

@@ -20,6 +20,13 @@ pub struct PullArgs {
     image: String,
 }
 
+impl PullArgs {
+    pub fn check(&self) -> anyhow::Result<()> {
+        hostnetd::images::normalize(&self.image)?;
+        Ok(())
+    }
+}
+
 pub fn pull(client: &Client, args: PullArgs) -> anyhow::Result<ExitCode> {
     let image = pull_image(client, &args.image, &args.insecure_registries, args.quiet)?;
     if args.quiet {
@@ -64,16 +71,24 @@ pub struct LoadArgs {
     quiet: bool,
 }
 
-pub fn load(client: &Client, args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let (path, _spooled) = match &args.input {
-        Some(path) => {
-            let path = std::path::absolute(path)
-                .with_context(|| format!("cannot resolve {}", path.display()))?;
+impl LoadArgs {
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(path) = &self.input {
             anyhow::ensure!(
                 path.is_file(),
                 "{} is not a file: give an image archive made by `docker save`, `podman save` or `skopeo copy`",
                 path.display()
             );
+        }
+        Ok(())
+    }
+}
+
+pub fn load(client: &Client, args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let (path, _spooled) = match &args.input {
+        Some(path) => {
+            let path = std::path::absolute(path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?;
             (path, None)
         }
         None => spool_stdin()?,

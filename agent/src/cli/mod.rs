@@ -147,6 +147,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             containers::update(&client, &container, &body)
         }
         command => {
+            check_locally(&command)?;
             let client = Client::connect_or_start(&settings, &global_args)?;
             match command {
                 Command::Ps(args) => containers::ps(&client, args),
@@ -169,6 +170,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 | Command::Update(_) => unreachable!("handled above"),
             }
         }
+    }
+}
+
+/// What can be checked without the daemon is checked before one is started: bad input changes
+/// nothing, not even whether a daemon runs.
+fn check_locally(command: &Command) -> anyhow::Result<()> {
+    match command {
+        Command::Kill(args) => args.check(),
+        Command::Pull(args) => args.check(),
+        Command::Load(args) => args.check(),
+        _ => Ok(()),
     }
 }
 

@@ -98,20 +98,10 @@ impl PolicyTable {
             generation,
             &policy.ingress,
         )?;
-        let mut flags = 0;
-        if policy.egress.has_rules() {
-            flags |= POLICY_EGRESS_RULES;
-        }
-        if policy.egress.default_deny() {
-            flags |= POLICY_EGRESS_DEFAULT_DENY;
-        }
-        if policy.allow_raw_sockets {
-            flags |= POLICY_ALLOW_RAW_SOCKETS;
-        }
-        if policy.ingress.has_rules() {
-            flags |= POLICY_INGRESS_RULES;
-        }
-        Ok(ContainerPolicy { flags, generation })
+        Ok(ContainerPolicy {
+            flags: flags_of(policy),
+            generation,
+        })
     }
 
     /// One map update: the hooks read the whole entry at once, so the switches and the
@@ -133,6 +123,32 @@ impl PolicyTable {
         generation: u32,
     ) -> Result<(), DatapathError> {
         self.remove_rules(cgroup_id, Some(generation))
+    }
+
+    /// Whether the kernel enforces exactly `policy` for the container: its switches, and the
+    /// rules of the generation in force. A daemon killed between changing the kernel and
+    /// saving the record leaves the two apart; this finds out.
+    pub fn holds(&self, cgroup_id: u64, policy: &KernelPolicy) -> Result<bool, DatapathError> {
+        let Ok(current) = self.policies.get(&cgroup_id, 0) else {
+            return Ok(false);
+        };
+        if current.flags != flags_of(policy) {
+            return Ok(false);
+        }
+        let generation = current.generation;
+        Ok(trie_holds(
+            &self.egress,
+            "EGRESS_RULES",
+            cgroup_id,
+            generation,
+            &policy.egress,
+        )? && trie_holds(
+            &self.ingress,
+            "INGRESS_RULES",
+            cgroup_id,
+            generation,
+            &policy.ingress,
+        )?)
     }
 
     /// Removes the container's policy and rules; already absent is fine.
@@ -180,6 +196,31 @@ impl PolicyTable {
     }
 }
 
+/// Whether `trie` holds exactly `policy`'s compiled rules under `generation`.
+fn trie_holds(
+    trie: &LpmTrie<MapData, PrefixKey, PrefixRules>,
+    name: &'static str,
+    cgroup_id: u64,
+    generation: u32,
+    policy: &EgressPolicy,
+) -> Result<bool, DatapathError> {
+    let compiled = (policy.compile()).map_err(|e| DatapathError::Bpffs(e.to_string()))?;
+    let mut wanted: Vec<_> = (compiled.iter())
+        .map(|(net, rules)| comparable(&entry(cgroup_id, generation, net, rules)))
+        .collect();
+    let mut installed = Vec::new();
+    for key in trie.keys().filter_map(Result::ok) {
+        let data = key.data();
+        if data.cgroup_id == cgroup_id && data.generation == generation {
+            let rules = trie.get(&key, 0).map_err(map_error(name))?;
+            installed.push(comparable(&(key, rules)));
+        }
+    }
+    wanted.sort();
+    installed.sort();
+    Ok(wanted == installed)
+}
+
 /// Writes one direction's compiled rules under `generation`.
 fn write_rules(
     trie: &mut LpmTrie<MapData, PrefixKey, PrefixRules>,
@@ -196,6 +237,37 @@ fn write_rules(
         trie.insert(&key, value, 0).map_err(map_error(name))?;
     }
     Ok(())
+}
+
+fn flags_of(policy: &KernelPolicy) -> u32 {
+    let mut flags = 0;
+    if policy.egress.has_rules() {
+        flags |= POLICY_EGRESS_RULES;
+    }
+    if policy.egress.default_deny() {
+        flags |= POLICY_EGRESS_DEFAULT_DENY;
+    }
+    if policy.allow_raw_sockets {
+        flags |= POLICY_ALLOW_RAW_SOCKETS;
+    }
+    if policy.ingress.has_rules() {
+        flags |= POLICY_INGRESS_RULES;
+    }
+    flags
+}
+
+/// A trie entry as plain, ordered data: (prefix length, family, address, the rules' bytes).
+fn comparable((key, rules): &(Key<PrefixKey>, PrefixRules)) -> (u32, u32, [u8; 16], Vec<u64>) {
+    let data = key.data();
+    let rules: Vec<u64> = (rules.rules[..rules.count as usize].iter())
+        .map(|r| {
+            u64::from(r.port_lo) << 32
+                | u64::from(r.port_hi) << 16
+                | u64::from(r.proto) << 8
+                | u64::from(r.action)
+        })
+        .collect();
+    (key.prefix_len(), data.family, data.addr, rules)
 }
 
 fn entry(

@@ -130,7 +130,8 @@ impl EgressPolicy {
         let mut rules = Vec::new();
         for (texts, action) in [(allow, Action::Allow), (deny, Action::Deny)] {
             for text in texts {
-                for part in text.split(',').filter(|part| !part.trim().is_empty()) {
+                // An empty item (`--egress-allow ''`, `a,,b`) is a mistake, never "no rule".
+                for part in text.split(',') {
                     rules.push(Rule::parse(part, action)?);
                 }
             }

@@ -44,14 +44,15 @@ pub enum RootfsSource {
 impl RootfsSource {
     /// A host directory, which must exist; kept as an absolute, canonical path.
     pub fn host_directory(dir: &std::path::Path) -> Result<Self, RuntimeError> {
-        let canonical = dir.canonicalize().map_err(|source| RuntimeError::Io {
-            action: "use as rootfs",
-            path: dir.to_path_buf(),
-            source,
+        let canonical = dir.canonicalize().map_err(|error| {
+            RuntimeError::User(format!(
+                "invalid rootfs {}: {error}; give an existing host directory",
+                dir.display()
+            ))
         })?;
         if !canonical.is_dir() {
             return Err(RuntimeError::User(format!(
-                "--rootfs {} is not a directory",
+                "invalid rootfs {}: not a directory; give an existing host directory",
                 dir.display()
             )));
         }

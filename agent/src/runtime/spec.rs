@@ -201,6 +201,7 @@ pub fn oci_config(
         "mounts": mounts(&process.volumes),
         "linux": {
             "cgroupsPath": cgroups_path,
+            "seccomp": seccomp(&process.capabilities),
             "namespaces": [
                 { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }
             ],
@@ -238,6 +239,45 @@ fn process_config(process: &ProcessSpec) -> Value {
     })
 }
 
+const CLONE_NEWUSER: u64 = 0x1000_0000;
+
+/// A filter that allows everything but what would let a container undo its own enforcement,
+/// as docker's default profile does for these calls: bpf(2) (opening hostnetd's pinned
+/// programs and maps, or enumerating and detaching any) without CAP_BPF or CAP_SYS_ADMIN, and
+/// user namespaces (every capability inside one, over namespaces of its own) without
+/// CAP_SYS_ADMIN. clone3 hides its flags from seccomp, so it is ENOSYS and libc falls back to
+/// clone, whose flags are checked.
+fn seccomp(capabilities: &Capabilities) -> Value {
+    let refuse = |name: &str, errno: i32| json!({ "names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": errno });
+    let mut syscalls = Vec::new();
+    if !capabilities.contains("CAP_BPF") && !capabilities.contains("CAP_SYS_ADMIN") {
+        syscalls.push(refuse("bpf", libc::EPERM));
+    }
+    if !capabilities.contains("CAP_SYS_ADMIN") {
+        for name in ["unshare", "clone"] {
+            let mut rule = refuse(name, libc::EPERM);
+            rule["args"] = json!([{ "index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER,
+                                    "op": "SCMP_CMP_MASKED_EQ" }]);
+            syscalls.push(rule);
+        }
+        syscalls.push(refuse("clone3", libc::ENOSYS));
+    }
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": seccomp_architectures(),
+        "syscalls": syscalls,
+    })
+}
+
+/// This machine's system call ABIs: a 32-bit call must not slip past a 64-bit-only filter.
+fn seccomp_architectures() -> &'static [&'static str] {
+    match std::env::consts::ARCH {
+        "x86_64" => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "aarch64" => &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        _ => &[],
+    }
+}
+
 fn mounts(volumes: &[Volume]) -> Value {
     let mut mounts = vec![
         json!({ "destination": "/proc", "type": "proc", "source": "proc" }),
@@ -249,9 +289,14 @@ fn mounts(volumes: &[Volume]) -> Value {
                 "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] }),
         json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                 "options": ["nosuid", "noexec", "nodev"] }),
-        // sysfs cannot be mounted without a network namespace of one's own; like docker in host
-        // mode, bind the host's, recursively read-only (so cgroupfs below it is read-only too).
+        // sysfs cannot be mounted without a network namespace of one's own, so the host's is
+        // bound, read-only and alone: not the file systems mounted below it, among them the
+        // BPF filesystem, whose pins (hostnetd's links and maps) a container could otherwise
+        // open with bpf(BPF_OBJ_GET) and detach or rewrite. The cgroup tree comes back,
+        // recursively read-only, so a container cannot move itself into another cgroup.
         json!({ "destination": "/sys", "type": "bind", "source": "/sys",
+                "options": ["bind", "nosuid", "noexec", "nodev", "ro"] }),
+        json!({ "destination": "/sys/fs/cgroup", "type": "bind", "source": "/sys/fs/cgroup",
                 "options": ["rbind", "nosuid", "noexec", "nodev", "rro"] }),
         json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                 "options": ["nosuid", "nodev", "mode=1777"] }),
@@ -338,6 +383,38 @@ mod tests {
         ] {
             assert!(bad.parse::<Volume>().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn bpf_and_user_namespaces_are_filtered_unless_granted() {
+        let refused = |add: &[&str]| {
+            let config = oci_config(&process(add, &[]), "rootfs", true, "/hostnetd/abc");
+            let seccomp = &config["linux"]["seccomp"];
+            assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ALLOW");
+            (seccomp["syscalls"].as_array().unwrap().iter())
+                .map(|rule| rule["names"][0].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(refused(&[]), ["bpf", "unshare", "clone", "clone3"]);
+        assert_eq!(refused(&["BPF"]), ["unshare", "clone", "clone3"]);
+        assert!(refused(&["SYS_ADMIN"]).is_empty());
+    }
+
+    #[test]
+    fn sys_is_bound_without_the_file_systems_below_it() {
+        let config = oci_config(&process(&[], &[]), "rootfs", true, "/hostnetd/abc");
+        let mounts = config["mounts"].as_array().unwrap();
+        let options = |destination: &str| {
+            let mount = mounts
+                .iter()
+                .find(|m| m["destination"] == destination)
+                .unwrap();
+            mount["options"].as_array().unwrap().clone()
+        };
+        // Not rbind: the BPF filesystem at /sys/fs/bpf must not come along.
+        assert_eq!(options("/sys")[0], "bind");
+        assert!(options("/sys").contains(&json!("ro")));
+        assert!(options("/sys/fs/cgroup").contains(&json!("rro")));
     }
 
     #[test]

@@ -26,7 +26,10 @@
 //!                                  bytes and the peer's close, then close (the passive side)
 //! netprobe tcpserver ADDR PORT RECV SEND  accept one connection, read RECV bytes, send SEND
 //!                                  bytes and close first; prints "listening" when ready
+//! netprobe raw6|unshare-net|setns|...     escape attempts: see escape.rs
 //! ```
+mod escape;
+
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, TcpListener},
@@ -54,11 +57,8 @@ fn main() -> ExitCode {
         Some("udpfrom") => udp_from(&args[1..]),
         Some("tcpclient") => tcp_client(&args[1..]),
         Some("tcpserver") => tcp_server(&args[1..]),
-        _ => Err(
-            "usage: netprobe bind|listen|raw|packet|connect|sendto|loop|trace|sleep|udpburst|\
-             connectfrom|udpecho|udpfrom|tcpclient|tcpserver ..."
-                .to_string(),
-        ),
+        Some(other) => escape_probe(other, &args[1..]),
+        None => Err(USAGE.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,6 +66,29 @@ fn main() -> ExitCode {
             eprintln!("netprobe: {message}");
             ExitCode::from(2)
         }
+    }
+}
+
+const USAGE: &str = "usage: netprobe bind|listen|raw|packet|connect|sendto|loop|trace|sleep|\
+    udpburst|connectfrom|udpecho|udpfrom|tcpclient|tcpserver|raw6|\
+    unshare-net|unshare-user-net|setns|join-cgroup|mount|remount-rw|bpf-prog-ids|bpf-map-create|\
+    bpf-obj-get|bpf-link-detach|unix-connect ...";
+
+fn escape_probe(name: &str, args: &[String]) -> Result<(), String> {
+    match name {
+        "raw6" => escape::raw6(),
+        "unshare-net" => escape::unshare_net(),
+        "unshare-user-net" => escape::unshare_user_net(args),
+        "setns" => escape::setns(args),
+        "join-cgroup" => escape::join_cgroup(args),
+        "mount" => escape::mount(args),
+        "remount-rw" => escape::remount_rw(args),
+        "bpf-prog-ids" => escape::bpf_prog_ids(),
+        "bpf-map-create" => escape::bpf_map_create(),
+        "bpf-obj-get" => escape::bpf_obj_get(args),
+        "bpf-link-detach" => escape::bpf_link_detach(args),
+        "unix-connect" => escape::unix_connect(args),
+        _ => Err(USAGE.to_string()),
     }
 }
 
