@@ -37,6 +37,15 @@ const NGINX_CONF: &str = include_str!("images/nginx.conf");
 const NGINX_ENTRYPOINT: &str = include_str!("images/nginx-entrypoint.sh");
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Where the downloaded Debian packages are kept: outside the work tree, so a fresh clone or a
+/// `cargo clean` builds the images again without fetching them again
+/// (`HOSTNETD_XTASK_CACHE`, default /var/cache/hostnetd-xtask).
+fn debs_cache() -> PathBuf {
+    std::env::var_os("HOSTNETD_XTASK_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/hostnetd-xtask"), PathBuf::from)
+        .join("debs")
+}
+
 pub fn images_dir() -> PathBuf {
     workspace_root().join("target/images")
 }
@@ -44,8 +53,9 @@ pub fn images_dir() -> PathBuf {
 /// Builds the sample images (skipping those already built) and returns their directory.
 pub fn build_images() -> anyhow::Result<PathBuf> {
     let dir = images_dir();
-    let debs = dir.join("debs");
-    fs::create_dir_all(&debs)?;
+    let debs = debs_cache();
+    fs::create_dir_all(&debs)
+        .with_context(|| format!("cannot create the package cache {}", debs.display()))?;
     let all = [
         dir.join("busybox.tar"),
         dir.join("nginx.tar"),
