@@ -107,6 +107,13 @@ fn udp_counters_are_exact_per_port_for_ipv4_and_ipv6() {
         assert_eq!(counters(&stats["protocols"]["udp"]), expected);
         assert_eq!(counters(&stats["protocols"]["tcp"]), [0; 4]);
         assert_eq!(stats["denials"]["binds"], 0);
+        let inspected = host.inspect(name);
+        assert_eq!(inspected["state"], "exited");
+        assert_eq!(
+            counters(&inspected["traffic"]),
+            expected,
+            "an exited container's last counters stay in inspect until rm"
+        );
         assert!(host.exec(&["rm", name]).status.success());
     }
     host.assert_no_container_left();
@@ -557,4 +564,34 @@ fn a_bad_ingress_rule_is_refused_naming_it() {
         "{error}"
     );
     assert!(!host.daemon_running(), "bad input started a daemon");
+}
+
+#[test]
+fn the_programs_debug_log_reaches_the_daemons_log_when_asked_for() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut host = TestHost::new();
+    host.set_env("HOSTNETD_BPF_LOG_LEVEL", "debug");
+    host.set_env("HOSTNETD_LOG_LEVEL", "debug");
+    let probe = netprobe();
+    let refused = host.run_to_end("21080", &[], &[&probe, "bind", "tcp", "0.0.0.0", "21081"]);
+    assert_eq!(
+        hostnetd_tests::probe_results(&refused),
+        [hostnetd_tests::EACCES],
+        "{}",
+        describe(&refused)
+    );
+    let log = host.scratch().join("run/hostnetd.log");
+    let wanted = "bind to port 21081 refused: errno 13";
+    for _ in 0..100 {
+        if std::fs::read_to_string(&log).is_ok_and(|text| text.contains(wanted)) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{wanted:?} not in the daemon's log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }
