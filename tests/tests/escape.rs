@@ -144,8 +144,9 @@ fn new_network_namespaces_are_refused_and_the_hooks_follow_the_cgroup() {
         vec![EPERM]
     );
     let netns = NetnsGuard::add(&format!("{}-escape", host.name));
-    let inside = format!("/netns/{}", netns.0);
-    let flags = ["-v", "/run/netns:/netns:ro"];
+    // Volumes go on mount points the host's root has: hostnetd never creates them there.
+    let inside = format!("/media/{}", netns.0);
+    let flags = ["-v", "/run/netns:/media:ro"];
     assert_eq!(attempt(&host, &flags, &["setns", &inside]), vec![EPERM]);
     // Granted CAP_SYS_ADMIN (never by default), a container may make a user and a network
     // namespace: the bind hooks are the cgroup's, so an undeclared port is refused there too.
@@ -268,9 +269,9 @@ fn the_api_socket_is_out_of_reach() {
     assert_eq!(attempt(&host, &[], &["unix-connect", &path]), vec![ENOENT]);
     // Mounted in on purpose, it still answers root alone (mode 0600): here, nobody.
     let run_dir = socket.parent().unwrap().display().to_string();
-    let volume = format!("{run_dir}:/hostnetd-run:ro");
+    let volume = format!("{run_dir}:/srv:ro");
     let flags = ["-v", &volume, "-u", "65534"];
-    let inside = "/hostnetd-run/hostnetd.sock";
+    let inside = "/srv/hostnetd.sock";
     assert_eq!(
         attempt(&host, &flags, &["unix-connect", inside]),
         vec![EACCES]
