@@ -97,12 +97,17 @@ fn read_in_one_call(mut source: impl io::Read) -> io::Result<String> {
 
 pub struct ReservedPorts {
     path: PathBuf,
+    /// Serialises the read-modify-write of the sysctl between every hostnetd on the host
+    /// (instances with their own state directories included): each keeps its own entries and
+    /// must not write back a list another changed meanwhile.
+    lock: PathBuf,
 }
 
 impl ReservedPorts {
     pub fn new(root: &Path) -> Self {
         Self {
             path: root.join("proc/sys/net/ipv4/ip_local_reserved_ports"),
+            lock: root.join("run/lock/hostnetd-reserved-ports.lock"),
         }
     }
 
@@ -135,6 +140,7 @@ impl ReservedPorts {
         wanted: &BTreeSet<u16>,
         mut remember: impl FnMut(&BTreeSet<u16>) -> Result<(), E>,
     ) -> Result<BTreeSet<u16>, E> {
+        let _held = self.lock_host_wide()?;
         let current = self.read()?;
         let plan = plan(&current, ours, wanted);
         if plan.sysctl != current {
@@ -143,6 +149,18 @@ impl ReservedPorts {
         }
         remember(&plan.ours)?;
         Ok(plan.ours)
+    }
+
+    fn lock_host_wide(&self) -> Result<fs::File, ReservedPortsError> {
+        let io = |action, source| ReservedPortsError::Io {
+            action,
+            path: self.lock.clone(),
+            source,
+        };
+        if let Some(dir) = self.lock.parent() {
+            fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
+        }
+        crate::store::lock_file(&self.lock, libc::LOCK_EX).map_err(|e| io("lock", e))
     }
 
     fn io(&self, action: &'static str, source: io::Error) -> ReservedPortsError {

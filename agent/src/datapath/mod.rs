@@ -312,28 +312,19 @@ impl Datapath {
             path: cgroup.into(),
             source,
         })?;
+        // Each program type has its own attach signature; the rest is the same.
+        macro_rules! attach_single {
+            ($kind:ty, $attach:expr, $($args:expr),+) => {{
+                let mut prog = <$kind>::from_pin(&prog_pin, $attach).map_err(program)?;
+                let link_id = prog.attach($($args),+).map_err(program)?;
+                FdLink::try_from(prog.take_link(link_id).map_err(program)?)
+            }};
+        }
+        let single = CgroupAttachMode::Single;
         let link = match hook.attach {
-            Attach::SockAddr(attach) => {
-                let mut prog = CgroupSockAddr::from_pin(&prog_pin, attach).map_err(program)?;
-                let link_id = prog
-                    .attach(cgroup_dir, CgroupAttachMode::Single)
-                    .map_err(program)?;
-                FdLink::try_from(prog.take_link(link_id).map_err(program)?)
-            }
-            Attach::Sock(attach) => {
-                let mut prog = CgroupSock::from_pin(&prog_pin, attach).map_err(program)?;
-                let link_id = prog
-                    .attach(cgroup_dir, CgroupAttachMode::Single)
-                    .map_err(program)?;
-                FdLink::try_from(prog.take_link(link_id).map_err(program)?)
-            }
-            Attach::Skb(attach) => {
-                let mut prog = CgroupSkb::from_pin(&prog_pin, attach).map_err(program)?;
-                let link_id = prog
-                    .attach(cgroup_dir, attach, CgroupAttachMode::Single)
-                    .map_err(program)?;
-                FdLink::try_from(prog.take_link(link_id).map_err(program)?)
-            }
+            Attach::SockAddr(attach) => attach_single!(CgroupSockAddr, attach, cgroup_dir, single),
+            Attach::Sock(attach) => attach_single!(CgroupSock, attach, cgroup_dir, single),
+            Attach::Skb(attach) => attach_single!(CgroupSkb, attach, cgroup_dir, attach, single),
         };
         let link = link.map_err(|source| DatapathError::Link {
             path: pin.into(),
@@ -390,28 +381,20 @@ fn load_and_pin(root: &Path, log_level: u8) -> Result<(), DatapathError> {
         let missing = DatapathError::MissingProgram(hook.name);
         let pin = progs.join(hook.name);
         let program = ebpf.program_mut(hook.name).ok_or(missing)?;
+        // Loading is the same for every type, but aya gives them no common trait.
+        macro_rules! load_as {
+            ($kind:ty) => {{
+                let program: &mut $kind = program
+                    .try_into()
+                    .map_err(|_| DatapathError::MissingProgram(hook.name))?;
+                program.load().map_err(error)?;
+                program.pin(&pin)
+            }};
+        }
         let pinned = match hook.attach {
-            Attach::SockAddr(_) => {
-                let program: &mut CgroupSockAddr = program
-                    .try_into()
-                    .map_err(|_| DatapathError::MissingProgram(hook.name))?;
-                program.load().map_err(error)?;
-                program.pin(&pin)
-            }
-            Attach::Sock(_) => {
-                let program: &mut CgroupSock = program
-                    .try_into()
-                    .map_err(|_| DatapathError::MissingProgram(hook.name))?;
-                program.load().map_err(error)?;
-                program.pin(&pin)
-            }
-            Attach::Skb(_) => {
-                let program: &mut CgroupSkb = program
-                    .try_into()
-                    .map_err(|_| DatapathError::MissingProgram(hook.name))?;
-                program.load().map_err(error)?;
-                program.pin(&pin)
-            }
+            Attach::SockAddr(_) => load_as!(CgroupSockAddr),
+            Attach::Sock(_) => load_as!(CgroupSock),
+            Attach::Skb(_) => load_as!(CgroupSkb),
         };
         pinned.map_err(|source| DatapathError::Pin { path: pin, source })?;
     }
