@@ -204,7 +204,7 @@ impl Store {
         for entry in fs::read_dir(&dir).map_err(io_error("read", &dir))? {
             let path = entry.map_err(io_error("read", &dir))?.path();
             if path.extension().is_some_and(|ext| ext == "json") {
-                records.push(read_json(&path)?);
+                records.extend(read_unless_removed(&path)?);
             }
         }
         records.sort_by_key(|record: &ContainerRecord| record.created_at);
@@ -244,11 +244,7 @@ impl Store {
 
     /// The record with exactly this id, if it still exists.
     pub fn get(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
-        let path = self.record_path(id);
-        if !path.exists() {
-            return Ok(None);
-        }
-        read_json(&path).map(Some)
+        read_unless_removed(&self.record_path(id))
     }
 
     /// The container's output, one JSON entry per line (see [`crate::logs`]).
@@ -341,6 +337,16 @@ pub(crate) fn lock_file(path: &Path, operation: libc::c_int) -> io::Result<File>
         return Err(io::Error::last_os_error());
     }
     Ok(file)
+}
+
+/// A record, or None when it is not there: `rm` of another container may remove a record
+/// between a listing and its read (commands do not hold the host lock to read).
+fn read_unless_removed(path: &Path) -> Result<Option<ContainerRecord>, StoreError> {
+    match read_json(path) {
+        Ok(record) => Ok(Some(record)),
+        Err(_) if !path.exists() => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
@@ -468,6 +474,21 @@ pub(crate) mod tests {
         store.save(&web).unwrap();
         fs::write(dir.join("containers/abcdef.json.tmp"), b"{\"id\":").unwrap();
         assert_eq!(store.list().unwrap(), vec![web]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_removed_while_read_is_gone_but_a_corrupt_one_is_an_error() {
+        let (store, dir) = temp_store("vanished");
+        let path = dir.join("containers/abcdef.json");
+        assert_eq!(read_unless_removed(&path).unwrap(), None);
+        assert_eq!(store.get("abcdef").unwrap(), None);
+        fs::write(&path, b"{\"id\":").unwrap();
+        assert!(matches!(store.list(), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            store.get("abcdef"),
+            Err(StoreError::Corrupt { .. })
+        ));
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, test and demo for hostnetd.
 mod build;
 mod demo;
+mod fuzz;
 mod images;
 mod setup;
 mod test;
@@ -24,6 +25,8 @@ enum Task {
     Test(test::TestArgs),
     /// Set up, build, and show port ownership at work with real containers.
     Demo,
+    /// Run each fuzz target (agent/fuzz) for a bounded time with the nightly toolchain.
+    Fuzz(fuzz::FuzzArgs),
     /// Build the sample images (busybox, nginx) offline from Debian packages.
     Images,
 }
@@ -48,6 +51,7 @@ fn run(task: Task) -> anyhow::Result<()> {
         }
         Task::Test(args) => test::test(args),
         Task::Demo => demo::demo(),
+        Task::Fuzz(args) => fuzz::fuzz(args),
         Task::Images => {
             setup::setup()?;
             images::build_images().map(drop)

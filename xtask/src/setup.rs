@@ -7,7 +7,7 @@ use crate::build::{cargo_bin_dir, run};
 
 /// runc runs containers; skopeo and docker-registry serve the image tests (a real registry on
 /// loopback); the rest build bpf-linker.
-const APT_PACKAGES: [&str; 10] = [
+const APT_PACKAGES: [&str; 11] = [
     "runc",
     "skopeo",
     "docker-registry",
@@ -19,6 +19,8 @@ const APT_PACKAGES: [&str; 10] = [
     "iproute2",
     // The accounting tests turn TSO off on a veth so that GSO splits packets at the device.
     "ethtool",
+    // The churn test counts the rows left in the datapath's pinned maps.
+    "bpftool",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

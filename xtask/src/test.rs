@@ -11,6 +11,12 @@ pub struct TestArgs {
     /// Skip rustfmt and clippy.
     #[arg(long)]
     no_lint: bool,
+    /// Skip the fuzz targets' bounded run.
+    #[arg(long)]
+    no_fuzz: bool,
+    /// How long each fuzz target runs.
+    #[arg(long, default_value_t = 15)]
+    fuzz_seconds: u64,
     /// Only run end-to-end tests whose name contains this.
     filter: Option<String>,
 }
@@ -33,6 +39,9 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     }
     say("unit tests");
     run(cargo().args(["test", "--workspace", "--exclude", "hostnetd-tests"]))?;
+    if !args.no_fuzz {
+        crate::fuzz::fuzz_targets(&crate::fuzz::TARGETS, args.fuzz_seconds)?;
+    }
     say("end-to-end tests (privileged, serial: they share the host's ports and sysctls)");
     let hostnetd = target.join("debug/hostnetd");
     let mut e2e = cargo();

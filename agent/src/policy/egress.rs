@@ -193,10 +193,15 @@ impl EgressPolicy {
 
 fn split_proto(text: &str) -> (&str, Option<u8>) {
     for (suffix, proto) in [("/tcp", IPPROTO_TCP), ("/udp", IPPROTO_UDP)] {
-        if text.len() > suffix.len()
-            && text[text.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        // `get`, not indexing: the cut may fall inside a multi-byte character (found by
+        // fuzzing); then the text does not end in the ASCII suffix.
+        let at = text.len().saturating_sub(suffix.len());
+        if at > 0
+            && text
+                .get(at..)
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
         {
-            return (&text[..text.len() - suffix.len()], Some(proto as u8));
+            return (&text[..at], Some(proto as u8));
         }
     }
     (text, None)
@@ -338,6 +343,9 @@ mod tests {
             ("example.com", "not an IP address"),
             ("[2001:db8::/32", "without its ']'"),
             ("[::1]x", "after ']'"),
+            // A multi-byte character where a protocol suffix would start: no panic.
+            ("[::1]:\u{fffd}379", "port \"\u{fffd}379\""),
+            ("0.0.0.0/0:53/\u{fffd}dp", "not a number from 1 to 65535"),
         ];
         for (text, expected) in cases {
             let error = Rule::parse(text, Action::Deny).unwrap_err().to_string();
