@@ -175,6 +175,32 @@ impl TestHost {
         child.wait_with_output().expect("output")
     }
 
+    /// `hostnetd run -d --name NAME --ports PORTS --rootfs / [extra] -- COMMAND` of a
+    /// long-running container; its full id.
+    pub fn run_detached(
+        &self,
+        name: &str,
+        ports: &str,
+        extra: &[&str],
+        command: &[&str],
+    ) -> String {
+        let mut args = vec![
+            "run", "-d", "--name", name, "--ports", ports, "--rootfs", "/",
+        ];
+        args.extend(extra);
+        args.push("--");
+        args.extend(command);
+        let output = self.exec(&args);
+        assert!(
+            output.status.success(),
+            "run -d {name}: {}",
+            describe(&output)
+        );
+        let id = stdout(&output).trim().to_string();
+        assert_eq!(id.len(), 64, "run -d prints the 64-character id: {id:?}");
+        id
+    }
+
     /// SIGKILLs a container's monitor (`inspect`'s monitor_pid), as a crash would.
     pub fn kill_monitor(&self, name: &str) {
         let pid = self.inspect(name)["monitor_pid"]

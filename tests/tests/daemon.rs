@@ -11,27 +11,6 @@ use hostnetd_tests::{
     EACCES, EADDRINUSE,
 };
 
-/// `hostnetd run -d` of a long-running container; its full id.
-fn run_detached(
-    host: &TestHost,
-    name: &str,
-    ports: &str,
-    extra: &[&str],
-    command: &[&str],
-) -> String {
-    let mut args = vec![
-        "run", "-d", "--name", name, "--ports", ports, "--rootfs", "/",
-    ];
-    args.extend(extra);
-    args.push("--");
-    args.extend(command);
-    let output = host.exec(&args);
-    assert!(output.status.success(), "run -d: {}", describe(&output));
-    let id = stdout(&output).trim().to_string();
-    assert_eq!(id.len(), 64, "run -d prints the 64-character id: {id:?}");
-    id
-}
-
 fn kill_daemon(host: &TestHost) {
     let pid = host.daemon_pid().expect("a daemon runs");
     // SAFETY: SIGKILL to the daemon this test host started.
@@ -73,8 +52,7 @@ fn containers_and_enforcement_survive_a_killed_daemon() {
     }
     let host = TestHost::new();
     let probe = netprobe();
-    let id = run_detached(
-        &host,
+    let id = host.run_detached(
         "server",
         "20500/tcp",
         &[],
@@ -134,8 +112,7 @@ fn an_exit_while_the_daemon_is_down_is_recorded_and_frees_the_ports() {
         return;
     }
     let host = TestHost::new();
-    run_detached(
-        &host,
+    host.run_detached(
         "short",
         "20510/tcp",
         &[],
@@ -164,8 +141,7 @@ fn stop_and_rm_release_ports_and_logs_keep_the_output() {
         return;
     }
     let host = TestHost::new();
-    run_detached(
-        &host,
+    host.run_detached(
         "talker",
         "20520/udp",
         &[],
@@ -210,8 +186,7 @@ fn a_restart_policy_keeps_the_ports_owned_across_restarts() {
     }
     let host = TestHost::new();
     let command = ["/bin/sh", "-c", "sleep 0.2; exit 3"];
-    run_detached(
-        &host,
+    host.run_detached(
         "flaky",
         "20530/tcp",
         &["--restart", "on-failure:4"],
@@ -245,7 +220,7 @@ fn api_errors_are_json_with_a_code_and_the_socket_is_root_only() {
     }
     let host = TestHost::new();
     let probe = netprobe();
-    run_detached(&host, "holder", "20540/tcp", &[], &[&probe, "sleep", "60"]);
+    host.run_detached("holder", "20540/tcp", &[], &[&probe, "sleep", "60"]);
     let mode = std::fs::metadata(host.socket())
         .unwrap()
         .permissions()

@@ -73,17 +73,6 @@ fn spawn(host: &TestHost, args: &[&str]) -> Child {
         .expect("spawn hostnetd")
 }
 
-fn run_detached(host: &TestHost, name: &str, ports: &str, extra: &[&str], command: &[&str]) {
-    let mut args = vec![
-        "run", "-d", "--name", name, "--ports", ports, "--rootfs", "/",
-    ];
-    args.extend(extra);
-    args.push("--");
-    args.extend(command);
-    let output = host.exec(&args);
-    assert!(output.status.success(), "run {name}: {}", describe(&output));
-}
-
 /// A command the daemon died under: it fails (`code`), saying so after `prefix`.
 fn assert_lost(output: &Output, code: i32, prefix: &str) {
     assert_eq!(output.status.code(), Some(code), "{}", describe(output));
@@ -147,7 +136,7 @@ fn a_daemon_killed_during_stop_leaves_the_container_running_and_stoppable() {
     }
     let host = TestHost::new();
     // As the container's pid 1, sleep has no SIGTERM handler: only the SIGKILL ends it.
-    run_detached(&host, "victim", "22210", &[], &["/bin/sleep", "120"]);
+    host.run_detached("victim", "22210", &[], &["/bin/sleep", "120"]);
     let stop = spawn(&host, &["stop", "-t", "60", "victim"]);
     wait_for("the stop request", || {
         records(&host).iter().any(|r| r["stop_requested"] == true)
@@ -205,8 +194,7 @@ fn a_daemon_killed_during_update_leaves_the_record_and_the_kernel_in_agreement()
     let host = TestHost::new();
     let probe = netprobe();
     let allow = |port: u16| format!("127.0.0.1:{port}/tcp");
-    run_detached(
-        &host,
+    host.run_detached(
         "victim",
         "22222",
         &["--egress-allow", &allow(22220)],
@@ -387,7 +375,7 @@ fn a_full_state_disk_is_a_clear_error_corrupts_nothing_and_passes() {
     };
     let host = &full.host;
     let probe = netprobe();
-    run_detached(host, "before", "22240", &[], &[&probe, "sleep", "120"]);
+    host.run_detached("before", "22240", &[], &[&probe, "sleep", "120"]);
     let record = std::fs::read(state.join("containers").join(format!(
         "{}.json",
         host.inspect("before")["id"].as_str().unwrap()
@@ -440,7 +428,7 @@ fn a_full_state_disk_is_a_clear_error_corrupts_nothing_and_passes() {
     assert_eq!(now, record, "the record changed while the disk was full");
     // Once there is room again, everything works.
     std::fs::remove_file(filler).unwrap();
-    run_detached(host, "after", "22241", &[], &[&probe, "sleep", "120"]);
+    host.run_detached("after", "22241", &[], &[&probe, "sleep", "120"]);
     assert_eq!(
         probe_on_host(&["tcp", "0.0.0.0", "22241"]),
         vec![EADDRINUSE]
