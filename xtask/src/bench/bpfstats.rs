@@ -27,23 +27,102 @@ pub fn enable() -> anyhow::Result<StatsEnabled> {
     // union bpf_attr's enable_stats member: { __u32 type; }, the rest zero.
     let mut attr = [0u8; 16];
     attr[..4].copy_from_slice(&BPF_STATS_RUN_TIME.to_ne_bytes());
-    // SAFETY: bpf(2) reads `attr.len()` bytes from a buffer we own; it returns a new fd or -1.
-    let fd = unsafe {
+    let fd = bpf(BPF_ENABLE_STATS, &mut attr).context("cannot enable BPF run-time statistics")?;
+    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+    Ok(StatsEnabled(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// bpf(2) with `attr` as its union bpf_attr (zero beyond the fields set); the result, which is
+/// a new descriptor for the commands that make one.
+fn bpf(command: libc::c_long, attr: &mut [u8]) -> std::io::Result<i32> {
+    // SAFETY: bpf(2) reads and writes at most `attr.len()` bytes of a buffer we own; pointers
+    // inside `attr` point to buffers the caller keeps alive across this call.
+    let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            BPF_ENABLE_STATS,
-            attr.as_ptr(),
+            command,
+            attr.as_mut_ptr(),
             attr.len() as libc::c_uint,
         )
     };
-    if fd < 0 {
-        bail!(
-            "cannot enable BPF run-time statistics: {}",
-            std::io::Error::last_os_error()
-        );
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
-    Ok(StatsEnabled(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    Ok(rc as i32)
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+/// `r0 = 0; exit`: a program that does nothing.
+const EMPTY_PROGRAM: [u8; 16] = [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+
+/// What the statistics report for a program that does nothing, in ns per run: the clock reads
+/// around each run and the call itself. Every program's figure includes it, so a budget below
+/// it cannot be met as measured here. Statistics must be on.
+pub fn empty_program_ns(runs: u32) -> anyhow::Result<f64> {
+    let program = load_empty_program().context("cannot load an empty BPF program")?;
+    let id = program_id(&program)?;
+    let before = stats_of(id)?;
+    test_run(&program, runs).context("cannot run the empty BPF program")?;
+    let after = stats_of(id)?;
+    let count = after.run_cnt.saturating_sub(before.run_cnt);
+    if count == 0 {
+        bail!("the empty BPF program's runs were not counted: are statistics on?");
+    }
+    Ok(after.run_time_ns.saturating_sub(before.run_time_ns) as f64 / count as f64)
+}
+
+fn load_empty_program() -> anyhow::Result<OwnedFd> {
+    let license = c"GPL";
+    // union bpf_attr's prog_load member: prog_type, insn_cnt, insns, license, then zeros.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_SOCKET_FILTER.to_ne_bytes());
+    attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+    attr[8..16].copy_from_slice(&(EMPTY_PROGRAM.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    attr[48..61].copy_from_slice(b"hnbench_empty"); // prog_name, NUL-padded to 16
+    let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn program_id(program: &OwnedFd) -> anyhow::Result<u64> {
+    use std::os::fd::AsRawFd as _;
+    // struct bpf_prog_info starts with type and id (u32 each); the kernel fills info_len bytes.
+    let mut info = [0u8; 8];
+    let mut attr = [0u8; 16];
+    attr[0..4].copy_from_slice(&(program.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(info.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).context("cannot read the program's id")?;
+    Ok(u64::from(u32::from_ne_bytes([
+        info[4], info[5], info[6], info[7],
+    ])))
+}
+
+/// Runs `program` `runs` times on a zeroed 64-byte packet (BPF_PROG_TEST_RUN).
+fn test_run(program: &OwnedFd, runs: u32) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let packet = [0u8; 64];
+    // union bpf_attr's test member: prog_fd, retval, data_size_in, data_size_out, data_in,
+    // data_out, repeat; the rest zero.
+    let mut attr = [0u8; 80];
+    attr[0..4].copy_from_slice(&(program.as_raw_fd() as u32).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(packet.len() as u32).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(packet.as_ptr() as u64).to_ne_bytes());
+    attr[32..36].copy_from_slice(&runs.to_ne_bytes());
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(())
+}
+
+fn stats_of(id: u64) -> anyhow::Result<ProgramStats> {
+    let output = Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string(), "-j"])
+        .output()
+        .context("cannot run bpftool")?;
+    Ok(parse_prog_show(&output.stdout)?.1)
 }
 
 const BPF_PROG_QUERY: libc::c_long = 16;
@@ -84,16 +163,8 @@ fn tcx_program_count(ifindex: u32, attach_type: u32) -> Option<u32> {
     let mut attr = [0u8; 64];
     attr[0..4].copy_from_slice(&ifindex.to_ne_bytes());
     attr[4..8].copy_from_slice(&attach_type.to_ne_bytes());
-    // SAFETY: bpf(2) reads and writes `attr.len()` bytes of a buffer we own.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_QUERY,
-            attr.as_mut_ptr(),
-            attr.len() as libc::c_uint,
-        )
-    };
-    (rc == 0).then(|| u32::from_ne_bytes([attr[24], attr[25], attr[26], attr[27]]))
+    bpf(BPF_PROG_QUERY, &mut attr).ok()?;
+    Some(u32::from_ne_bytes([attr[24], attr[25], attr[26], attr[27]]))
 }
 
 /// One program's counters at one moment.

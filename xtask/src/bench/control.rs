@@ -269,18 +269,16 @@ fn measure_at(env: &Env, plan: &Plan, count: usize) -> anyhow::Result<ScalePoint
     let mut admission = Vec::new();
     let mut create = Vec::new();
     let mut remove = Vec::new();
-    for _ in 0..plan.scale_samples {
+    // One sample more than asked, the first thrown away: it pays for cold caches.
+    for sample in 0..=plan.scale_samples {
         check_interrupted()?;
-        admission.push(refused_admission(env)?);
-        let probe = env.ports.probe();
-        let ports = tcp_and_udp(probe, probe + 4);
-        let start = Instant::now();
-        env.host
-            .run_host_binary("hnbench-probe", &ports, &["sleep", "infinity"])?;
-        create.push(start.elapsed().as_secs_f64() * 1e3);
-        let start = Instant::now();
-        env.host.exec(&["rm", "-f", "hnbench-probe"])?;
-        remove.push(start.elapsed().as_secs_f64() * 1e3);
+        let refused = refused_admission(env)?;
+        let (created, removed) = create_and_remove_probe(env)?;
+        if sample > 0 {
+            admission.push(refused);
+            create.push(created);
+            remove.push(removed);
+        }
     }
     let (bind_ns, bind_program_ns) = bind_in_container(env, plan)?;
     Ok(ScalePoint {
@@ -291,6 +289,18 @@ fn measure_at(env: &Env, plan: &Plan, count: usize) -> anyhow::Result<ScalePoint
         bind_ns,
         bind_program_ns,
     })
+}
+
+/// `run -d` and `rm -f` of one more container like the others; milliseconds each took.
+fn create_and_remove_probe(env: &Env) -> anyhow::Result<(f64, f64)> {
+    let probe = env.ports.probe();
+    let ports = tcp_and_udp(probe, probe + 4);
+    let created = timed_ms(|| {
+        env.host
+            .run_host_binary("hnbench-probe", &ports, &["sleep", "infinity"])
+    })?;
+    let removed = timed_ms(|| env.host.exec(&["rm", "-f", "hnbench-probe"]).map(drop))?;
+    Ok((created, removed))
 }
 
 /// A run for the held port: refused by admission after every check; milliseconds taken.

@@ -222,11 +222,16 @@ pub struct Env {
     pub scratch: PathBuf,
 }
 
+/// What each program ran in each workload of the profiling pass.
+pub type ProgramRuns = Vec<(Workload, bpfstats::ProgramStats)>;
+
 /// Every figure of one benchmark run.
 #[derive(Default)]
 pub struct Results {
     pub samples: BTreeMap<(Metric, Config), Vec<f64>>,
-    pub programs: Vec<(Workload, bpfstats::ProgramStats)>,
+    pub programs: ProgramRuns,
+    /// What the statistics report for a program that does nothing (ns per run).
+    pub empty_program_ns: Option<f64>,
     pub control: control::ControlPlane,
     pub load_per_round: Vec<f64>,
     /// BPF programs others had attached on every process's or every loopback packet's path
@@ -263,7 +268,16 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
 fn nat_network(ports: &PortRange) -> anyhow::Result<NatNetwork> {
     let servers = ports.servers(Config::Nat);
-    NatNetwork::create(&servers.tcp(), &[servers.iperf])
+    let untracked: Vec<u16> = [Config::H0, Config::H1]
+        .into_iter()
+        .flat_map(|config| {
+            let mut list = ports.servers(config).tcp().to_vec();
+            list.push(ports.syscall(config));
+            list
+        })
+        .chain([ports.syscall(Config::H0d)])
+        .collect();
+    NatNetwork::create(&servers.tcp(), &[servers.iperf], &untracked)
 }
 
 fn run_all(env: &Env, plan: &Plan) -> anyhow::Result<Results> {
@@ -285,7 +299,9 @@ fn run_all(env: &Env, plan: &Plan) -> anyhow::Result<Results> {
         }
         if wanted(Part::Programs) {
             say("program costs: the H1 workloads again, with BPF statistics on");
-            results.programs = profile_programs(env, plan)?;
+            let (programs, floor) = profile_programs(env, plan)?;
+            results.programs = programs;
+            results.empty_program_ns = Some(floor);
         }
     }
     if wanted(Part::ControlPlane) {
@@ -314,10 +330,23 @@ fn datapath_round(
         measure_config(env, plan, config, samples)?;
     }
     servers::start_in_containers(env, &env.host)?;
+    settle(plan);
     for config in flip([Config::H1, Config::H0d]) {
         measure_config(env, plan, config, samples)?;
     }
-    env.host.down()
+    env.host.down()?;
+    settle(plan);
+    Ok(())
+}
+
+/// A pause after starting or removing containers: the kernel finishes tearing down cgroups,
+/// mounts and processes in the background, which the next measurement must not pay for.
+fn settle(plan: &Plan) {
+    std::thread::sleep(if plan.quick {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(2)
+    });
 }
 
 fn measure_config(
@@ -339,13 +368,12 @@ fn measure_config(
     Ok(())
 }
 
-/// Every H1 workload once more with the kernel's statistics on; what each program cost.
-fn profile_programs(
-    env: &Env,
-    plan: &Plan,
-) -> anyhow::Result<Vec<(Workload, bpfstats::ProgramStats)>> {
+/// Every H1 workload once more with the kernel's statistics on: what each program cost, and
+/// what an empty program costs as measured the same way.
+fn profile_programs(env: &Env, plan: &Plan) -> anyhow::Result<(ProgramRuns, f64)> {
     servers::start_in_containers(env, &env.host)?;
     let stats = bpfstats::enable()?;
+    let floor = bpfstats::empty_program_ns(1_000_000)?;
     let mut programs = Vec::new();
     for workload in Workload::PROFILED {
         let before = bpfstats::snapshot(env.host.bpf_dir())?;
@@ -359,7 +387,7 @@ fn profile_programs(
     }
     drop(stats);
     env.host.down()?;
-    Ok(programs)
+    Ok((programs, floor))
 }
 
 /// The scratch directory (hostnetd's state, the nginx root filesystem), removed on drop.

@@ -5,7 +5,8 @@
 //! masqueraded on the bridge (which needs `route_localnet` there, as docker0 gets).
 //!
 //! Everything is named after this process (namespace `hnbench-PID`, links `hnbenchPIDb` and
-//! `hnbenchPIDv`, chain `HNBENCH-PID`) and removed on drop, rule by rule.
+//! `hnbenchPIDv`, chain `HNBENCH-PID`) and removed on drop, rule by rule. The other
+//! configurations' loopback traffic is exempted from connection tracking (see `untrack`).
 use std::process::Command;
 
 use anyhow::{bail, Context as _};
@@ -26,8 +27,9 @@ fn subnet_prefix() -> String {
 }
 
 impl NatNetwork {
-    /// Creates the namespace, its link to the host, and publishes `tcp_ports` and `udp_ports`.
-    pub fn create(tcp_ports: &[u16], udp_ports: &[u16]) -> anyhow::Result<Self> {
+    /// Creates the namespace, its link to the host, and publishes `tcp_ports` and `udp_ports`;
+    /// host loopback traffic of `untracked` ports is kept out of connection tracking.
+    pub fn create(tcp_ports: &[u16], udp_ports: &[u16], untracked: &[u16]) -> anyhow::Result<Self> {
         let pid = std::process::id();
         let mut nat = Self {
             netns: format!("hnbench-{pid}"),
@@ -38,6 +40,7 @@ impl NatNetwork {
         };
         nat.link()?;
         nat.publish(tcp_ports, udp_ports)?;
+        nat.untrack(untracked)?;
         Ok(nat)
     }
 
@@ -117,11 +120,13 @@ impl NatNetwork {
             ])?;
         }
         self.hook(
+            "nat",
             "OUTPUT",
             &["-m", "addrtype", "--dst-type", "LOCAL", "-j", &chain],
         )?;
         let (bridge, subnet) = (self.bridge.clone(), format!("{}.0/24", subnet_prefix()));
         self.hook(
+            "nat",
             "POSTROUTING",
             &[
                 "-m",
@@ -135,18 +140,53 @@ impl NatNetwork {
             ],
         )?;
         self.hook(
+            "nat",
             "POSTROUTING",
             &["-s", &subnet, "!", "-o", &bridge, "-j", "MASQUERADE"],
         )
     }
 
-    /// Inserts a rule into one of the nat table's built-in chains, remembering it for removal.
-    fn hook(&mut self, chain: &'static str, rule: &[&str]) -> anyhow::Result<()> {
-        let mut args = vec!["-t", "nat", "-I", chain];
+    /// Keeps connection tracking off loopback traffic to and from `ports` (at most 15). Once a
+    /// nat table exists, the kernel tracks every connection of the host; without NAT no host
+    /// would, so the configurations that need no NAT must not pay for it here either.
+    fn untrack(&mut self, ports: &[u16]) -> anyhow::Result<()> {
+        let list: Vec<String> = ports.iter().map(ToString::to_string).collect();
+        let list = list.join(",");
+        for (chain, device) in [("OUTPUT", "-o"), ("PREROUTING", "-i")] {
+            for proto in ["tcp", "udp"] {
+                self.hook(
+                    "raw",
+                    chain,
+                    &[
+                        device,
+                        "lo",
+                        "-p",
+                        proto,
+                        "-m",
+                        "multiport",
+                        "--ports",
+                        &list,
+                        "-j",
+                        "NOTRACK",
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts a rule into a built-in chain, remembering it for removal.
+    fn hook(
+        &mut self,
+        table: &'static str,
+        chain: &'static str,
+        rule: &[&str],
+    ) -> anyhow::Result<()> {
+        let mut args = vec!["-t", table, "-I", chain];
         args.extend(rule);
         iptables(&args)?;
         let rule = rule.iter().map(ToString::to_string).collect();
-        self.hooks.push(("nat", chain, rule));
+        self.hooks.push((table, chain, rule));
         Ok(())
     }
 

@@ -35,7 +35,12 @@ pub fn write(out: &Path, plan: &Plan, machine: &Machine, results: &Results) -> a
         .map(|(key, values)| (*key, median(values)))
         .collect();
     let programs = targets::aggregate(&results.programs);
-    let verdicts = targets::evaluate(&medians, &programs, &results.control);
+    let verdicts = targets::evaluate(
+        &medians,
+        &programs,
+        results.empty_program_ns,
+        &results.control,
+    );
     let markdown = render(plan, machine, results, &medians, &programs, &verdicts);
     fs::write(out.join("report.md"), &markdown)?;
     fs::write(
@@ -65,9 +70,9 @@ fn render(
 ) -> String {
     let mut md = String::new();
     run_section(&mut md, plan, machine, results);
-    datapath_section(&mut md, plan, medians);
+    datapath_section(&mut md, plan, results, medians);
     targets_section(&mut md, verdicts);
-    programs_section(&mut md, programs);
+    programs_section(&mut md, programs, results.empty_program_ns);
     control_section(&mut md, plan, results);
     md
 }
@@ -116,12 +121,12 @@ fn foreign_hooks(rounds: &[Vec<String>]) -> String {
     listed.join("; ")
 }
 
-fn datapath_section(md: &mut String, plan: &Plan, medians: &Medians) {
+fn datapath_section(md: &mut String, plan: &Plan, results: &Results, medians: &Medians) {
     let _ = writeln!(
         md,
         "### Datapath (medians of {} rounds)\n\n\
-         | workload | unit | H0 | H0+daemon | H1 | NAT | H1/H0 | H1/NAT |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+         | workload | unit | H0 | H0+daemon | H1 | NAT | H1/H0 | H1/NAT | spread |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         plan.rounds
     );
     let measured = Metric::ALL
@@ -142,7 +147,7 @@ fn datapath_section(md: &mut String, plan: &Plan, medians: &Medians) {
         };
         let _ = writeln!(
             md,
-            "| {} | {} {arrow} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} {arrow} | {} | {} | {} | {} | {} | {} | {:.0}% |",
             metric.label(),
             metric.unit(),
             cell(Config::H0),
@@ -151,9 +156,26 @@ fn datapath_section(md: &mut String, plan: &Plan, medians: &Medians) {
             cell(Config::Nat),
             ratio(Config::H0),
             ratio(Config::Nat),
+            spread(results, metric) * 100.0,
         );
     }
-    md.push_str("\n↑ higher is better, ↓ lower is better.\n\n");
+    md.push_str(
+        "\n↑ higher is better, ↓ lower is better. Spread: the widest range (max - min) over \
+         the rounds of any one configuration, relative to its median; ratios closer to 1 than \
+         that are within the noise of this run.\n\n",
+    );
+}
+
+/// The largest (max - min) / median of the rounds' samples among the configurations.
+fn spread(results: &Results, metric: Metric) -> f64 {
+    (results.samples.iter())
+        .filter(|((m, _), values)| *m == metric && !values.is_empty())
+        .map(|(_, values)| {
+            let max = values.iter().copied().fold(f64::MIN, f64::max);
+            let min = values.iter().copied().fold(f64::MAX, f64::min);
+            (max - min) / median(values)
+        })
+        .fold(0.0, f64::max)
 }
 
 fn format_value(value: f64) -> String {
@@ -177,12 +199,13 @@ fn targets_section(md: &mut String, verdicts: &[Target]) {
     md.push('\n');
 }
 
-fn programs_section(md: &mut String, programs: &[AggregateCost]) {
+fn programs_section(md: &mut String, programs: &[AggregateCost], empty_ns: Option<f64>) {
     md.push_str(
         "### Program costs (H1 workloads with BPF run-time statistics on)\n\n\
-         | program | type | runs | ns per run | costliest workload | budget |\n\
-         | --- | --- | ---: | ---: | --- | ---: |\n",
+         | program | type | runs | ns per run | less the empty program | costliest workload | budget |\n\
+         | --- | --- | ---: | ---: | ---: | --- | ---: |\n",
     );
+    let net = |ns: f64| empty_ns.map_or("-".into(), |empty| format!("{:.1}", ns - empty));
     for program in programs {
         let budget = match targets::budget(&program.kind) {
             Some(_) if program.runs < targets::MIN_RUNS => "(too few runs to judge)".into(),
@@ -195,12 +218,25 @@ fn programs_section(md: &mut String, programs: &[AggregateCost]) {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.1} | {worst} | {budget} |",
-            program.name, program.kind, program.runs, program.ns_per_run,
+            "| {} | {} | {} | {:.1} | {} | {worst} | {budget} |",
+            program.name,
+            program.kind,
+            program.runs,
+            program.ns_per_run,
+            net(program.ns_per_run),
         );
     }
     if programs.is_empty() {
-        md.push_str("| (no hostnetd program ran) | | | | | |\n");
+        md.push_str("| (no hostnetd program ran) | | | | | | |\n");
+    }
+    if let Some(empty) = empty_ns {
+        let _ = writeln!(
+            md,
+            "\nAn empty program (`r0 = 0; exit`, run with BPF_PROG_TEST_RUN) measures {empty:.1} ns \
+             per run here: the statistics' own clock reads and the call, which every figure \
+             above includes, and which are not there when statistics are off. The budgets \
+             are judged net of it."
+        );
     }
     md.push('\n');
 }
@@ -356,6 +392,7 @@ fn to_json(machine: &Machine, results: &Results, medians: &Medians) -> serde_jso
         "foreign_hooks_per_round": results.foreign_hooks_per_round,
         "datapath": samples,
         "programs": programs,
+        "empty_program_ns": results.empty_program_ns,
         "control_plane": {
             "startup_hostnetd_ms": control.startup_hostnetd_ms,
             "startup_runc_ms": control.startup_runc_ms,
