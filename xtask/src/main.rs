@@ -1,4 +1,5 @@
-//! `cargo xtask`: set-up, build, test and demo for hostnetd.
+//! `cargo xtask`: set-up, build, test, demo and benchmarks for hostnetd.
+mod bench;
 mod build;
 mod demo;
 mod fuzz;
@@ -29,6 +30,9 @@ enum Task {
     Fuzz(fuzz::FuzzArgs),
     /// Build the sample images (busybox, nginx) offline from Debian packages.
     Images,
+    /// Set up, build (release), and measure hostnetd against bare host processes and NAT;
+    /// writes target/bench/ and, in full mode, docs/PERFORMANCE.md. Not part of `test`.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,5 +60,6 @@ fn run(task: Task) -> anyhow::Result<()> {
             setup::setup()?;
             images::build_images().map(drop)
         }
+        Task::Bench(args) => bench::bench(args),
     }
 }

@@ -26,7 +26,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn setup() -> anyhow::Result<()> {
     require_root()?;
-    install_apt_packages()?;
+    install_apt_packages("apt packages", &APT_PACKAGES)?;
     install_rust_src()?;
     install_bpf_linker()?;
     mount_bpffs()?;
@@ -46,19 +46,23 @@ fn require_root() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn install_apt_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .into_iter()
+/// Installs those of `packages` that are missing; `what` names them in what is printed.
+pub fn install_apt_packages(what: &str, packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = (packages.iter().copied())
         .filter(|p| !dpkg_installed(p))
         .collect();
     if missing.is_empty() {
-        say("apt packages: already installed");
+        say(&format!(
+            "{what} ({}): already installed",
+            packages.join(" ")
+        ));
         return Ok(());
     }
-    say(&format!("apt packages: installing {}", missing.join(" ")));
+    say(&format!("{what}: installing {}", missing.join(" ")));
     run(Command::new("apt-get").args(["update", "-q"]))?;
-    // docker-registry's package would start a registry service on :5000; the tests start
-    // their own on loopback ports, so services are kept from starting during the install.
+    // docker-registry's package would start a registry service on :5000 (iperf3's, a server
+    // on :5201); the tests and benchmarks start their own on loopback ports, so services are
+    // kept from starting during the install.
     let _no_services = NoServiceStarts::install();
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])

@@ -1,0 +1,438 @@
+//! The report: medians, ratios and targets as markdown (target/bench/report.md, printed),
+//! every sample as JSON (results.json), two SVG plots, and in full mode the results section of
+//! docs/PERFORMANCE.md (between its markers) with the plots beside it.
+use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::{
+    machine::Machine,
+    plot::{Chart, Group},
+    targets::{self, AggregateCost, Medians, Target},
+    workloads::Metric,
+    Config, Plan, Results,
+};
+use crate::{build::workspace_root, setup::say};
+
+const BEGIN: &str = "<!-- bench results: begin (written by `cargo xtask bench`) -->";
+const END: &str = "<!-- bench results: end -->";
+const DATAPATH_SVG: &str = "performance-datapath.svg";
+const CONTROL_SVG: &str = "performance-control-plane.svg";
+
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+pub fn write(out: &Path, plan: &Plan, machine: &Machine, results: &Results) -> anyhow::Result<()> {
+    let medians: Medians = (results.samples.iter())
+        .map(|(key, values)| (*key, median(values)))
+        .collect();
+    let programs = targets::aggregate(&results.programs);
+    let verdicts = targets::evaluate(
+        &medians,
+        &programs,
+        results.empty_program_ns,
+        &results.control,
+    );
+    let markdown = render(plan, machine, results, &medians, &programs, &verdicts);
+    fs::write(out.join("report.md"), &markdown)?;
+    fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&to_json(machine, results, &medians))?,
+    )?;
+    fs::write(out.join(DATAPATH_SVG), datapath_chart(&medians).to_svg())?;
+    fs::write(out.join(CONTROL_SVG), control_chart(results).to_svg())?;
+    println!("{markdown}");
+    say(&format!(
+        "report, results.json and plots written to {}",
+        out.display()
+    ));
+    if !plan.quick && plan.only.is_none() {
+        update_docs(out, &markdown)?;
+    }
+    Ok(())
+}
+
+fn render(
+    plan: &Plan,
+    machine: &Machine,
+    results: &Results,
+    medians: &Medians,
+    programs: &[AggregateCost],
+    verdicts: &[Target],
+) -> String {
+    let mut md = String::new();
+    run_section(&mut md, plan, machine, results);
+    datapath_section(&mut md, plan, results, medians);
+    targets_section(&mut md, verdicts);
+    programs_section(&mut md, programs, results.empty_program_ns);
+    control_section(&mut md, plan, results);
+    md
+}
+
+fn run_section(md: &mut String, plan: &Plan, machine: &Machine, results: &Results) {
+    let mode = if plan.quick { "quick" } else { "full" };
+    let loads: Vec<String> = (results.load_per_round.iter())
+        .map(|load| format!("{load:.2}"))
+        .collect();
+    let _ = writeln!(
+        md,
+        "### Run\n\n\
+         - {} ({mode} mode: {} rounds, {} s per workload, {} s per socket-call loop), commit `{}`\n\
+         - {} ({} CPUs), {:.1} GiB memory, Linux {}, {}\n\
+         - tools: {}\n\
+         - other load: the CPUs were {:.0}% busy in the 2 s before the run; 1-minute load \
+         average at each round: {}\n\
+         - BPF programs others had attached to the root cgroup or lo as each round began: {}\n",
+        machine.date,
+        plan.rounds,
+        plan.duration.as_secs(),
+        plan.syscall_duration.as_secs_f64(),
+        machine.commit,
+        machine.cpu,
+        machine.cpus,
+        machine.memory_gib,
+        machine.kernel,
+        machine.os,
+        machine.tools.join(", "),
+        machine.busy_before * 100.0,
+        loads.join(", "),
+        foreign_hooks(&results.foreign_hooks_per_round),
+    );
+}
+
+fn foreign_hooks(rounds: &[Vec<String>]) -> String {
+    if rounds.iter().all(Vec::is_empty) {
+        return "none".into();
+    }
+    let listed: Vec<String> = (rounds.iter().enumerate())
+        .map(|(round, hooks)| match hooks.is_empty() {
+            true => format!("round {}: none", round + 1),
+            false => format!("round {}: {}", round + 1, hooks.join(", ")),
+        })
+        .collect();
+    listed.join("; ")
+}
+
+fn datapath_section(md: &mut String, plan: &Plan, results: &Results, medians: &Medians) {
+    let _ = writeln!(
+        md,
+        "### Datapath (medians of {} rounds)\n\n\
+         | workload | unit | H0 | H0+daemon | H1 | NAT | H1/H0 | H1/NAT | spread |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        plan.rounds
+    );
+    let measured = Metric::ALL
+        .into_iter()
+        .filter(|&metric| medians.keys().any(|(m, _)| *m == metric));
+    for metric in measured {
+        let cell = |config| {
+            medians
+                .get(&(metric, config))
+                .map_or("-".into(), |&v| format_value(v))
+        };
+        let ratio =
+            |base| targets::ratio(medians, metric, base).map_or("-".into(), |r| format!("{r:.3}"));
+        let arrow = if metric.higher_is_better() {
+            "↑"
+        } else {
+            "↓"
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} {arrow} | {} | {} | {} | {} | {} | {} | {:.0}% |",
+            metric.label(),
+            metric.unit(),
+            cell(Config::H0),
+            cell(Config::H0d),
+            cell(Config::H1),
+            cell(Config::Nat),
+            ratio(Config::H0),
+            ratio(Config::Nat),
+            spread(results, metric) * 100.0,
+        );
+    }
+    md.push_str(
+        "\n↑ higher is better, ↓ lower is better. Spread: the widest range (max - min) over \
+         the rounds of any one configuration, relative to its median; ratios closer to 1 than \
+         that are within the noise of this run.\n\n",
+    );
+}
+
+/// The largest (max - min) / median of the rounds' samples among the configurations.
+fn spread(results: &Results, metric: Metric) -> f64 {
+    (results.samples.iter())
+        .filter(|((m, _), values)| *m == metric && !values.is_empty())
+        .map(|(_, values)| {
+            let max = values.iter().copied().fold(f64::MIN, f64::max);
+            let min = values.iter().copied().fold(f64::MAX, f64::min);
+            (max - min) / median(values)
+        })
+        .fold(0.0, f64::max)
+}
+
+fn format_value(value: f64) -> String {
+    match value {
+        v if v >= 1000.0 => format!("{v:.0}"),
+        v if v >= 10.0 => format!("{v:.1}"),
+        v => format!("{v:.2}"),
+    }
+}
+
+fn targets_section(md: &mut String, verdicts: &[Target]) {
+    md.push_str("### Targets\n\n| target | measured | result |\n| --- | --- | --- |\n");
+    for target in verdicts {
+        let result = match target.met {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "n/a",
+        };
+        let _ = writeln!(md, "| {} | {} | {result} |", target.name, target.figure);
+    }
+    md.push('\n');
+}
+
+fn programs_section(md: &mut String, programs: &[AggregateCost], empty_ns: Option<f64>) {
+    md.push_str(
+        "### Program costs (H1 workloads with BPF run-time statistics on)\n\n\
+         | program | type | runs | ns per run | less the empty program | costliest workload | budget |\n\
+         | --- | --- | ---: | ---: | ---: | --- | ---: |\n",
+    );
+    let net = |ns: f64| empty_ns.map_or("-".into(), |empty| format!("{:.1}", ns - empty));
+    for program in programs {
+        let budget = match targets::budget(&program.kind) {
+            Some(_) if program.runs < targets::MIN_RUNS => "(too few runs to judge)".into(),
+            Some(ns) => format!("{ns:.0} ns"),
+            None => "-".into(),
+        };
+        let worst = match &program.worst {
+            (workload, ns) if !workload.is_empty() => format!("{workload} ({ns:.1} ns)"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.1} | {} | {worst} | {budget} |",
+            program.name,
+            program.kind,
+            program.runs,
+            program.ns_per_run,
+            net(program.ns_per_run),
+        );
+    }
+    if programs.is_empty() {
+        md.push_str("| (no hostnetd program ran) | | | | | | |\n");
+    }
+    if let Some(empty) = empty_ns {
+        let _ = writeln!(
+            md,
+            "\nAn empty program (`r0 = 0; exit`, run with BPF_PROG_TEST_RUN) measures {empty:.1} ns \
+             per run here: the statistics' own clock reads and the call, which every figure \
+             above includes, and which are not there when statistics are off. The budgets \
+             are judged net of it."
+        );
+    }
+    md.push('\n');
+}
+
+fn control_section(md: &mut String, plan: &Plan, results: &Results) {
+    let control = &results.control;
+    let (hostnetd, runc) = (
+        median(&control.startup_hostnetd_ms),
+        median(&control.startup_runc_ms),
+    );
+    let _ = writeln!(
+        md,
+        "### Control plane\n\n\
+         Start-up to the first accepted connection (median of {} each):\n\n\
+         | command | ms |\n| --- | ---: |\n\
+         | `hostnetd run -d --rootfs / --ports P ...` | {hostnetd:.1} |\n\
+         | `runc run -d` of the same OCI config | {runc:.1} |\n\
+         | hostnetd's own share | {:.1} |\n\
+         | of which any command's cost (`hostnetd ps`: client start, API round trip) | {:.1} |\n",
+        plan.startup_samples,
+        hostnetd - runc,
+        median(&control.ps_ms),
+    );
+    let counts: Vec<String> = plan
+        .scale_counts_asked
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let _ = writeln!(
+        md,
+        "With N idle containers running, each owning 10 ports (5 port numbers, TCP and UDP); \
+         medians of {} (counts asked: {}):\n\n\
+         | containers | admission (refused run), ms | `run -d`, ms | `rm -f`, ms | bind() in a container, ns | bind4 program, ns/run |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: |",
+        plan.scale_samples,
+        counts.join(", ")
+    );
+    for point in &control.scale {
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
+            point.containers,
+            point.admission_ms,
+            point.create_ms,
+            point.remove_ms,
+            point.bind_ns,
+            point
+                .bind_program_ns
+                .map_or("-".into(), |ns| format!("{ns:.1}"))
+        );
+    }
+    md.push('\n');
+}
+
+/// Relative performance against H0, oriented so that above 100% is better.
+fn datapath_chart(medians: &Medians) -> Chart<'static> {
+    const SERIES: [Config; 3] = [Config::H0d, Config::H1, Config::Nat];
+    let groups = Metric::ALL
+        .iter()
+        .filter(|&&metric| medians.contains_key(&(metric, Config::H0)))
+        .map(|&metric| Group {
+            label: metric.short().to_string(),
+            values: SERIES
+                .iter()
+                .map(|&config| {
+                    let base = medians.get(&(metric, Config::H0))?;
+                    let value = medians.get(&(metric, config))?;
+                    let relative = if metric.higher_is_better() {
+                        value / base
+                    } else {
+                        base / value
+                    };
+                    Some(relative * 100.0)
+                })
+                .collect(),
+        })
+        .collect();
+    Chart {
+        title:
+            "Datapath: performance relative to bare host processes (H0 = 100%, higher is better)",
+        y_label: "% of H0",
+        series: &["H0+daemon", "H1 (hostnetd)", "NAT (bridge+DNAT)"],
+        groups,
+        reference: Some((100.0, "H0")),
+        y_max: 150.0,
+    }
+}
+
+/// Each control-plane cost at each count, relative to its cost with the fewest containers.
+fn control_chart(results: &Results) -> Chart<'static> {
+    let scale = &results.control.scale;
+    let first = scale.first();
+    let relative = |value: f64, base: Option<f64>| base.map(|b| value / b);
+    let groups = scale
+        .iter()
+        .map(|point| Group {
+            label: format!("{} containers", point.containers),
+            values: vec![
+                relative(point.admission_ms, first.map(|f| f.admission_ms)),
+                relative(point.create_ms, first.map(|f| f.create_ms)),
+                relative(point.remove_ms, first.map(|f| f.remove_ms)),
+                relative(point.bind_ns, first.map(|f| f.bind_ns)),
+                point
+                    .bind_program_ns
+                    .and_then(|ns| relative(ns, first.and_then(|f| f.bind_program_ns))),
+            ],
+        })
+        .collect();
+    Chart {
+        title: "Control plane: cost relative to the fewest containers (flat is the target)",
+        y_label: "x cost at the fewest",
+        series: &[
+            "admission",
+            "run -d",
+            "rm -f",
+            "bind() in a container",
+            "bind4 program",
+        ],
+        groups,
+        reference: Some((1.0, "no growth")),
+        y_max: 5.0,
+    }
+}
+
+fn to_json(machine: &Machine, results: &Results, medians: &Medians) -> serde_json::Value {
+    let mut samples = BTreeMap::new();
+    for ((metric, config), values) in &results.samples {
+        samples
+            .entry(metric.key())
+            .or_insert_with(BTreeMap::new)
+            .insert(
+                config.key(),
+                json!({ "median": medians[&(*metric, *config)], "samples": values }),
+            );
+    }
+    let programs: Vec<_> = (results.programs.iter())
+        .map(|(workload, p)| {
+            json!({ "workload": workload.name(), "program": p.name, "type": p.kind,
+                    "run_cnt": p.run_cnt, "run_time_ns": p.run_time_ns })
+        })
+        .collect();
+    let control = &results.control;
+    let scale: Vec<_> = (control.scale.iter())
+        .map(|p| {
+            json!({ "containers": p.containers, "admission_ms": p.admission_ms,
+                    "create_ms": p.create_ms, "remove_ms": p.remove_ms, "bind_ns": p.bind_ns,
+                    "bind_program_ns": p.bind_program_ns })
+        })
+        .collect();
+    json!({
+        "machine": machine.to_json(),
+        "load_per_round": results.load_per_round,
+        "foreign_hooks_per_round": results.foreign_hooks_per_round,
+        "datapath": samples,
+        "programs": programs,
+        "empty_program_ns": results.empty_program_ns,
+        "control_plane": {
+            "startup_hostnetd_ms": control.startup_hostnetd_ms,
+            "startup_runc_ms": control.startup_runc_ms,
+            "ps_ms": control.ps_ms,
+            "create_ms_by_count": control.create_ms_by_count,
+            "scale": scale,
+        },
+    })
+}
+
+/// Replaces the results section of docs/PERFORMANCE.md and copies the plots beside it.
+fn update_docs(out: &Path, markdown: &str) -> anyhow::Result<()> {
+    let docs = workspace_root().join("docs");
+    let path = docs.join("PERFORMANCE.md");
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    let section = format!(
+        "{BEGIN}\n\n{markdown}\n![datapath]({DATAPATH_SVG})\n\n![control plane]({CONTROL_SVG})\n\n{END}"
+    );
+    let updated = match (text.find(BEGIN), text.find(END)) {
+        (Some(begin), Some(end)) if begin < end => {
+            format!("{}{section}{}", &text[..begin], &text[end + END.len()..])
+        }
+        _ => format!("{}# Performance\n\n{section}\n", text),
+    };
+    fs::write(&path, updated).with_context(|| format!("cannot write {}", path.display()))?;
+    for svg in [DATAPATH_SVG, CONTROL_SVG] {
+        fs::copy(out.join(svg), docs.join(svg))?;
+    }
+    say(&format!("{} updated with these results", path.display()));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+}

@@ -1,0 +1,40 @@
+//! What the benchmark needs beyond `cargo xtask setup`: the load generators and bpftool from
+//! Debian, and release builds of hostnetd and the benchmark's peer.
+use std::path::PathBuf;
+
+use crate::{
+    build::{cargo, run, workspace_root},
+    setup::{install_apt_packages, say},
+};
+
+/// sockperf (request-response), iperf3 (stream, UDP), wrk (HTTP), bpftool (program costs).
+const BENCH_PACKAGES: [&str; 4] = ["sockperf", "iperf3", "wrk", "bpftool"];
+
+pub struct Binaries {
+    pub hostnetd: PathBuf,
+    pub benchpeer: PathBuf,
+}
+
+/// Installs the packages (skipped when installed) and builds the release binaries: the eBPF
+/// object is always built optimised; the daemon and CLI are measured as they ship.
+pub fn prepare() -> anyhow::Result<Binaries> {
+    install_apt_packages("benchmark tools", &BENCH_PACKAGES)?;
+    say("building hostnetd and benchpeer in release mode");
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "hostnetd",
+        "--bin",
+        "hostnetd",
+        "--package",
+        "xtask",
+        "--bin",
+        "benchpeer",
+    ]))?;
+    let release = workspace_root().join("target/release");
+    Ok(Binaries {
+        hostnetd: release.join("hostnetd"),
+        benchpeer: release.join("benchpeer"),
+    })
+}
