@@ -8,18 +8,23 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-/// What H1 turns on besides the ownership of the server's ports: every policy and accounting
-/// feature `hostnetd run` has, so that H1 pays for all of them. New features (ingress policy,
-/// accounting) add their flags here and nowhere else. The egress rule set lets the server
-/// reach its loopback clients (IPv4 and IPv6) and names one more destination, so the rule
-/// trie has more than one prefix to search.
-pub const H1_POLICY_FLAGS: [&str; 6] = [
+/// What H1 turns on besides the ownership of the server's ports: every policy feature
+/// `hostnetd run` has, so that H1 pays for all of them (accounting is always on). The egress
+/// rule set lets the server reach its loopback clients (IPv4 and IPv6) and names one more
+/// destination, so the rule trie has more than one prefix to search; the ingress rules admit
+/// the loopback clients to the owned ports, so every packet to them is checked at TC and at
+/// the socket.
+pub const H1_POLICY_FLAGS: [&str; 10] = [
     "--egress-allow",
     "127.0.0.0/8",
     "--egress-allow",
     "::1/128",
     "--egress-allow",
     "198.18.0.0/15:443/tcp",
+    "--ingress-allow",
+    "127.0.0.0/8",
+    "--ingress-allow",
+    "::1/128",
 ];
 
 /// `--ports` for `first`..=`last`, TCP and UDP, each protocol named: a bare port is TCP only.
