@@ -83,7 +83,7 @@ impl ProcFs {
         let mut sockets = Vec::new();
         for (table, proto) in TABLES {
             let path = self.root.join("net").join(table);
-            let text = match fs::read_to_string(&path) {
+            let text = match read_in_large_chunks(&path) {
                 Ok(text) => text,
                 // No tcp6/udp6 table when IPv6 is disabled.
                 Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
@@ -150,6 +150,28 @@ fn read_trimmed(path: &Path) -> String {
     fs::read_to_string(path)
         .map(|text| text.trim().to_string())
         .unwrap_or_default()
+}
+
+/// Reads a /proc/net table with few, large reads: each read(2) of these files walks the
+/// kernel's whole socket hash table again, and `read_to_string` starts with small reads.
+fn read_in_large_chunks(path: &Path) -> io::Result<String> {
+    use std::io::Read as _;
+    const CHUNK: usize = 1 << 20;
+    let mut file = fs::File::open(path)?;
+    let mut buffer = vec![0u8; CHUNK];
+    let mut filled = 0;
+    loop {
+        let read = file.read(&mut buffer[filled..])?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+        if buffer.len() - filled < CHUNK / 2 {
+            buffer.resize(buffer.len() + CHUNK, 0);
+        }
+    }
+    buffer.truncate(filled);
+    String::from_utf8(buffer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// One row of /proc/net/{tcp,udp}{,6}; None for headers, unbound and lingering sockets.

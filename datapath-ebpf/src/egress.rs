@@ -8,7 +8,7 @@ use aya_log_ebpf::debug;
 use hostnetd_common::{
     egress::decide,
     traffic::{DENIAL_CONNECT, DENIAL_SEND},
-    ContainerPolicy, PrefixKey,
+    ContainerPolicy, PrefixKey, POLICY_EGRESS_RULES,
 };
 
 use crate::{
@@ -33,6 +33,10 @@ fn check(ctx: &SockAddrContext, kind: u8, addr: [u8; 16]) -> i32 {
     let Some((cgroup_id, policy)) = current_container() else {
         return ALLOW;
     };
+    // Most containers have no egress rules: no trie lookup for them.
+    if policy.flags & POLICY_EGRESS_RULES == 0 {
+        return ALLOW;
+    }
     let (protocol, port) = protocol_and_port(ctx);
     let (data, prefix_len) = PrefixKey::for_address(cgroup_id, policy.generation, addr);
     let rules = EGRESS_RULES.get(&Key::new(prefix_len, data));
