@@ -307,8 +307,9 @@ fn tcp_counters_count_gso_segments_as_the_wire_does() {
     for (name, addr) in [("tcp4", PEER_V4), ("tcp6", PEER_V6)] {
         let probe = netprobe();
         let (send, recv) = (SEND.to_string(), RECV.to_string());
-        let mut server = peer.spawn(&[&probe, "tcpserver", addr, "21020", &send, &recv]);
-        wait_listening(&mut server);
+        let mut server =
+            KillOnDrop::new(peer.spawn(&[&probe, "tcpserver", addr, "21020", &send, &recv]));
+        wait_listening(server.child());
         let before = peer.device_counters();
         run_named(
             &host,
@@ -316,7 +317,7 @@ fn tcp_counters_count_gso_segments_as_the_wire_does() {
             "",
             &[&probe, "tcpclient", addr, "21020", &send, &recv],
         );
-        let server = server.wait_with_output().expect("server");
+        let server = server.finish();
         assert!(server.status.success(), "server: {}", describe(&server));
         let after = peer.device_counters();
         let [rx_packets, rx_bytes, tx_packets, tx_bytes] =
@@ -461,7 +462,7 @@ fn ingress_rules_drop_other_sources_before_the_socket_and_count_them() {
         .stdout(Stdio::null())
         .spawn()
         .expect("run");
-    let mut child = KillOnDrop(child);
+    let mut child = KillOnDrop::new(child);
     wait_for_listener(21060);
     let tcp = |source: &str, destination: &str| {
         probe_host(&["connectfrom", source, destination, "21060"])
@@ -526,17 +527,36 @@ fn ingress_rules_drop_other_sources_before_the_socket_and_count_them() {
     assert_eq!(tcp("127.0.0.1", "127.0.0.1"), [0], "without ingress rules");
     assert_eq!(udp("127.0.0.1", "127.0.0.1"), [0], "without ingress rules");
     assert!(host.exec(&["rm", "-f", name]).status.success());
-    let _ = child.0.wait();
+    let _ = child.child().wait();
     drop(child);
     host.assert_no_container_left();
 }
 
-struct KillOnDrop(Child);
+/// A child process killed (and reaped) however the test ends, unless it is waited for.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("the child is still held")
+    }
+
+    /// Waits for the child to exit by itself; its output.
+    fn finish(mut self) -> std::process::Output {
+        let child = self.0.take().expect("the child is still held");
+        child.wait_with_output().expect("wait")
+    }
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

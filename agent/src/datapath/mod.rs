@@ -171,7 +171,12 @@ impl Datapath {
         let root = Self::pin_root(base);
         // The last program pinned: present only when loading completed.
         if !root.join("progs").join(devices::LAST_PROGRAM).exists() {
-            load_and_pin(&root, log_level)?;
+            if let Err(error) = load_and_pin(&root, log_level) {
+                // Maps pinned before a program failed to load would be reused, unchecked,
+                // by the next attempt: nothing half-loaded is left (bpffs holds no mounts).
+                let _ = fs::remove_dir_all(&root);
+                return Err(error);
+            }
         }
         let mut datapath = Self {
             owners: OwnerTable::open(&root.join("maps"))?,
