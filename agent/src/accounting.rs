@@ -1,7 +1,7 @@
 //! Traffic accounting as hostnetd reports it: a container's counters from the kernel maps,
 //! summed into totals, per protocol and per owned port, with its denials. An exited
 //! container's last figures are kept in its record until `rm`.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use hostnetd_common::traffic::{
     Denials, CLASS_TCP, CLASS_UDP, DENIAL_BIND, DENIAL_CONNECT, DENIAL_INGRESS, DENIAL_RAW_SOCKET,
@@ -110,8 +110,16 @@ impl TrafficStats {
     /// The container's figures now.
     pub fn read(datapath: &Datapath, cgroup_id: u64) -> Result<Self, DatapathError> {
         let rows = datapath.traffic_ref().rows(cgroup_id)?;
+        Self::with_denials(datapath, cgroup_id, &rows)
+    }
+
+    fn with_denials(
+        datapath: &Datapath,
+        cgroup_id: u64,
+        rows: &[TrafficRow],
+    ) -> Result<Self, DatapathError> {
         let denials = datapath.traffic_ref().denials(cgroup_id)?;
-        Ok(Self::from_rows(&rows, &denials))
+        Ok(Self::from_rows(rows, &denials))
     }
 
     fn from_rows(rows: &[TrafficRow], denials: &Denials) -> Self {
@@ -175,19 +183,23 @@ impl Host {
                 .map(|reference| self.store.find(reference))
                 .collect::<Result<_, _>>()?
         };
+        // One walk of the traffic maps for every container asked about.
+        let rows = datapath.traffic_ref().all_rows()?;
         records
             .iter()
-            .map(|record| container_stats(&datapath, record))
+            .map(|record| container_stats(&datapath, &rows, record))
             .collect()
     }
 }
 
 fn container_stats(
     datapath: &Datapath,
+    rows: &HashMap<u64, Vec<TrafficRow>>,
     record: &ContainerRecord,
 ) -> Result<ContainerStats, HostError> {
     let traffic = if record.state.is_live() {
-        TrafficStats::read(datapath, record.cgroup.id)?
+        let own = rows.get(&record.cgroup.id).map_or(&[][..], Vec::as_slice);
+        TrafficStats::with_denials(datapath, record.cgroup.id, own)?
     } else {
         record.final_traffic.clone().unwrap_or_default()
     };

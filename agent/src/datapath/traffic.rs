@@ -1,6 +1,6 @@
 //! Reading the accounting maps: per-CPU values summed, rows of one container gathered, and
 //! rows of containers that are gone removed.
-use std::path::Path;
+use std::{collections::HashMap, path::Path};
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use hostnetd_common::{
@@ -50,20 +50,37 @@ impl TrafficTable {
 
     /// Every row of the container `cgroup_id`, socket and device views joined by key.
     pub fn rows(&self, cgroup_id: u64) -> Result<Vec<TrafficRow>, DatapathError> {
-        let mut rows: Vec<TrafficRow> = Vec::new();
+        let mut by_container = self.rows_where(|id| id == cgroup_id)?;
+        Ok(by_container.remove(&cgroup_id).unwrap_or_default())
+    }
+
+    /// Every container's rows, in one pass over each map (one walk however many containers).
+    pub fn all_rows(&self) -> Result<HashMap<u64, Vec<TrafficRow>>, DatapathError> {
+        self.rows_where(|_| true)
+    }
+
+    fn rows_where(
+        &self,
+        wanted: impl Fn(u64) -> bool,
+    ) -> Result<HashMap<u64, Vec<TrafficRow>>, DatapathError> {
+        let mut rows: HashMap<u64, Vec<TrafficRow>> = HashMap::new();
         for entry in self.traffic.iter() {
             let (key, values) = entry.map_err(map_error(MapName::Traffic))?;
-            if key.cgroup_id == cgroup_id {
-                row_for(&mut rows, &key).socket = sum(&values, TrafficCounters::add);
+            if wanted(key.cgroup_id) {
+                let container = rows.entry(key.cgroup_id).or_default();
+                row_for(container, &key).socket = sum(&values, TrafficCounters::add);
             }
         }
         for entry in self.device.iter() {
             let (key, values) = entry.map_err(map_error(MapName::DeviceTraffic))?;
-            if key.cgroup_id == cgroup_id {
-                row_for(&mut rows, &key).device = sum(&values, DeviceCounters::add);
+            if wanted(key.cgroup_id) {
+                let container = rows.entry(key.cgroup_id).or_default();
+                row_for(container, &key).device = sum(&values, DeviceCounters::add);
             }
         }
-        rows.sort_by_key(|row| (row.class, row.port));
+        for container in rows.values_mut() {
+            container.sort_by_key(|row| (row.class, row.port));
+        }
         Ok(rows)
     }
 

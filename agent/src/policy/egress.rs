@@ -14,14 +14,53 @@ use serde::{Deserialize, Serialize};
 /// Rules one container may have, allow and deny together.
 pub const MAX_RULES_PER_CONTAINER: usize = 256;
 
+/// Which rules: egress (destinations) or ingress (sources of packets to the owned ports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Direction {
+    #[default]
+    Egress,
+    Ingress,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Egress => "egress",
+            Self::Ingress => "ingress",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {
-    #[error("invalid egress rule {rule:?}: {reason}; use CIDR[:PORT[-PORT]][/tcp|/udp], e.g. 10.0.0.0/8:5432/tcp or [2001:db8::/32]:443")]
-    Syntax { rule: String, reason: String },
-    #[error("too many egress rules: {count} (at most {MAX_RULES_PER_CONTAINER} per container)")]
-    TooMany { count: usize },
-    #[error("too many egress rules apply to {net}: {count} (at most {MAX_RULES_PER_PREFIX} rules may cover one prefix, its own and those of wider prefixes)")]
-    TooManyForPrefix { net: Net, count: usize },
+    #[error("invalid {direction} rule {rule:?}: {reason}; use CIDR[:PORT[-PORT]][/tcp|/udp], e.g. 10.0.0.0/8:5432/tcp or [2001:db8::/32]:443")]
+    Syntax {
+        direction: Direction,
+        rule: String,
+        reason: String,
+    },
+    #[error(
+        "too many {direction} rules: {count} (at most {MAX_RULES_PER_CONTAINER} per container)"
+    )]
+    TooMany { direction: Direction, count: usize },
+    #[error("too many {direction} rules apply to {net}: {count} (at most {MAX_RULES_PER_PREFIX} rules may cover one prefix, its own and those of wider prefixes)")]
+    TooManyForPrefix {
+        direction: Direction,
+        net: Net,
+        count: usize,
+    },
+}
+
+impl RuleError {
+    /// The same error, said of rules of `direction`.
+    fn of(mut self, direction: Direction) -> Self {
+        match &mut self {
+            Self::Syntax { direction: d, .. }
+            | Self::TooMany { direction: d, .. }
+            | Self::TooManyForPrefix { direction: d, .. } => *d = direction,
+        }
+        self
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +121,7 @@ pub struct Rule {
 impl Rule {
     pub fn parse(text: &str, action: Action) -> Result<Self, RuleError> {
         let syntax = |reason: &str| RuleError::Syntax {
+            direction: Direction::Egress,
             rule: text.to_string(),
             reason: reason.to_string(),
         };
@@ -137,7 +177,10 @@ impl EgressPolicy {
             }
         }
         if rules.len() > MAX_RULES_PER_CONTAINER {
-            return Err(RuleError::TooMany { count: rules.len() });
+            return Err(RuleError::TooMany {
+                direction: Direction::Egress,
+                count: rules.len(),
+            });
         }
         let policy = Self { rules };
         policy.compile()?;
@@ -147,8 +190,7 @@ impl EgressPolicy {
     /// `--ingress-allow` rules: the sources (and owned ports) allowed to reach a container's
     /// owned ports. The grammar is the egress rules'; a port names an owned port.
     pub fn parse_ingress(allow: &[String]) -> Result<Self, String> {
-        // The rules' errors speak of egress; these name the flag they came from.
-        Self::parse(allow, &[]).map_err(|e| e.to_string().replace("egress", "ingress"))
+        Self::parse(allow, &[]).map_err(|e| e.of(Direction::Ingress).to_string())
     }
 
     pub fn has_rules(&self) -> bool {
@@ -174,6 +216,7 @@ impl EgressPolicy {
                     .collect();
                 if rules.len() > MAX_RULES_PER_PREFIX {
                     return Err(RuleError::TooManyForPrefix {
+                        direction: Direction::Egress,
                         net,
                         count: rules.len(),
                     });
