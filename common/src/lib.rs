@@ -11,7 +11,7 @@ pub mod egress;
 pub mod traffic;
 
 /// Version of the map layouts below; pins live under `<bpffs>/hostnetd/v<ABI_VERSION>`.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Slots per protocol in [`PORT_OWNERS`](MapName::PortOwners): one per port number.
 pub const PORTS_PER_PROTO: u32 = 65536;
@@ -149,7 +149,9 @@ pub struct Settings {
     /// Depth of container cgroups below the cgroup2 root (`<parent>/<id>`), so that a hook
     /// finds the container a socket belongs to with `bpf_get_current_ancestor_cgroup_id`.
     pub container_level: u32,
-    pub _pad: u32,
+    /// Changes whenever any container's policy does: the ingress hooks cache their verdicts
+    /// per CPU and trust only those taken under the epoch in force.
+    pub policy_epoch: u32,
 }
 const _: () = assert!(core::mem::size_of::<Settings>() == 8);
 

@@ -1,5 +1,10 @@
 //! Shared by `skb_ingress` and `tc_ingress`: whether a packet to an owned port may reach it,
 //! and finding (or creating) a packet's counter row.
+//!
+//! The ingress rules are a policy hash lookup plus an LPM-trie walk per packet; every packet
+//! of a flow asks the same question, so the answer is cached per CPU in a small direct-mapped
+//! table, trusted only under the policy epoch it was taken in (the agent starts a new epoch
+//! whenever a policy changes).
 use aya_ebpf::maps::{lpm_trie::Key, PerCpuHashMap};
 use hostnetd_common::{
     egress::ingress_allowed,
@@ -8,38 +13,119 @@ use hostnetd_common::{
 };
 
 use crate::{
-    maps::{CONTAINER_POLICIES, INGRESS_RULES},
+    maps::{CONTAINER_POLICIES, INGRESS_RULES, SETTINGS, VERDICTS, VERDICT_SLOT_BITS},
     packet::Packet,
     report::{report, table_full, Denial, BPF_NOEXIST},
 };
+
+/// One cached answer: whether `source` may send `ipproto` packets to `port` of the container
+/// `cgroup_id`. A zeroed slot matches no packet (no container has cgroup id 0).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CachedVerdict {
+    cgroup_id: u64,
+    source: [u64; 2],
+    epoch: u32,
+    port: u16,
+    ipproto: u8,
+    allowed: u8,
+}
 
 /// Whether the ingress rules of the container `cgroup_id` let this packet in; a packet they
 /// keep out is reported as a denial.
 #[inline(always)]
 pub fn admits(packet: &Packet, cgroup_id: u64) -> bool {
+    let question = CachedVerdict {
+        cgroup_id,
+        source: packet.source_words().unwrap_or_default(),
+        epoch: SETTINGS.get(0).map_or(0, |settings| settings.policy_epoch),
+        port: packet.local_port,
+        ipproto: packet.ipproto,
+        allowed: 0,
+    };
+    let slot = VERDICTS.get_ptr_mut(slot_of(&question));
+    let allowed = match slot {
+        // SAFETY: this CPU's slot; the ingress hooks run in softirq and never nest on a CPU.
+        Some(cached) if answers(unsafe { &*cached }, &question) => unsafe {
+            (*cached).allowed != 0
+        },
+        _ => {
+            let allowed = ask_rules(&question);
+            if let Some(cached) = slot {
+                // SAFETY: as above.
+                unsafe { *cached = question };
+                unsafe { (*cached).allowed = allowed as u8 };
+            }
+            allowed
+        }
+    };
+    if !allowed {
+        refuse(&question);
+    }
+    allowed
+}
+
+/// The container's policy and the ingress rule covering the source, decided. Out of line: the
+/// trie key would otherwise sit on every caller's stack.
+#[inline(never)]
+fn ask_rules(question: &CachedVerdict) -> bool {
     // SAFETY: the value is only read, and the map's values are plain data.
-    let Some(policy) = (unsafe { CONTAINER_POLICIES.get(&cgroup_id) }) else {
+    let Some(policy) = (unsafe { CONTAINER_POLICIES.get(&question.cgroup_id) }) else {
         return true;
     };
     if policy.flags & hostnetd_common::POLICY_INGRESS_RULES == 0 {
         return true;
     }
-    let source = packet.source().unwrap_or_default();
-    let (data, prefix_len) = PrefixKey::for_address(cgroup_id, policy.generation, source);
+    let (data, prefix_len) =
+        PrefixKey::for_address(question.cgroup_id, policy.generation, address(question));
     let rules = INGRESS_RULES.get(&Key::new(prefix_len, data));
-    if ingress_allowed(policy, rules, packet.ipproto, packet.local_port) {
-        return true;
-    }
+    ingress_allowed(policy, rules, question.ipproto, question.port)
+}
+
+#[inline(never)]
+fn refuse(question: &CachedVerdict) {
     report(&Denial {
-        cgroup_id,
+        cgroup_id: question.cgroup_id,
         kind: DENIAL_INGRESS,
         errno: 0,
-        ipproto: packet.ipproto,
-        port: packet.local_port,
-        addr: source,
+        ipproto: question.ipproto,
+        port: question.port,
+        addr: address(question),
         by_task: false,
     });
-    false
+}
+
+/// The source address in IPv6 or v4-mapped form.
+#[inline(always)]
+fn address(question: &CachedVerdict) -> [u8; 16] {
+    let (high, low) = (
+        question.source[0].to_ne_bytes(),
+        question.source[1].to_ne_bytes(),
+    );
+    [
+        high[0], high[1], high[2], high[3], high[4], high[5], high[6], high[7], low[0], low[1],
+        low[2], low[3], low[4], low[5], low[6], low[7],
+    ]
+}
+
+#[inline(always)]
+fn answers(cached: &CachedVerdict, question: &CachedVerdict) -> bool {
+    cached.cgroup_id == question.cgroup_id
+        && cached.source[0] == question.source[0]
+        && cached.source[1] == question.source[1]
+        && cached.epoch == question.epoch
+        && cached.port == question.port
+        && cached.ipproto == question.ipproto
+}
+
+/// Multiplicative hashing of the question into the table's slots.
+#[inline(always)]
+fn slot_of(question: &CachedVerdict) -> u32 {
+    let folded = question.cgroup_id
+        ^ question.source[0]
+        ^ question.source[1].rotate_left(17)
+        ^ ((question.port as u64) << 8 | question.ipproto as u64).rotate_left(40);
+    (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - VERDICT_SLOT_BITS)) as u32
 }
 
 /// This CPU's counters of `key`, created zeroed on first use; None when the table is full.

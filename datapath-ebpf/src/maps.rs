@@ -1,4 +1,5 @@
 //! Every map the programs share, pinned by name under the agent's versioned bpffs directory.
+use crate::guard::CachedVerdict;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -41,6 +42,13 @@ pub static EGRESS_RULES: LpmTrie<PrefixKey, PrefixRules> = LpmTrie::pinned(MAX_E
 #[map]
 pub static INGRESS_RULES: LpmTrie<PrefixKey, PrefixRules> =
     LpmTrie::pinned(MAX_INGRESS_PREFIXES, 0);
+
+/// log2 of the slots of the per-CPU ingress verdict cache.
+pub const VERDICT_SLOT_BITS: u32 = 10;
+
+/// Ingress verdicts recently taken on this CPU (see `guard`): 1024 slots of 32 bytes per CPU.
+#[map]
+pub static VERDICTS: PerCpuArray<CachedVerdict> = PerCpuArray::pinned(1 << VERDICT_SLOT_BITS, 0);
 
 /// Each container's traffic as its sockets see it (cgroup_skb), per CPU.
 #[map]

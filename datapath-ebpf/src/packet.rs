@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use hostnetd_common::{
     traffic::{class_of, ipv4_header_len, tcp_header_len, wire_bytes, TrafficCounters},
-    v4_mapped, PortOwner, Proto, IPPROTO_TCP, IPPROTO_UDP,
+    PortOwner, Proto, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::maps::PORT_OWNERS;
@@ -89,11 +89,13 @@ impl Packet {
         class_of(self.ipproto)
     }
 
-    /// The source address, IPv6 or v4-mapped.
+    /// The source address, IPv6 or v4-mapped, as two words in memory order.
     #[inline(always)]
-    pub fn source(&self) -> Option<[u8; 16]> {
+    pub fn source_words(&self) -> Option<[u64; 2]> {
         if self.family == 4 {
-            Some(v4_mapped(load(self.skb, self.net_offset, 12)?))
+            let v4: [u8; 4] = load(self.skb, self.net_offset, 12)?;
+            let mapped = [0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]];
+            Some([0, u64::from_ne_bytes(mapped)])
         } else {
             load(self.skb, self.net_offset, 8)
         }

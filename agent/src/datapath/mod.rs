@@ -6,6 +6,7 @@
 //! ```text
 //! maps/PORT_OWNERS, maps/BIND_ADDRS     the ownership tables
 //! maps/SETTINGS, maps/CONTAINER_POLICIES, maps/EGRESS_RULES, maps/INGRESS_RULES   policy
+//! maps/VERDICTS                         the ingress hooks' per-CPU verdict cache
 //! maps/TRAFFIC, maps/DEVICE_TRAFFIC, maps/DENIALS, maps/EVENTS, maps/DATAPATH_STATS   accounting
 //! progs/<name>                          every program, by its name below
 //! links/host_bind{4,6}                  root-cgroup links: host protection
@@ -175,6 +176,8 @@ impl Datapath {
                 // Maps pinned before a program failed to load would be reused, unchecked,
                 // by the next attempt: nothing half-loaded is left (bpffs holds no mounts).
                 let _ = fs::remove_dir_all(&root);
+                // And the base directory, if the attempt created it (only when empty).
+                let _ = fs::remove_dir(base);
                 return Err(error);
             }
         }

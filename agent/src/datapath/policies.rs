@@ -42,18 +42,33 @@ impl PolicyTable {
         })
     }
 
-    /// Tells the hooks at which cgroup depth containers are.
+    /// Tells the hooks at which cgroup depth containers are; starts a new policy epoch, so no
+    /// verdict cached before this open is trusted.
     pub(super) fn set_container_level(&mut self, level: u32) -> Result<(), DatapathError> {
-        let settings = Settings {
+        let current = self.settings().unwrap_or_default();
+        self.write_settings(Settings {
             container_level: level,
-            _pad: 0,
-        };
+            policy_epoch: current.policy_epoch.wrapping_add(1),
+        })
+    }
+
+    /// Invalidates every verdict the ingress hooks cached. Called after a policy entry is
+    /// written or removed: a hook that read the old epoch may still cache a verdict taken
+    /// under the old policy, but only under the old epoch, which no hook trusts any more.
+    fn start_policy_epoch(&mut self) -> Result<(), DatapathError> {
+        let mut settings = self.settings()?;
+        settings.policy_epoch = settings.policy_epoch.wrapping_add(1);
+        self.write_settings(settings)
+    }
+
+    fn settings(&self) -> Result<Settings, DatapathError> {
+        self.settings.get(&0, 0).map_err(map_error("SETTINGS"))
+    }
+
+    fn write_settings(&mut self, settings: Settings) -> Result<(), DatapathError> {
         self.settings
             .set(0, settings, 0)
-            .map_err(|source| DatapathError::Map {
-                name: "SETTINGS",
-                source,
-            })
+            .map_err(map_error("SETTINGS"))
     }
 
     /// The generation in force for the container, if it has a policy.
@@ -113,7 +128,8 @@ impl PolicyTable {
     ) -> Result<(), DatapathError> {
         self.policies
             .insert(cgroup_id, entry, 0)
-            .map_err(map_error("CONTAINER_POLICIES"))
+            .map_err(map_error("CONTAINER_POLICIES"))?;
+        self.start_policy_epoch()
     }
 
     /// Removes the container's egress and ingress rules of `generation`.
@@ -153,7 +169,9 @@ impl PolicyTable {
 
     /// Removes the container's policy and rules; already absent is fine.
     pub fn remove(&mut self, cgroup_id: u64) -> Result<(), DatapathError> {
-        let _ = self.policies.remove(&cgroup_id);
+        if self.policies.remove(&cgroup_id).is_ok() {
+            self.start_policy_epoch()?;
+        }
         self.remove_rules(cgroup_id, None)
     }
 

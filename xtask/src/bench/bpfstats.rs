@@ -54,15 +54,23 @@ fn bpf(command: libc::c_long, attr: &mut [u8]) -> std::io::Result<i32> {
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
-/// `r0 = 0; exit`: a program that does nothing.
-const EMPTY_PROGRAM: [u8; 16] = [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
+const BPF_CGROUP_INET_INGRESS: u32 = 0;
+const BPF_CGROUP_INET_EGRESS: u32 = 1;
+/// TCX_NEXT: an empty TC program must leave the verdict to what follows.
+const TCX_NEXT: i32 = -1;
+/// A cgroup_skb program's "let it through".
+const SKB_PASS: i32 = 1;
 
 /// What the statistics report for a program that does nothing, in ns per run: the clock reads
 /// around each run and the call itself. Every program's figure includes it, so a budget below
 /// it cannot be met as measured here. Statistics must be on.
 pub fn empty_program_ns(runs: u32) -> anyhow::Result<f64> {
-    let program = load_empty_program().context("cannot load an empty BPF program")?;
+    let program = load_empty_program(BPF_PROG_TYPE_SOCKET_FILTER, 0, 0)
+        .context("cannot load an empty BPF program")?;
     let id = program_id(&program)?;
     let before = stats_of(id)?;
     test_run(&program, runs).context("cannot run the empty BPF program")?;
@@ -74,16 +82,122 @@ pub fn empty_program_ns(runs: u32) -> anyhow::Result<f64> {
     Ok(after.run_time_ns.saturating_sub(before.run_time_ns) as f64 / count as f64)
 }
 
-fn load_empty_program() -> anyhow::Result<OwnedFd> {
+/// Empty programs attached beside hostnetd's per-packet ones, seeing the same packets: TCX on
+/// `lo` both ways, cgroup_skb on the containers' parent cgroup both ways. What the statistics
+/// say they cost is the floor as measured in place (cold caches, the same clock reads), which
+/// a tight BPF_PROG_TEST_RUN loop understates. Detached when dropped.
+pub struct EmptyHooks {
+    /// (program type as bpftool names it, program, link)
+    attached: Vec<(&'static str, OwnedFd, OwnedFd)>,
+}
+
+impl EmptyHooks {
+    pub fn attach(containers_cgroup: &Path) -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        let cgroup = std::fs::File::open(containers_cgroup)
+            .with_context(|| format!("cannot open {}", containers_cgroup.display()))?;
+        let lo = 1; // the loopback device is always ifindex 1
+        let hooks = [
+            (
+                "sched_cls",
+                BPF_PROG_TYPE_SCHED_CLS,
+                BPF_TCX_INGRESS,
+                TCX_NEXT,
+                lo,
+            ),
+            (
+                "sched_cls",
+                BPF_PROG_TYPE_SCHED_CLS,
+                BPF_TCX_EGRESS,
+                TCX_NEXT,
+                lo,
+            ),
+            (
+                "cgroup_skb",
+                BPF_PROG_TYPE_CGROUP_SKB,
+                BPF_CGROUP_INET_INGRESS,
+                SKB_PASS,
+                cgroup.as_raw_fd() as u32,
+            ),
+            (
+                "cgroup_skb",
+                BPF_PROG_TYPE_CGROUP_SKB,
+                BPF_CGROUP_INET_EGRESS,
+                SKB_PASS,
+                cgroup.as_raw_fd() as u32,
+            ),
+        ];
+        let mut attached = Vec::new();
+        for (kind, prog_type, attach_type, verdict, target) in hooks {
+            let program = load_empty_program(prog_type, attach_type, verdict)
+                .with_context(|| format!("cannot load an empty {kind} program"))?;
+            let link = link_create(&program, target, attach_type)
+                .with_context(|| format!("cannot attach an empty {kind} program"))?;
+            attached.push((kind, program, link));
+        }
+        Ok(Self { attached })
+    }
+
+    /// Run counters of each empty program, with its program type.
+    pub fn counters(&self) -> anyhow::Result<Vec<(&'static str, ProgramStats)>> {
+        self.attached
+            .iter()
+            .map(|(kind, program, _)| Ok((*kind, stats_of(program_id(program)?)?)))
+            .collect()
+    }
+}
+
+/// ns per run by program type, from counters taken before and after a pass.
+pub fn floors_by_kind(
+    before: &[(&'static str, ProgramStats)],
+    after: &[(&'static str, ProgramStats)],
+) -> BTreeMap<String, f64> {
+    let mut sums: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for ((kind, old), (_, new)) in before.iter().zip(after) {
+        let sum = sums.entry(kind.to_string()).or_default();
+        sum.0 += new.run_time_ns.saturating_sub(old.run_time_ns);
+        sum.1 += new.run_cnt.saturating_sub(old.run_cnt);
+    }
+    sums.into_iter()
+        .filter(|(_, (_, runs))| *runs > 0)
+        .map(|(kind, (ns, runs))| (kind, ns as f64 / runs as f64))
+        .collect()
+}
+
+/// `r0 = verdict; exit`, named hnbench_empty.
+fn load_empty_program(
+    prog_type: u32,
+    expected_attach_type: u32,
+    verdict: i32,
+) -> anyhow::Result<OwnedFd> {
     let license = c"GPL";
-    // union bpf_attr's prog_load member: prog_type, insn_cnt, insns, license, then zeros.
+    let mut instructions = [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0u8];
+    instructions[4..8].copy_from_slice(&verdict.to_ne_bytes());
+    // union bpf_attr's prog_load member: prog_type, insn_cnt, insns, license, ..., prog_name
+    // at 48, expected_attach_type at 68; the rest zero.
     let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_SOCKET_FILTER.to_ne_bytes());
+    attr[0..4].copy_from_slice(&prog_type.to_ne_bytes());
     attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
-    attr[8..16].copy_from_slice(&(EMPTY_PROGRAM.as_ptr() as u64).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(instructions.as_ptr() as u64).to_ne_bytes());
     attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-    attr[48..61].copy_from_slice(b"hnbench_empty"); // prog_name, NUL-padded to 16
+    attr[48..61].copy_from_slice(b"hnbench_empty"); // NUL-padded to 16
+    attr[68..72].copy_from_slice(&expected_attach_type.to_ne_bytes());
     let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A link attaching `program` to `target` (a cgroup descriptor or an ifindex); closing the
+/// link's descriptor detaches it.
+fn link_create(program: &OwnedFd, target: u32, attach_type: u32) -> anyhow::Result<OwnedFd> {
+    use std::os::fd::AsRawFd as _;
+    // union bpf_attr's link_create member: prog_fd, target_fd or target_ifindex, attach_type,
+    // flags; the rest zero.
+    let mut attr = [0u8; 64];
+    attr[0..4].copy_from_slice(&(program.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&target.to_ne_bytes());
+    attr[8..12].copy_from_slice(&attach_type.to_ne_bytes());
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
     // SAFETY: a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -146,7 +146,7 @@ impl BenchHost {
                 .any(|entry| entry == marker.as_bytes())
     }
 
-    fn cgroup_parent_path(&self) -> PathBuf {
+    pub fn cgroup_parent_path(&self) -> PathBuf {
         super::cgroup2_mount().join(&self.cgroup_parent)
     }
 }

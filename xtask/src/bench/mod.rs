@@ -51,7 +51,7 @@ pub struct BenchArgs {
     quick: bool,
     /// The ports the benchmark may use, FIRST-LAST: its servers, and the control-plane
     /// containers' owned ports (5 port numbers each, TCP and UDP: 10 owned ports).
-    #[arg(long, default_value = "24000-25999", value_parser = PortRange::parse)]
+    #[arg(long, default_value = "24000-26999", value_parser = PortRange::parse)]
     ports: PortRange,
     /// Run one part only (while working on the benchmark); the report leaves the rest empty
     /// and docs/PERFORMANCE.md is left alone.
@@ -113,7 +113,7 @@ impl PortRange {
             .split_once('-')
             .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
             .ok_or_else(|| {
-                format!("invalid port range {text:?}: give FIRST-LAST, such as 24000-25999")
+                format!("invalid port range {text:?}: give FIRST-LAST, such as 24000-26999")
             })?;
         if first == 0 || last < first + SCALE_OFFSET + SCALE_PORTS_PER_CONTAINER {
             return Err(format!(
@@ -231,7 +231,7 @@ pub struct Results {
     pub samples: BTreeMap<(Metric, Config), Vec<f64>>,
     pub programs: ProgramRuns,
     /// What the statistics report for a program that does nothing (ns per run).
-    pub empty_program_ns: Option<f64>,
+    pub floors: Option<targets::Floors>,
     pub control: control::ControlPlane,
     pub load_per_round: Vec<f64>,
     /// BPF programs others had attached on every process's or every loopback packet's path
@@ -299,9 +299,9 @@ fn run_all(env: &Env, plan: &Plan) -> anyhow::Result<Results> {
         }
         if wanted(Part::Programs) {
             say("program costs: the H1 workloads again, with BPF statistics on");
-            let (programs, floor) = profile_programs(env, plan)?;
+            let (programs, floors) = profile_programs(env, plan)?;
             results.programs = programs;
-            results.empty_program_ns = Some(floor);
+            results.floors = Some(floors);
         }
     }
     if wanted(Part::ControlPlane) {
@@ -369,11 +369,13 @@ fn measure_config(
 }
 
 /// Every H1 workload once more with the kernel's statistics on: what each program cost, and
-/// what an empty program costs as measured the same way.
-fn profile_programs(env: &Env, plan: &Plan) -> anyhow::Result<(ProgramRuns, f64)> {
+/// what an empty program costs as measured the same way, in a tight loop and in place.
+fn profile_programs(env: &Env, plan: &Plan) -> anyhow::Result<(ProgramRuns, targets::Floors)> {
     servers::start_in_containers(env, &env.host)?;
     let stats = bpfstats::enable()?;
-    let floor = bpfstats::empty_program_ns(1_000_000)?;
+    let test_run_ns = bpfstats::empty_program_ns(1_000_000)?;
+    let empty = bpfstats::EmptyHooks::attach(&env.host.cgroup_parent_path())?;
+    let empty_before = empty.counters()?;
     let mut programs = Vec::new();
     for workload in Workload::PROFILED {
         let before = bpfstats::snapshot(env.host.bpf_dir())?;
@@ -385,9 +387,17 @@ fn profile_programs(env: &Env, plan: &Plan) -> anyhow::Result<(ProgramRuns, f64)
                 .map(|program| (workload, program)),
         );
     }
+    let in_place_ns = bpfstats::floors_by_kind(&empty_before, &empty.counters()?);
+    drop(empty);
     drop(stats);
     env.host.down()?;
-    Ok((programs, floor))
+    Ok((
+        programs,
+        targets::Floors {
+            test_run_ns,
+            in_place_ns,
+        },
+    ))
 }
 
 /// The scratch directory (hostnetd's state, the nginx root filesystem), removed on drop.

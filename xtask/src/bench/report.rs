@@ -38,7 +38,7 @@ pub fn write(out: &Path, plan: &Plan, machine: &Machine, results: &Results) -> a
     let verdicts = targets::evaluate(
         &medians,
         &programs,
-        results.empty_program_ns,
+        results.floors.as_ref(),
         &results.control,
     );
     let markdown = render(plan, machine, results, &medians, &programs, &verdicts);
@@ -72,7 +72,7 @@ fn render(
     run_section(&mut md, plan, machine, results);
     datapath_section(&mut md, plan, results, medians);
     targets_section(&mut md, verdicts);
-    programs_section(&mut md, programs, results.empty_program_ns);
+    programs_section(&mut md, programs, results.floors.as_ref());
     control_section(&mut md, plan, results);
     md
 }
@@ -199,13 +199,17 @@ fn targets_section(md: &mut String, verdicts: &[Target]) {
     md.push('\n');
 }
 
-fn programs_section(md: &mut String, programs: &[AggregateCost], empty_ns: Option<f64>) {
+fn programs_section(md: &mut String, programs: &[AggregateCost], floors: Option<&targets::Floors>) {
     md.push_str(
         "### Program costs (H1 workloads with BPF run-time statistics on)\n\n\
-         | program | type | runs | ns per run | less the empty program | costliest workload | budget |\n\
+         | program | type | runs | ns per run | less an empty program at the same hook | costliest workload | budget |\n\
          | --- | --- | ---: | ---: | ---: | --- | ---: |\n",
     );
-    let net = |ns: f64| empty_ns.map_or("-".into(), |empty| format!("{:.1}", ns - empty));
+    let net = |program: &AggregateCost| {
+        floors.map_or("-".into(), |f| {
+            format!("{:.1}", program.ns_per_run - f.for_kind(&program.kind))
+        })
+    };
     for program in programs {
         let budget = match targets::budget(&program.kind) {
             Some(_) if program.runs < targets::MIN_RUNS => "(too few runs to judge)".into(),
@@ -223,22 +227,32 @@ fn programs_section(md: &mut String, programs: &[AggregateCost], empty_ns: Optio
             program.kind,
             program.runs,
             program.ns_per_run,
-            net(program.ns_per_run),
+            net(program),
         );
     }
     if programs.is_empty() {
         md.push_str("| (no hostnetd program ran) | | | | | | |\n");
     }
-    if let Some(empty) = empty_ns {
+    if let Some(floors) = floors {
+        let in_place: Vec<String> = (floors.in_place_ns.iter())
+            .map(|(kind, ns)| format!("{ns:.1} ns as {kind}"))
+            .collect();
         let _ = writeln!(
             md,
-            "\nAn empty program (`r0 = 0; exit`, run with BPF_PROG_TEST_RUN) measures {empty:.1} ns \
-             per run here: the statistics' own clock reads and the call, which every figure \
-             above includes, and which are not there when statistics are off. The budgets \
-             are judged net of it."
+            "\nAn empty program (`r0 = 0; exit`) measures {:.1} ns per run in a tight \
+             BPF_PROG_TEST_RUN loop here, and {} attached beside hostnetd's programs during the \
+             pass (TCX on lo, cgroup_skb on the containers' parent cgroup): the statistics' own \
+             clock reads and the call, which every figure above includes, and which are not \
+             there when statistics are off. Each program is judged net of the empty one at its \
+             own kind of hook where that was measured, else net of the tight loop's figure.",
+            floors.test_run_ns,
+            if in_place.is_empty() {
+                "nothing".to_string()
+            } else {
+                in_place.join(", ")
+            },
         );
     }
-    md.push('\n');
 }
 
 fn control_section(md: &mut String, plan: &Plan, results: &Results) {
@@ -392,7 +406,8 @@ fn to_json(machine: &Machine, results: &Results, medians: &Medians) -> serde_jso
         "foreign_hooks_per_round": results.foreign_hooks_per_round,
         "datapath": samples,
         "programs": programs,
-        "empty_program_ns": results.empty_program_ns,
+        "empty_program_ns": results.floors.as_ref().map(|f| f.test_run_ns),
+        "empty_program_in_place_ns": results.floors.as_ref().map(|f| &f.in_place_ns),
         "control_plane": {
             "startup_hostnetd_ms": control.startup_hostnetd_ms,
             "startup_runc_ms": control.startup_runc_ms,

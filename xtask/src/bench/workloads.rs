@@ -301,7 +301,27 @@ fn syscall_loop(env: &Env, config: Config, op: &str, duration: Duration) -> anyh
             command
         }
     };
-    checked(&mut command)
+    checked(&mut command).map_err(|error| {
+        let port = env.ports.syscall(config);
+        match port_holders(port) {
+            Some(holders) if error.to_string().contains("in use") => error.context(format!(
+                "port {port} is held by: {holders} (another program on this machine uses the \
+                 benchmark's ports: choose others with --ports)"
+            )),
+            _ => error,
+        }
+    })
+}
+
+/// The sockets on local port `port`, as `ss` lists them with their processes.
+fn port_holders(port: u16) -> Option<String> {
+    let output = Command::new("ss")
+        .args(["-Hanp", &format!("( sport = :{port} )")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
 }
 
 fn checked(command: &mut Command) -> anyhow::Result<Output> {
