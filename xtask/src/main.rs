@@ -22,11 +22,11 @@ enum Task {
     Setup,
     /// Set up, then build the eBPF object, the agent and the test binaries.
     Build,
-    /// Set up, build, and run every check and test (unit and privileged end-to-end).
+    /// Set up, build, and run every check and test (unit, fuzz and privileged end-to-end).
     Test(test::TestArgs),
     /// Set up, build, and show port ownership at work with real containers.
     Demo,
-    /// Run each fuzz target (agent/fuzz) for a bounded time with the nightly toolchain.
+    /// Run each fuzz target (agent/fuzz: cargo fuzz, libFuzzer, nightly) for a bounded time.
     Fuzz(fuzz::FuzzArgs),
     /// Build the sample images (busybox, nginx) offline from Debian packages.
     Images,

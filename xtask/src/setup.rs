@@ -3,11 +3,11 @@ use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _};
 
-use crate::build::{cargo_bin_dir, run};
+use crate::build::{cargo, cargo_bin_dir, run};
 
 /// runc runs containers; skopeo and docker-registry serve the image tests (a real registry on
-/// loopback); the rest build bpf-linker.
-const APT_PACKAGES: [&str; 11] = [
+/// loopback); the rest build bpf-linker, and g++ libFuzzer (libfuzzer-sys compiles it).
+const APT_PACKAGES: [&str; 12] = [
     "runc",
     "skopeo",
     "docker-registry",
@@ -21,14 +21,18 @@ const APT_PACKAGES: [&str; 11] = [
     "ethtool",
     // The churn test counts the rows left in the datapath's pinned maps.
     "bpftool",
+    "g++",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The version `cargo xtask fuzz` was checked with.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn setup() -> anyhow::Result<()> {
     require_root()?;
     install_apt_packages("apt packages", &APT_PACKAGES)?;
     install_rust_src()?;
     install_bpf_linker()?;
+    install_cargo_fuzz()?;
     mount_bpffs()?;
     say("setup complete");
     Ok(())
@@ -107,7 +111,7 @@ fn install_rust_src() -> anyhow::Result<()> {
     let installed = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output()
-        .context("rustup is needed to build the eBPF programs with the nightly toolchain")?;
+        .context("rustup is needed for the nightly toolchain (eBPF programs, fuzz targets)")?;
     if !installed.status.success() {
         bail!("no nightly toolchain: install one with `rustup toolchain install nightly`");
     }
@@ -148,6 +152,50 @@ fn install_bpf_linker() -> anyhow::Result<()> {
         ])
         .args(["--no-default-features", "--features", "llvm-22"])
         .env("PATH", path))
+}
+
+/// cargo-fuzz builds the fuzz targets (agent/fuzz) with libFuzzer; any installed version will
+/// do, and a missing one is built from crates.io. Of the nightly toolchain it needs only what
+/// every nightly has: AddressSanitizer's runtime, checked here so that its absence is named.
+pub fn install_cargo_fuzz() -> anyhow::Result<()> {
+    require_nightly_asan_runtime()?;
+    let version = cargo().args(["fuzz", "--version"]).output();
+    if let Some(out) = version.ok().filter(|out| out.status.success()) {
+        let version = String::from_utf8_lossy(&out.stdout);
+        say(&format!("{}: already installed", version.trim()));
+        return Ok(());
+    }
+    say(&format!(
+        "cargo-fuzz {CARGO_FUZZ_VERSION}: building it for the fuzz targets (a few minutes)"
+    ));
+    run(cargo().args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
+}
+
+fn require_nightly_asan_runtime() -> anyhow::Result<()> {
+    let sysroot = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .output()
+        .context("rustup is needed for the nightly toolchain (eBPF programs, fuzz targets)")?;
+    if !sysroot.status.success() {
+        bail!("no nightly toolchain: install one with `rustup toolchain install nightly`");
+    }
+    let runtime = Path::new(String::from_utf8_lossy(&sysroot.stdout).trim())
+        .join("lib/rustlib/x86_64-unknown-linux-gnu/lib/librustc-nightly_rt.asan.a");
+    if !runtime.exists() {
+        bail!(
+            "the nightly toolchain lacks AddressSanitizer's runtime ({}), which the fuzz \
+             targets link: reinstall it with `rustup component add rust-std --toolchain nightly`",
+            runtime.display()
+        );
+    }
+    say("nightly AddressSanitizer runtime (for the fuzz targets): present");
+    Ok(())
 }
 
 fn mount_bpffs() -> anyhow::Result<()> {

@@ -1,4 +1,4 @@
 //! Fuzz target: see [`hostnetd_fuzz::targets::api_bodies`].
-fn main() -> std::process::ExitCode {
-    hostnetd_fuzz::engine::main("api_bodies", hostnetd_fuzz::targets::api_bodies)
-}
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hostnetd_fuzz::targets::api_bodies(data));

@@ -1,4 +1,4 @@
 //! Fuzz target: see [`hostnetd_fuzz::targets::policy_file`].
-fn main() -> std::process::ExitCode {
-    hostnetd_fuzz::engine::main("policy_file", hostnetd_fuzz::targets::policy_file)
-}
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hostnetd_fuzz::targets::policy_file(data));

@@ -1,4 +1,4 @@
 //! Fuzz target: see [`hostnetd_fuzz::targets::port_specs`].
-fn main() -> std::process::ExitCode {
-    hostnetd_fuzz::engine::main("port_specs", hostnetd_fuzz::targets::port_specs)
-}
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hostnetd_fuzz::targets::port_specs(data));

@@ -1,4 +1,4 @@
 //! Fuzz target: see [`hostnetd_fuzz::targets::rules`].
-fn main() -> std::process::ExitCode {
-    hostnetd_fuzz::engine::main("rules", hostnetd_fuzz::targets::rules)
-}
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hostnetd_fuzz::targets::rules(data));
