@@ -361,11 +361,32 @@ fn measure_config(
         } else {
             plan.duration
         };
-        for (metric, value) in workloads::measure(env, config, workload, duration)? {
+        for (metric, value) in measure_retrying(env, config, workload, duration)? {
             samples.entry((metric, config)).or_default().push(value);
         }
     }
     Ok(())
+}
+
+/// One measurement, tried a second time if the first fails: load generators fail now and then
+/// on a busy machine (iperf3 loses its control connection's final report), and one lost
+/// sample should not cost a 15-minute run. A second failure ends the run.
+fn measure_retrying(
+    env: &Env,
+    config: Config,
+    workload: Workload,
+    duration: Duration,
+) -> anyhow::Result<Vec<(Metric, f64)>> {
+    workloads::measure(env, config, workload, duration).or_else(|error| {
+        check_interrupted()?;
+        say(&format!(
+            "{} against {}: {error:#}; measuring once more",
+            workload.name(),
+            config.label()
+        ));
+        std::thread::sleep(Duration::from_secs(1));
+        workloads::measure(env, config, workload, duration)
+    })
 }
 
 /// Every H1 workload once more with the kernel's statistics on: what each program cost, and

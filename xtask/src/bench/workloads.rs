@@ -388,7 +388,12 @@ pub fn parse_iperf_stream(text: &str) -> anyhow::Result<Vec<(Metric, f64)>> {
     let report: Value = serde_json::from_str(text).context("iperf3 printed no JSON")?;
     let bits = report["end"]["sum_received"]["bits_per_second"]
         .as_f64()
-        .context("iperf3's report has no end.sum_received.bits_per_second")?;
+        .with_context(|| {
+            format!(
+                "iperf3's report has no end.sum_received.bits_per_second (its error: {})",
+                report["error"].as_str().unwrap_or("none given")
+            )
+        })?;
     Ok(vec![(Metric::Stream, bits / 1e9)])
 }
 
@@ -397,9 +402,12 @@ pub fn parse_iperf_udp(text: &str) -> anyhow::Result<Vec<(Metric, f64)>> {
     let report: Value = serde_json::from_str(text).context("iperf3 printed no JSON")?;
     let received = &report["end"]["sum_received"];
     let field = |name: &str| {
-        received[name]
-            .as_f64()
-            .with_context(|| format!("iperf3's report has no end.sum_received.{name}"))
+        received[name].as_f64().with_context(|| {
+            format!(
+                "iperf3's report has no end.sum_received.{name} (its error: {})",
+                report["error"].as_str().unwrap_or("none given")
+            )
+        })
     };
     let packets = field("packets")? - field("lost_packets")?;
     Ok(vec![(Metric::UdpRate, packets / field("seconds")? / 1e3)])
