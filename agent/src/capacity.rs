@@ -178,47 +178,14 @@ pub fn check_new_container(
     ports: &[OwnedPort],
 ) -> Result<(), TableFull> {
     let asker = Asker::NewContainer;
-    room(
-        &tables.bind_addresses,
-        Table::BindAddresses,
-        asker,
-        footprint.bind_addresses,
-        0,
-    )?;
-    room(
-        &tables.egress,
-        Table::EgressRules,
-        asker,
-        footprint.egress_prefixes,
-        0,
-    )?;
-    room(
-        &tables.ingress,
-        Table::IngressRules,
-        asker,
-        footprint.ingress_prefixes,
-        0,
-    )?;
+    for (fill, table, needed) in entry_tables(tables, footprint) {
+        room(fill, table, asker, needed, 0)?;
+    }
     container_room(tables)?;
-    // The new container's cgroup does not exist yet: none of its rows can.
-    let traffic_rows = count(ports.len() + CLASSES.len());
-    rows_room(
-        &tables.traffic,
-        records,
-        socket_rows,
-        Table::Traffic,
-        asker,
-        traffic_rows,
-    )?;
-    let device_rows = count(ports.len());
-    rows_room(
-        &tables.device_traffic,
-        records,
-        device_rows_of,
-        Table::DeviceTraffic,
-        asker,
-        device_rows,
-    )
+    for rows in row_tables(tables) {
+        rows.room(records, asker, NOT_YET_CREATED, ports)?;
+    }
+    Ok(())
 }
 
 /// Refuses an update of the container `cgroup_id` that does not fit: its next generation
@@ -233,8 +200,18 @@ pub fn check_update(
 ) -> Result<(), TableFull> {
     let asker = Asker::Update;
     let next = 1 - tables.generations.get(&cgroup_id).copied().unwrap_or(1);
-    let left = |fill: &TableFill| fill.held(cgroup_id, next);
-    let tries = [
+    for (fill, table, needed) in entry_tables(tables, footprint) {
+        room(fill, table, asker, needed, fill.held(cgroup_id, next))?;
+    }
+    for rows in row_tables(tables) {
+        rows.room(records, asker, cgroup_id, ports)?;
+    }
+    Ok(())
+}
+
+/// The tables whose entries belong to a policy generation, and what `footprint` needs in each.
+fn entry_tables(tables: &HostTables, footprint: Footprint) -> [(&TableFill, Table, u32); 3] {
+    [
         (
             &tables.bind_addresses,
             Table::BindAddresses,
@@ -250,28 +227,7 @@ pub fn check_update(
             Table::IngressRules,
             footprint.ingress_prefixes,
         ),
-    ];
-    for (fill, table, needed) in tries {
-        room(fill, table, asker, needed, left(fill))?;
-    }
-    let wanted: Vec<TrafficKey> = ports
-        .iter()
-        .map(|&port| port_row(cgroup_id, port))
-        .collect();
-    new_rows_room(
-        &tables.traffic,
-        records,
-        socket_rows,
-        Table::Traffic,
-        &wanted,
-    )?;
-    new_rows_room(
-        &tables.device_traffic,
-        records,
-        device_rows_of,
-        Table::DeviceTraffic,
-        &wanted,
-    )
+    ]
 }
 
 /// Room for `needed` entries once `freed` (cleared before the write) are gone.
@@ -315,92 +271,88 @@ fn container_room(tables: &HostTables) -> Result<(), TableFull> {
     })
 }
 
+/// The cgroup id of a container not created yet: cgroup ids are inode numbers, and none is
+/// this one, so no row of it exists.
+const NOT_YET_CREATED: u64 = u64::MAX;
+
 const CLASSES: [u8; 3] = [CLASS_TCP, CLASS_UDP, CLASS_OTHER];
 
-/// The rows a live container's traffic may create at its sockets: one per protocol class for
-/// what is not an owned port, one per owned port.
-fn socket_rows(record: &ContainerRecord) -> Vec<TrafficKey> {
-    let id = record.cgroup.id;
-    let classes = CLASSES.iter().map(|&class| TrafficKey::new(id, 0, class));
-    classes.chain(device_rows_of(record)).collect()
+/// A traffic table, and the rows a container's traffic may create in it.
+struct Rows<'a> {
+    fill: &'a RowFill,
+    table: Table,
+    rows_of: fn(u64, &[OwnedPort]) -> Vec<TrafficKey>,
 }
 
-/// The rows a live container's traffic may create at the host's interfaces: its owned ports'.
-fn device_rows_of(record: &ContainerRecord) -> Vec<TrafficKey> {
-    let id = record.cgroup.id;
-    (record.ports.iter())
-        .map(|claim| port_row(id, claim.port))
+fn row_tables(tables: &HostTables) -> [Rows<'_>; 2] {
+    [
+        Rows {
+            fill: &tables.traffic,
+            table: Table::Traffic,
+            rows_of: socket_rows,
+        },
+        Rows {
+            fill: &tables.device_traffic,
+            table: Table::DeviceTraffic,
+            rows_of: device_rows,
+        },
+    ]
+}
+
+impl Rows<'_> {
+    /// Room for the rows the container `cgroup_id` may create owning `ports`, beside every
+    /// row present and every row a live container may still create.
+    fn room(
+        &self,
+        records: &[ContainerRecord],
+        asker: Asker,
+        cgroup_id: u64,
+        ports: &[OwnedPort],
+    ) -> Result<(), TableFull> {
+        let mut kept = self.fill.rows.clone();
+        for record in records.iter().filter(|record| record.state.is_live()) {
+            let owned: Vec<OwnedPort> = record.ports.iter().map(|claim| claim.port).collect();
+            kept.extend((self.rows_of)(record.cgroup.id, &owned));
+        }
+        let wanted: HashSet<TrafficKey> = (self.rows_of)(cgroup_id, ports).into_iter().collect();
+        let needed = count(wanted.difference(&kept).count());
+        let used = count(kept.len());
+        if u64::from(used) + u64::from(needed) <= u64::from(self.fill.capacity) {
+            return Ok(());
+        }
+        let holders: HashSet<u64> = kept.iter().map(|row| row.cgroup_id).collect();
+        Err(TableFull {
+            table: self.table,
+            asker,
+            used,
+            capacity: self.fill.capacity,
+            holders: holders.len(),
+            needed,
+        })
+    }
+}
+
+/// The rows a container's traffic may create at its sockets: one per protocol class for what
+/// is not an owned port, one per owned port.
+fn socket_rows(cgroup_id: u64, ports: &[OwnedPort]) -> Vec<TrafficKey> {
+    let classes = CLASSES.map(|class| TrafficKey::new(cgroup_id, 0, class));
+    classes
+        .into_iter()
+        .chain(device_rows(cgroup_id, ports))
         .collect()
 }
 
-/// The row of an owned port: the programs key it by the protocol the port is owned for.
-fn port_row(cgroup_id: u64, port: OwnedPort) -> TrafficKey {
-    let ipproto = match port.proto {
-        Proto::Tcp => IPPROTO_TCP,
-        Proto::Udp => IPPROTO_UDP,
+/// The rows a container's traffic may create at the host's interfaces: its owned ports'.
+/// The programs key a port's row by the protocol the port is owned for.
+fn device_rows(cgroup_id: u64, ports: &[OwnedPort]) -> Vec<TrafficKey> {
+    let row = |port: &OwnedPort| {
+        let ipproto = match port.proto {
+            Proto::Tcp => IPPROTO_TCP,
+            Proto::Udp => IPPROTO_UDP,
+        };
+        TrafficKey::new(cgroup_id, port.port, class_of(ipproto as u8))
     };
-    TrafficKey::new(cgroup_id, port.port, class_of(ipproto as u8))
-}
-
-/// Every row present, and every row a live container's traffic may still create.
-fn kept_rows(
-    fill: &RowFill,
-    records: &[ContainerRecord],
-    rows_of: fn(&ContainerRecord) -> Vec<TrafficKey>,
-) -> HashSet<TrafficKey> {
-    let mut kept = fill.rows.clone();
-    let live = records.iter().filter(|record| record.state.is_live());
-    kept.extend(live.flat_map(rows_of));
-    kept
-}
-
-/// Room for `needed` rows of a container that has none yet.
-fn rows_room(
-    fill: &RowFill,
-    records: &[ContainerRecord],
-    rows_of: fn(&ContainerRecord) -> Vec<TrafficKey>,
-    table: Table,
-    asker: Asker,
-    needed: u32,
-) -> Result<(), TableFull> {
-    let kept = kept_rows(fill, records, rows_of);
-    rows_fit(&kept, fill.capacity, table, asker, needed)
-}
-
-/// Room for those of `wanted` rows that are neither present nor already kept.
-fn new_rows_room(
-    fill: &RowFill,
-    records: &[ContainerRecord],
-    rows_of: fn(&ContainerRecord) -> Vec<TrafficKey>,
-    table: Table,
-    wanted: &[TrafficKey],
-) -> Result<(), TableFull> {
-    let kept = kept_rows(fill, records, rows_of);
-    let wanted: HashSet<&TrafficKey> = wanted.iter().collect();
-    let needed = wanted.iter().filter(|row| !kept.contains(row)).count();
-    rows_fit(&kept, fill.capacity, table, Asker::Update, count(needed))
-}
-
-fn rows_fit(
-    kept: &HashSet<TrafficKey>,
-    capacity: u32,
-    table: Table,
-    asker: Asker,
-    needed: u32,
-) -> Result<(), TableFull> {
-    let used = count(kept.len());
-    if u64::from(used) + u64::from(needed) <= u64::from(capacity) {
-        return Ok(());
-    }
-    let holders: HashSet<u64> = kept.iter().map(|row| row.cgroup_id).collect();
-    Err(TableFull {
-        table,
-        asker,
-        used,
-        capacity,
-        holders: holders.len(),
-        needed,
-    })
+    ports.iter().map(row).collect()
 }
 
 #[cfg(test)]
