@@ -16,8 +16,8 @@ use crate::{
 #[error("{message}")]
 pub struct ApiError {
     /// Stable, machine-readable: not_found, ambiguous, invalid_argument, name_in_use,
-    /// port_conflict, container_running, not_running, start_failed, no_such_image,
-    /// image_in_use, registry_error, corrupt_image, internal.
+    /// port_conflict, table_full, container_running, not_running, start_failed,
+    /// no_such_image, image_in_use, registry_error, corrupt_image, internal.
     pub code: String,
     pub message: String,
 }
@@ -35,7 +35,8 @@ impl ApiError {
         match self.code.as_str() {
             "not_found" => 404,
             "ambiguous" | "invalid_argument" => 400,
-            "name_in_use" | "port_conflict" | "container_running" | "not_running" => 409,
+            "name_in_use" | "port_conflict" | "table_full" | "container_running"
+            | "not_running" => 409,
             "start_failed" | "corrupt_image" => 422,
             "no_such_image" => 404,
             "image_in_use" => 409,
@@ -55,6 +56,7 @@ impl From<&HostError> for ApiError {
             }
             HostError::NameInUse { .. } => "name_in_use",
             HostError::Ownership(OwnershipError::Conflicts(_)) => "port_conflict",
+            HostError::TableFull(_) => "table_full",
             HostError::StillRunning { .. } => "container_running",
             HostError::NotRunning { .. } => "not_running",
             HostError::StartFailed(_) => "start_failed",
@@ -235,6 +237,10 @@ pub struct Info {
     /// Denial events the datapath dropped because the event ring was full (None: unreadable).
     #[serde(default)]
     pub events_lost: Option<u64>,
+    /// Packets the datapath could not count because a traffic table was full (None:
+    /// unreadable).
+    #[serde(default)]
+    pub traffic_table_full: Option<u64>,
 }
 
 /// Seconds since the epoch as `2026-11-22T10:04:05Z`.

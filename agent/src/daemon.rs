@@ -309,13 +309,15 @@ fn view(record: &ContainerRecord) -> Response {
 async fn info(State(daemon): State<Shared>) -> Json<Info> {
     let config = &daemon.host.config;
     let pin_root = crate::datapath::Datapath::pin_root(&config.bpf_dir);
-    let lost = tokio::task::spawn_blocking(move || crate::datapath::events_lost(&pin_root)).await;
+    let health = tokio::task::spawn_blocking(move || crate::datapath::read_health(&pin_root)).await;
+    let health = health.ok().and_then(Result::ok);
     Json(Info {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
         bpf_dir: config.bpf_dir.display().to_string(),
         cgroup_parent: config.cgroup_parent.clone(),
-        events_lost: lost.ok().and_then(Result::ok),
+        events_lost: health.map(|health| health.events_lost),
+        traffic_table_full: health.map(|health| health.traffic_table_full),
     })
 }
 

@@ -7,6 +7,7 @@ use std::{
 };
 
 use crate::{
+    capacity::TableFull,
     cgroup::{Cgroup2, CgroupError, ContainerCgroup},
     datapath::{ensure_bpffs, Datapath, DatapathError},
     images::{ImageError, ImageStore},
@@ -68,6 +69,8 @@ pub enum HostError {
     NotRunning { name: String, state: &'static str },
     #[error("the container failed to start: {0}")]
     StartFailed(String),
+    #[error(transparent)]
+    TableFull(#[from] TableFull),
 }
 
 impl HostConfig {

@@ -5,6 +5,7 @@
 pub mod accounting;
 pub mod api;
 mod bpf_log;
+pub mod capacity;
 pub mod cgroup;
 pub mod client;
 pub mod config;

@@ -11,6 +11,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    capacity::{self, Footprint},
     datapath::Datapath,
     datapath::KernelPolicy,
     host::{Disposition, Host, HostError},
@@ -302,6 +303,7 @@ impl Host {
         }
         let ports: Vec<OwnedPort> = resolved.ports.ports().collect();
         ownership::check_available(datapath.owners_ref(), &records, &self.procfs, &ports, None)?;
+        check_room(&datapath, request, resolved, &records, &ports)?;
         let cgroup = self
             .cgroup
             .create(&format!("{}/{id}", self.config.cgroup_parent))?;
@@ -448,6 +450,28 @@ impl Host {
             }
         }
     }
+}
+
+/// Refuses a container whose addresses, rules or traffic rows do not fit in the host's shared
+/// tables, before anything of it exists.
+fn check_room(
+    datapath: &Datapath,
+    request: &RunRequest,
+    resolved: &Resolved,
+    records: &[ContainerRecord],
+    ports: &[OwnedPort],
+) -> Result<(), HostError> {
+    let policy = KernelPolicy {
+        egress: request.egress.clone(),
+        ingress: request.ingress.clone(),
+        allow_raw_sockets: false,
+    };
+    let footprint = Footprint::of(&policy, &claims(&resolved.ports))
+        .map_err(|error| HostError::Invalid(error.to_string()))?;
+    let tables = datapath.table_fill()?;
+    Ok(capacity::check_new_container(
+        &tables, records, footprint, ports,
+    )?)
 }
 
 /// The process as the image configures it, with the request's overrides applied the way

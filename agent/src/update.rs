@@ -10,6 +10,7 @@
 //! the container's next update or release searches the whole owner table for its slots.
 use crate::{
     api::PolicyUpdate,
+    capacity::{self, Footprint},
     datapath::{Datapath, StagedPolicy},
     host::{Host, HostError},
     lifecycle::{claims, kernel_policy, parse_declarations},
@@ -115,6 +116,7 @@ impl Host {
             &added,
             Some(&own),
         )?;
+        check_room(&datapath, &updated, &records)?;
         self.store.save(&updated)?;
         match self.stage_and_switch(&mut datapath, &updated, &held, &added) {
             Ok(staged) => self.settle(&mut datapath, updated, staged),
@@ -138,7 +140,8 @@ impl Host {
         let cgroup =
             (self.cgroup.open(&self.cgroup_relative(updated))).map_err(|e| untouched(e.into()))?;
         let policy = kernel_policy(updated).map_err(untouched)?;
-        // What staging wrote before an error stays behind, never in force, for a full sweep.
+        // Staging clears what it wrote before an error; should that fail too, what stays is
+        // never in force, and the record is marked for a full sweep.
         let staged =
             (datapath.stage_policy(&cgroup, held, &updated.ports, &policy)).map_err(|e| {
                 Failed {
@@ -255,6 +258,26 @@ impl Host {
     fn cgroup_dir(&self, record: &ContainerRecord) -> String {
         format!("/{}", self.cgroup_relative(record).trim_start_matches('/'))
     }
+}
+
+/// Refuses an update whose next generation does not fit in the host's shared tables beside
+/// the one in force, before anything changes.
+fn check_room(
+    datapath: &Datapath,
+    updated: &ContainerRecord,
+    records: &[ContainerRecord],
+) -> Result<(), HostError> {
+    let footprint = Footprint::of(&kernel_policy(updated)?, &updated.ports)
+        .map_err(|error| HostError::Invalid(error.to_string()))?;
+    let ports: Vec<OwnedPort> = updated.ports.iter().map(|claim| claim.port).collect();
+    let tables = datapath.table_fill()?;
+    Ok(capacity::check_update(
+        &tables,
+        records,
+        updated.cgroup.id,
+        footprint,
+        &ports,
+    )?)
 }
 
 /// The ports whose slots the container may hold: its record's, or after an interrupted update

@@ -245,6 +245,27 @@ impl TestHost {
         self.scratch.join("run/hostnetd.sock")
     }
 
+    /// One raw HTTP request on the API socket (a daemon must run): (status, JSON body).
+    pub fn api(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        use std::io::{Read as _, Write as _};
+        let mut stream =
+            std::os::unix::net::UnixStream::connect(self.socket()).expect("connect to the API");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: hostnetd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read the response");
+        let status = response[9..12].parse().expect("status");
+        let json = response.split("\r\n\r\n").nth(1).unwrap_or("");
+        let json = serde_json::from_str(json.trim()).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
     /// The kernel owner table, as `[{"port": "20080/tcp", "cgroup_id": N}]`.
     pub fn kernel_owners(&self) -> Vec<serde_json::Value> {
         let output = self.exec(&["ports", "--kernel"]);

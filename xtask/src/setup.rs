@@ -19,7 +19,8 @@ const APT_PACKAGES: [&str; 12] = [
     "iproute2",
     // The accounting tests turn TSO off on a veth so that GSO splits packets at the device.
     "ethtool",
-    // The churn test counts the rows left in the datapath's pinned maps.
+    // The churn and limits tests count the rows of the datapath's pinned maps; the limits
+    // test also fills some to capacity (`bpftool batch`).
     "bpftool",
     "g++",
 ];

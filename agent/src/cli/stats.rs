@@ -1,7 +1,7 @@
 //! `hostnetd stats`: traffic, packets, processes and denials per container, in docker's style.
 use std::{io::IsTerminal as _, process::ExitCode, thread, time::Duration};
 
-use hostnetd::{accounting::ContainerStats, client::Client};
+use hostnetd::{accounting::ContainerStats, api::Info, client::Client};
 
 #[derive(clap::Args, Debug)]
 pub struct StatsArgs {
@@ -27,20 +27,38 @@ pub fn stats(client: &Client, args: StatsArgs) -> anyhow::Result<ExitCode> {
     let redraw = !args.no_stream && std::io::stdout().is_terminal() && args.format == "table";
     loop {
         let stats: Vec<ContainerStats> = client.get(&path)?;
+        let warning = uncounted(client).map(|packets| {
+            format!(
+                "warning: {packets} packets were not counted because a traffic table was full; see `hostnetd_traffic_table_full_total` in docs/metrics.md"
+            )
+        });
         if args.format == "json" {
             println!("{}", serde_json::to_string(&stats)?);
+            if let Some(warning) = &warning {
+                eprintln!("hostnetd: {warning}");
+            }
         } else {
             if redraw {
                 // Clear the screen and home the cursor, as `docker stats` does.
                 print!("\x1b[2J\x1b[H");
             }
             print!("{}", table(&stats));
+            if let Some(warning) = &warning {
+                println!("{warning}");
+            }
         }
         if args.no_stream {
             return Ok(ExitCode::SUCCESS);
         }
         thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Packets the datapath could not count since it was loaded (the figures above are short by
+/// them), when there are any.
+fn uncounted(client: &Client) -> Option<u64> {
+    let info: Info = client.get("/v1/info").ok()?;
+    info.traffic_table_full.filter(|packets| *packets > 0)
 }
 
 fn table(stats: &[ContainerStats]) -> String {

@@ -7,11 +7,11 @@ use std::{
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use hostnetd_common::{
-    traffic::{DenialEvent, STAT_EVENTS_LOST},
+    traffic::{DenialEvent, STAT_EVENTS_LOST, STAT_TRAFFIC_TABLE_FULL},
     MapName,
 };
 
-use super::{open_map, DatapathError};
+use super::{open_map, DatapathError, DatapathHealth};
 
 /// The pinned ring, opened for reading. Poll its fd for readability, then drain it with
 /// [`EventRing::next_denial`].
@@ -52,13 +52,19 @@ impl AsRawFd for EventRing {
     }
 }
 
-/// Events the datapath dropped on a full ring, read straight from the pinned stats: a
-/// read-only look that needs neither the host lock nor the rest of the datapath.
-pub fn events_lost(pin_root: &Path) -> Result<u64, DatapathError> {
+/// The datapath's health counters (events dropped on a full ring, packets not counted on a
+/// full traffic table), read straight from the pinned stats: a read-only look that needs
+/// neither the host lock nor the rest of the datapath.
+pub fn read_health(pin_root: &Path) -> Result<DatapathHealth, DatapathError> {
     let name = MapName::DatapathStats.as_str();
     let map_error = |source| DatapathError::Map { name, source };
     let stats: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(open_map(&pin_root.join("maps"), name)?).map_err(map_error)?;
-    let values = stats.get(&STAT_EVENTS_LOST, 0).map_err(map_error)?;
-    Ok(values.iter().sum())
+    let stat = |index: u32| -> Result<u64, DatapathError> {
+        Ok(stats.get(&index, 0).map_err(map_error)?.iter().sum())
+    };
+    Ok(DatapathHealth {
+        events_lost: stat(STAT_EVENTS_LOST)?,
+        traffic_table_full: stat(STAT_TRAFFIC_TABLE_FULL)?,
+    })
 }

@@ -24,6 +24,7 @@ mod owners;
 mod policies;
 mod traffic;
 mod transition;
+mod usage;
 
 use std::{
     fs::{self, File},
@@ -41,11 +42,12 @@ use aya::{
 use hostnetd_common::ABI_VERSION;
 
 pub use bpffs::ensure_bpffs;
-pub use events::{events_lost, EventRing};
+pub use events::{read_health, EventRing};
 pub use owners::OwnerTable;
 pub use policies::{KernelPolicy, PolicyTable};
 pub use traffic::{DatapathHealth, TrafficRow, TrafficTable};
 pub use transition::StagedPolicy;
+pub use usage::{HostTables, RowFill, TableFill};
 
 use owners::open_map;
 
@@ -70,7 +72,7 @@ pub enum DatapathError {
     },
     #[error("eBPF program {0} is missing from the object or has the wrong type")]
     MissingProgram(&'static str),
-    #[error("eBPF map {name}: {source}")]
+    #[error("eBPF map {name}: {}", with_causes(source))]
     Map {
         name: &'static str,
         source: aya::maps::MapError,
@@ -95,6 +97,18 @@ pub enum DatapathError {
     Bpffs(String),
     #[error("port {port} is owned by cgroup {cgroup_id}, not by this container")]
     PortTaken { port: String, cgroup_id: u64 },
+}
+
+/// An error and the errors that caused it, `: `-separated: aya's syscall errors keep the errno
+/// (`No space left on device`) in their source, which a plain display drops.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
 }
 
 /// One cgroup hook: the program's name in the object and where it attaches.

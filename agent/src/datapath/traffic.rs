@@ -59,24 +59,35 @@ impl TrafficTable {
         self.rows_where(|_| true)
     }
 
+    /// Rows of the containers `wanted` picks. Values are read only for their keys, and rows
+    /// are joined by key in a hash map: a container may have a row for each of thousands of
+    /// owned ports.
     fn rows_where(
         &self,
         wanted: impl Fn(u64) -> bool,
     ) -> Result<HashMap<u64, Vec<TrafficRow>>, DatapathError> {
-        let mut rows: HashMap<u64, Vec<TrafficRow>> = HashMap::new();
-        for entry in self.traffic.iter() {
-            let (key, values) = entry.map_err(map_error(MapName::Traffic))?;
-            if wanted(key.cgroup_id) {
-                let container = rows.entry(key.cgroup_id).or_default();
-                row_for(container, &key).socket = sum(&values, TrafficCounters::add);
+        let mut joined: HashMap<TrafficKey, TrafficRow> = HashMap::new();
+        for key in self.traffic.keys() {
+            let key = key.map_err(map_error(MapName::Traffic))?;
+            if !wanted(key.cgroup_id) {
+                continue;
+            }
+            if let Some(values) = value(&self.traffic, MapName::Traffic, &key)? {
+                row_for(&mut joined, &key).socket = sum(&values, TrafficCounters::add);
             }
         }
-        for entry in self.device.iter() {
-            let (key, values) = entry.map_err(map_error(MapName::DeviceTraffic))?;
-            if wanted(key.cgroup_id) {
-                let container = rows.entry(key.cgroup_id).or_default();
-                row_for(container, &key).device = sum(&values, DeviceCounters::add);
+        for key in self.device.keys() {
+            let key = key.map_err(map_error(MapName::DeviceTraffic))?;
+            if !wanted(key.cgroup_id) {
+                continue;
             }
+            if let Some(values) = value(&self.device, MapName::DeviceTraffic, &key)? {
+                row_for(&mut joined, &key).device = sum(&values, DeviceCounters::add);
+            }
+        }
+        let mut rows: HashMap<u64, Vec<TrafficRow>> = HashMap::new();
+        for (key, row) in joined {
+            rows.entry(key.cgroup_id).or_default().push(row);
         }
         for container in rows.values_mut() {
             container.sort_by_key(|row| (row.class, row.port));
@@ -137,19 +148,28 @@ impl TrafficTable {
     }
 }
 
-fn row_for<'a>(rows: &'a mut Vec<TrafficRow>, key: &TrafficKey) -> &'a mut TrafficRow {
-    let found = rows
-        .iter()
-        .position(|row| row.port == key.port && row.class == key.class);
-    let index = found.unwrap_or_else(|| {
-        rows.push(TrafficRow {
-            port: key.port,
-            class: key.class,
-            ..Default::default()
-        });
-        rows.len() - 1
-    });
-    &mut rows[index]
+fn row_for<'a>(
+    rows: &'a mut HashMap<TrafficKey, TrafficRow>,
+    key: &TrafficKey,
+) -> &'a mut TrafficRow {
+    rows.entry(*key).or_insert_with(|| TrafficRow {
+        port: key.port,
+        class: key.class,
+        ..Default::default()
+    })
+}
+
+/// A row's per-CPU values; None when it went between listing the keys and reading it.
+fn value<V: aya::Pod>(
+    map: &PerCpuHashMap<MapData, TrafficKey, V>,
+    name: MapName,
+    key: &TrafficKey,
+) -> Result<Option<PerCpuValues<V>>, DatapathError> {
+    match map.get(key, 0) {
+        Ok(values) => Ok(Some(values)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+        Err(source) => Err(map_error(name)(source)),
+    }
 }
 
 fn sum<V: aya::Pod + Default>(values: &PerCpuValues<V>, add: fn(&mut V, &V)) -> V {

@@ -31,7 +31,8 @@ impl Datapath {
     /// ports whose slots the container may hold now: its record's, or after an interrupted
     /// update every slot it has. Their grants under the next generation are cleared first, so
     /// nothing left from an earlier attempt comes into force with the flip. On an error, what
-    /// was written stays (never in force): the caller marks the container for a full sweep.
+    /// was written is cleared again; the caller still marks the container for a full sweep,
+    /// in case clearing failed too.
     pub fn stage_policy(
         &mut self,
         cgroup: &ContainerCgroup,
@@ -47,10 +48,16 @@ impl Datapath {
         touched.sort();
         touched.dedup();
         self.owners.revoke(cgroup.id, next, &touched)?;
-        for claim in ports {
-            self.owners.grant(cgroup, next, claim)?;
-        }
-        let entry = self.policies.stage(cgroup.id, next, policy)?;
+        let entry = match self.write_next(cgroup, next, ports, policy) {
+            Ok(entry) => entry,
+            Err(error) => {
+                // A slot granted under the next generation would keep its port owned (everyone
+                // else gets EADDRINUSE) though no record lists it: clear what was written.
+                let _ = self.owners.revoke(cgroup.id, next, &touched);
+                let _ = self.policies.remove_generation(cgroup.id, next);
+                return Err(error);
+            }
+        };
         Ok(StagedPolicy {
             cgroup_id: cgroup.id,
             previous,
@@ -58,6 +65,20 @@ impl Datapath {
             touched,
             staged,
         })
+    }
+
+    /// The next generation's grants, address lists and rules; returns its policy entry.
+    fn write_next(
+        &mut self,
+        cgroup: &ContainerCgroup,
+        next: u32,
+        ports: &[PortClaim],
+        policy: &KernelPolicy,
+    ) -> Result<ContainerPolicy, DatapathError> {
+        for claim in ports {
+            self.owners.grant(cgroup, next, claim)?;
+        }
+        self.policies.stage(cgroup.id, next, policy)
     }
 
     /// Puts a staged policy in force: one map update. On an error nothing was switched.
