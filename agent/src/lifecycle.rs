@@ -5,7 +5,7 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     path::PathBuf,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
 };
 
 use serde::{Deserialize, Serialize};
@@ -220,18 +220,20 @@ impl Host {
         let _images = self.images.lock_shared()?;
         let resolved = self.resolve(request)?;
         let record = self.admit(request, &resolved)?;
-        let log = match self
+        // Until a monitor exists, nothing else would ever release the container.
+        let started = self
             .prepare_bundle(&record, &resolved.process)
             .and_then(|()| self.open_new_log(&record.id))
-        {
-            Ok(log) => log,
+            .and_then(|log| Ok((log, self.start_monitor(&record)?)));
+        let (log, monitor) = match started {
+            Ok(started) => started,
             Err(error) => {
                 let (_lock, mut datapath) = self.lock_datapath()?;
                 self.release(&mut datapath, &record, Disposition::Forget)?;
                 return Err(error);
             }
         };
-        self.spawn_monitor(&record)?;
+        self.await_monitor(monitor, &record)?;
         Ok((self.store.get(&record.id)?.unwrap_or(record), log))
     }
 
@@ -407,9 +409,8 @@ impl Host {
             .map_err(|source| io_error("write", config_path.display(), source))
     }
 
-    /// Starts `hostnetd monitor ID` in its own session, so it outlives the daemon, and waits for
-    /// its first report: the container runs, or it failed (and the monitor released it).
-    fn spawn_monitor(&self, record: &ContainerRecord) -> Result<(), HostError> {
+    /// Starts `hostnetd monitor ID` in its own session, so it outlives the daemon.
+    fn start_monitor(&self, record: &ContainerRecord) -> Result<Child, HostError> {
         let exe =
             std::env::current_exe().map_err(|e| io_error("find", "the hostnetd binary", e))?;
         let monitor_log = self.store.monitor_log_path(&record.id);
@@ -425,9 +426,15 @@ impl Host {
             .stdout(Stdio::piped())
             .stderr(log);
         supervise::in_new_session(&mut command);
-        let mut child = command
+        command
             .spawn()
-            .map_err(|e| io_error("start", "hostnetd monitor", e))?;
+            .map_err(|e| io_error("start", "hostnetd monitor", e))
+    }
+
+    /// Waits for the monitor's first report: the container runs, or it failed (and the monitor
+    /// released it).
+    fn await_monitor(&self, mut child: Child, record: &ContainerRecord) -> Result<(), HostError> {
+        let monitor_log = self.store.monitor_log_path(&record.id);
         let report = child.stdout.take().map(BufReader::new).and_then(|mut out| {
             let mut line = String::new();
             out.read_line(&mut line).ok().map(|_| line)

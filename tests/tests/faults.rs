@@ -294,6 +294,73 @@ fn runc_failing_to_start_leaves_nothing_behind() {
     }
 }
 
+/// A daemon started from a copy of the binary that is then deleted: it cannot start monitors
+/// any more (`/proc/self/exe` is gone), as after an upgrade that replaced the binary under a
+/// running daemon. Killed on drop.
+struct OrphanedDaemon(Child);
+
+impl OrphanedDaemon {
+    fn start(host: &TestHost) -> Self {
+        let copy = host.scratch().join("hostnetd-deleted");
+        std::fs::copy(hostnetd_tests::hostnetd_bin(), &copy).unwrap();
+        let template = host.hostnetd();
+        let mut command = Command::new(&copy);
+        for (key, value) in template.get_envs() {
+            if let Some(value) = value {
+                command.env(key, value);
+            }
+        }
+        let log = std::fs::File::create(host.scratch().join("orphaned-daemon.log")).unwrap();
+        let child = command
+            .arg("daemon")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let daemon = Self(child);
+        wait_for("the daemon's socket", || host.socket().exists());
+        std::fs::remove_file(&copy).unwrap();
+        daemon
+    }
+}
+
+impl Drop for OrphanedDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_monitor_that_cannot_start_leaves_nothing_behind() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let daemon = OrphanedDaemon::start(&host);
+    let probe = netprobe();
+    let output = host.exec(&[
+        "run", "-d", "--name", "stranded", "--ports", "22260", "--rootfs", "/", "--", &probe,
+        "sleep", "60",
+    ]);
+    assert_eq!(output.status.code(), Some(125), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("hostnetd monitor"),
+        "{}",
+        describe(&output)
+    );
+    assert!(records(&host).is_empty(), "{:?}", records(&host));
+    assert!(
+        host.kernel_owners().is_empty(),
+        "{:?}",
+        host.kernel_owners()
+    );
+    assert_eq!(probe_on_host(&["tcp", "0.0.0.0", "22260"]), vec![0]);
+    drop(daemon);
+    host.assert_no_container_left();
+}
+
 /// A tmpfs of `size` mounted at `path` for the test, unmounted on drop.
 struct TmpfsMount(PathBuf);
 
