@@ -53,8 +53,10 @@ pub fn admits(packet: &Packet, cgroup_id: u64) -> bool {
             let allowed = ask_rules(&question);
             if let Some(cached) = slot {
                 // SAFETY: as above.
-                unsafe { *cached = question };
-                unsafe { (*cached).allowed = allowed as u8 };
+                unsafe {
+                    *cached = question;
+                    (*cached).allowed = allowed as u8;
+                }
             }
             allowed
         }

@@ -5,7 +5,7 @@ use std::{
     net::UdpSocket,
     process::{Child, Command, Stdio},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use hostnetd_tests::{describe, netprobe, skip_unless_root, stdout, TestHost};
@@ -233,6 +233,23 @@ impl Peer {
         })
     }
 
+    /// Waits until the veth carries nothing of the kernel's own: adding the IPv6 addresses
+    /// sends MLD reports (with multicast off too) for up to a second after, and the veth
+    /// counts them beside the container's packets.
+    fn wait_quiet(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = self.device_counters();
+        let mut quiet_since = Instant::now();
+        while quiet_since.elapsed() < Duration::from_millis(1500) {
+            assert!(Instant::now() < deadline, "the veth never went quiet");
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.device_counters();
+            if now != last {
+                (last, quiet_since) = (now, Instant::now());
+            }
+        }
+    }
+
     fn spawn(&self, command: &[&str]) -> Child {
         Command::new("ip")
             .args(["netns", "exec", &self.netns])
@@ -302,6 +319,7 @@ fn tcp_counters_count_gso_segments_as_the_wire_does() {
     let peer = Peer::new();
     // The datapath attaches TC to interfaces present when it opens: the veth is new.
     assert!(host.exec(&["ps"]).status.success());
+    peer.wait_quiet();
     const SEND: usize = 4_000_000;
     const RECV: usize = 3_000_000;
     for (name, addr) in [("tcp4", PEER_V4), ("tcp6", PEER_V6)] {
