@@ -2,6 +2,7 @@
 //! containers whose supervising process died.
 use crate::accounting::TrafficStats;
 use std::{
+    collections::HashSet,
     fs, io,
     path::{Path, PathBuf},
 };
@@ -152,13 +153,18 @@ impl Host {
     /// Every container, after releasing those whose supervisor died, so no dead one shows as live.
     pub fn list(&self) -> Result<Vec<ContainerRecord>, HostError> {
         let (_lock, mut datapath) = self.lock_datapath()?;
-        self.reconcile(&mut datapath)?;
-        Ok(self.store.list()?)
+        self.reconcile(&mut datapath)
     }
 
     /// Releases what every dead supervisor left behind: ports, links, cgroups, bundles.
-    pub(crate) fn reconcile(&self, datapath: &mut Datapath) -> Result<(), HostError> {
-        let records = self.store.list()?;
+    /// Returns every record as it stands afterwards, so that callers under the same lock need
+    /// not read them all again (each is a file: admission time would grow with the count).
+    pub(crate) fn reconcile(
+        &self,
+        datapath: &mut Datapath,
+    ) -> Result<Vec<ContainerRecord>, HostError> {
+        let mut records = self.store.list()?;
+        let mut released = false;
         for record in records.iter().filter(|r| r.state.is_live()) {
             if !record.supervisor.is_alive() {
                 eprintln!(
@@ -171,25 +177,31 @@ impl Host {
                     Disposition::Keep(None)
                 };
                 self.release(datapath, record, disposition)?;
+                released = true;
             }
         }
-        let known: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
-        for orphan in datapath
-            .attached_containers()
-            .iter()
-            .filter(|id| !known.contains(&id.as_str()))
         {
-            datapath.detach_container(orphan)?;
+            let known: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+            for orphan in datapath
+                .attached_containers()
+                .iter()
+                .filter(|id| !known.contains(id.as_str()))
+            {
+                datapath.detach_container(orphan)?;
+            }
+            self.store.remove_orphan_writable_layers(&known)?;
         }
-        self.store.remove_orphan_writable_layers(&known)?;
-        let live: Vec<u64> = (self.store.list()?.iter())
+        if released {
+            records = self.store.list()?;
+        }
+        let live: HashSet<u64> = (records.iter())
             .filter(|record| record.state.is_live())
             .map(|record| record.cgroup.id)
             .collect();
         datapath.owners().sweep_addresses(&live)?;
         datapath.policies().sweep(&live)?;
         datapath.traffic().sweep(&live)?;
-        Ok(())
+        Ok(records)
     }
 
     /// Installs again the policy of each live container whose kernel state is not what its

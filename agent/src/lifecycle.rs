@@ -290,8 +290,7 @@ impl Host {
         resolved: &Resolved,
     ) -> Result<ContainerRecord, HostError> {
         let (_lock, mut datapath) = self.lock_datapath()?;
-        self.reconcile(&mut datapath)?;
-        let records = self.store.list()?;
+        let records = self.reconcile(&mut datapath)?;
         let id = new_container_id().map_err(|e| io_error("generate an id for", "container", e))?;
         let name = request
             .name

@@ -12,7 +12,7 @@
 //! Every file is written to a temporary sibling, fsynced and renamed over the old one, so a
 //! crash mid-write leaves the old or the new content, never a torn one.
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashSet},
     fs::{self, File, OpenOptions},
     io::{self, Write as _},
     net::IpAddr,
@@ -291,14 +291,14 @@ impl Store {
     }
 
     /// Removes writable layers no record accounts for (a crash between `rm` and its cleanup).
-    pub fn remove_orphan_writable_layers(&self, known: &[&str]) -> Result<(), StoreError> {
+    pub fn remove_orphan_writable_layers(&self, known: &HashSet<&str>) -> Result<(), StoreError> {
         let dir = self.dir.join("rootfs");
         let Ok(entries) = fs::read_dir(&dir) else {
             return Ok(());
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !known.contains(&name.as_str()) {
+            if !known.contains(name.as_str()) {
                 let path = entry.path();
                 fs::remove_dir_all(&path).map_err(io_error("remove", &path))?;
             }

@@ -1,6 +1,6 @@
 //! The ownership tables: who owns each (protocol, port), and what the owner itself may bind
 //! under each of its two policy generations (any address, or the addresses listed for it).
-use std::{net::IpAddr, path::Path};
+use std::{collections::HashSet, net::IpAddr, path::Path};
 
 use aya::maps::{Array, HashMap, Map, MapData};
 use hostnetd_common::{
@@ -138,7 +138,7 @@ impl OwnerTable {
     }
 
     /// Removes the address restrictions of every cgroup not in `live`: left by a crash.
-    pub fn sweep_addresses(&mut self, live: &[u64]) -> Result<(), DatapathError> {
+    pub fn sweep_addresses(&mut self, live: &HashSet<u64>) -> Result<(), DatapathError> {
         self.remove_addresses(|key| !live.contains(&key.cgroup_id));
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Each container's policy switches, egress rules and ingress rules, as the connect, sendmsg,
 //! sock_create, skb_ingress and tc_ingress hooks read them.
-use std::path::Path;
+use std::{collections::HashSet, path::Path};
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
 use hostnetd_common::{
@@ -176,7 +176,7 @@ impl PolicyTable {
     }
 
     /// Removes the policies and rules of every cgroup not in `live`: left by a crash.
-    pub fn sweep(&mut self, live: &[u64]) -> Result<(), DatapathError> {
+    pub fn sweep(&mut self, live: &HashSet<u64>) -> Result<(), DatapathError> {
         let stale: Vec<u64> = (self.policies.keys().filter_map(Result::ok))
             .filter(|id| !live.contains(id))
             .collect();

@@ -1,6 +1,9 @@
 //! Reading the accounting maps: per-CPU values summed, rows of one container gathered, and
 //! rows of containers that are gone removed.
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use hostnetd_common::{
@@ -121,7 +124,7 @@ impl TrafficTable {
     }
 
     /// Removes the counters of every container not in `live`: left by a crash.
-    pub fn sweep(&mut self, live: &[u64]) -> Result<(), DatapathError> {
+    pub fn sweep(&mut self, live: &HashSet<u64>) -> Result<(), DatapathError> {
         self.retain(|id| live.contains(&id))
     }
 
