@@ -4,6 +4,7 @@ use crate::accounting::TrafficStats;
 use std::{
     collections::HashSet,
     fs, io,
+    sync::atomic::{AtomicBool, Ordering},
     path::{Path, PathBuf},
 };
 
@@ -117,6 +118,8 @@ pub struct Host {
     pub(crate) procfs: ProcFs,
     pub(crate) reserved: ReservedPorts,
     pub(crate) images: ImageStore,
+    /// Whether this process has swept the kernel's tables for entries no record owns.
+    swept: AtomicBool,
 }
 
 impl Host {
@@ -133,6 +136,7 @@ impl Host {
             runc,
             procfs: ProcFs::host(),
             reserved: ReservedPorts::host(),
+            swept: AtomicBool::new(false),
         })
     }
 
@@ -194,13 +198,19 @@ impl Host {
         if released {
             records = self.store.list()?;
         }
-        let live: HashSet<u64> = (records.iter())
-            .filter(|record| record.state.is_live())
-            .map(|record| record.cgroup.id)
-            .collect();
-        datapath.owners().sweep_addresses(&live)?;
-        datapath.policies().sweep(&live)?;
-        datapath.traffic().sweep(&live)?;
+        // Entries no record owns are left only by a process that died half-way: its
+        // containers' supervisors are then found dead above, or it was this daemon, whose
+        // successor sweeps once when it starts. Sweeping on every command would walk every
+        // key of every table, a cost that grows with the containers.
+        if released || !self.swept.swap(true, Ordering::Relaxed) {
+            let live: HashSet<u64> = (records.iter())
+                .filter(|record| record.state.is_live())
+                .map(|record| record.cgroup.id)
+                .collect();
+            datapath.owners().sweep_addresses(&live)?;
+            datapath.policies().sweep(&live)?;
+            datapath.traffic().sweep(&live)?;
+        }
         Ok(records)
     }
 
