@@ -4,8 +4,8 @@ use crate::accounting::TrafficStats;
 use std::{
     collections::HashSet,
     fs, io,
-    sync::atomic::{AtomicBool, Ordering},
     path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use crate::{
