@@ -367,6 +367,38 @@ impl Drop for TestHost {
     }
 }
 
+/// A child process killed (and reaped) however the test ends, unless it is waited for.
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    pub fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("the child is still held")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("the child is still held").id()
+    }
+
+    /// Waits for the child to exit by itself; its output.
+    pub fn finish(mut self) -> Output {
+        let child = self.0.take().expect("the child is still held");
+        child.wait_with_output().expect("wait")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Removes a test's scratch directory, but never through a mount point. A container's bundle
 /// (`run/containers/<id>/rootfs`) is a bind mount of its root filesystem, for `--rootfs /` the
 /// host's own: a recursive delete that walks into it deletes the host (it did: a failed test

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hostnetd_tests::{describe, netprobe, skip_unless_root, stdout, TestHost};
+use hostnetd_tests::{describe, netprobe, skip_unless_root, stdout, KillOnDrop, TestHost};
 use serde_json::Value;
 
 const UDP_HEADER: u64 = 8;
@@ -548,34 +548,6 @@ fn ingress_rules_drop_other_sources_before_the_socket_and_count_them() {
     let _ = child.child().wait();
     drop(child);
     host.assert_no_container_left();
-}
-
-/// A child process killed (and reaped) however the test ends, unless it is waited for.
-struct KillOnDrop(Option<Child>);
-
-impl KillOnDrop {
-    fn new(child: Child) -> Self {
-        Self(Some(child))
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("the child is still held")
-    }
-
-    /// Waits for the child to exit by itself; its output.
-    fn finish(mut self) -> std::process::Output {
-        let child = self.0.take().expect("the child is still held");
-        child.wait_with_output().expect("wait")
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 fn wait_for_listener(port: u16) {

@@ -15,7 +15,7 @@ use std::{
 
 use hostnetd_tests::{
     describe, netprobe, probe_on_host, probe_results, reserved_ports, skip_unless_root, stderr,
-    stdout, TestHost, EACCES, EADDRINUSE,
+    stdout, KillOnDrop, TestHost, EACCES, EADDRINUSE,
 };
 
 /// ECONNREFUSED: the policy let the connect out and nothing listened there.
@@ -296,40 +296,39 @@ fn runc_failing_to_start_leaves_nothing_behind() {
 
 /// A daemon started from a copy of the binary that is then deleted: it cannot start monitors
 /// any more (`/proc/self/exe` is gone), as after an upgrade that replaced the binary under a
-/// running daemon. Killed on drop.
-struct OrphanedDaemon(Child);
-
-impl OrphanedDaemon {
-    fn start(host: &TestHost) -> Self {
-        let copy = host.scratch().join("hostnetd-deleted");
-        std::fs::copy(hostnetd_tests::hostnetd_bin(), &copy).unwrap();
-        let template = host.hostnetd();
-        let mut command = Command::new(&copy);
-        for (key, value) in template.get_envs() {
-            if let Some(value) = value {
-                command.env(key, value);
-            }
+/// running daemon.
+fn orphaned_daemon(host: &TestHost) -> KillOnDrop {
+    let copy = host.scratch().join("hostnetd-deleted");
+    std::fs::copy(hostnetd_tests::hostnetd_bin(), &copy).unwrap();
+    let template = host.hostnetd();
+    let mut command = Command::new(&copy);
+    for (key, value) in template.get_envs() {
+        if let Some(value) = value {
+            command.env(key, value);
         }
-        let log = std::fs::File::create(host.scratch().join("orphaned-daemon.log")).unwrap();
-        let child = command
-            .arg("daemon")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let daemon = Self(child);
-        wait_for("the daemon's socket", || host.socket().exists());
-        std::fs::remove_file(&copy).unwrap();
-        daemon
     }
-}
-
-impl Drop for OrphanedDaemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let log = std::fs::File::create(host.scratch().join("orphaned-daemon.log")).unwrap();
+    command
+        .arg("daemon")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // A process another test forks meanwhile holds the copy's write descriptor until it
+    // executes, and executing a file open for writing fails with ETXTBSY: try again.
+    let mut attempts = 0;
+    let child = loop {
+        match command.spawn() {
+            Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
+                attempts += 1;
+                thread::sleep(Duration::from_millis(10));
+            }
+            result => break result.unwrap(),
+        }
+    };
+    let daemon = KillOnDrop::new(child);
+    wait_for("the daemon's socket", || host.socket().exists());
+    std::fs::remove_file(&copy).unwrap();
+    daemon
 }
 
 #[test]
@@ -338,10 +337,10 @@ fn a_monitor_that_cannot_start_leaves_nothing_behind() {
         return;
     }
     let host = TestHost::new();
-    let daemon = OrphanedDaemon::start(&host);
+    let daemon = orphaned_daemon(&host);
     let probe = netprobe();
     let output = host.exec(&[
-        "run", "-d", "--name", "stranded", "--ports", "22260", "--rootfs", "/", "--", &probe,
+        "run", "-d", "--name", "stranded", "--ports", "22280", "--rootfs", "/", "--", &probe,
         "sleep", "60",
     ]);
     assert_eq!(output.status.code(), Some(125), "{}", describe(&output));
@@ -356,7 +355,7 @@ fn a_monitor_that_cannot_start_leaves_nothing_behind() {
         "{:?}",
         host.kernel_owners()
     );
-    assert_eq!(probe_on_host(&["tcp", "0.0.0.0", "22260"]), vec![0]);
+    assert_eq!(probe_on_host(&["tcp", "0.0.0.0", "22280"]), vec![0]);
     drop(daemon);
     host.assert_no_container_left();
 }

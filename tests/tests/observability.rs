@@ -4,11 +4,11 @@ use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{TcpStream, UdpSocket},
-    process::{Child, Stdio},
+    process::Stdio,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use hostnetd_tests::{describe, netprobe, skip_unless_root, stdout, TestHost};
+use hostnetd_tests::{describe, netprobe, skip_unless_root, stdout, KillOnDrop, TestHost};
 use serde_json::Value;
 
 const EACCES: u64 = 13;
@@ -163,16 +163,6 @@ fn a_bad_since_is_refused_by_name() {
     );
 }
 
-/// Kills the `hostnetd events` follower on every path out of the test.
-struct Follower(Child);
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn followers_see_new_denials_as_they_happen() {
     if skip_unless_root() {
@@ -181,14 +171,14 @@ fn followers_see_new_denials_as_they_happen() {
     let host = TestHost::new();
     let info = host.exec(&["ps"]); // starts the daemon before the follower connects
     assert!(info.status.success(), "{}", describe(&info));
-    let mut follower = Follower(
+    let mut follower = KillOnDrop::new(
         (host.hostnetd())
             .args(["events", "--format", "json"])
             .stdout(Stdio::piped())
             .spawn()
             .expect("hostnetd events"),
     );
-    let lines = BufReader::new(follower.0.stdout.take().expect("stdout"));
+    let lines = BufReader::new(follower.child().stdout.take().expect("stdout"));
     // The follower is connected once the daemon has it: give the request a moment.
     std::thread::sleep(Duration::from_millis(500));
     run_named(

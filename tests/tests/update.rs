@@ -4,13 +4,13 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead as _, BufReader},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
 use hostnetd_tests::{
     describe, fetch, netprobe, probe_on_host, probe_results, reserved_ports, skip_unless_root,
-    stderr, stdout, TestHost, EACCES, EADDRINUSE,
+    stderr, stdout, KillOnDrop, TestHost, EACCES, EADDRINUSE,
 };
 
 const OK: i32 = 0;
@@ -76,50 +76,22 @@ fn strings(value: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// A process the test started, killed when the test ends (also on failure), so that nothing
-/// is left in a container's cgroup or on a port.
-struct Started(Option<Child>);
-
-impl Started {
-    /// `netprobe bind ... hold` on the host, once it printed its results.
-    fn holding(probe: &[&str]) -> Self {
-        let child = Command::new(netprobe())
-            .arg("bind")
-            .args(probe)
-            .arg("hold")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("netprobe");
-        let mut process = Self(Some(child));
-        let stdout = process.child().stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read");
-        assert_eq!(line.trim(), "ok", "the host process could not bind");
-        process
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("running")
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.as_ref().expect("running").id()
-    }
-
-    /// Waits for it to end by itself; its output.
-    fn output(mut self) -> Output {
-        let child = self.0.take().expect("running");
-        child.wait_with_output().expect("output")
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// `netprobe bind ... hold` on the host, once it printed its results; killed when the test
+/// ends (also on failure), so that nothing is left on a port.
+fn holding(probe: &[&str]) -> KillOnDrop {
+    let child = Command::new(netprobe())
+        .arg("bind")
+        .args(probe)
+        .arg("hold")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("netprobe");
+    let mut process = KillOnDrop::new(child);
+    let stdout = process.child().stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read");
+    assert_eq!(line.trim(), "ok", "the host process could not bind");
+    process
 }
 
 #[test]
@@ -262,7 +234,7 @@ fn an_update_is_refused_for_ports_others_hold_and_for_bad_specs_and_changes_noth
     host.start("first", "26010", &[&probe, "sleep", "60"]);
     let second = host.start("second", "26011", &[&probe, "sleep", "60"]);
     // UDP: a TCP socket bound but not listening does not show in /proc/net/tcp.
-    let holder = Started::holding(&["udp", "0.0.0.0", "26012"]);
+    let holder = holding(&["udp", "0.0.0.0", "26012"]);
 
     let refusals = [
         (
@@ -506,7 +478,7 @@ fn ports_and_egress_flip_together_and_atomically_under_load() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("trace");
-    let trace = Started(Some(trace));
+    let trace = KillOnDrop::new(trace);
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
     let mut flips = 0;
@@ -522,7 +494,7 @@ fn ports_and_egress_flip_together_and_atomically_under_load() {
         flips += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
-    let output = trace.output();
+    let output = trace.finish();
     assert!(output.status.success(), "{}", describe(&output));
     assert!(
         flips >= 6,
