@@ -24,12 +24,6 @@ const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 /// The targets, as agent/fuzz/Cargo.toml names its binaries.
 pub const TARGETS: [&str; 4] = ["port_specs", "rules", "policy_file", "api_bodies"];
 
-/// Developer escape hatch for a machine without registry access: the path of a cargo
-/// configuration file (`[net] offline = true`, `[patch.crates-io]` entries pointing at local
-/// copies of libfuzzer-sys and what it needs) that the fuzz build reads besides the usual
-/// ones. Never needed, nor set, where crates.io is reachable (CI).
-const CARGO_CONFIG_VAR: &str = "HOSTNETD_FUZZ_CARGO_CONFIG";
-
 /// Longest input libFuzzer makes: the real inputs (a `--ports` value, a policy file, an API
 /// body) are far shorter, and longer ones only slow each run.
 const MAX_LEN: usize = 4096;
@@ -114,57 +108,14 @@ pub fn fuzz_targets(targets: &[&str], seconds: u64) -> anyhow::Result<()> {
 
 fn build_targets(paths: &FuzzPaths) -> anyhow::Result<()> {
     say("building the fuzz targets (cargo fuzz build: nightly, libFuzzer, coverage-instrumented)");
-    // Never --locked or --frozen: agent/fuzz/Cargo.lock leaves libfuzzer-sys out (see
-    // agent/fuzz/README.md), and cargo adds it on the first build without moving any pinned
-    // version.
-    let extra_config = std::env::var_os(CARGO_CONFIG_VAR).map(PathBuf::from);
     let mut command = nightly_cargo();
     command
-        .current_dir(cargo_working_dir(paths, extra_config.as_deref())?)
+        .current_dir(&paths.project)
         .args(["fuzz", "build", "--release", "--fuzz-dir"])
         .arg(&paths.project)
         .arg("--target-dir")
         .arg(&paths.out);
-    let lock = paths.project.join("Cargo.lock");
-    // A build through the escape hatch writes path entries into the lock, which would break
-    // every other machine's build if committed: the lock is put back as it was.
-    let kept_lock = match extra_config {
-        Some(_) => Some(fs::read(&lock).with_context(|| format!("reading {}", lock.display()))?),
-        None => None,
-    };
-    let built = run(&mut command).context(
-        "building the fuzz targets failed; on a machine without registry access see \
-         agent/fuzz/README.md (HOSTNETD_FUZZ_CARGO_CONFIG)",
-    );
-    if let Some(kept) = kept_lock {
-        fs::write(&lock, kept).with_context(|| format!("restoring {}", lock.display()))?;
-    }
-    built
-}
-
-/// The directory cargo fuzz runs in: agent/fuzz, or, when HOSTNETD_FUZZ_CARGO_CONFIG names a
-/// file, a directory under target/fuzz whose .cargo/config.toml is a copy of it. cargo fuzz
-/// passes no `--config` through to cargo, and cargo reads configuration files from the
-/// working directory upwards, so this is how the extra file reaches the build.
-fn cargo_working_dir(paths: &FuzzPaths, extra_config: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let Some(config) = extra_config else {
-        return Ok(paths.project.clone());
-    };
-    let dir = paths.out.join("extra-cargo-config");
-    let copy = dir.join(".cargo/config.toml");
-    fs::create_dir_all(copy.parent().expect("has a parent"))?;
-    fs::copy(config, &copy).with_context(|| {
-        format!(
-            "{CARGO_CONFIG_VAR}={}: cannot read it (it must name a cargo configuration file)",
-            config.display()
-        )
-    })?;
-    say(&format!(
-        "fuzz build: also reading the cargo configuration {} ({CARGO_CONFIG_VAR}; \
-         agent/fuzz/Cargo.lock is restored afterwards)",
-        config.display()
-    ));
-    Ok(dir)
+    run(&mut command).context("building the fuzz targets failed")
 }
 
 /// Runs one target's libFuzzer binary for `seconds` over the seeds and the inputs found by
