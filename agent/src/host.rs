@@ -18,7 +18,7 @@ use crate::{
     runtime::{unmount_rootfs, Runc, RuntimeError},
     sockets::ProcFs,
     store::{ContainerRecord, ContainerState, HostLock, ProcessIdentity, Store, StoreError},
-    supervise::now,
+    supervise::{now, LivenessWatch},
 };
 
 /// Where hostnetd keeps its state; each has a command-line flag and environment variable.
@@ -120,6 +120,8 @@ pub struct Host {
     pub(crate) images: ImageStore,
     /// Whether this process has swept the kernel's tables for entries no record owns.
     swept: AtomicBool,
+    /// The live containers' supervisors, checked on every command.
+    supervisors: LivenessWatch,
 }
 
 impl Host {
@@ -137,6 +139,7 @@ impl Host {
             procfs: ProcFs::host(),
             reserved: ReservedPorts::host(),
             swept: AtomicBool::new(false),
+            supervisors: LivenessWatch::default(),
         })
     }
 
@@ -170,7 +173,7 @@ impl Host {
         let mut records = self.store.list()?;
         let mut released = false;
         for record in records.iter().filter(|r| r.state.is_live()) {
-            if !record.supervisor.is_alive() {
+            if !self.supervisors.is_alive(&record.supervisor) {
                 eprintln!(
                     "hostnetd: container {} lost its supervisor (pid {}); releasing its ports",
                     record.name, record.supervisor.pid
@@ -198,6 +201,12 @@ impl Host {
         if released {
             records = self.store.list()?;
         }
+        let supervising: HashSet<ProcessIdentity> = (records.iter())
+            .filter(|record| record.state.is_live())
+            .map(|record| record.supervisor)
+            .collect();
+        self.supervisors
+            .retain(|process| supervising.contains(process));
         // Entries no record owns are left only by a process that died half-way: its
         // containers' supervisors are then found dead above, or it was this daemon, whose
         // successor sweeps once when it starts. Sweeping on every command would walk every
@@ -278,6 +287,8 @@ impl Host {
             })?,
         }
         ownership::sync_reserved_ports(&self.store, &self.reserved, &self.store.list()?)?;
+        self.supervisors
+            .retain(|process| *process != record.supervisor);
         Ok(())
     }
 

@@ -367,10 +367,11 @@ impl Host {
             .policies()
             .install(cgroup.id, &kernel_policy(record)?)?;
         ownership::claim(datapath.owners(), &cgroup, generation, &record.ports)?;
-        ownership::sync_reserved_ports(&self.store, &self.reserved, &self.store.list()?)?;
+        let records = self.store.list()?;
+        ownership::sync_reserved_ports(&self.store, &self.reserved, &records)?;
         // A host process may have bound a port between the check and the claim; now that the
         // claim blocks new binds, one more look closes that window.
-        let late = ownership::host_conflicts(&self.procfs, ports, None)?;
+        let late = ownership::host_conflicts(&self.procfs, ports, None, &records)?;
         if !late.is_empty() {
             return Err(ownership::OwnershipError::Conflicts(late).into());
         }

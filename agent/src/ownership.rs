@@ -1,6 +1,9 @@
 //! Port ownership: admission before a container starts, claiming and releasing its ports in the
 //! kernel's owner table, and keeping owned ports out of the ephemeral range.
-use std::{collections::BTreeSet, fmt};
+use std::{
+    collections::{BTreeSet, HashSet},
+    fmt,
+};
 
 use hostnetd_common::PortOwner;
 
@@ -101,7 +104,7 @@ pub fn check_available(
         }
     }
     // A socket on an owned port is its owner's: naming the owner container says it all.
-    conflicts.extend(host_conflicts(procfs, &unowned, own)?);
+    conflicts.extend(host_conflicts(procfs, &unowned, own, records)?);
     if conflicts.is_empty() {
         Ok(())
     } else {
@@ -110,13 +113,16 @@ pub fn check_available(
 }
 
 /// Host sockets already bound to any of `ports`, with the processes that hold them; those held
-/// only by processes in cgroup `own` do not count.
+/// only by processes in cgroup `own` do not count. `records` name hostnetd's own processes,
+/// which the holder search looks through last.
 pub fn host_conflicts(
     procfs: &ProcFs,
     ports: &[OwnedPort],
     own: Option<&str>,
+    records: &[ContainerRecord],
 ) -> Result<Vec<Conflict>, OwnershipError> {
     let wanted: Vec<_> = ports.iter().map(|p| (p.proto, p.port)).collect();
+    let hostnetd_pids = hostnetd_processes(records);
     let mut conflicts: Vec<Conflict> = Vec::new();
     for socket in procfs.find_bound(&wanted)? {
         let port = OwnedPort {
@@ -129,7 +135,7 @@ pub fn host_conflicts(
         {
             continue;
         }
-        let holders = procfs.socket_holders(socket.inode);
+        let holders = procfs.socket_holders(socket.inode, &hostnetd_pids);
         let owns_it = |dir: &str| !holders.is_empty() && holders.iter().all(|h| h.is_within(dir));
         if own.is_some_and(owns_it) {
             continue;
@@ -138,6 +144,15 @@ pub fn host_conflicts(
         conflicts.push(Conflict::BoundOnHost { port, holders });
     }
     Ok(conflicts)
+}
+
+/// This process, and each live container's supervisor and init.
+fn hostnetd_processes(records: &[ContainerRecord]) -> HashSet<u32> {
+    let containers = (records.iter())
+        .filter(|record| record.state.is_live())
+        .flat_map(|record| [Some(record.supervisor.pid), record.pid])
+        .flatten();
+    containers.chain([std::process::id()]).collect()
 }
 
 fn owned_conflict(port: OwnedPort, owner: PortOwner, records: &[ContainerRecord]) -> Conflict {

@@ -102,16 +102,31 @@ impl ProcFs {
     }
 
     /// The processes with a descriptor for socket `inode`; vanished or hidden ones are skipped.
-    pub fn socket_holders(&self, inode: u64) -> Vec<SocketHolder> {
+    ///
+    /// `hostnetd_pids` (supervisors and container inits) are searched only when no other
+    /// process holds the socket: each container adds two, and a socket on a port it owns is
+    /// named by the owner table, not by this search. Looking through them first would make
+    /// every refused admission slower with each container running.
+    pub fn socket_holders(&self, inode: u64, hostnetd_pids: &HashSet<u32>) -> Vec<SocketHolder> {
         let Ok(entries) = fs::read_dir(&self.root) else {
             return Vec::new();
         };
         let target = format!("socket:[{inode}]");
-        entries
+        let (ours, others): (Vec<u32>, Vec<u32>) = entries
             .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| self.holds(*pid, &target))
-            .map(|pid| self.holder(pid))
-            .collect()
+            .partition(|pid| hostnetd_pids.contains(pid));
+        let holders_among = |pids: Vec<u32>| -> Vec<SocketHolder> {
+            (pids.into_iter())
+                .filter(|pid| self.holds(*pid, &target))
+                .map(|pid| self.holder(pid))
+                .collect()
+        };
+        let holders = holders_among(others);
+        if holders.is_empty() {
+            holders_among(ours)
+        } else {
+            holders
+        }
     }
 
     fn holds(&self, pid: u32, target: &str) -> bool {
@@ -292,7 +307,7 @@ mod tests {
         fs::write(root.join("42/cgroup"), "0::/hostnetd/abc/ctr\n").unwrap();
         fs::create_dir_all(root.join("43/fd")).unwrap();
         std::os::unix::fs::symlink("socket:[999]", root.join("43/fd/3")).unwrap();
-        let holders = ProcFs::new(&root).socket_holders(12345);
+        let holders = ProcFs::new(&root).socket_holders(12345, &HashSet::new());
         assert_eq!(holders.len(), 1);
         assert_eq!(holders[0].to_string(), "pid 42 (busybox httpd -f)");
         assert!(holders[0].is_within("/hostnetd/abc"));
@@ -303,12 +318,37 @@ mod tests {
     }
 
     #[test]
+    fn hostnetd_processes_are_searched_only_when_no_other_holds_the_socket() {
+        let root = fake_proc("ours-last");
+        for (pid, socket) in [(42, 7), (50, 7), (51, 8)] {
+            fs::create_dir_all(root.join(format!("{pid}/fd"))).unwrap();
+            std::os::unix::fs::symlink(
+                format!("socket:[{socket}]"),
+                root.join(format!("{pid}/fd/3")),
+            )
+            .unwrap();
+            fs::write(root.join(format!("{pid}/comm")), format!("p{pid}\n")).unwrap();
+        }
+        let procfs = ProcFs::new(&root);
+        let ours = HashSet::from([50, 51]);
+        let pids = |socket| -> Vec<u32> {
+            (procfs.socket_holders(socket, &ours).iter())
+                .map(|holder| holder.pid)
+                .collect()
+        };
+        assert_eq!(pids(7), [42]);
+        assert_eq!(pids(8), [51]);
+        assert_eq!(pids(9), Vec::<u32>::new());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
     fn the_real_host_shows_a_socket_this_test_binds() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let found = ProcFs::host().find_bound(&[(Proto::Tcp, port)]).unwrap();
         assert_eq!(found.len(), 1);
-        let holders = ProcFs::host().socket_holders(found[0].inode);
+        let holders = ProcFs::host().socket_holders(found[0].inode, &HashSet::new());
         assert_eq!(holders.first().map(|h| h.pid), Some(std::process::id()));
     }
 }

@@ -12,12 +12,18 @@
 //! Every file is written to a temporary sibling, fsynced and renamed over the old one, so a
 //! crash mid-write leaves the old or the new content, never a torn one.
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
+    ffi::{OsStr, OsString},
     fs::{self, File, OpenOptions},
-    io::{self, Write as _},
+    io::{self, Read as _, Write as _},
     net::IpAddr,
-    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
+    os::{
+        fd::AsRawFd as _,
+        unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    },
     path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -81,7 +87,7 @@ impl ContainerState {
 }
 
 /// A process, identified across pid reuse by its start time (field 22 of /proc/PID/stat).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProcessIdentity {
     pub pid: u32,
     pub start_time: u64,
@@ -173,6 +179,39 @@ impl ContainerRecord {
 
 pub struct Store {
     dir: PathBuf,
+    /// Records as last read, by file name: the daemon lists every record on each command, and
+    /// parsing hundreds of unchanged files again made each command slower with every container.
+    cache: Mutex<HashMap<OsString, (FileStamp, ContainerRecord)>>,
+}
+
+/// What tells one version of a record file from another. Records are never written in place
+/// (a new file is renamed over the old), so a new version has a new inode; a cached version is
+/// trusted only once its modification time is [`FileStamp::SETTLED`] old, so that an inode
+/// freed and reused within one tick of the file system's clock cannot pass for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    inode: u64,
+    size: u64,
+    modified: (i64, i64),
+}
+
+impl FileStamp {
+    const SETTLED: Duration = Duration::from_secs(1);
+
+    fn of(metadata: &fs::Metadata) -> Self {
+        Self {
+            inode: metadata.ino(),
+            size: metadata.size(),
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+        }
+    }
+
+    pub fn is_settled(&self) -> bool {
+        let modified = UNIX_EPOCH + Duration::new(self.modified.0.max(0) as u64, 0);
+        SystemTime::now()
+            .duration_since(modified)
+            .is_ok_and(|age| age > Self::SETTLED)
+    }
 }
 
 /// Held while ownership changes; released on drop (closing the file releases the flock).
@@ -188,6 +227,7 @@ impl Store {
         }
         Ok(Self {
             dir: dir.to_path_buf(),
+            cache: Mutex::default(),
         })
     }
 
@@ -198,15 +238,35 @@ impl Store {
         Ok(HostLock { _file: file })
     }
 
+    /// A stamp of the records' directory, which changes whenever a record is written or
+    /// removed (each write renames a new file into it); None when it cannot be read.
+    pub fn records_stamp(&self) -> Option<FileStamp> {
+        let metadata = fs::metadata(self.dir.join("containers")).ok()?;
+        Some(FileStamp::of(&metadata))
+    }
+
+    /// Every record, oldest first. Files unchanged since this process last read them are not
+    /// read again.
     pub fn list(&self) -> Result<Vec<ContainerRecord>, StoreError> {
         let dir = self.dir.join("containers");
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let mut records = Vec::new();
+        let mut listed = HashSet::new();
         for entry in fs::read_dir(&dir).map_err(io_error("read", &dir))? {
-            let path = entry.map_err(io_error("read", &dir))?.path();
-            if path.extension().is_some_and(|ext| ext == "json") {
-                records.extend(read_unless_removed(&path)?);
+            let entry = entry.map_err(io_error("read", &dir))?;
+            let path = entry.path();
+            if path.extension().is_none_or(|ext| ext != "json") {
+                continue;
             }
+            let name = entry.file_name();
+            // Through the directory's descriptor (fstatat), not the whole path again.
+            let Some(record) = read_cached(&mut cache, &name, &path, entry.metadata())? else {
+                continue;
+            };
+            records.push(record);
+            listed.insert(name);
         }
+        cache.retain(|name, _| listed.contains(name));
         records.sort_by_key(|record: &ContainerRecord| record.created_at);
         Ok(records)
     }
@@ -339,6 +399,53 @@ pub(crate) fn lock_file(path: &Path, operation: libc::c_int) -> io::Result<File>
     Ok(file)
 }
 
+/// The record in `path`, from `cache` when the file is the version cached there.
+fn read_cached(
+    cache: &mut HashMap<OsString, (FileStamp, ContainerRecord)>,
+    name: &OsStr,
+    path: &Path,
+    metadata: io::Result<fs::Metadata>,
+) -> Result<Option<ContainerRecord>, StoreError> {
+    let stamp = match metadata {
+        Ok(metadata) => FileStamp::of(&metadata),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io_error("read", path)(source)),
+    };
+    if let Some((cached, record)) = cache.get(name) {
+        if *cached == stamp {
+            return Ok(Some(record.clone()));
+        }
+    }
+    let Some((stamp, record)) = read_stamped(path)? else {
+        cache.remove(name);
+        return Ok(None);
+    };
+    if stamp.is_settled() {
+        cache.insert(name.to_os_string(), (stamp, record.clone()));
+    } else {
+        cache.remove(name);
+    }
+    Ok(Some(record))
+}
+
+/// A record and the stamp of the very file it was read from; None when it is not there.
+fn read_stamped(path: &Path) -> Result<Option<(FileStamp, ContainerRecord)>, StoreError> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io_error("read", path)(source)),
+    };
+    let stamp = FileStamp::of(&file.metadata().map_err(io_error("read", path))?);
+    let mut text = Vec::new();
+    file.read_to_end(&mut text)
+        .map_err(io_error("read", path))?;
+    let record = serde_json::from_slice(&text).map_err(|source| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Some((stamp, record)))
+}
+
 /// A record, or None when it is not there: `rm` of another container may remove a record
 /// between a listing and its read (commands do not hold the host lock to read).
 fn read_unless_removed(path: &Path) -> Result<Option<ContainerRecord>, StoreError> {
@@ -464,6 +571,51 @@ pub(crate) mod tests {
         store.remove(&web.id).unwrap();
         store.remove(&web.id).unwrap();
         assert_eq!(store.list().unwrap().len(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_listed_record_is_cached_until_its_file_changes() {
+        let (store, dir) = temp_store("cache");
+        let web = record("abcdef0123456789", "web1");
+        store.save(&web).unwrap();
+        let path = store.record_path(&web.id);
+        // Only a settled file is cached: age this one.
+        let old = SystemTime::now() - Duration::from_secs(10);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(store.list().unwrap(), std::slice::from_ref(&web));
+        assert_eq!(store.cache.lock().unwrap().len(), 1);
+        // Read from the cache: the file's own content no longer matters while its stamp holds.
+        let stamp = FileStamp::of(&fs::metadata(&path).unwrap());
+        store
+            .cache
+            .lock()
+            .unwrap()
+            .values_mut()
+            .next()
+            .unwrap()
+            .1
+            .name = "cached".into();
+        assert_eq!(store.list().unwrap()[0].name, "cached");
+        assert_eq!(stamp, FileStamp::of(&fs::metadata(&path).unwrap()));
+        // A new version is a new file, read at once though written within the same second.
+        let renamed = ContainerRecord {
+            name: "web2".into(),
+            ..web.clone()
+        };
+        store.save(&renamed).unwrap();
+        assert_eq!(store.list().unwrap(), std::slice::from_ref(&renamed));
+        assert!(
+            store.cache.lock().unwrap().is_empty(),
+            "a fresh file is not cached"
+        );
+        store.remove(&web.id).unwrap();
+        assert!(store.list().unwrap().is_empty());
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,7 +1,10 @@
 //! Process plumbing for monitors and clients: becoming a container's parent, collecting its
 //! exit status, detaching into a new session, signals, ids and times.
 use std::{
+    collections::HashMap,
     fs, io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    sync::{Mutex, PoisonError},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -84,6 +87,95 @@ impl ProcessIdentity {
     }
 }
 
+/// The liveness of processes asked after again and again: the daemon checks every container's
+/// supervisor on each command, and reading each one's /proc/PID/stat every time made every
+/// command slower with each container. A pidfd, opened once and checked then against the
+/// recorded start time, answers each later question with one poll(2); it also sees a
+/// supervisor that died but was not reaped, which /proc still shows.
+pub struct LivenessWatch {
+    watched: Mutex<HashMap<ProcessIdentity, OwnedFd>>,
+    /// Descriptors this process may spend on it: past that, processes are checked through
+    /// /proc as before.
+    most: usize,
+}
+
+impl Default for LivenessWatch {
+    fn default() -> Self {
+        Self {
+            watched: Mutex::default(),
+            most: open_files_limit() / 2,
+        }
+    }
+}
+
+impl LivenessWatch {
+    pub fn is_alive(&self, process: &ProcessIdentity) -> bool {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pidfd) = watched.get(process) {
+            if let Some(exited) = has_exited(pidfd) {
+                return !exited;
+            }
+        }
+        let pidfd = match pidfd_open(process.pid) {
+            Ok(pidfd) => pidfd,
+            Err(error) if error.raw_os_error() == Some(libc::ESRCH) => return false,
+            // No pidfds (kernel before 5.3) or no descriptor left.
+            Err(_) => return process.is_alive(),
+        };
+        // The start time is read with the pidfd open: the pid cannot be reused meanwhile, so a
+        // match means the pidfd is the recorded process's.
+        if !process.is_alive() {
+            return false;
+        }
+        if watched.len() < self.most {
+            watched.insert(*process, pidfd);
+        }
+        true
+    }
+
+    /// Stops watching the processes `keep` refuses, closing their descriptors.
+    pub fn retain(&self, keep: impl Fn(&ProcessIdentity) -> bool) {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        watched.retain(|process, _| keep(process));
+    }
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether the process behind `pidfd` has exited (a pidfd polls readable once it has); None
+/// when poll fails.
+fn has_exited(pidfd: &OwnedFd) -> Option<bool> {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, no wait.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    (ready >= 0).then_some(ready > 0)
+}
+
+/// The soft limit on this process's open files.
+fn open_files_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+}
+
 /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
 fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -147,6 +239,40 @@ mod tests {
             ..me
         }
         .is_alive());
+    }
+
+    #[test]
+    // The child is reaped by wait_exit_code, which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
+    fn a_watched_process_is_seen_to_exit_and_one_with_another_start_time_is_not_it() {
+        let watch = LivenessWatch::default();
+        let child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let process = ProcessIdentity {
+            pid,
+            start_time: start_time(pid).unwrap(),
+        };
+        assert!(watch.is_alive(&process));
+        assert!(!watch.is_alive(&ProcessIdentity {
+            start_time: process.start_time + 1,
+            ..process
+        }));
+        assert_eq!(watch.watched.lock().unwrap().len(), 1);
+        // SAFETY: signalling the child this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // Seen dead as soon as it exits, before it is reaped: /proc still shows a zombie.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while watch.is_alive(&process) {
+            assert!(std::time::Instant::now() < deadline, "never seen to exit");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(wait_exit_code(pid).unwrap(), 137);
+        assert!(!watch.is_alive(&process));
+        watch.retain(|_| false);
+        assert!(watch.watched.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -168,7 +168,7 @@ impl Host {
         added: &[OwnedPort],
     ) -> Result<(), HostError> {
         let own = self.cgroup_dir(updated);
-        let late = ownership::host_conflicts(&self.procfs, added, Some(&own))?;
+        let late = ownership::host_conflicts(&self.procfs, added, Some(&own), &self.store.list()?)?;
         if late.is_empty() {
             Ok(())
         } else {

@@ -7,18 +7,29 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     datapath::{Datapath, DatapathError, EventRing},
     events::{boot_to_wall_ns, Event, EventHub, LIFECYCLE_POLL},
-    store::{ContainerRecord, Store, StoreError},
+    store::{ContainerRecord, FileStamp, Store, StoreError},
 };
 
 /// Compares the store's records every [`LIFECYCLE_POLL`], for as long as the process runs.
+/// Records are listed again only when their directory changed: listing hundreds ten times a
+/// second kept a CPU busy on a host that changed nothing.
 pub fn spawn_lifecycle_watch(hub: Arc<EventHub>, store: Store) {
-    let list = move || store.list();
-    if let Ok(records) = list() {
+    if let Ok(records) = store.list() {
         hub.observe(&records, true);
     }
-    std::thread::spawn(move || loop {
-        std::thread::sleep(LIFECYCLE_POLL);
-        observe_now(&hub, &list);
+    std::thread::spawn(move || {
+        let mut unchanged_since = None;
+        loop {
+            std::thread::sleep(LIFECYCLE_POLL);
+            let stamp = store.records_stamp();
+            if stamp.is_some() && stamp == unchanged_since {
+                continue;
+            }
+            observe_now(&hub, &|| store.list());
+            // Taken before the listing, and trusted only once settled: a change within the
+            // same tick of the file system's clock would leave the stamp as it is.
+            unchanged_since = stamp.filter(FileStamp::is_settled);
+        }
     });
 }
 
