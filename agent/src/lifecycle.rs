@@ -439,8 +439,8 @@ impl Host {
             let mut line = String::new();
             out.read_line(&mut line).ok().map(|_| line)
         });
-        // The monitor lives on; a thread reaps it when it ends, so it never lingers as a zombie.
-        std::thread::spawn(move || child.wait());
+        // The monitor lives on; it is reaped when it ends, so it never lingers as a zombie.
+        supervise::reap_in_background(child);
         match report.as_deref().map(str::trim) {
             Some(line) if line.starts_with(MONITOR_RUNNING) => Ok(()),
             Some(line) if line.starts_with(MONITOR_FAILED) => Err(HostError::StartFailed(

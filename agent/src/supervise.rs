@@ -4,7 +4,8 @@ use std::{
     collections::HashMap,
     fs, io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    sync::{Mutex, PoisonError},
+    process::Child,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -176,6 +177,98 @@ fn open_files_limit() -> usize {
     usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
 }
 
+/// Reaps `child` once it ends, so that it never lingers as a zombie, without a thread of its
+/// own: the daemon starts a monitor for every container, and a waiting thread each made one
+/// thread per running container. One thread polls the pidfds of all of them.
+pub fn reap_in_background(child: Child) {
+    static REAPER: OnceLock<Option<Reaper>> = OnceLock::new();
+    match REAPER.get_or_init(Reaper::start) {
+        Some(reaper) => reaper.hand_over(child),
+        None => wait_in_a_thread(child),
+    }
+}
+
+fn wait_in_a_thread(mut child: Child) {
+    std::thread::spawn(move || child.wait());
+}
+
+struct Reaper {
+    handed_over: Arc<Mutex<Vec<Child>>>,
+    /// An eventfd that wakes the reaping thread for a new child.
+    wake: Arc<OwnedFd>,
+}
+
+impl Reaper {
+    fn start() -> Option<Self> {
+        // SAFETY: eventfd takes an initial value and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: the descriptor was just opened and is owned by nobody else.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let handed_over = Arc::new(Mutex::new(Vec::new()));
+        let reaper = Self {
+            handed_over: Arc::clone(&handed_over),
+            wake: Arc::clone(&wake),
+        };
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .spawn(move || reap_forever(&handed_over, &wake))
+            .ok()?;
+        Some(reaper)
+    }
+
+    fn hand_over(&self, child: Child) {
+        (self.handed_over.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(child);
+        let one: u64 = 1;
+        // SAFETY: an eventfd takes 8-byte writes.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+}
+
+fn reap_forever(handed_over: &Mutex<Vec<Child>>, wake: &OwnedFd) {
+    let mut waiting: Vec<(Child, OwnedFd)> = Vec::new();
+    loop {
+        let new = std::mem::take(&mut *handed_over.lock().unwrap_or_else(PoisonError::into_inner));
+        for child in new {
+            match pidfd_open(child.id()) {
+                Ok(pidfd) => waiting.push((child, pidfd)),
+                // No pidfds, or no descriptor left: this one gets a thread.
+                Err(_) => wait_in_a_thread(child),
+            }
+        }
+        let mut polled: Vec<libc::pollfd> = std::iter::once(wake.as_raw_fd())
+            .chain(waiting.iter().map(|(_, pidfd)| pidfd.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `polled` is a valid array of its length; -1 waits until one is ready.
+        if unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) } < 0 {
+            continue;
+        }
+        if polled[0].revents != 0 {
+            let mut count = 0u64;
+            // SAFETY: an eventfd gives 8-byte reads.
+            unsafe { libc::read(wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+        }
+        let mut ended = polled[1..].iter().map(|poll| poll.revents != 0);
+        waiting.retain_mut(|(child, _)| {
+            if ended.next().unwrap_or(false) {
+                let _ = child.wait();
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
 /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
 fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -273,6 +366,24 @@ mod tests {
         assert!(!watch.is_alive(&process));
         watch.retain(|_| false);
         assert!(watch.watched.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn children_handed_to_the_reaper_leave_no_zombie() {
+        let children: Vec<Child> = (0..3)
+            .map(|_| std::process::Command::new("true").spawn().unwrap())
+            .collect();
+        let pids: Vec<u32> = children.iter().map(Child::id).collect();
+        children.into_iter().for_each(reap_in_background);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // A zombie keeps its /proc entry until it is reaped.
+        while pids
+            .iter()
+            .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        {
+            assert!(std::time::Instant::now() < deadline, "not reaped: {pids:?}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     #[test]
