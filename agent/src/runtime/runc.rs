@@ -92,11 +92,7 @@ impl Runc {
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         match self.check("kill", id, command) {
-            Err(RuncError::Failed { stderr, .. })
-                if stderr.contains("not running") || stderr.contains("does not exist") =>
-            {
-                Ok(())
-            }
+            Err(RuncError::Failed { stderr, .. }) if init_already_gone(&stderr) => Ok(()),
             other => other,
         }
     }
@@ -164,6 +160,16 @@ fn runc_message(stderr: &str) -> String {
     messages.join("; ")
 }
 
+/// Whether runc's error says the init it was to signal has already exited: stopped before
+/// runc looked ("not running"), deleted ("does not exist"), or exited between runc's look and
+/// its signal ("unable to signal init: os: process already finished"), which `rm -f` meets
+/// when the SIGKILL follows a SIGTERM the init obeyed at once.
+fn init_already_gone(stderr: &str) -> bool {
+    ["not running", "does not exist", "process already finished"]
+        .iter()
+        .any(|gone| stderr.contains(gone))
+}
+
 /// The `error`-level messages of a `--log-format json` log, one JSON object per line.
 fn runc_json_errors(log: &str) -> String {
     let messages: Vec<String> = log
@@ -195,6 +201,21 @@ mod tests {
         let log =
             "{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"bad rootfs\"}\n";
         assert_eq!(runc_json_errors(log), "bad rootfs");
+    }
+
+    #[test]
+    fn an_init_that_exited_before_or_during_a_kill_is_gone() {
+        // runc 1.1's messages, as the failed kill in `rm -f` printed them.
+        for gone in [
+            "container not running",
+            "container does not exist",
+            "unable to signal init: os: process already finished",
+        ] {
+            assert!(init_already_gone(gone), "{gone}");
+        }
+        assert!(!init_already_gone(
+            "unable to signal init: permission denied"
+        ));
     }
 
     #[test]
