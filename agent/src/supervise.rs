@@ -104,7 +104,7 @@ impl Default for LivenessWatch {
     fn default() -> Self {
         Self {
             watched: Mutex::default(),
-            most: open_files_limit() / 2,
+            most: pidfd_budget(),
         }
     }
 }
@@ -162,6 +162,12 @@ fn has_exited(pidfd: &OwnedFd) -> Option<bool> {
     // SAFETY: one pollfd, no wait.
     let ready = unsafe { libc::poll(&mut poll, 1, 0) };
     (ready >= 0).then_some(ready > 0)
+}
+
+/// The pidfds each of [`LivenessWatch`] and the reaper may hold: a quarter of the open-file
+/// limit each, so that the daemon keeps half of it for its API connections, maps and files.
+fn pidfd_budget() -> usize {
+    open_files_limit() / 4
 }
 
 /// The soft limit on this process's open files.
@@ -230,14 +236,15 @@ impl Reaper {
 }
 
 fn reap_forever(handed_over: &Mutex<Vec<Child>>, wake: &OwnedFd) {
+    let most = pidfd_budget();
     let mut waiting: Vec<(Child, OwnedFd)> = Vec::new();
     loop {
         let new = std::mem::take(&mut *handed_over.lock().unwrap_or_else(PoisonError::into_inner));
         for child in new {
             match pidfd_open(child.id()) {
-                Ok(pidfd) => waiting.push((child, pidfd)),
-                // No pidfds, or no descriptor left: this one gets a thread.
-                Err(_) => wait_in_a_thread(child),
+                Ok(pidfd) if waiting.len() < most => waiting.push((child, pidfd)),
+                // No pidfds, no descriptor left, or the budget spent: this one gets a thread.
+                _ => wait_in_a_thread(child),
             }
         }
         let mut polled: Vec<libc::pollfd> = std::iter::once(wake.as_raw_fd())
