@@ -10,7 +10,8 @@
 //! its `run` case tops the table up directly with bpftool, under a live container and its
 //! generation not in force, as an interrupted update leaves entries. The traffic table only
 //! overflows through rows of ports that updates took away; 262144 of those through real
-//! traffic would take minutes, so it is filled directly likewise, under live containers.
+//! traffic would take minutes, so it is filled directly likewise, under live containers. So is
+//! the container table, with entries of cgroups that do not exist.
 use std::{
     net::UdpSocket,
     ops::RangeInclusive,
@@ -34,6 +35,11 @@ const ADDRESS_PORTS: RangeInclusive<u16> = 28500..=29899;
 const TALKER_PORT: u16 = 29950;
 const LATE_PORT: u16 = 29951;
 const RULE_PORT: u16 = 29990;
+const CONTAINER_PORTS: RangeInclusive<u16> = 29960..=29961;
+
+/// Containers the host takes: a policy entry each, and a denial row each beside the host's.
+const MOST_CONTAINERS: usize = 16383;
+const CONTAINERS_FULL: &str = "the host's container table (CONTAINER_POLICIES, DENIALS) has no room for this container: it holds 16383 of at most 16383 containers; remove containers";
 
 const EGRESS_FULL: &str = "the host's egress rule table (EGRESS_RULES) has no room for this container: 16384 of its 16384 prefixes are in use by 64 containers, and it needs 1 more; remove containers or use fewer, wider prefixes";
 const INGRESS_FULL: &str = "the host's ingress rule table (INGRESS_RULES) has no room for this container: 16384 of its 16384 prefixes are in use by 64 containers, and it needs 1 more; remove containers or use fewer, wider prefixes";
@@ -190,6 +196,62 @@ fn a_full_traffic_table_refuses_new_containers_and_counts_what_it_cannot() {
 }
 
 /// Starts the containers that fill both rule tries, PARALLEL at a time.
+#[test]
+fn a_full_container_table_refuses_new_containers_and_changes_nothing() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let probe = netprobe();
+    let (first, second) = (
+        CONTAINER_PORTS.start().to_string(),
+        CONTAINER_PORTS.end().to_string(),
+    );
+    assert_runs(&host, &run_args("first", &first, &[], &probe));
+    // 16383 containers would take hours to start: the other entries are what a daemon that
+    // died half-way through admissions leaves until the next one sweeps them.
+    let fakes = fill_container_policies(&host, MOST_CONTAINERS - 1);
+    assert_eq!(rows(&host, "CONTAINER_POLICIES"), MOST_CONTAINERS);
+    let before = State::of(&host, CONTAINER_PORTS);
+    let run_second = run_args("second", &second, &[], &probe);
+    assert_refused(&host, &run_second, CONTAINERS_FULL);
+    let after = State::of(&host, CONTAINER_PORTS);
+    assert_eq!(after, before, "a refused run changed something");
+    let freed = format!(
+        "map delete pinned {} key hex {}",
+        map_path(&host, "CONTAINER_POLICIES").display(),
+        hex(&fakes[0].to_le_bytes())
+    );
+    let output = batch(&host, &[freed]);
+    assert!(
+        output.status.success(),
+        "bpftool batch: {}",
+        describe(&output)
+    );
+    assert_runs(&host, &run_second);
+    assert_eq!(rows(&host, "CONTAINER_POLICIES"), MOST_CONTAINERS);
+}
+
+/// Adds `count` policy entries for cgroup ids no cgroup has (ids are inode numbers, far below
+/// these); returns their ids.
+fn fill_container_policies(host: &TestHost, count: usize) -> Vec<u64> {
+    let map = map_path(host, "CONTAINER_POLICIES");
+    let ids: Vec<u64> = (0..count as u64)
+        .map(|i| 0xffff_0000_0000_0000 | i)
+        .collect();
+    // Flags and generation 0: a policy that nothing ever reads.
+    let lines: Vec<String> = (ids.iter())
+        .map(|id| update_line(&map, &id.to_le_bytes(), &[0; 8]))
+        .collect();
+    let output = batch(host, &lines);
+    assert!(
+        output.status.success(),
+        "bpftool batch: {}",
+        describe(&output)
+    );
+    ids
+}
+
 fn fill_rule_tables(host: &TestHost, probe: &str) {
     let prefixes = |first: &str, suffix: &str| -> String {
         let all: Vec<String> = (0..256)
@@ -284,16 +346,18 @@ fn fill_traffic(host: &TestHost, names: &[&str]) {
 }
 
 fn update_line(map: &Path, key: &[u8], value: &[u8]) -> String {
-    let hex = |bytes: &[u8]| -> String {
-        let all: Vec<String> = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-        all.join(" ")
-    };
     format!(
         "map update pinned {} key hex {} value hex {}",
         map.display(),
         hex(key),
         hex(value)
     )
+}
+
+/// Bytes as bpftool takes them: `0a 1b ...`.
+fn hex(bytes: &[u8]) -> String {
+    let all: Vec<String> = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    all.join(" ")
 }
 
 /// `bpftool batch` of `lines`: one process for thousands of map updates.
