@@ -222,12 +222,7 @@ fn a_full_container_table_refuses_new_containers_and_changes_nothing() {
         map_path(&host, "CONTAINER_POLICIES").display(),
         hex(&fakes[0].to_le_bytes())
     );
-    let output = batch(&host, &[freed]);
-    assert!(
-        output.status.success(),
-        "bpftool batch: {}",
-        describe(&output)
-    );
+    apply(&host, &[freed]);
     assert_runs(&host, &run_second);
     assert_eq!(rows(&host, "CONTAINER_POLICIES"), MOST_CONTAINERS);
 }
@@ -243,12 +238,7 @@ fn fill_container_policies(host: &TestHost, count: usize) -> Vec<u64> {
     let lines: Vec<String> = (ids.iter())
         .map(|id| update_line(&map, &id.to_le_bytes(), &[0; 8]))
         .collect();
-    let output = batch(host, &lines);
-    assert!(
-        output.status.success(),
-        "bpftool batch: {}",
-        describe(&output)
-    );
+    apply(host, &lines);
     ids
 }
 
@@ -311,12 +301,7 @@ fn fill_bind_addresses(host: &TestHost, name: &str, count: u32) {
             update_line(&map, &key, &[1])
         })
         .collect();
-    let output = batch(host, &lines);
-    assert!(
-        output.status.success(),
-        "bpftool batch: {}",
-        describe(&output)
-    );
+    apply(host, &lines);
 }
 
 /// Fills TRAFFIC to its last row with rows of the named containers: their class rows, then
@@ -358,6 +343,16 @@ fn update_line(map: &Path, key: &[u8], value: &[u8]) -> String {
 fn hex(bytes: &[u8]) -> String {
     let all: Vec<String> = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
     all.join(" ")
+}
+
+/// `bpftool batch` of `lines`, which must all succeed.
+fn apply(host: &TestHost, lines: &[String]) {
+    let output = batch(host, lines);
+    assert!(
+        output.status.success(),
+        "bpftool batch: {}",
+        describe(&output)
+    );
 }
 
 /// `bpftool batch` of `lines`: one process for thousands of map updates.
