@@ -108,18 +108,23 @@ fn dpkg_installed(package: &str) -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
 }
 
-fn install_rust_src() -> anyhow::Result<()> {
-    let installed = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+/// What `rustup ARGS` prints, for a question about the nightly toolchain; a missing rustup or
+/// nightly toolchain is an error that says how to get it.
+fn ask_rustup_about_nightly(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("rustup")
+        .args(args)
         .output()
         .context("rustup is needed for the nightly toolchain (eBPF programs, fuzz targets)")?;
-    if !installed.status.success() {
+    if !output.status.success() {
         bail!("no nightly toolchain: install one with `rustup toolchain install nightly`");
     }
-    if String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|l| l.starts_with("rust-src"))
-    {
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn install_rust_src() -> anyhow::Result<()> {
+    let installed =
+        ask_rustup_about_nightly(&["component", "list", "--installed", "--toolchain", "nightly"])?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
         say("nightly rust-src: already installed");
         return Ok(());
     }
@@ -179,14 +184,8 @@ pub fn install_cargo_fuzz() -> anyhow::Result<()> {
 }
 
 fn require_nightly_asan_runtime() -> anyhow::Result<()> {
-    let sysroot = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--print", "sysroot"])
-        .output()
-        .context("rustup is needed for the nightly toolchain (eBPF programs, fuzz targets)")?;
-    if !sysroot.status.success() {
-        bail!("no nightly toolchain: install one with `rustup toolchain install nightly`");
-    }
-    let runtime = Path::new(String::from_utf8_lossy(&sysroot.stdout).trim())
+    let sysroot = ask_rustup_about_nightly(&["run", "nightly", "rustc", "--print", "sysroot"])?;
+    let runtime = Path::new(sysroot.trim())
         .join("lib/rustlib/x86_64-unknown-linux-gnu/lib/librustc-nightly_rt.asan.a");
     if !runtime.exists() {
         bail!(
