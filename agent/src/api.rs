@@ -241,6 +241,9 @@ pub struct Info {
     /// unreadable).
     #[serde(default)]
     pub traffic_table_full: Option<u64>,
+    /// The kernel's BPF features as probed, and what hostnetd does with or without each.
+    #[serde(default)]
+    pub features: Vec<crate::datapath::FeatureReport>,
 }
 
 /// Seconds since the epoch as `2026-11-22T10:04:05Z`.

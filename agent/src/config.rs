@@ -12,6 +12,7 @@
 //! insecure_registries = ["registry.lan:5000"]   # reached over plain HTTP
 //! host_protection = true    # false: host processes may bind container-owned ports
 //! metrics_addr = "127.0.0.1:9323"   # serve Prometheus metrics there (off when absent)
+//! tc_attach = "auto"        # tcx, or netlink (a clsact qdisc); auto: TCX where the kernel has it
 //! ```
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,8 @@ pub struct Settings {
     pub metrics_addr: Option<String>,
     /// Debug logging from the eBPF programs: off (default), error, warn, info, debug, trace.
     pub bpf_log_level: Option<String>,
+    /// How the TC programs attach to the host's interfaces: auto (default), tcx or netlink.
+    pub tc_attach: Option<String>,
 }
 
 /// How much the eBPF programs log through aya-log. Fixed when the datapath is loaded: the
@@ -147,6 +150,7 @@ impl Settings {
             host_protection: self.host_protection.or(fallback.host_protection),
             metrics_addr: self.metrics_addr.or(fallback.metrics_addr),
             bpf_log_level: self.bpf_log_level.or(fallback.bpf_log_level),
+            tc_attach: self.tc_attach.or(fallback.tc_attach),
         }
     }
 
@@ -173,7 +177,17 @@ impl Settings {
             bpf_log_level: (self.bpf_log_level.as_deref())
                 .and_then(|text| text.parse().ok())
                 .unwrap_or_default(),
+            tc_attach: (self.tc_attach.as_deref())
+                .and_then(|text| text.parse().ok())
+                .unwrap_or_default(),
         }
+    }
+
+    /// Checks the TC attach mode, which `host_config` takes as given.
+    pub fn tc_attach(&self) -> Result<crate::datapath::TcAttach, String> {
+        self.tc_attach
+            .as_deref()
+            .map_or(Ok(Default::default()), str::parse)
     }
 
     /// Checks the eBPF log level, which `host_config` takes as given.

@@ -92,6 +92,9 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
     // Bad settings are refused before anything changes.
     let metrics_addr = settings.metrics_addr().map_err(DaemonError::Invalid)?;
     settings.bpf_log_level().map_err(DaemonError::Invalid)?;
+    settings.tc_attach().map_err(DaemonError::Invalid)?;
+    // A kernel below the floor is refused before anything on the host changes.
+    config.datapath_options()?;
     let _only_daemon = only_daemon(&config.run_dir, &socket)?;
     let host = Host::open(config.clone())?;
     let (loaded_log_level, program_id) = {
@@ -318,6 +321,7 @@ async fn info(State(daemon): State<Shared>) -> Json<Info> {
         cgroup_parent: config.cgroup_parent.clone(),
         events_lost: health.map(|health| health.events_lost),
         traffic_table_full: health.map(|health| health.traffic_table_full),
+        features: crate::datapath::KernelFeatures::host().report(config.tc_attach),
     })
 }
 

@@ -11,7 +11,7 @@ use std::{
 use crate::{
     capacity::TableFull,
     cgroup::{Cgroup2, CgroupError, ContainerCgroup},
-    datapath::{ensure_bpffs, Datapath, DatapathError},
+    datapath::{ensure_bpffs, Datapath, DatapathError, DatapathOptions, KernelFeatures, TcAttach},
     images::{ImageError, ImageStore},
     ownership::{self, OwnershipError},
     reserved_ports::ReservedPorts,
@@ -39,6 +39,8 @@ pub struct HostConfig {
     pub host_protection: bool,
     /// aya-log level the programs are loaded with.
     pub bpf_log_level: crate::config::BpfLogLevel,
+    /// How the TC programs attach to the host's interfaces (`--tc-attach`).
+    pub tc_attach: TcAttach,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,21 @@ impl HostConfig {
         parent as u32 + 1
     }
 
+    /// What the datapath is loaded with here; refused, changing nothing, on a kernel below
+    /// hostnetd's floor or without the TC attach mode asked for.
+    pub fn datapath_options(&self) -> Result<DatapathOptions, HostError> {
+        let features = KernelFeatures::host();
+        features.require_floor().map_err(DatapathError::from)?;
+        Ok(DatapathOptions {
+            container_level: self.container_level(),
+            host_protection: self.host_protection,
+            log_level: self.bpf_log_level.as_u8(),
+            set_retval: features.set_retval,
+            bpf_lsm: features.bpf_lsm,
+            tc_mode: (self.tc_attach.resolve(&features)).map_err(DatapathError::from)?,
+        })
+    }
+
     /// The global flags that give another hostnetd process (a monitor, a daemon) this config.
     pub fn to_args(&self) -> Vec<std::ffi::OsString> {
         let mut args = Vec::new();
@@ -105,6 +122,10 @@ impl HostConfig {
         if self.bpf_log_level != crate::config::BpfLogLevel::Off {
             args.push("--bpf-log-level".into());
             args.push(self.bpf_log_level.as_str().into());
+        }
+        if self.tc_attach != TcAttach::Auto {
+            args.push("--tc-attach".into());
+            args.push(self.tc_attach.as_str().into());
         }
         args
     }
@@ -143,17 +164,13 @@ impl Host {
         })
     }
 
-    /// Takes the host lock and opens (loading if need be) the datapath.
+    /// Takes the host lock and opens (loading if need be) the datapath, as this kernel's
+    /// features allow.
     pub(crate) fn lock_datapath(&self) -> Result<(HostLock, Datapath), HostError> {
+        let options = self.config.datapath_options()?;
         let lock = self.store.lock()?;
         ensure_bpffs(&self.config.bpffs)?;
-        let datapath = Datapath::open_or_load(
-            &self.config.bpf_dir,
-            &self.cgroup,
-            self.config.container_level(),
-            self.config.host_protection,
-            self.config.bpf_log_level.as_u8(),
-        )?;
+        let datapath = Datapath::open_or_load(&self.config.bpf_dir, &self.cgroup, &options)?;
         Ok((lock, datapath))
     }
 

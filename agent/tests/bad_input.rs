@@ -38,6 +38,8 @@ const CLI_CASES: &[CliCase] = &[
     cli(&["logs", "--tail", "-1", "web"], USAGE, "error: unexpected argument '-1' found"),
     cli(&["inspect"], USAGE, "error: the following required arguments were not provided:"),
     cli(&["update", "--no-egress-rules", "--egress-allow", "10.0.0.0/8", "web"], USAGE, "error: the argument '--no-egress-rules' cannot be used with '--egress-allow <RULE>'"),
+    cli(&["--tc-attach", "clsact", "ps"], REFUSED, "hostnetd: invalid TC attach mode \"clsact\": use auto, tcx or netlink"),
+    cli(&["--tc-attach", "clsact", "daemon"], REFUSED, "hostnetd: invalid TC attach mode \"clsact\": use auto, tcx or netlink"),
     cli(&["--config", "{dir}/missing.toml", "ps"], REFUSED, "hostnetd: cannot read config file {dir}/missing.toml: No such file or directory (os error 2)"),
     cli(&["--config", "{dir}/bad-config.toml", "ps"], REFUSED, "hostnetd: invalid config file {dir}/bad-config.toml: line 1: invalid type: integer `5`, expected path string"),
     cli(&["run", "--rootfs", "/", "--name=-web", "--", "true"], REFUSED, "hostnetd: invalid container name \"-web\": use letters, digits, '_', '.' and '-', starting with a letter or digit"),
@@ -314,6 +316,7 @@ impl InProcessApi {
             runc: "/nonexistent/runc".into(),
             host_protection: true,
             bpf_log_level: Default::default(),
+            tc_attach: Default::default(),
         };
         let host = Host::open(config).expect("open the scratch host");
         let runtime = tokio::runtime::Runtime::new().expect("runtime");

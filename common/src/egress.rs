@@ -2,8 +2,8 @@
 //! `sendmsg6`) and the ingress decision for packets to owned ports (`skb_ingress`,
 //! `tc_ingress`): one rule matcher, tested on the host.
 use crate::{
-    ContainerPolicy, PrefixRules, ACTION_ALLOW, ACTION_DENY, EACCES, MAX_RULES_PER_PREFIX,
-    POLICY_EGRESS_DEFAULT_DENY, POLICY_EGRESS_RULES, POLICY_INGRESS_RULES, PROTO_ANY,
+    ContainerPolicy, PrefixRules, ACTION_ALLOW, ACTION_DENY, EACCES, POLICY_EGRESS_DEFAULT_DENY,
+    POLICY_EGRESS_RULES, POLICY_INGRESS_RULES, PROTO_ANY,
 };
 
 /// Deny rules win; then an allow rule allows; then the default: deny when the container has
@@ -46,8 +46,14 @@ pub fn ingress_allowed(
 fn strongest_match(rules: Option<&PrefixRules>, ipproto: u8, port: u16) -> Option<u8> {
     let rules = rules?;
     let mut found = None;
-    let count = (rules.count as usize).min(MAX_RULES_PER_PREFIX);
-    for rule in rules.rules.iter().take(count) {
+    for (index, rule) in rules.rules.iter().enumerate() {
+        // Read afresh each time (volatile), so that the compiler cannot turn the loop into
+        // one counted down from `count`: verifiers before Linux 6.8 cannot bound that loop
+        // (6.1 rejected it), but do bound one over the array's constant length.
+        // SAFETY: a read of a plain field of a live reference.
+        if index >= unsafe { core::ptr::read_volatile(&rules.count) } as usize {
+            break;
+        }
         let proto_matches = rule.proto == PROTO_ANY || rule.proto == ipproto;
         let port_matches = rule.port_lo <= port && port <= rule.port_hi;
         if proto_matches && port_matches {

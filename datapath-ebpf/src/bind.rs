@@ -51,9 +51,10 @@ fn check(ctx: &SockAddrContext, scope: Scope, addr: [u8; 16]) -> i32 {
     match decide(&Kernel, scope, protocol, &addr, port) {
         Verdict::Allow => ALLOW,
         Verdict::Deny(errno) => {
+            let (verdict, errno) = deny(errno);
             debug!(ctx, "bind to port {} refused: errno {}", port, errno);
             report_bind(scope, errno, protocol, port, addr);
-            deny(errno)
+            verdict
         }
     }
 }

@@ -43,6 +43,7 @@ fn check(ctx: &SockAddrContext, kind: u8, addr: [u8; 16]) -> i32 {
     match decide(Some(policy), rules, protocol as u8, port) {
         None => ALLOW,
         Some(errno) => {
+            let (verdict, errno) = deny(errno);
             debug!(ctx, "egress to port {} refused: errno {}", port, errno);
             report(&Denial {
                 cgroup_id,
@@ -53,7 +54,7 @@ fn check(ctx: &SockAddrContext, kind: u8, addr: [u8; 16]) -> i32 {
                 addr,
                 by_task: true,
             });
-            deny(errno)
+            verdict
         }
     }
 }

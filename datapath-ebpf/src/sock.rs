@@ -1,7 +1,8 @@
 //! cgroup/sock_create: raw sockets would see and forge traffic of every port on the host, so
 //! containers get them only with `--cap-add NET_RAW`. The kernel runs this hook from
 //! inet_create and inet6_create only, so packet sockets never reach it (they are kept from
-//! containers by the missing CAP_NET_RAW); AF_PACKET is still refused here should that change.
+//! containers by the missing CAP_NET_RAW, and by `lsm/socket_create` where BPF LSM is active);
+//! AF_PACKET is still refused here should that change.
 use aya_ebpf::{macros::cgroup_sock, programs::SockContext};
 use aya_log_ebpf::debug;
 use hostnetd_common::{traffic::DENIAL_RAW_SOCKET, EPERM, POLICY_ALLOW_RAW_SOCKETS};

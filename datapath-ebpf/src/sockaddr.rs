@@ -1,7 +1,7 @@
 //! Reading a sock_addr context, shared by the bind and egress hooks: v4 and v6 differ only
 //! in how the address is read, and both yield the IPv6 (or v4-mapped) form.
 use aya_ebpf::{helpers::generated::bpf_set_retval, programs::SockAddrContext};
-use hostnetd_common::v4_mapped;
+use hostnetd_common::{v4_mapped, EPERM};
 
 pub const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -14,13 +14,23 @@ pub fn protocol_and_port(ctx: &SockAddrContext) -> (u32, u16) {
     (protocol, u16::from_be(user_port as u16))
 }
 
-/// Refuses the call with `errno` rather than the default EPERM.
+/// Whether the kernel has `bpf_set_retval` in sock_addr hooks (Linux 5.18 on), set by the
+/// agent's probe at load time. Read-only data: the verifier knows its value and never looks at
+/// the helper call on a kernel without it, which would otherwise reject the whole program.
+#[unsafe(no_mangle)]
+static HOSTNETD_SET_RETVAL: u8 = 1;
+
+/// Refuses the call with `errno` where the kernel lets a program choose it; elsewhere the
+/// kernel's own EPERM for every refusal. Returns the errno the caller sees, for the report.
 #[inline(always)]
-pub fn deny(errno: i32) -> i32 {
-    // SAFETY: a helper call with a constant; allowed in bind, connect and sendmsg hooks since
-    // Linux 5.18.
+pub fn deny(errno: i32) -> (i32, i32) {
+    // SAFETY: a read of a plain static; volatile keeps the compiler from folding its value.
+    if unsafe { core::ptr::read_volatile(&HOSTNETD_SET_RETVAL) } == 0 {
+        return (DENY, EPERM);
+    }
+    // SAFETY: a helper call with a constant, in a bind, connect or sendmsg hook.
     unsafe { bpf_set_retval(-errno) };
-    DENY
+    (DENY, errno)
 }
 
 #[inline(always)]

@@ -17,6 +17,52 @@ pub const EACCES: i32 = 13;
 pub const EADDRINUSE: i32 = 98;
 pub const EPERM: i32 = 1;
 
+/// The errno a call gets when hostnetd's programs refuse it with `errno`: that one on kernels
+/// whose programs may choose it (`bpf_set_retval`, Linux 5.18), the kernel's EPERM before.
+/// Errnos the kernel gives of itself (a real conflict of two sockets, a missing capability)
+/// are never translated.
+pub fn refused(errno: i32) -> i32 {
+    if kernel_lets_programs_choose_errno() {
+        errno
+    } else {
+        EPERM
+    }
+}
+
+/// A bind, connect or send that hostnetd denies (EACCES where the kernel lets it say so).
+pub fn denied() -> i32 {
+    refused(EACCES)
+}
+
+/// A bind to a port another container or the host owns (EADDRINUSE where the kernel lets
+/// hostnetd say so).
+pub fn taken() -> i32 {
+    refused(EADDRINUSE)
+}
+
+/// Whether the kernel offers `bpf_set_retval` to cgroup sock_addr programs, asked of bpftool:
+/// an oracle independent of hostnetd's own probe, whose answer the tests check.
+pub fn kernel_lets_programs_choose_errno() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let output = Command::new("bpftool")
+            .args(["feature", "probe", "kernel", "--json"])
+            .output()
+            .expect("bpftool (installed by cargo xtask setup)");
+        assert!(
+            output.status.success(),
+            "bpftool feature probe: {}",
+            describe(&output)
+        );
+        let features: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("bpftool's JSON");
+        let helpers = &features["helpers"]["cgroup_sock_addr_available_helpers"];
+        (helpers.as_array().expect("cgroup_sock_addr helpers"))
+            .iter()
+            .any(|helper| helper == "bpf_set_retval")
+    })
+}
+
 static NEXT_HOST: AtomicU32 = AtomicU32::new(0);
 
 /// The hostnetd binary under test: HOSTNETD_BIN, or the one in this test's target dir.

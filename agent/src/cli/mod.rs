@@ -3,6 +3,7 @@
 mod containers;
 mod events;
 mod images;
+mod info;
 mod run;
 mod stats;
 
@@ -79,6 +80,10 @@ struct GlobalArgs {
         value_name = "LEVEL"
     )]
     bpf_log_level: Option<String>,
+    /// How tc_ingress and tc_egress attach to the host's interfaces: auto (TCX where the kernel
+    /// has it, else a clsact qdisc), tcx or netlink [default: auto].
+    #[arg(long, global = true, env = "HOSTNETD_TC_ATTACH", value_name = "MODE")]
+    tc_attach: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,6 +121,8 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Show denials and container lifecycle events as they happen (like docker events).
     Events(events::EventsArgs),
+    /// Show the daemon, and this kernel's BPF features with what hostnetd does about each.
+    Info(info::InfoArgs),
     /// Stop the daemon and detach hostnetd from the host: unpin programs and maps, return
     /// reserved ports. Refused while containers run.
     Teardown,
@@ -159,6 +166,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Ports(args) => containers::ports(&client, args),
                 Command::Stats(args) => stats::stats(&client, args),
                 Command::Events(args) => events::events(&client, args),
+                Command::Info(args) => info::info(&client, args),
                 Command::Pull(args) => images::pull(&client, args),
                 Command::Load(args) => images::load(&client, args),
                 Command::Images(args) => images::images(&client, args),
@@ -205,11 +213,13 @@ impl GlobalArgs {
             host_protection: self.no_host_protection.then_some(false),
             metrics_addr: self.metrics_addr,
             bpf_log_level: self.bpf_log_level,
+            tc_attach: self.tc_attach,
         };
         let settings = flags.or(file);
         // Refused here, before any command (or a daemon it would start) acts on it.
         settings.metrics_addr().map_err(anyhow::Error::msg)?;
         settings.bpf_log_level().map_err(anyhow::Error::msg)?;
+        settings.tc_attach().map_err(anyhow::Error::msg)?;
         Ok(settings)
     }
 }

@@ -11,6 +11,9 @@
 //! progs/<name>                          every program, by its name below
 //! links/host_bind{4,6}                  root-cgroup links: host protection
 //! links/tc/<ifindex>-<ifname>-<prog>    TCX links on the host's interfaces
+//! links/clsact/<ifindex>-<ifname>-<prog>@<prio>_<handle>   or, without TCX, clsact filters
+//! links/clsact/<ifindex>-<ifname>-qdisc  a clsact qdisc hostnetd added (empty directories:
+//!                                       a netlink filter has no descriptor to pin)
 //! containers/<id>/<hook>                each container's links
 //! ```
 //!
@@ -18,8 +21,10 @@
 //! the agent imports `aya`.
 mod barrier;
 mod bpffs;
+mod clsact;
 mod devices;
 mod events;
+mod features;
 mod owners;
 mod policies;
 mod traffic;
@@ -34,7 +39,7 @@ use std::{
 use aya::{
     programs::{
         links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
-        CgroupSockAddr, CgroupSockAddrAttachType, CgroupSockAttachType, ProgramError,
+        CgroupSockAddr, CgroupSockAddrAttachType, CgroupSockAttachType, Lsm, ProgramError,
         SchedClassifier,
     },
     EbpfLoader,
@@ -43,6 +48,7 @@ use hostnetd_common::ABI_VERSION;
 
 pub use bpffs::ensure_bpffs;
 pub use events::{read_health, EventRing};
+pub use features::{FeatureReport, KernelFeatures, MissingFeatures, NoTcx, TcAttach, TcMode};
 pub use owners::OwnerTable;
 pub use policies::{KernelPolicy, PolicyTable};
 pub use traffic::{DatapathHealth, TrafficRow, TrafficTable};
@@ -95,6 +101,10 @@ pub enum DatapathError {
     },
     #[error("bpffs: {0}")]
     Bpffs(String),
+    #[error(transparent)]
+    MissingFeatures(#[from] MissingFeatures),
+    #[error(transparent)]
+    NoTcx(#[from] NoTcx),
     #[error("port {port} is owned by cgroup {cgroup_id}, not by this container")]
     PortTaken { port: String, cgroup_id: u64 },
 }
@@ -158,6 +168,22 @@ const HOST_HOOKS: [Hook; 2] = [
     sock_addr("host_bind6", CgroupSockAddrAttachType::Bind6),
 ];
 
+/// How the datapath is loaded and attached on this host.
+#[derive(Clone, Copy, Debug)]
+pub struct DatapathOptions {
+    /// Depth of container cgroups below the cgroup2 root.
+    pub container_level: u32,
+    /// Keep host processes off container-owned ports.
+    pub host_protection: bool,
+    /// The aya-log level the programs are loaded with (0: off).
+    pub log_level: u8,
+    /// Whether refused calls get their own errno (`bpf_set_retval`) or the kernel's EPERM.
+    pub set_retval: bool,
+    /// Whether BPF LSM is active, for `socket_create`.
+    pub bpf_lsm: bool,
+    pub tc_mode: TcMode,
+}
+
 /// hostnetd's programs and maps, loaded once per host and shared through pins.
 pub struct Datapath {
     root: PathBuf,
@@ -175,18 +201,16 @@ impl Datapath {
     /// Opens the pinned datapath under `base`, loading and pinning it first if absent, tells
     /// the hooks the depth of container cgroups, and attaches host protection to the cgroup2
     /// root unless `host_protection` is off (then it is detached). Callers serialise this with
-    /// the host lock.
+    /// the host lock, and have checked the kernel's features against hostnetd's floor.
     pub fn open_or_load(
         base: &Path,
         cgroup: &Cgroup2,
-        container_level: u32,
-        host_protection: bool,
-        log_level: u8,
+        options: &DatapathOptions,
     ) -> Result<Self, DatapathError> {
         let root = Self::pin_root(base);
         // The last program pinned: present only when loading completed.
         if !root.join("progs").join(devices::LAST_PROGRAM).exists() {
-            if let Err(error) = load_and_pin(&root, log_level) {
+            if let Err(error) = load_and_pin(&root, options) {
                 // Maps pinned before a program failed to load would be reused, unchecked,
                 // by the next attempt: nothing half-loaded is left (bpffs holds no mounts).
                 let _ = fs::remove_dir_all(&root);
@@ -201,13 +225,18 @@ impl Datapath {
             traffic: TrafficTable::open(&root.join("maps"))?,
             root,
         };
-        datapath.policies.set_container_level(container_level)?;
-        if host_protection {
+        datapath
+            .policies
+            .set_container_level(options.container_level)?;
+        if options.host_protection {
             datapath.attach_host_protection(cgroup)?;
         } else {
             datapath.detach_host_protection()?;
         }
-        datapath.attach_devices(Path::new(devices::SYS_CLASS_NET))?;
+        datapath.attach_devices(Path::new(devices::SYS_CLASS_NET), options.tc_mode)?;
+        if options.bpf_lsm {
+            datapath.attach_lsm()?;
+        }
         Ok(datapath)
     }
 
@@ -279,6 +308,8 @@ impl Datapath {
                 attached.join(", ")
             )));
         }
+        // clsact filters live on in the kernel without pins: detached one by one.
+        self.detach_devices()?;
         let root = self.root.clone();
         drop(self);
         fs::remove_dir_all(&root).map_err(|source| DatapathError::Io {
@@ -299,6 +330,25 @@ impl Datapath {
         HOST_HOOKS
             .iter()
             .try_for_each(|hook| self.attach_pinned(hook, cgroup.mount(), &links.join(hook.name)))
+    }
+
+    /// `socket_create` watches every socket on the host (an LSM hook is not per cgroup), and
+    /// refuses packet sockets to containers' processes only.
+    fn attach_lsm(&self) -> Result<(), DatapathError> {
+        let pin = self.root.join("links").join(LSM_PROGRAM);
+        if pin.exists() {
+            return Ok(());
+        }
+        let program = |source| DatapathError::Program {
+            name: LSM_PROGRAM,
+            source,
+        };
+        let mut prog = Lsm::from_pin(self.root.join("progs").join(LSM_PROGRAM)).map_err(program)?;
+        let link_id = prog.attach().map_err(program)?;
+        let link = FdLink::from(prog.take_link(link_id).map_err(program)?);
+        link.pin(&pin)
+            .map_err(|source| DatapathError::Pin { path: pin, source })?;
+        Ok(())
     }
 
     /// Removing the pinned links detaches them (`--no-host-protection`); absent is fine.
@@ -384,15 +434,18 @@ impl Datapath {
 }
 
 /// Loads the object with its maps pinned under `root/maps` and pins every program. The
-/// programs' aya-log statements above `log_level` (0: all) are pruned by the verifier.
-fn load_and_pin(root: &Path, log_level: u8) -> Result<(), DatapathError> {
+/// programs' aya-log statements above `log_level` (0: all) are pruned by the verifier, and so
+/// is their `bpf_set_retval` call on a kernel without it.
+fn load_and_pin(root: &Path, options: &DatapathOptions) -> Result<(), DatapathError> {
     let maps = root.join("maps");
     let progs = root.join("progs");
     create_dir(&maps)?;
     create_dir(&progs)?;
+    let log_level = options.log_level;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps)
         .override_global("AYA_LOG_LEVEL", &log_level, true)
+        .override_global("HOSTNETD_SET_RETVAL", &u8::from(options.set_retval), true)
         .load(DATAPATH_OBJECT)?;
     create_dir(&root.join(format!("{LOG_LEVEL_PREFIX}{log_level}")))?;
     for hook in CONTAINER_HOOKS.iter().chain(&HOST_HOOKS) {
@@ -420,6 +473,9 @@ fn load_and_pin(root: &Path, log_level: u8) -> Result<(), DatapathError> {
         };
         pinned.map_err(|source| DatapathError::Pin { path: pin, source })?;
     }
+    if options.bpf_lsm {
+        load_lsm(&mut ebpf, &progs)?;
+    }
     for name in devices::PROGRAMS.map(|(name, _)| name) {
         let error = |source| DatapathError::Program { name, source };
         let pin = progs.join(name);
@@ -431,6 +487,22 @@ fn load_and_pin(root: &Path, log_level: u8) -> Result<(), DatapathError> {
         (program.pin(&pin)).map_err(|source| DatapathError::Pin { path: pin, source })?;
     }
     Ok(())
+}
+
+/// The BPF LSM program, loaded only where BPF LSM is active.
+const LSM_PROGRAM: &str = "socket_create";
+
+fn load_lsm(ebpf: &mut aya::Ebpf, progs: &Path) -> Result<(), DatapathError> {
+    let name = LSM_PROGRAM;
+    let error = |source| DatapathError::Program { name, source };
+    let btf = aya::Btf::from_sys_fs().map_err(|source| error(ProgramError::Btf(source)))?;
+    let program: &mut Lsm = (ebpf.program_mut(name))
+        .ok_or(DatapathError::MissingProgram(name))?
+        .try_into()
+        .map_err(|_| DatapathError::MissingProgram(name))?;
+    program.load(name, &btf).map_err(error)?;
+    let pin = progs.join(name);
+    (program.pin(&pin)).map_err(|source| DatapathError::Pin { path: pin, source })
 }
 
 fn create_dir(path: &Path) -> Result<(), DatapathError> {

@@ -1,0 +1,37 @@
+//! `hostnetd info`: the daemon, and what this kernel lets hostnetd do.
+use std::process::ExitCode;
+
+use hostnetd::{api::Info, client::Client};
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// Print the API's JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn info(client: &Client, args: InfoArgs) -> anyhow::Result<ExitCode> {
+    let info: Info = client.get("/v1/info")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print!("{}", text(&info));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn text(info: &Info) -> String {
+    let mut out = format!(
+        "hostnetd {} (daemon pid {})\npins: {}\ncgroup parent: {}\n\n",
+        info.version, info.pid, info.bpf_dir, info.cgroup_parent
+    );
+    out += &format!("{:<12}  {:<9}  {}\n", "FEATURE", "AVAILABLE", "EFFECT");
+    for feature in &info.features {
+        let available = if feature.available { "yes" } else { "no" };
+        out += &format!(
+            "{:<12}  {:<9}  {}\n",
+            feature.name, available, feature.effect
+        );
+    }
+    out
+}
