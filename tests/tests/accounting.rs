@@ -1,6 +1,8 @@
 //! Traffic accounting, exact: counters are compared with values computed from the datagram
 //! sizes and headers, or with the counters of a device that carried nothing else. Denials are
-//! counted by kind, and counters outlive the daemon.
+//! counted by kind, and counters outlive the daemon. The tests that read what the TC programs
+//! count or drop run with each way of attaching them: the default (TCX links where the kernel
+//! has TCX), and filters on a clsact qdisc (netlink), which older kernels get.
 use std::{
     net::UdpSocket,
     process::{Child, Command, Stdio},
@@ -8,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hostnetd_tests::{describe, netprobe, skip_unless_root, stdout, KillOnDrop, TestHost};
+use hostnetd_tests::{denied, describe, netprobe, skip_unless_root, stdout, KillOnDrop, TestHost};
 use serde_json::Value;
 
 const UDP_HEADER: u64 = 8;
@@ -63,12 +65,123 @@ fn udp_echo(socket: UdpSocket, count: usize) -> thread::JoinHandle<()> {
     })
 }
 
+/// How hostnetd attaches tc_ingress and tc_egress to the host's interfaces (`--tc-attach`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TcAttach {
+    /// The default: TCX links where the kernel has TCX, else netlink.
+    Auto,
+    /// Filters on a clsact qdisc, added over netlink, whatever the kernel.
+    Netlink,
+}
+
+impl TcAttach {
+    /// A test host whose hostnetd commands attach this way: the setting is given before its
+    /// first command, which loads the datapath.
+    fn host(self) -> TestHost {
+        let mut host = TestHost::new();
+        if self == Self::Netlink {
+            host.set_env("HOSTNETD_TC_ATTACH", "netlink");
+        }
+        host
+    }
+
+    /// Whether this mode puts the programs on a clsact qdisc on this kernel.
+    fn uses_clsact(self) -> bool {
+        self == Self::Netlink || !kernel_has_tcx()
+    }
+}
+
+/// Whether the kernel has TCX links (Linux 6.6, or a backport), as its own type information
+/// says: its BTF has `struct tcx_link` where TCX is built in. Independent of hostnetd's probe.
+fn kernel_has_tcx() -> bool {
+    let output = Command::new("bpftool")
+        .args([
+            "btf",
+            "dump",
+            "file",
+            "/sys/kernel/btf/vmlinux",
+            "format",
+            "raw",
+        ])
+        .output()
+        .expect("bpftool");
+    assert!(
+        output.status.success(),
+        "bpftool btf: {}",
+        describe(&output)
+    );
+    (stdout(&output).lines()).any(|line| line.contains("] STRUCT 'tcx_link' "))
+}
+
+/// Loads the host's datapath (any command does) and checks, as bpftool sees lo (independently
+/// of hostnetd's pins), that its tc_ingress and tc_egress were attached as `mode` says: filters
+/// on lo's clsact qdisc, or (TCX) no such filter of theirs.
+fn assert_tc_attached(host: &TestHost, mode: TcAttach) {
+    let ps = host.exec(&["ps"]);
+    assert!(ps.status.success(), "{}", describe(&ps));
+    let output = Command::new("bpftool")
+        .args(["net", "show", "dev", "lo", "--json"])
+        .output()
+        .expect("bpftool");
+    assert!(
+        output.status.success(),
+        "bpftool net: {}",
+        describe(&output)
+    );
+    let shown: Value = serde_json::from_slice(&output.stdout).expect("bpftool's JSON");
+    for (program, side) in [("tc_ingress", "ingress"), ("tc_egress", "egress")] {
+        let id = program_id(host, program);
+        let kinds: Vec<&str> = (shown[0]["tc"].as_array().expect("tc").iter())
+            .filter(|entry| entry["id"] == id)
+            .map(|entry| entry["kind"].as_str().expect("kind"))
+            .collect();
+        let on_clsact = kinds.contains(&format!("clsact/{side}").as_str());
+        assert_eq!(
+            on_clsact,
+            mode.uses_clsact(),
+            "{mode:?}: {program} (id {id}) on lo as {kinds:?}"
+        );
+        assert!(
+            kinds.len() <= 1,
+            "{program} attached to lo twice: {kinds:?}"
+        );
+    }
+}
+
+/// The kernel's id of one of the host's pinned programs.
+fn program_id(host: &TestHost, program: &str) -> u64 {
+    let pin = host.pin_root().join("progs").join(program);
+    let output = Command::new("bpftool")
+        .args(["prog", "show", "pinned"])
+        .arg(&pin)
+        .arg("--json")
+        .output()
+        .expect("bpftool");
+    assert!(
+        output.status.success(),
+        "bpftool prog: {}",
+        describe(&output)
+    );
+    let shown: Value = serde_json::from_slice(&output.stdout).expect("bpftool's JSON");
+    shown["id"].as_u64().expect("a program id")
+}
+
 #[test]
-fn udp_counters_are_exact_per_port_for_ipv4_and_ipv6() {
+fn udp_counters_are_exact_per_port_for_ipv4_and_ipv6_with_tc_attach_auto() {
+    udp_counters_are_exact_per_port_for_ipv4_and_ipv6(TcAttach::Auto);
+}
+
+#[test]
+fn udp_counters_are_exact_per_port_for_ipv4_and_ipv6_with_tc_attach_netlink() {
+    udp_counters_are_exact_per_port_for_ipv4_and_ipv6(TcAttach::Netlink);
+}
+
+fn udp_counters_are_exact_per_port_for_ipv4_and_ipv6(tc_attach: TcAttach) {
     if skip_unless_root() {
         return;
     }
-    let host = TestHost::new();
+    let host = tc_attach.host();
+    assert_tc_attached(&host, tc_attach);
     const COUNT: u64 = 40;
     const SIZE: u64 = 1000;
     for (name, addr, ip_header, own, peer) in [
@@ -460,13 +573,23 @@ fn probe_host(args: &[&str]) -> Vec<i32> {
 }
 
 #[test]
-fn ingress_rules_drop_other_sources_before_the_socket_and_count_them() {
+fn ingress_rules_drop_other_sources_before_the_socket_and_count_them_with_tc_attach_auto() {
+    ingress_rules_drop_other_sources_before_the_socket_and_count_them(TcAttach::Auto);
+}
+
+#[test]
+fn ingress_rules_drop_other_sources_before_the_socket_and_count_them_with_tc_attach_netlink() {
+    ingress_rules_drop_other_sources_before_the_socket_and_count_them(TcAttach::Netlink);
+}
+
+fn ingress_rules_drop_other_sources_before_the_socket_and_count_them(tc_attach: TcAttach) {
     if skip_unless_root() {
         return;
     }
     const EINPROGRESS: i32 = 115;
     const EAGAIN: i32 = 11;
-    let host = TestHost::new();
+    let host = tc_attach.host();
+    assert_tc_attached(&host, tc_attach);
     let probe = netprobe();
     let name = "guarded";
     let servers = format!("{probe} udpecho :: 21061 30 & exec {probe} listen [::] 21060 30");
@@ -588,14 +711,15 @@ fn the_programs_debug_log_reaches_the_daemons_log_when_asked_for() {
     let refused = host.run_to_end("21080", &[], &[&probe, "bind", "tcp", "0.0.0.0", "21081"]);
     assert_eq!(
         hostnetd_tests::probe_results(&refused),
-        [hostnetd_tests::EACCES],
+        [denied()],
         "{}",
         describe(&refused)
     );
     let log = host.scratch().join("run/hostnetd.log");
-    let wanted = "bind to port 21081 refused: errno 13";
+    // The errno the program logs is the one the caller got.
+    let wanted = format!("bind to port 21081 refused: errno {}", denied());
     for _ in 0..100 {
-        if std::fs::read_to_string(&log).is_ok_and(|text| text.contains(wanted)) {
+        if std::fs::read_to_string(&log).is_ok_and(|text| text.contains(&wanted)) {
             return;
         }
         thread::sleep(Duration::from_millis(50));

@@ -3,8 +3,8 @@
 use std::{fs, path::Path, process::Command};
 
 use hostnetd_tests::{
-    describe, fetch, probe_on_host, sample_image, skip_unless_root, stderr, stdout, Registry,
-    TestHost, EADDRINUSE,
+    describe, fetch, probe_on_host, sample_image, skip_unless_root, stderr, stdout, taken,
+    Registry, TestHost,
 };
 
 fn images_json(host: &TestHost) -> Vec<serde_json::Value> {
@@ -167,10 +167,7 @@ fn image_config_is_honoured_and_exposed_ports_are_owned() {
     // Entrypoint + Cmd run as the image's User in its WorkingDir: busybox httpd serves /www.
     let page = wait_for_page(20480);
     assert!(page.contains("hostnetd web test page"), "{page}");
-    assert_eq!(
-        probe_on_host(&["tcp", "0.0.0.0", "20480"]),
-        vec![EADDRINUSE]
-    );
+    assert_eq!(probe_on_host(&["tcp", "0.0.0.0", "20480"]), vec![taken()]);
 
     // A second container of the image would own the same ports: refused, naming the owner.
     let conflict = host.exec(&["run", "--rm", "hostnetd-test/web", "true"]);
@@ -288,10 +285,7 @@ fn nginx_is_pulled_from_a_registry_and_serves_on_an_owned_port() {
     );
     let page = wait_for_page(20610);
     assert!(page.contains("Welcome to nginx on hostnetd"), "{page}");
-    assert_eq!(
-        probe_on_host(&["tcp", "0.0.0.0", "20610"]),
-        vec![EADDRINUSE]
-    );
+    assert_eq!(probe_on_host(&["tcp", "0.0.0.0", "20610"]), vec![taken()]);
     let logs = host.exec(&["logs", "nginx"]);
     assert!(
         stdout(&logs).contains("\"GET / HTTP/1.0\" 200"),

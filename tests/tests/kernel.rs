@@ -133,10 +133,12 @@ impl Devices {
         // A u32 filter (a classifier every kernel of the matrix has) that matches nothing: an
         // IP header never starts with four zero bytes.
         let admin = &devices.admin;
-        run(&["tc", "filter", "add", "dev", admin, "ingress", "prio", "7", "u32"]
-            .into_iter()
-            .chain(["match", "u32", "0", "0xffffffff", "at", "0"])
-            .collect::<Vec<_>>());
+        run(&[
+            "tc", "filter", "add", "dev", admin, "ingress", "prio", "7", "u32",
+        ]
+        .into_iter()
+        .chain(["match", "u32", "0", "0xffffffff", "at", "0"])
+        .collect::<Vec<_>>());
         devices
     }
 }
@@ -180,10 +182,7 @@ fn clsact_filters_attach_beside_the_administrators_and_leave_them_at_teardown() 
         has_clsact(&devices.admin),
         "the administrator's qdisc was removed"
     );
-    assert!(
-        admin.contains("u32"),
-        "the administrator's filter: {admin}"
-    );
+    assert!(admin.contains("u32"), "the administrator's filter: {admin}");
     assert!(
         !admin.contains("tc_ingress"),
         "hostnetd's filter left: {admin}"

@@ -8,10 +8,20 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use hostnetd_tests::{describe, netprobe, skip_unless_root, stdout, KillOnDrop, TestHost};
+use hostnetd_tests::{
+    denied, describe, netprobe, skip_unless_root, stdout, KillOnDrop, TestHost, EACCES, EPERM,
+};
 use serde_json::Value;
 
-const EACCES: u64 = 13;
+/// The errno a denied bind or connect got on this kernel, as a denial event reports it: its
+/// number and its name (EACCES, or EPERM where the kernel does not let programs choose).
+fn denied_errno() -> (i32, &'static str) {
+    match denied() {
+        EACCES => (EACCES, "EACCES"),
+        EPERM => (EPERM, "EPERM"),
+        other => panic!("denied() is EACCES or EPERM, not {other}"),
+    }
+}
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -117,8 +127,9 @@ fn refused_calls_and_lifecycles_are_events() {
     assert_eq!(bind["protocol"], "tcp");
     assert_eq!(bind["address"], "0.0.0.0");
     assert_eq!(bind["port"], 27011);
-    assert_eq!(bind["errno"], EACCES);
-    assert_eq!(bind["error"], "EACCES");
+    let (errno, error) = denied_errno();
+    assert_eq!(bind["errno"], errno);
+    assert_eq!(bind["error"], error);
     assert_eq!(bind["container_id"].as_str().map(str::len), Some(64));
 
     let connects = of(&events, "denial", "ev-egress");
@@ -126,7 +137,8 @@ fn refused_calls_and_lifecycles_are_events() {
     assert_eq!(connects[0]["comm"], "netprobe");
     assert_eq!(connects[0]["address"], "127.0.0.1");
     assert_eq!(connects[0]["port"], 27012);
-    assert_eq!(connects[0]["errno"], EACCES);
+    assert_eq!(connects[0]["errno"], errno);
+    assert_eq!(connects[0]["error"], error);
 
     // The same history in text: one line per event.
     let text = host.exec(&["events", "--since", &since, "--no-stream"]);
@@ -135,7 +147,7 @@ fn refused_calls_and_lifecycles_are_events() {
         .find(|line| line.contains(" denial bind ev-bind ("))
         .unwrap_or_else(|| panic!("no bind line in:\n{text}"));
     assert!(
-        line.ends_with("(netprobe) tcp 0.0.0.0:27011 EACCES"),
+        line.ends_with(&format!("(netprobe) tcp 0.0.0.0:27011 {error}")),
         "{line}"
     );
     assert!(
@@ -204,7 +216,9 @@ fn followers_see_new_denials_as_they_happen() {
             assert_eq!(event["container_name"], "ev-follow", "{event}");
             assert_eq!(event["protocol"], "udp");
             assert_eq!(event["port"], 27013);
-            assert_eq!(event["errno"], EACCES);
+            let (errno, error) = denied_errno();
+            assert_eq!(event["errno"], errno);
+            assert_eq!(event["error"], error);
             return;
         }
     }
