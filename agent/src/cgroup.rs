@@ -92,7 +92,7 @@ impl Cgroup2 {
 }
 
 /// /proc/self/mounts escapes spaces and tabs as octal (`\040`).
-fn unescape_mount_path(raw: &str) -> String {
+pub(crate) fn unescape_mount_path(raw: &str) -> String {
     raw.replace("\\040", " ")
         .replace("\\011", "\t")
         .replace("\\134", "\\")

@@ -302,5 +302,5 @@ fn packet_sockets_are_refused_by_bpf_lsm_to_a_container_process_holding_cap_net_
     assert_eq!(packet_socket("lsm-raw"), vec![0]);
     let stats = host.exec(&["stats", "--no-stream", "--format", "json", "lsm"]);
     let stats: Value = serde_json::from_slice(&stats.stdout).unwrap_or_default();
-    assert_eq!(stats[0]["traffic"]["denials"]["raw_sockets"], 1, "{stats}");
+    assert_eq!(stats[0]["denials"]["raw_sockets"], 1, "{stats}");
 }

@@ -6,6 +6,7 @@ mod fuzz;
 mod images;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,12 @@ enum Task {
     /// Set up, build (release), and measure hostnetd against bare host processes and NAT;
     /// writes target/bench/ and, in full mode, docs/PERFORMANCE.md. Not part of `test`.
     Bench(bench::BenchArgs),
+    /// Boot one of Debian's kernels (5.10, 6.1, 6.12) in QEMU and run a shell command there,
+    /// in the e2e tests' environment; exits with the command's exit code.
+    VmRun(vm::VmRunArgs),
+    /// Run the privileged e2e tests in QEMU on Debian's kernels 5.10, 6.1 and 6.12; writes
+    /// target/vm-test/summary.md.
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,5 +68,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             images::build_images().map(drop)
         }
         Task::Bench(args) => bench::bench(args),
+        Task::VmRun(args) => vm::vm_run(args),
+        Task::VmTest(args) => vm::vm_test(args),
     }
 }

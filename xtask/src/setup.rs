@@ -43,7 +43,7 @@ pub fn say(message: &str) {
     eprintln!("xtask: {message}");
 }
 
-fn require_root() -> anyhow::Result<()> {
+pub fn require_root() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("hostnetd's set-up and tests need root (cgroups, BPF, runc): run as root");

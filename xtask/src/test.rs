@@ -1,4 +1,5 @@
-//! `cargo xtask test`: lint, unit tests, then the privileged end-to-end tests.
+//! `cargo xtask test`: lint, unit tests, the privileged end-to-end tests, then the same in VMs
+//! on the kernels of the matrix.
 use anyhow::Context as _;
 
 use crate::{
@@ -17,7 +18,11 @@ pub struct TestArgs {
     /// How long each fuzz target runs.
     #[arg(long, default_value_t = 15)]
     fuzz_seconds: u64,
-    /// Only run end-to-end tests whose name contains this.
+    /// Skip the kernel matrix (the end-to-end tests in QEMU on Debian's 5.10, 6.1 and 6.12).
+    #[arg(long)]
+    no_vm: bool,
+    /// Only run end-to-end tests whose name contains this (on this host; the kernel matrix is
+    /// then skipped).
     filter: Option<String>,
 }
 
@@ -53,5 +58,10 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     run(e2e
         .env("HOSTNETD_BIN", &hostnetd)
         .env("HOSTNETD_TEST_IMAGES", &images))
-    .context("end-to-end tests failed")
+    .context("end-to-end tests failed")?;
+    if args.no_vm || args.filter.is_some() {
+        return Ok(());
+    }
+    say("the kernel matrix: end-to-end tests in QEMU on Debian's 5.10, 6.1 and 6.12 kernels");
+    crate::vm::vm_matrix().context("the kernel matrix failed")
 }

@@ -1,5 +1,8 @@
 //! The OCI runtime config (config.json) of a host-network container.
-use std::{collections::BTreeSet, path::PathBuf};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
 
 use serde_json::{json, Value};
 
@@ -296,13 +299,17 @@ fn mounts(volumes: &[Volume]) -> Value {
         // recursively read-only, so a container cannot move itself into another cgroup.
         json!({ "destination": "/sys", "type": "bind", "source": "/sys",
                 "options": ["bind", "nosuid", "noexec", "nodev", "ro"] }),
-        json!({ "destination": "/sys/fs/cgroup", "type": "bind", "source": "/sys/fs/cgroup",
-                "options": ["rbind", "nosuid", "noexec", "nodev", "rro"] }),
+    ];
+    mounts.extend(read_only_cgroup_tree(
+        kernel_has_mount_setattr(),
+        &cgroup_submounts(Path::new("/proc/self/mounts")),
+    ));
+    mounts.extend([
         json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                 "options": ["nosuid", "nodev", "mode=1777"] }),
         json!({ "destination": "/run", "type": "tmpfs", "source": "tmpfs",
                 "options": ["nosuid", "nodev", "mode=755"] }),
-    ];
+    ]);
     mounts.extend(volumes.iter().map(|volume| {
         let mode = if volume.read_only { "ro" } else { "rw" };
         json!({ "destination": volume.container, "type": "bind", "source": volume.host,
@@ -311,10 +318,88 @@ fn mounts(volumes: &[Volume]) -> Value {
     Value::Array(mounts)
 }
 
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The host's cgroup tree, read-only all the way down: recursively (runc's "rro") where the
+/// kernel has mount_setattr(2), Linux 5.12; before, the tree and then each file system mounted
+/// below it (a hybrid host's v1 controllers, its cgroup2 at `unified`), one by one.
+fn read_only_cgroup_tree(recursive: bool, submounts: &[String]) -> Vec<Value> {
+    let options = ["nosuid", "noexec", "nodev"];
+    if recursive {
+        return vec![json!({ "destination": CGROUP_ROOT, "type": "bind", "source": CGROUP_ROOT,
+                            "options": ["rbind", options[0], options[1], options[2], "rro"] })];
+    }
+    let top = json!({ "destination": CGROUP_ROOT, "type": "bind", "source": CGROUP_ROOT,
+                      "options": ["rbind", options[0], options[1], options[2], "ro"] });
+    let below = submounts.iter().map(|path| {
+        json!({ "destination": path, "type": "bind", "source": path,
+                "options": ["bind", options[0], options[1], options[2], "ro"] })
+    });
+    std::iter::once(top).chain(below).collect()
+}
+
+/// Mount points below /sys/fs/cgroup, parents before children.
+fn cgroup_submounts(mount_table: &Path) -> Vec<String> {
+    let table = std::fs::read_to_string(mount_table).unwrap_or_default();
+    let mut below: Vec<String> = (table.lines())
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .map(crate::cgroup::unescape_mount_path)
+        .filter(|path| path.starts_with(&format!("{CGROUP_ROOT}/")))
+        .collect();
+    below.sort();
+    below.dedup();
+    below
+}
+
+/// mount_setattr(-1, "", 0, NULL, 0) answers EBADF where the call exists, ENOSYS where not.
+fn kernel_has_mount_setattr() -> bool {
+    // SAFETY: a system call with invalid arguments, which the kernel refuses before using them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            c"".as_ptr(),
+            0,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    !(rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime::ProcessUser;
+
+    #[test]
+    fn without_mount_setattr_each_cgroup_mount_is_bound_read_only() {
+        let dir = std::env::temp_dir().join(format!("hostnetd-mounts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let table = dir.join("mounts");
+        std::fs::write(
+            &table,
+            "tmpfs /sys/fs/cgroup tmpfs ro 0 0
+\
+             cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0
+\
+             cgroup /sys/fs/cgroup/cpu\\040set cgroup rw 0 0
+\
+             proc /proc proc rw 0 0
+",
+        )
+        .unwrap();
+        let below = cgroup_submounts(&table);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(below, ["/sys/fs/cgroup/cpu set", "/sys/fs/cgroup/unified"]);
+        let plain = read_only_cgroup_tree(false, &below);
+        assert_eq!(plain.len(), 3);
+        assert!(plain.iter().all(|m| m["options"].as_array().unwrap().contains(&json!("ro"))));
+        assert_eq!(plain[2]["destination"], "/sys/fs/cgroup/unified");
+        let recursive = read_only_cgroup_tree(true, &below);
+        assert_eq!(recursive.len(), 1);
+        assert!(recursive[0]["options"].as_array().unwrap().contains(&json!("rro")));
+    }
 
     fn process(add: &[&str], drop: &[&str]) -> ProcessSpec {
         let strings = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
@@ -414,7 +499,8 @@ mod tests {
         // Not rbind: the BPF filesystem at /sys/fs/bpf must not come along.
         assert_eq!(options("/sys")[0], "bind");
         assert!(options("/sys").contains(&json!("ro")));
-        assert!(options("/sys/fs/cgroup").contains(&json!("rro")));
+        let recursive = if kernel_has_mount_setattr() { "rro" } else { "ro" };
+        assert!(options("/sys/fs/cgroup").contains(&json!(recursive)));
     }
 
     #[test]

@@ -1,0 +1,615 @@
+//! `cargo xtask vm-run` and `cargo xtask vm-test`: hostnetd on Debian's kernels 5.10, 6.1 and
+//! 6.12 in QEMU. The guest is an initramfs made of this host's programs and this workspace's
+//! binaries at their own paths (initramfs.rs), booted with KVM when it works and TCG
+//! otherwise (qemu.rs), on kernels fetched from Debian (kernels.rs).
+//!
+//! `HOSTNETD_VM_ACCEL=kvm|tcg` skips the KVM probe; `HOSTNETD_XTASK_CACHE` (default
+//! /var/cache/hostnetd-xtask) keeps the kernels. Consoles: target/vm/console-KERNEL.log
+//! (vm-run), target/vm-test/console-KERNEL.log and summary.md (vm-test).
+mod cpio;
+mod initramfs;
+mod kernels;
+mod qemu;
+mod report;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+
+use self::{initramfs::Workspace, kernels::Kernel, qemu::Accel};
+use crate::{
+    build::{cargo, workspace_root},
+    setup::say,
+};
+
+/// What the host needs to build and boot the guest, and the programs the guest gets.
+const VM_APT_PACKAGES: [&str; 13] = [
+    "qemu-system-x86",
+    // depmod, for the guest's modules.
+    "kmod",
+    // Debian's newer kernels compress their modules.
+    "xz-utils",
+    "zstd",
+    // objcopy, which strips the debug information off the binaries the guest gets.
+    "binutils",
+    "busybox-static",
+    "runc",
+    "iproute2",
+    "ethtool",
+    "bpftool",
+    "skopeo",
+    "docker-registry",
+    "tar",
+];
+
+/// Which test binaries (tests/tests/NAME.rs) vm-test runs on a kernel: all of them, or some.
+/// Under TCG the whole suite takes about 30 minutes a kernel, so each kernel runs a part that
+/// keeps CI within its time: every kernel runs ownership (the errno matrix, host protection,
+/// release), kernel (features, fallbacks), accounting (counters, TC both ways, ingress drops)
+/// and daemon (restarts); the oldest kernel, which differs most from the host's, runs most
+/// besides. `--test NAME` overrides this table; `--all-tests` runs everything.
+const TEST_BINARIES: [(&str, &[&str]); 3] = [
+    (
+        "5.10",
+        &[
+            "ownership",
+            "kernel",
+            "accounting",
+            "daemon",
+            "policy",
+            "admission",
+            "update",
+            "escape",
+            "observability",
+        ],
+    ),
+    (
+        "6.1",
+        &[
+            "ownership",
+            "kernel",
+            "accounting",
+            "daemon",
+            "policy",
+            "faults",
+        ],
+    ),
+    (
+        "6.12",
+        &[
+            "ownership",
+            "kernel",
+            "accounting",
+            "daemon",
+            "images",
+            "runtime",
+        ],
+    ),
+];
+
+/// Tests left out in the VMs, with why: each measures against the wall clock, which emulation
+/// slows about tenfold. They run on the host.
+const SKIPPED_IN_VMS: [(&str, &str); 1] = [(
+    "egress_updates_flip_atomically_under_load",
+    "counts policy flips within a wall-clock window",
+)];
+
+/// What the kernel tests expect of a Debian kernel that their oracle (bpftool) cannot probe:
+/// TCX links came with Linux 6.6.
+fn expects_tcx(kernel: &str) -> bool {
+    kernel == "6.12"
+}
+
+/// How long one test binary may run in the guest before it is stopped (SIGTERM) and the next
+/// one starts.
+const BINARY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+#[derive(clap::Args)]
+pub struct VmRunArgs {
+    /// The kernel: 5.10, 6.1 or 6.12.
+    #[arg(long, default_value = "6.12")]
+    kernel: String,
+    /// Use what target/ holds (binaries, test executables) instead of building first.
+    #[arg(long)]
+    no_build: bool,
+    /// Kill the machine after this many minutes.
+    #[arg(long, default_value_t = 30)]
+    timeout_minutes: u64,
+    /// The shell command to run in the guest, as root, by /bin/sh, in the e2e tests'
+    /// environment (HOSTNETD_BIN, HOSTNETD_TEST_IMAGES, target/debug on PATH, the test
+    /// executables in $HOSTNETD_VM_TESTS); its words are joined with spaces.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct VmTestArgs {
+    /// The kernel: 5.10, 6.1, 6.12 or all.
+    #[arg(long, default_value = "all")]
+    kernel: String,
+    /// Use what target/ holds (binaries, test executables) instead of building first.
+    #[arg(long)]
+    no_build: bool,
+    /// Run only this test binary (tests/tests/NAME.rs); repeatable. Overrides the table of
+    /// binaries per kernel in xtask/src/vm/mod.rs.
+    #[arg(long = "test", value_name = "NAME")]
+    tests: Vec<String>,
+    /// Run every test binary on every kernel (about 30 minutes a kernel under TCG).
+    #[arg(long, conflicts_with = "tests")]
+    all_tests: bool,
+    /// Kill a kernel's machine after this many minutes (it then counts as failed).
+    #[arg(long, default_value_t = 120)]
+    timeout_minutes: u64,
+    /// Only run tests whose name contains this (libtest's filter).
+    filter: Option<String>,
+}
+
+/// Boots one kernel and runs a shell command in it; exits with the command's exit code.
+pub fn vm_run(args: VmRunArgs) -> anyhow::Result<()> {
+    let [spec] = kernels::select(&args.kernel)?[..] else {
+        bail!("vm-run boots one kernel: name one of 5.10, 6.1, 6.12");
+    };
+    let workspace = prepare(args.no_build, Tests::Optional)?;
+    let kernel = kernels::fetch(spec)?;
+    let dirs = VmDirs::create()?;
+    let accel = qemu::choose_accel(&kernel, &dirs.run)?;
+    let common = build_common(&workspace, &dirs)?;
+    let command = args.command.join(" ");
+    let log = dirs.shared.join(format!("console-{}.log", kernel.name));
+    let outcome = boot(
+        &kernel,
+        accel,
+        &common,
+        &command,
+        &dirs.run,
+        &log,
+        args.timeout_minutes,
+    )?;
+    say(&format!(
+        "VM {}: booted in {}, ran for {} (console: {})",
+        kernel.name,
+        outcome.boot_time.map_or("-".into(), report::minutes),
+        report::minutes(outcome.wall),
+        log.display()
+    ));
+    if let Some(failure) = outcome.failure {
+        bail!("kernel {}: {failure}", kernel.name);
+    }
+    match outcome.exit_code {
+        Some(0) => Ok(()),
+        Some(code) => {
+            say(&format!(
+                "VM {}: the command exited with {code}",
+                kernel.name
+            ));
+            // exit() runs no destructor.
+            drop(dirs);
+            std::process::exit(code.clamp(1, 255))
+        }
+        None => bail!("kernel {}: no exit code reported", kernel.name),
+    }
+}
+
+/// The kernel matrix as `cargo xtask test` runs it after the host's suite: every kernel, each
+/// with its table's test binaries.
+pub fn vm_matrix() -> anyhow::Result<()> {
+    vm_test(VmTestArgs {
+        kernel: "all".into(),
+        no_build: false,
+        tests: Vec::new(),
+        all_tests: false,
+        timeout_minutes: 40,
+        filter: None,
+    })
+}
+
+/// Runs the e2e test binaries on each kernel; prints and writes (target/vm-test/summary.md)
+/// a summary; fails if any kernel did.
+pub fn vm_test(args: VmTestArgs) -> anyhow::Result<()> {
+    let specs = kernels::select(&args.kernel)?;
+    let workspace = prepare(args.no_build, Tests::Required)?;
+    let kernels = (specs.into_iter())
+        .map(kernels::fetch)
+        .collect::<anyhow::Result<Vec<Kernel>>>()?;
+    let dirs = VmDirs::create()?;
+    let results = workspace_root().join("target/vm-test");
+    fs::create_dir_all(&results).with_context(|| format!("cannot create {}", results.display()))?;
+    let accel = qemu::choose_accel(&kernels[0], &dirs.run)?;
+    let common = build_common(&workspace, &dirs)?;
+    let mut reports = Vec::new();
+    for kernel in &kernels {
+        let binaries = if args.all_tests {
+            workspace.tests.clone()
+        } else {
+            select_binaries(kernel.name, &args.tests, &workspace.tests)?
+        };
+        let script = test_script(kernel.name, &workspace, &binaries, args.filter.as_deref());
+        let log = results.join(format!("console-{}.log", kernel.name));
+        let outcome = boot(
+            kernel,
+            accel,
+            &common,
+            &script,
+            &dirs.run,
+            &log,
+            args.timeout_minutes,
+        )?;
+        let selected = binaries.iter().map(|(name, _)| name.clone()).collect();
+        reports.push(report::KernelReport::new(kernel, accel, selected, &outcome));
+    }
+    let summary = report::render_text(&reports);
+    println!("\n{summary}");
+    let markdown = results.join("summary.md");
+    fs::write(&markdown, report::render_markdown(&reports))
+        .with_context(|| format!("cannot write {}", markdown.display()))?;
+    say(&format!(
+        "VM tests: summary in {}, consoles in {}",
+        markdown.display(),
+        results.display()
+    ));
+    let failed: Vec<&str> = (reports.iter())
+        .filter(|report| !report.passed())
+        .map(|report| report.kernel.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("the VM tests failed on kernel {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// target/vm holds what runs share (the stripped binaries, kept between runs; vm-run's
+/// console logs) and a directory per run of xtask for its initrds, removed when the run ends:
+/// a vm-run beside a running vm-test must not rewrite the initrds the latter boots.
+struct VmDirs {
+    shared: PathBuf,
+    run: PathBuf,
+}
+
+impl VmDirs {
+    fn create() -> anyhow::Result<Self> {
+        let shared = workspace_root().join("target/vm");
+        remove_abandoned_run_dirs(&shared);
+        let run = shared.join(format!("run-{}", std::process::id()));
+        fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
+        Ok(Self { shared, run })
+    }
+
+    fn stripped(&self) -> PathBuf {
+        self.shared.join("stripped")
+    }
+}
+
+impl Drop for VmDirs {
+    fn drop(&mut self) {
+        // Plain files xtask wrote: no mount point is ever below it.
+        let _ = fs::remove_dir_all(&self.run);
+    }
+}
+
+/// The run directories of runs that ended without removing theirs (interrupted).
+fn remove_abandoned_run_dirs(shared: &Path) {
+    let Ok(entries) = fs::read_dir(shared) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("run-") else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn build_common(workspace: &Workspace, dirs: &VmDirs) -> anyhow::Result<PathBuf> {
+    let common = dirs.run.join("common.cpio");
+    initramfs::build_common(workspace, &dirs.stripped(), &common)?;
+    Ok(common)
+}
+
+fn boot(
+    kernel: &Kernel,
+    accel: Accel,
+    common: &Path,
+    command: &str,
+    run_dir: &Path,
+    log: &Path,
+    timeout_minutes: u64,
+) -> anyhow::Result<qemu::Outcome> {
+    let initrd = initramfs::build_initrd(kernel, common, command, run_dir)?;
+    say(&format!(
+        "VM {}: booting {} ({}) with {}, {} of memory",
+        kernel.name,
+        kernel.release,
+        kernel.version,
+        accel.name(),
+        qemu::MEMORY
+    ));
+    qemu::boot(&qemu::Machine {
+        kernel,
+        initrd: &initrd,
+        accel,
+        timeout: Duration::from_secs(timeout_minutes * 60),
+        stream_prefix: Some(format!("[{}] ", kernel.name)),
+        log,
+    })
+}
+
+/// Whether the e2e test executables must build: vm-test needs them; for vm-run they are a
+/// convenience, not worth failing for while the tests are being edited.
+#[derive(Clone, Copy, PartialEq)]
+enum Tests {
+    Required,
+    Optional,
+}
+
+/// Installs what the VM needs, builds (unless `no_build`), and gathers what the guest gets.
+fn prepare(no_build: bool, tests_needed: Tests) -> anyhow::Result<Workspace> {
+    if no_build {
+        crate::setup::require_root()?;
+    } else {
+        crate::setup::setup()?;
+    }
+    crate::setup::install_apt_packages("VM packages", &VM_APT_PACKAGES)?;
+    let target = workspace_root().join("target");
+    let list = target.join("vm/tests.json");
+    let tests = if no_build {
+        load_test_list(&list).or_else(|error| match tests_needed {
+            Tests::Required => Err(error),
+            Tests::Optional => Ok(Vec::new()),
+        })?
+    } else {
+        crate::build::build()?;
+        match build_test_executables() {
+            Ok(tests) => {
+                save_test_list(&list, &tests)?;
+                tests
+            }
+            Err(error) if tests_needed == Tests::Optional => {
+                say(&format!("{error:#}: the guest gets no test executables"));
+                Vec::new()
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let workspace = Workspace {
+        root: workspace_root(),
+        hostnetd: target.join("debug/hostnetd"),
+        netprobe: target.join("debug/netprobe"),
+        tests,
+        images: crate::images::build_images()?,
+    };
+    for binary in [&workspace.hostnetd, &workspace.netprobe] {
+        if !binary.is_file() {
+            bail!("{} is not built: run without --no-build", binary.display());
+        }
+    }
+    Ok(workspace)
+}
+
+/// Builds the e2e test executables; returns them by test name.
+fn build_test_executables() -> anyhow::Result<Vec<(String, PathBuf)>> {
+    say("building the end-to-end test executables");
+    let output = cargo()
+        .args([
+            "test",
+            "--package",
+            "hostnetd-tests",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo test --no-run")?;
+    if !output.status.success() {
+        bail!("building the end-to-end tests failed");
+    }
+    let tests = parse_test_executables(&String::from_utf8_lossy(&output.stdout));
+    if tests.is_empty() {
+        bail!("cargo test --no-run named no test executable of hostnetd-tests");
+    }
+    Ok(tests)
+}
+
+/// The integration tests' executables (tests/tests/NAME.rs) in cargo's JSON messages: the
+/// compiler artifacts of test profile whose target is a test.
+pub fn parse_test_executables(messages: &str) -> Vec<(String, PathBuf)> {
+    let mut tests: Vec<(String, PathBuf)> = (messages.lines())
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| {
+            message["reason"] == "compiler-artifact"
+                && message["profile"]["test"] == true
+                && (message["target"]["kind"].as_array())
+                    .is_some_and(|kinds| kinds.iter().any(|kind| kind == "test"))
+        })
+        .filter_map(|message| {
+            let name = message["target"]["name"].as_str()?.to_string();
+            let executable = PathBuf::from(message["executable"].as_str()?);
+            Some((name, executable))
+        })
+        .collect();
+    tests.sort();
+    tests
+}
+
+/// The test executables of the last build, kept for `--no-build`.
+fn save_test_list(path: &Path, tests: &[(String, PathBuf)]) -> anyhow::Result<()> {
+    fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    fs::write(path, serde_json::to_vec_pretty(tests)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn load_test_list(path: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let text = fs::read_to_string(path).with_context(|| {
+        format!(
+            "{} lists the test executables of the last build: run once without --no-build",
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))
+}
+
+/// The test binaries to run on `kernel`: those named on the command line, else the table's.
+fn select_binaries(
+    kernel: &str,
+    requested: &[String],
+    available: &[(String, PathBuf)],
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let names: Vec<&str> = if requested.is_empty() {
+        match TEST_BINARIES.iter().find(|(name, _)| *name == kernel) {
+            Some((_, names)) => names.to_vec(),
+            None => return Ok(available.to_vec()),
+        }
+    } else {
+        requested.iter().map(String::as_str).collect()
+    };
+    (names.into_iter())
+        .map(|name| {
+            (available.iter())
+                .find(|(test, _)| test == name)
+                .cloned()
+                .with_context(|| {
+                    let known: Vec<&str> = available.iter().map(|(n, _)| n.as_str()).collect();
+                    format!("no test binary {name:?}; there are: {}", known.join(", "))
+                })
+        })
+        .collect()
+}
+
+/// The guest's command for vm-test: each binary in turn, serially (the tests share the
+/// machine's ports and sysctls), between markers the summary is made from.
+fn test_script(
+    kernel: &str,
+    workspace: &Workspace,
+    binaries: &[(String, PathBuf)],
+    filter: Option<&str>,
+) -> String {
+    let quote = initramfs::shell_quote;
+    let mut script = format!(
+        "status=0\n\
+         run_test() {{\n\
+         \x20   name=$1\n\
+         \x20   shift\n\
+         \x20   echo \"{begin} $name\"\n\
+         \x20   timeout {timeout} \"$@\"\n\
+         \x20   code=$?\n\
+         \x20   echo \"{end} $name $code\"\n\
+         \x20   [ \"$code\" -eq 0 ] || status=1\n\
+         }}\n\
+         # cargo runs a package's tests in its directory.\n\
+         cd {tests_dir} || exit 125\n\
+         export HOSTNETD_EXPECT_TCX={tcx}\n",
+        tcx = u8::from(expects_tcx(kernel)),
+        begin = report::BEGIN_MARKER,
+        end = report::END_MARKER,
+        timeout = BINARY_TIMEOUT.as_secs(),
+        tests_dir = quote(&workspace.root.join("tests").to_string_lossy()),
+    );
+    for (name, executable) in binaries {
+        let mut line = format!(
+            "run_test {} {} --test-threads=1",
+            quote(name),
+            quote(&executable.to_string_lossy())
+        );
+        if let Some(filter) = filter {
+            line.push(' ');
+            line.push_str(&quote(filter));
+        }
+        for (test, _why) in SKIPPED_IN_VMS {
+            line.push_str(" --skip ");
+            line.push_str(&quote(test));
+        }
+        script.push_str(&line);
+        script.push('\n');
+    }
+    script.push_str("exit $status\n");
+    script
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_executables_come_from_test_targets_only() {
+        let messages = [
+            r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"hostnetd_tests"},"profile":{"test":true},"executable":"/t/deps/hostnetd_tests-1"}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["test"],"name":"ownership"},"profile":{"test":true},"executable":"/t/deps/ownership-2"}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"netprobe"},"profile":{"test":false},"executable":"/t/netprobe"}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["test"],"name":"churn"},"profile":{"test":true},"executable":"/t/deps/churn-3"}"#,
+            r#"{"reason":"build-finished","success":true}"#,
+            "not json",
+        ]
+        .join("\n");
+        assert_eq!(
+            parse_test_executables(&messages),
+            vec![
+                ("churn".to_string(), PathBuf::from("/t/deps/churn-3")),
+                (
+                    "ownership".to_string(),
+                    PathBuf::from("/t/deps/ownership-2")
+                ),
+            ]
+        );
+    }
+
+    fn available() -> Vec<(String, PathBuf)> {
+        ["churn", "ownership"]
+            .map(|name| (name.to_string(), PathBuf::from(format!("/t/{name}"))))
+            .to_vec()
+    }
+
+    #[test]
+    fn binaries_named_on_the_command_line_replace_the_table() {
+        let chosen = select_binaries("6.1", &["ownership".into()], &available()).unwrap();
+        assert_eq!(
+            chosen,
+            [("ownership".to_string(), PathBuf::from("/t/ownership"))]
+        );
+        // A kernel the table has no row for runs everything.
+        assert_eq!(select_binaries("9.9", &[], &available()).unwrap().len(), 2);
+        let table = select_binaries("6.1", &[], &all_binaries()).unwrap();
+        assert!(table.iter().all(|(name, _)| name != "churn"), "{table:?}");
+        assert!(table.iter().any(|(name, _)| name == "ownership"), "{table:?}");
+        let error = select_binaries("6.1", &["nope".into()], &available()).unwrap_err();
+        assert!(error.to_string().contains("churn, ownership"), "{error}");
+    }
+
+    /// Every binary the kernel tables may name.
+    fn all_binaries() -> Vec<(String, PathBuf)> {
+        (TEST_BINARIES.iter())
+            .flat_map(|(_, names)| names.iter().copied())
+            .chain(["churn"])
+            .map(|name| (name.to_string(), PathBuf::from(format!("/t/{name}"))))
+            .collect()
+    }
+
+    #[test]
+    fn the_test_script_runs_each_binary_with_the_filter() {
+        let workspace = Workspace {
+            root: PathBuf::from("/w"),
+            hostnetd: PathBuf::from("/w/target/debug/hostnetd"),
+            netprobe: PathBuf::from("/w/target/debug/netprobe"),
+            tests: available(),
+            images: PathBuf::from("/w/target/images"),
+        };
+        let script = test_script("6.12", &workspace, &available(), Some("bind it"));
+        assert!(script.contains("cd '/w/tests' || exit 125\n"), "{script}");
+        assert!(script.contains("export HOSTNETD_EXPECT_TCX=1\n"), "{script}");
+        assert!(
+            script.contains(
+                "run_test 'churn' '/t/churn' --test-threads=1 'bind it' --skip 'egress_updates_flip_atomically_under_load'\n"
+            ),
+            "{script}"
+        );
+        let older = test_script("6.1", &workspace, &available(), None);
+        assert!(older.contains("export HOSTNETD_EXPECT_TCX=0\n"), "{older}");
+        assert!(script.ends_with("exit $status\n"), "{script}");
+    }
+}
