@@ -326,8 +326,10 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 fn read_only_cgroup_tree(recursive: bool, submounts: &[String]) -> Vec<Value> {
     let options = ["nosuid", "noexec", "nodev"];
     if recursive {
-        return vec![json!({ "destination": CGROUP_ROOT, "type": "bind", "source": CGROUP_ROOT,
-                            "options": ["rbind", options[0], options[1], options[2], "rro"] })];
+        return vec![
+            json!({ "destination": CGROUP_ROOT, "type": "bind", "source": CGROUP_ROOT,
+                            "options": ["rbind", options[0], options[1], options[2], "rro"] }),
+        ];
     }
     let top = json!({ "destination": CGROUP_ROOT, "type": "bind", "source": CGROUP_ROOT,
                       "options": ["rbind", options[0], options[1], options[2], "ro"] });
@@ -394,11 +396,16 @@ mod tests {
         assert_eq!(below, ["/sys/fs/cgroup/cpu set", "/sys/fs/cgroup/unified"]);
         let plain = read_only_cgroup_tree(false, &below);
         assert_eq!(plain.len(), 3);
-        assert!(plain.iter().all(|m| m["options"].as_array().unwrap().contains(&json!("ro"))));
+        assert!(plain
+            .iter()
+            .all(|m| m["options"].as_array().unwrap().contains(&json!("ro"))));
         assert_eq!(plain[2]["destination"], "/sys/fs/cgroup/unified");
         let recursive = read_only_cgroup_tree(true, &below);
         assert_eq!(recursive.len(), 1);
-        assert!(recursive[0]["options"].as_array().unwrap().contains(&json!("rro")));
+        assert!(recursive[0]["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("rro")));
     }
 
     fn process(add: &[&str], drop: &[&str]) -> ProcessSpec {
@@ -499,7 +506,11 @@ mod tests {
         // Not rbind: the BPF filesystem at /sys/fs/bpf must not come along.
         assert_eq!(options("/sys")[0], "bind");
         assert!(options("/sys").contains(&json!("ro")));
-        let recursive = if kernel_has_mount_setattr() { "rro" } else { "ro" };
+        let recursive = if kernel_has_mount_setattr() {
+            "rro"
+        } else {
+            "ro"
+        };
         assert!(options("/sys/fs/cgroup").contains(&json!(recursive)));
     }
 

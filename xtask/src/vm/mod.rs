@@ -576,7 +576,10 @@ mod tests {
         assert_eq!(select_binaries("9.9", &[], &available()).unwrap().len(), 2);
         let table = select_binaries("6.1", &[], &all_binaries()).unwrap();
         assert!(table.iter().all(|(name, _)| name != "churn"), "{table:?}");
-        assert!(table.iter().any(|(name, _)| name == "ownership"), "{table:?}");
+        assert!(
+            table.iter().any(|(name, _)| name == "ownership"),
+            "{table:?}"
+        );
         let error = select_binaries("6.1", &["nope".into()], &available()).unwrap_err();
         assert!(error.to_string().contains("churn, ownership"), "{error}");
     }
@@ -601,7 +604,10 @@ mod tests {
         };
         let script = test_script("6.12", &workspace, &available(), Some("bind it"));
         assert!(script.contains("cd '/w/tests' || exit 125\n"), "{script}");
-        assert!(script.contains("export HOSTNETD_EXPECT_TCX=1\n"), "{script}");
+        assert!(
+            script.contains("export HOSTNETD_EXPECT_TCX=1\n"),
+            "{script}"
+        );
         assert!(
             script.contains(
                 "run_test 'churn' '/t/churn' --test-threads=1 'bind it' --skip 'egress_updates_flip_atomically_under_load'\n"
