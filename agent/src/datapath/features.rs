@@ -42,6 +42,7 @@ impl KernelFeatures {
     }
 
     fn probe() -> Self {
+        lift_memlock_limit();
         let cgroup_sock_addr = sock_addr_program(&[MOV_R0_1, EXIT]).is_ok();
         Self {
             btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
@@ -210,6 +211,24 @@ impl std::str::FromStr for TcAttach {
 impl fmt::Display for TcAttach {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Before Linux 5.11 the kernel charges BPF maps and programs to RLIMIT_MEMLOCK, whose
+/// default (8 MiB, or 64 KiB on older systems) a few datapaths exhaust: loads then fail with
+/// EPERM. Later kernels charge the memory cgroup instead and ignore the limit, so lifting it
+/// (as libbpf and bpftool do) changes nothing there.
+fn lift_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid, initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "cannot lift RLIMIT_MEMLOCK: {}; kernels before 5.11 may refuse BPF loads",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

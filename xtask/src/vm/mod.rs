@@ -252,6 +252,10 @@ pub fn vm_test(args: VmTestArgs) -> anyhow::Result<()> {
         markdown.display(),
         results.display()
     ));
+    let whole_matrix = args.kernel == "all" && args.tests.is_empty() && args.filter.is_none();
+    if whole_matrix {
+        update_readme(&report::render_kernel_table(&reports))?;
+    }
     let failed: Vec<&str> = (reports.iter())
         .filter(|report| !report.passed())
         .map(|report| report.kernel.as_str())
@@ -260,6 +264,29 @@ pub fn vm_test(args: VmTestArgs) -> anyhow::Result<()> {
         bail!("the VM tests failed on kernel {}", failed.join(", "));
     }
     Ok(())
+}
+
+const TABLE_BEGIN: &str = "<!-- kernel matrix: written by cargo xtask vm-test -->\n";
+const TABLE_END: &str = "<!-- end of kernel matrix -->";
+
+/// Replaces the README's supported-kernels table with the one this run of the whole matrix
+/// measured.
+fn update_readme(table: &str) -> anyhow::Result<()> {
+    let path = workspace_root().join("README.md");
+    let readme =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let updated = replace_between(&readme, TABLE_BEGIN, TABLE_END, table)
+        .with_context(|| format!("{} has no kernel matrix markers", path.display()))?;
+    fs::write(&path, updated).with_context(|| format!("cannot write {}", path.display()))?;
+    say("README.md: the supported-kernels table now shows this run");
+    Ok(())
+}
+
+/// `text` with what stands between `begin` and `end` replaced by `with`.
+fn replace_between(text: &str, begin: &str, end: &str, with: &str) -> Option<String> {
+    let start = text.find(begin)? + begin.len();
+    let stop = start + text[start..].find(end)?;
+    Some(format!("{}{with}{}", &text[..start], &text[stop..]))
 }
 
 /// target/vm holds what runs share (the stripped binaries, kept between runs; vm-run's
@@ -504,7 +531,13 @@ fn test_script(
          }}\n\
          # cargo runs a package's tests in its directory.\n\
          cd {tests_dir} || exit 125\n\
-         export HOSTNETD_EXPECT_TCX={tcx}\n",
+         export HOSTNETD_EXPECT_TCX={tcx}\n\
+         # What hostnetd makes of this kernel, for the README's table; a daemon of its own.\n\
+         echo \"{features} $(HOSTNETD_STATE_DIR=/tmp/vm-info HOSTNETD_RUN_DIR=/tmp/vm-info/run \
+         HOSTNETD_BPF_DIR=/sys/fs/bpf/vm-info \"$HOSTNETD_BIN\" info --json | tr -d '\\n')\"\n\
+         HOSTNETD_STATE_DIR=/tmp/vm-info HOSTNETD_RUN_DIR=/tmp/vm-info/run \
+         HOSTNETD_BPF_DIR=/sys/fs/bpf/vm-info \"$HOSTNETD_BIN\" teardown >/dev/null 2>&1\n",
+        features = report::FEATURES_MARKER,
         tcx = u8::from(expects_tcx(kernel)),
         begin = report::BEGIN_MARKER,
         end = report::END_MARKER,
@@ -582,6 +615,20 @@ mod tests {
         );
         let error = select_binaries("6.1", &["nope".into()], &available()).unwrap_err();
         assert!(error.to_string().contains("churn, ownership"), "{error}");
+    }
+
+    #[test]
+    fn the_readme_table_is_replaced_between_its_markers() {
+        let readme = format!("# x\n{TABLE_BEGIN}| old |\n{TABLE_END}\nrest\n");
+        let updated = replace_between(&readme, TABLE_BEGIN, TABLE_END, "| new |\n").unwrap();
+        assert_eq!(
+            updated,
+            format!("# x\n{TABLE_BEGIN}| new |\n{TABLE_END}\nrest\n")
+        );
+        assert_eq!(
+            replace_between("no markers", TABLE_BEGIN, TABLE_END, ""),
+            None
+        );
     }
 
     /// Every binary the kernel tables may name.

@@ -7,6 +7,69 @@ use super::{kernels::Kernel, qemu};
 pub const BEGIN_MARKER: &str = "HOSTNETD-VM-TEST-BEGIN";
 pub const END_MARKER: &str = "HOSTNETD-VM-TEST-END";
 const UNAME_MARKER: &str = "HOSTNETD-VM-UNAME";
+/// Followed by `hostnetd info --json` on one line.
+pub const FEATURES_MARKER: &str = "HOSTNETD-VM-FEATURES";
+
+/// One of the kernel's features as hostnetd's `info` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Feature {
+    pub name: String,
+    pub available: bool,
+    pub effect: String,
+}
+
+/// The features in a console line `HOSTNETD-VM-FEATURES {info JSON}`.
+pub fn parse_features(line: &str) -> Option<Vec<Feature>> {
+    let (_, json) = line.split_once(FEATURES_MARKER)?;
+    let info: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
+    (info["features"].as_array()?.iter())
+        .map(|feature| {
+            Some(Feature {
+                name: feature["name"].as_str()?.to_string(),
+                available: feature["available"].as_bool()?,
+                effect: feature["effect"].as_str()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The supported-kernels table of the README: what each kernel of the matrix passed, and
+/// what hostnetd does differently there.
+pub fn render_kernel_table(reports: &[KernelReport]) -> String {
+    let mut text = String::from(
+        "| kernel (Debian package) | end-to-end tests in the matrix | what degrades |\n\
+         | --- | --- | --- |\n",
+    );
+    for report in reports {
+        let passed: u32 = (report.binaries.iter())
+            .filter_map(|binary| binary.counts.as_ref())
+            .map(|counts| counts.passed)
+            .sum();
+        let tests = format!(
+            "{}: {} passed ({})",
+            report.verdict(),
+            passed,
+            report.selected.join(", ")
+        );
+        let degraded: Vec<String> = (report.features.iter())
+            .filter(|feature| !feature.available)
+            .map(|feature| format!("no {}: {}", feature.name, feature.effect))
+            .collect();
+        let degraded = match (report.features.is_empty(), degraded.is_empty()) {
+            (true, _) => "(not reported)".to_string(),
+            (false, true) => "nothing".to_string(),
+            (false, false) => degraded.join("; "),
+        };
+        let _ = writeln!(
+            text,
+            "| {} ({} {}) | {tests} | {degraded} |",
+            report.uname.as_deref().unwrap_or(&report.kernel),
+            report.package,
+            report.version
+        );
+    }
+    text
+}
 
 /// libtest's counts for one test binary.
 #[derive(Debug, PartialEq, Default, Clone, Copy)]
@@ -47,6 +110,8 @@ pub struct KernelReport {
     /// The test binaries selected for this kernel, in order.
     pub selected: Vec<String>,
     pub binaries: Vec<BinaryResult>,
+    /// What hostnetd's `info` said of the kernel before the tests.
+    pub features: Vec<Feature>,
     /// Why the machine ended abnormally.
     pub failure: Option<String>,
     pub exit_code: Option<i32>,
@@ -75,6 +140,10 @@ impl KernelReport {
             wall: outcome.wall,
             selected,
             binaries: collect_binaries(&texts),
+            features: texts
+                .iter()
+                .find_map(|(_, text)| parse_features(text))
+                .unwrap_or_default(),
             failure: outcome.failure.clone(),
             exit_code: outcome.exit_code,
         }
@@ -404,9 +473,29 @@ mod tests {
             wall: seconds(70),
             selected: vec!["ownership".into(), "churn".into()],
             binaries: collect_binaries(&lines),
+            features: parse_features(
+                r#"HOSTNETD-VM-FEATURES {"version":"0.1.0","features":[{"name":"set_retval","available":false,"effect":"every refused bind gets EPERM"},{"name":"btf","available":true,"effect":"required"}]}"#,
+            )
+            .unwrap(),
             failure: failure.map(str::to_string),
             exit_code,
         }
+    }
+
+    #[test]
+    fn the_kernel_table_says_what_degrades() {
+        let table = render_kernel_table(&[report(None, Some(0))]);
+        let row = table.lines().nth(2).unwrap();
+        assert!(
+            row.starts_with("| 6.1.0-57-cloud-amd64 (linux-image-6.1.0-57"),
+            "{row}"
+        );
+        assert!(row.contains("6 passed (ownership, churn)"), "{row}");
+        assert!(
+            row.ends_with("| no set_retval: every refused bind gets EPERM |"),
+            "{row}"
+        );
+        assert_eq!(parse_features("HOSTNETD-VM-FEATURES not json"), None);
     }
 
     #[test]
