@@ -40,6 +40,19 @@ pub fn taken() -> i32 {
     refused(EADDRINUSE)
 }
 
+/// Runs a command (`ip`, `tc`, ...) to completion, which must succeed.
+pub fn run_ok(command: &[&str]) {
+    let output = Command::new(command[0])
+        .args(&command[1..])
+        .output()
+        .unwrap_or_else(|error| panic!("{command:?}: {error}"));
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        describe(&output)
+    );
+}
+
 /// Whether the kernel offers `bpf_set_retval` to cgroup sock_addr programs, asked of bpftool:
 /// an oracle independent of hostnetd's own probe, whose answer the tests check.
 pub fn kernel_lets_programs_choose_errno() -> bool {

@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hostnetd_tests::{denied, describe, netprobe, skip_unless_root, stdout, KillOnDrop, TestHost};
+use hostnetd_tests::{
+    denied, describe, netprobe, run_ok, skip_unless_root, stdout, KillOnDrop, TestHost,
+};
 use serde_json::Value;
 
 const UDP_HEADER: u64 = 8;
@@ -271,7 +273,7 @@ impl Peer {
             if !prefix.is_empty() {
                 command.splice(0..0, ["ip", "netns", "exec", ns]);
             }
-            run_cmd(&command);
+            run_ok(&command);
         }
         peer.configure(host_if, None, HOST_V4, HOST_V6, PEER_V4, PEER_V6, &peer_if);
         peer.configure(
@@ -283,8 +285,8 @@ impl Peer {
             HOST_V6,
             host_if,
         );
-        run_cmd(&["ethtool", "-K", host_if, "tso", "off", "gro", "on"]);
-        run_cmd(&[
+        run_ok(&["ethtool", "-K", host_if, "tso", "off", "gro", "on"]);
+        run_ok(&[
             "ip", "netns", "exec", ns, "ethtool", "-K", &peer_if, "tso", "off",
         ]);
         peer
@@ -400,19 +402,7 @@ fn mac(dev: &str, ns: Option<&str>) -> String {
 }
 
 fn ip(args: &[&str]) {
-    run_cmd(&[&["ip"], args].concat());
-}
-
-fn run_cmd(command: &[&str]) {
-    let output = Command::new(command[0])
-        .args(&command[1..])
-        .output()
-        .expect("command");
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        describe(&output)
-    );
+    run_ok(&[&["ip"], args].concat());
 }
 
 fn wait_listening(child: &mut Child) {

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use hostnetd_tests::{
-    describe, netprobe, probe_results, skip_unless_root, stdout, TestHost, EPERM,
+    describe, netprobe, probe_results, run_ok, skip_unless_root, stdout, TestHost, EPERM,
 };
 use serde_json::Value;
 
@@ -92,18 +92,6 @@ fn has_clsact(dev: &str) -> bool {
     stdout(&output).contains("qdisc clsact")
 }
 
-fn run(command: &[&str]) {
-    let output = Command::new(command[0])
-        .args(&command[1..])
-        .output()
-        .expect("command");
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        describe(&output)
-    );
-}
-
 /// Two veth pairs whose far ends sit in a namespace of the test's own: `admin` carries a
 /// clsact qdisc with a filter of its administrator's, `bare` has no qdisc at all.
 struct Devices {
@@ -120,25 +108,27 @@ impl Devices {
             admin: format!("hnta{id}"),
             bare: format!("hntb{id}"),
         };
-        run(&["ip", "netns", "add", &devices.netns]);
+        run_ok(&["ip", "netns", "add", &devices.netns]);
         for dev in [&devices.admin, &devices.bare] {
             let peer = format!("{dev}p");
-            run(&[
+            run_ok(&[
                 "ip", "link", "add", dev, "type", "veth", "peer", "name", &peer,
             ]);
-            run(&["ip", "link", "set", &peer, "netns", &devices.netns]);
-            run(&["ip", "link", "set", dev, "up"]);
+            run_ok(&["ip", "link", "set", &peer, "netns", &devices.netns]);
+            run_ok(&["ip", "link", "set", dev, "up"]);
         }
-        run(&["tc", "qdisc", "add", "dev", &devices.admin, "clsact"]);
+        run_ok(&["tc", "qdisc", "add", "dev", &devices.admin, "clsact"]);
         // A u32 filter (a classifier every kernel of the matrix has) that matches nothing: an
         // IP header never starts with four zero bytes.
         let admin = &devices.admin;
-        run(&[
-            "tc", "filter", "add", "dev", admin, "ingress", "prio", "7", "u32",
-        ]
-        .into_iter()
-        .chain(["match", "u32", "0", "0xffffffff", "at", "0"])
-        .collect::<Vec<_>>());
+        run_ok(
+            &[
+                "tc", "filter", "add", "dev", admin, "ingress", "prio", "7", "u32",
+            ]
+            .into_iter()
+            .chain(["match", "u32", "0", "0xffffffff", "at", "0"])
+            .collect::<Vec<_>>(),
+        );
         devices
     }
 }

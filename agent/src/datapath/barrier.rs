@@ -10,27 +10,16 @@
 //! before anything of it was removed.
 use std::{
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
 };
 
-use super::DatapathError;
+use super::{
+    syscall::{bpf, bpf_fd, MapCreateAttr, BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM},
+    DatapathError,
+};
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
-
-/// The leading fields of `union bpf_attr` for BPF_MAP_CREATE; the kernel zero-fills the rest.
-#[repr(C)]
-#[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-    inner_map_fd: u32,
-}
 
 /// `union bpf_attr` for BPF_MAP_UPDATE_ELEM.
 #[repr(C)]
@@ -53,7 +42,7 @@ pub fn wait_for_running_programs() -> Result<(), DatapathError> {
     let outer = create_map(BPF_MAP_TYPE_ARRAY_OF_MAPS, Some(&inner)).map_err(error)?;
     let key: u32 = 0;
     let value: u32 = inner.as_raw_fd() as u32;
-    let attr = UpdateElemAttr {
+    let mut attr = UpdateElemAttr {
         map_fd: outer.as_raw_fd() as u32,
         _pad: 0,
         key: &key as *const u32 as u64,
@@ -61,13 +50,13 @@ pub fn wait_for_running_programs() -> Result<(), DatapathError> {
         flags: 0,
     };
     // SAFETY: the attribute points at live locals for the duration of the call.
-    unsafe { bpf(BPF_MAP_UPDATE_ELEM, &attr) }.map_err(error)?;
+    unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map_err(error)?;
     Ok(())
 }
 
 /// A one-slot map with 4-byte keys and values; a map-in-map takes `inner` as its template.
 fn create_map(map_type: u32, inner: Option<&OwnedFd>) -> io::Result<OwnedFd> {
-    let attr = MapCreateAttr {
+    let mut attr = MapCreateAttr {
         map_type,
         key_size: 4,
         value_size: 4,
@@ -75,23 +64,6 @@ fn create_map(map_type: u32, inner: Option<&OwnedFd>) -> io::Result<OwnedFd> {
         inner_map_fd: inner.map_or(0, |fd| fd.as_raw_fd() as u32),
         ..Default::default()
     };
-    // SAFETY: a plain attribute; the kernel returns a new descriptor, which we own.
-    let fd = unsafe { bpf(BPF_MAP_CREATE, &attr) }?;
-    // SAFETY: `fd` is a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// The bpf(2) system call with an attribute of `size_of::<T>()` bytes.
-///
-/// # Safety
-/// `attr` must be a valid `union bpf_attr` prefix for `cmd`; pointers in it must be live.
-unsafe fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<i32> {
-    let size = std::mem::size_of::<T>() as libc::c_uint;
-    // SAFETY: as the caller promises.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const T, size) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc as i32)
-    }
+    // SAFETY: a plain attribute; the kernel returns a new descriptor.
+    unsafe { bpf_fd(BPF_MAP_CREATE, &mut attr) }
 }

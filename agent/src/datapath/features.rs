@@ -2,14 +2,13 @@
 //! backports (RHEL 9's 5.14 has TCX, for one), so every feature is tried with the smallest
 //! program or map that needs it. Each probe loads nothing that stays: every descriptor it
 //! opens is closed before it returns, and nothing is attached.
-use std::{
-    fmt,
-    os::fd::{FromRawFd as _, OwnedFd},
-    path::Path,
-    sync::OnceLock,
-};
+use std::{fmt, os::fd::OwnedFd, path::Path, sync::OnceLock};
 
 use serde::{Deserialize, Serialize};
+
+use super::syscall::{
+    self, MapCreateAttr, BPF_LINK_CREATE, BPF_MAP_CREATE, BPF_PROG_LOAD, BPF_PROG_QUERY,
+};
 
 /// The features hostnetd uses, as probed on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,10 +266,6 @@ fn bpf_lsm_active(lsm_list: &Path) -> bool {
 // The probes speak the bpf(2) syscall directly: aya loads programs only from an object file,
 // and these are a few instructions each.
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_QUERY: libc::c_long = 16;
-const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 const BPF_PROG_TYPE_LSM: u32 = 29;
@@ -340,15 +335,6 @@ struct ProgLoadAttr {
 
 #[repr(C)]
 #[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
 struct ProgQueryAttr {
     target_ifindex: u32,
     attach_type: u32,
@@ -367,23 +353,17 @@ struct LinkCreateAttr {
     flags: u32,
 }
 
-/// bpf(2): a new descriptor, or the errno.
+/// bpf(2): a new descriptor (or, for a query, none), or the errno.
 fn bpf<T>(command: libc::c_long, attr: &mut T) -> Result<Option<OwnedFd>, i32> {
-    // SAFETY: `attr` is a live, initialised bpf_attr prefix of the size passed; the kernel
-    // reads (and for queries writes) only that much.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            command,
-            attr as *mut T,
-            std::mem::size_of::<T>(),
-        )
-    };
-    match result {
-        -1 => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
-        // SAFETY: the kernel returned a new descriptor that nothing else owns.
-        fd if command != BPF_PROG_QUERY => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })),
-        _ => Ok(None),
+    let errno = |error: std::io::Error| error.raw_os_error().unwrap_or(0);
+    // SAFETY: every caller passes an initialised bpf_attr prefix for its command, whose
+    // pointers are to live locals; the kernel reads (and for queries writes) only that much.
+    unsafe {
+        if command == BPF_PROG_QUERY {
+            syscall::bpf(command, attr).map(|_| None).map_err(errno)
+        } else {
+            syscall::bpf_fd(command, attr).map(Some).map_err(errno)
+        }
     }
 }
 

@@ -27,6 +27,7 @@ mod events;
 mod features;
 mod owners;
 mod policies;
+mod syscall;
 mod traffic;
 mod transition;
 mod usage;
