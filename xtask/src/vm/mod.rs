@@ -107,7 +107,7 @@ fn expects_tcx(kernel: &str) -> bool {
 
 /// How long one test binary may run in the guest before it is stopped (SIGTERM) and the next
 /// one starts.
-const BINARY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const BINARY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 #[derive(clap::Args)]
 pub struct VmRunArgs {
@@ -195,6 +195,17 @@ pub fn vm_run(args: VmRunArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The guest kernel's own report of a CPU stuck in the kernel, if it made one. Under TCG on
+/// this project's 2-core machines, 5.10 guests have twice locked up inside a daemon thread
+/// (not yet explained; the stack is on the console since `loglevel=5`); such a run is
+/// repeated once, and a second failure stands.
+fn guest_stall(outcome: &qemu::Outcome) -> Option<String> {
+    (outcome.lines.iter())
+        .map(|line| line.text.as_str())
+        .find(|text| text.contains("soft lockup") || text.contains("self-detected stall"))
+        .map(|text| text.trim().to_string())
+}
+
 /// The kernel matrix as `cargo xtask test` runs it after the host's suite: every kernel, each
 /// with its table's test binaries.
 pub fn vm_matrix() -> anyhow::Result<()> {
@@ -203,7 +214,8 @@ pub fn vm_matrix() -> anyhow::Result<()> {
         no_build: false,
         tests: Vec::new(),
         all_tests: false,
-        timeout_minutes: 40,
+        // Twice the slowest kernel's part: a guest that hangs is cut short.
+        timeout_minutes: 20,
         filter: None,
     })
 }
@@ -230,15 +242,28 @@ pub fn vm_test(args: VmTestArgs) -> anyhow::Result<()> {
         };
         let script = test_script(kernel.name, &workspace, &binaries, args.filter.as_deref());
         let log = results.join(format!("console-{}.log", kernel.name));
-        let outcome = boot(
-            kernel,
-            accel,
-            &common,
-            &script,
-            &dirs.run,
-            &log,
-            args.timeout_minutes,
-        )?;
+        let run = || {
+            boot(
+                kernel,
+                accel,
+                &common,
+                &script,
+                &dirs.run,
+                &log,
+                args.timeout_minutes,
+            )
+        };
+        let mut outcome = run()?;
+        if let Some(stall) = guest_stall(&outcome).filter(|_| outcome.exit_code != Some(0)) {
+            let first = results.join(format!("console-{}-stalled.log", kernel.name));
+            let _ = fs::rename(&log, &first);
+            say(&format!(
+                "VM {}: the guest kernel stalled ({stall}; console kept in {}); booting it once more",
+                kernel.name,
+                first.display()
+            ));
+            outcome = run()?;
+        }
         let selected = binaries.iter().map(|(name, _)| name.clone()).collect();
         reports.push(report::KernelReport::new(kernel, accel, selected, &outcome));
     }
@@ -252,9 +277,9 @@ pub fn vm_test(args: VmTestArgs) -> anyhow::Result<()> {
         markdown.display(),
         results.display()
     ));
-    let whole_matrix = args.kernel == "all" && args.tests.is_empty() && args.filter.is_none();
-    if whole_matrix {
-        update_readme(&report::render_kernel_table(&reports))?;
+    // A kernel's row is rewritten when it ran its whole part of the matrix.
+    if args.tests.is_empty() && args.filter.is_none() && !args.all_tests {
+        update_readme(&reports)?;
     }
     let failed: Vec<&str> = (reports.iter())
         .filter(|report| !report.passed())
@@ -269,17 +294,40 @@ pub fn vm_test(args: VmTestArgs) -> anyhow::Result<()> {
 const TABLE_BEGIN: &str = "<!-- kernel matrix: written by cargo xtask vm-test -->\n";
 const TABLE_END: &str = "<!-- end of kernel matrix -->";
 
-/// Replaces the README's supported-kernels table with the one this run of the whole matrix
-/// measured.
-fn update_readme(table: &str) -> anyhow::Result<()> {
+/// Rewrites the rows of the README's supported-kernels table for the kernels this run
+/// measured, keeping the others' rows as the last runs left them.
+fn update_readme(reports: &[report::KernelReport]) -> anyhow::Result<()> {
     let path = workspace_root().join("README.md");
     let readme =
         fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let updated = replace_between(&readme, TABLE_BEGIN, TABLE_END, table)
+    let start = readme
+        .find(TABLE_BEGIN)
+        .map_or(0, |at| at + TABLE_BEGIN.len());
+    let old = &readme[start..start + readme[start..].find(TABLE_END).unwrap_or(0)];
+    let table = merge_rows(old, reports);
+    let updated = replace_between(&readme, TABLE_BEGIN, TABLE_END, &table)
         .with_context(|| format!("{} has no kernel matrix markers", path.display()))?;
     fs::write(&path, updated).with_context(|| format!("cannot write {}", path.display()))?;
-    say("README.md: the supported-kernels table now shows this run");
+    say("README.md: the supported-kernels table shows this run's kernels");
     Ok(())
+}
+
+/// The table with a row per kernel of the matrix, in its order: this run's, else the old one.
+fn merge_rows(old: &str, reports: &[report::KernelReport]) -> String {
+    let mut table = report::KERNEL_TABLE_HEAD.to_string();
+    for spec in kernels::KERNELS {
+        let new = (reports.iter())
+            .find(|report| report.kernel == spec.name)
+            .map(report::render_kernel_row);
+        let kept = (old.lines())
+            .find(|line| line.starts_with(&format!("| {}.", spec.name)))
+            .map(str::to_string);
+        if let Some(row) = new.or(kept) {
+            table.push_str(&row);
+            table.push('\n');
+        }
+    }
+    table
 }
 
 /// `text` with what stands between `begin` and `end` replaced by `with`.
@@ -615,6 +663,17 @@ mod tests {
         );
         let error = select_binaries("6.1", &["nope".into()], &available()).unwrap_err();
         assert!(error.to_string().contains("churn, ownership"), "{error}");
+    }
+
+    #[test]
+    fn a_run_rewrites_its_kernels_rows_and_keeps_the_others() {
+        let old = "| kernel |\n| --- |\n| 5.10.0-32 (old) | x |\n| 6.12.1 (old) | y |\n";
+        let table = merge_rows(old, &[]);
+        assert!(
+            table.ends_with("| 5.10.0-32 (old) | x |\n| 6.12.1 (old) | y |\n"),
+            "{table}"
+        );
+        assert!(table.starts_with(report::KERNEL_TABLE_HEAD), "{table}");
     }
 
     #[test]

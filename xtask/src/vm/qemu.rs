@@ -24,7 +24,9 @@ const CPUS: &str = "2";
 /// `quiet`: the kernel's warnings and errors only. `panic=-1`: a panic resets the machine at
 /// once, which ends QEMU (-no-reboot). `random.trust_cpu`: RDRAND seeds the random pool, or
 /// early getrandom() could wait for entropy a VM is slow to gather.
-const KERNEL_COMMAND_LINE: &str = "console=ttyS0 panic=-1 quiet random.trust_cpu=on";
+/// `loglevel=5`: warnings and the stacks the kernel prints with them (a soft lockup's), not
+/// the boot's chatter.
+const KERNEL_COMMAND_LINE: &str = "console=ttyS0 panic=-1 loglevel=5 random.trust_cpu=on";
 
 pub const EXIT_MARKER: &str = "HOSTNETD-VM-EXIT";
 pub const READY_MARKER: &str = "HOSTNETD-VM-READY";
