@@ -4,12 +4,9 @@
 //! `--cap-add NET_RAW` is refused AF_PACKET even when it holds CAP_NET_RAW (a root process
 //! moved into the container's cgroup, say).
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use hostnetd_common::{traffic::DENIAL_RAW_SOCKET, EPERM, POLICY_ALLOW_RAW_SOCKETS};
+use hostnetd_common::{EPERM, POLICY_ALLOW_RAW_SOCKETS};
 
-use crate::{
-    egress::current_container,
-    report::{report, Denial},
-};
+use crate::{egress::current_container, report::report_raw_socket};
 
 const AF_PACKET: i32 = 17;
 
@@ -28,14 +25,6 @@ pub fn socket_create(ctx: LsmContext) -> i32 {
     if policy.flags & POLICY_ALLOW_RAW_SOCKETS != 0 {
         return 0;
     }
-    report(&Denial {
-        cgroup_id,
-        kind: DENIAL_RAW_SOCKET,
-        errno: EPERM as u32,
-        ipproto: protocol as u8,
-        port: 0,
-        addr: [0; 16],
-        by_task: true,
-    });
+    report_raw_socket(cgroup_id, protocol as u32);
     -EPERM
 }

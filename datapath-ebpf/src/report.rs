@@ -3,8 +3,12 @@
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_ktime_get_boot_ns,
 };
-use hostnetd_common::traffic::{
-    DenialEvent, Denials, DENIAL_KINDS, STAT_EVENTS_LOST, STAT_TRAFFIC_TABLE_FULL,
+use hostnetd_common::{
+    traffic::{
+        DenialEvent, Denials, DENIAL_KINDS, DENIAL_RAW_SOCKET, STAT_EVENTS_LOST,
+        STAT_TRAFFIC_TABLE_FULL,
+    },
+    EPERM,
 };
 
 use crate::maps::{DATAPATH_STATS, DENIALS, EVENTS};
@@ -80,6 +84,21 @@ fn send_event(denial: &Denial) {
         addr: denial.addr,
     });
     entry.submit(0);
+}
+
+/// A raw or packet socket refused to a container's task, with EPERM (what a missing
+/// CAP_NET_RAW gives).
+#[inline(always)]
+pub fn report_raw_socket(cgroup_id: u64, protocol: u32) {
+    report(&Denial {
+        cgroup_id,
+        kind: DENIAL_RAW_SOCKET,
+        errno: EPERM as u32,
+        ipproto: protocol as u8,
+        port: 0,
+        addr: [0; 16],
+        by_task: true,
+    });
 }
 
 /// Counts a datapath health event (`STAT_*`).

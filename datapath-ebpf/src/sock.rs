@@ -5,12 +5,9 @@
 //! AF_PACKET is still refused here should that change.
 use aya_ebpf::{macros::cgroup_sock, programs::SockContext};
 use aya_log_ebpf::debug;
-use hostnetd_common::{traffic::DENIAL_RAW_SOCKET, EPERM, POLICY_ALLOW_RAW_SOCKETS};
+use hostnetd_common::POLICY_ALLOW_RAW_SOCKETS;
 
-use crate::{
-    egress::current_container,
-    report::{report, Denial},
-};
+use crate::{egress::current_container, report::report_raw_socket};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -34,15 +31,7 @@ pub fn sock_create(ctx: SockContext) -> i32 {
             &ctx,
             "raw socket (family {}, protocol {}) refused", family, protocol
         );
-        report(&Denial {
-            cgroup_id,
-            kind: DENIAL_RAW_SOCKET,
-            errno: EPERM as u32,
-            ipproto: protocol as u8,
-            port: 0,
-            addr: [0; 16],
-            by_task: true,
-        });
+        report_raw_socket(cgroup_id, protocol);
     }
     // Refused with EPERM, the errno a missing CAP_NET_RAW gives.
     i32::from(allowed)
