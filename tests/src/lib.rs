@@ -53,26 +53,55 @@ pub fn run_ok(command: &[&str]) {
     );
 }
 
-/// Whether the kernel offers `bpf_set_retval` to cgroup sock_addr programs, asked of bpftool:
-/// an oracle independent of hostnetd's own probe, whose answer the tests check.
+/// `bpftool ARGS`, which must succeed: its standard output.
+pub fn bpftool(args: &[&str]) -> Output {
+    let output = Command::new("bpftool")
+        .args(args)
+        .output()
+        .expect("bpftool (installed by cargo xtask setup)");
+    assert!(
+        output.status.success(),
+        "bpftool {args:?}: {}",
+        describe(&output)
+    );
+    output
+}
+
+/// `bpftool ARGS --json`, parsed.
+pub fn bpftool_json(args: &[&str]) -> serde_json::Value {
+    let output = bpftool(&[args, &["--json"]].concat());
+    serde_json::from_slice(&output.stdout).expect("bpftool's JSON")
+}
+
+/// bpftool's own probe of the kernel: an oracle independent of hostnetd's, whose answers the
+/// tests check hostnetd's against.
+pub fn bpftool_probe() -> &'static serde_json::Value {
+    static PROBE: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    PROBE.get_or_init(|| bpftool_json(&["feature", "probe", "kernel"]))
+}
+
+/// Whether the kernel offers `bpf_set_retval` to cgroup sock_addr programs, as bpftool finds.
 pub fn kernel_lets_programs_choose_errno() -> bool {
+    let helpers = &bpftool_probe()["helpers"]["cgroup_sock_addr_available_helpers"];
+    (helpers.as_array().expect("cgroup_sock_addr helpers"))
+        .iter()
+        .any(|helper| helper == "bpf_set_retval")
+}
+
+/// Whether the kernel has TCX links (Linux 6.6, or a backport), as its own type information
+/// says: its BTF has `struct tcx_link` where TCX is built in (bpftool has no probe for it).
+pub fn kernel_has_tcx() -> bool {
     static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ANSWER.get_or_init(|| {
-        let output = Command::new("bpftool")
-            .args(["feature", "probe", "kernel", "--json"])
-            .output()
-            .expect("bpftool (installed by cargo xtask setup)");
-        assert!(
-            output.status.success(),
-            "bpftool feature probe: {}",
-            describe(&output)
-        );
-        let features: serde_json::Value =
-            serde_json::from_slice(&output.stdout).expect("bpftool's JSON");
-        let helpers = &features["helpers"]["cgroup_sock_addr_available_helpers"];
-        (helpers.as_array().expect("cgroup_sock_addr helpers"))
-            .iter()
-            .any(|helper| helper == "bpf_set_retval")
+        let dump = bpftool(&[
+            "btf",
+            "dump",
+            "file",
+            "/sys/kernel/btf/vmlinux",
+            "format",
+            "raw",
+        ]);
+        (stdout(&dump).lines()).any(|line| line.contains("] STRUCT 'tcx_link' "))
     })
 }
 

@@ -11,7 +11,8 @@ use std::{
 };
 
 use hostnetd_tests::{
-    denied, describe, netprobe, run_ok, skip_unless_root, stdout, KillOnDrop, TestHost,
+    bpftool_json, denied, describe, kernel_has_tcx, netprobe, run_ok, skip_unless_root, stdout,
+    KillOnDrop, TestHost,
 };
 use serde_json::Value;
 
@@ -93,44 +94,13 @@ impl TcAttach {
     }
 }
 
-/// Whether the kernel has TCX links (Linux 6.6, or a backport), as its own type information
-/// says: its BTF has `struct tcx_link` where TCX is built in. Independent of hostnetd's probe.
-fn kernel_has_tcx() -> bool {
-    let output = Command::new("bpftool")
-        .args([
-            "btf",
-            "dump",
-            "file",
-            "/sys/kernel/btf/vmlinux",
-            "format",
-            "raw",
-        ])
-        .output()
-        .expect("bpftool");
-    assert!(
-        output.status.success(),
-        "bpftool btf: {}",
-        describe(&output)
-    );
-    (stdout(&output).lines()).any(|line| line.contains("] STRUCT 'tcx_link' "))
-}
-
 /// Loads the host's datapath (any command does) and checks, as bpftool sees lo (independently
 /// of hostnetd's pins), that its tc_ingress and tc_egress were attached as `mode` says: filters
 /// on lo's clsact qdisc, or (TCX) no such filter of theirs.
 fn assert_tc_attached(host: &TestHost, mode: TcAttach) {
     let ps = host.exec(&["ps"]);
     assert!(ps.status.success(), "{}", describe(&ps));
-    let output = Command::new("bpftool")
-        .args(["net", "show", "dev", "lo", "--json"])
-        .output()
-        .expect("bpftool");
-    assert!(
-        output.status.success(),
-        "bpftool net: {}",
-        describe(&output)
-    );
-    let shown: Value = serde_json::from_slice(&output.stdout).expect("bpftool's JSON");
+    let shown = bpftool_json(&["net", "show", "dev", "lo"]);
     for (program, side) in [("tc_ingress", "ingress"), ("tc_egress", "egress")] {
         let id = program_id(host, program);
         let kinds: Vec<&str> = (shown[0]["tc"].as_array().expect("tc").iter())
@@ -153,18 +123,7 @@ fn assert_tc_attached(host: &TestHost, mode: TcAttach) {
 /// The kernel's id of one of the host's pinned programs.
 fn program_id(host: &TestHost, program: &str) -> u64 {
     let pin = host.pin_root().join("progs").join(program);
-    let output = Command::new("bpftool")
-        .args(["prog", "show", "pinned"])
-        .arg(&pin)
-        .arg("--json")
-        .output()
-        .expect("bpftool");
-    assert!(
-        output.status.success(),
-        "bpftool prog: {}",
-        describe(&output)
-    );
-    let shown: Value = serde_json::from_slice(&output.stdout).expect("bpftool's JSON");
+    let shown = bpftool_json(&["prog", "show", "pinned", &pin.to_string_lossy()]);
     shown["id"].as_u64().expect("a program id")
 }
 

@@ -1,11 +1,12 @@
 //! What the kernel can do, as hostnetd probes it, checked against oracles of its own (bpftool's
-//! probes, and the kernel matrix's knowledge of each kernel it boots); and the fallbacks: TC
+//! probes, and the kernel's BTF for TCX); and the fallbacks: TC
 //! programs on a clsact qdisc where there is no TCX (or when asked), and packet sockets refused
 //! by BPF LSM where it is active.
 use std::process::Command;
 
 use hostnetd_tests::{
-    describe, netprobe, probe_results, run_ok, skip_unless_root, stdout, TestHost, EPERM,
+    bpftool_probe, describe, kernel_has_tcx, netprobe, probe_results, run_ok, skip_unless_root,
+    stdout, TestHost, EPERM,
 };
 use serde_json::Value;
 
@@ -26,22 +27,6 @@ fn available(features: &Value, name: &str) -> bool {
     features[name]["available"]
         .as_bool()
         .unwrap_or_else(|| panic!("feature {name} missing: {features}"))
-}
-
-/// bpftool's own probe of the kernel, as JSON.
-fn bpftool_probe() -> Value {
-    let output = Command::new("bpftool")
-        .args(["feature", "probe", "kernel", "--json"])
-        .output()
-        .expect("bpftool");
-    assert!(output.status.success(), "bpftool: {}", describe(&output));
-    serde_json::from_slice(&output.stdout).expect("bpftool JSON")
-}
-
-/// What the kernel matrix knows of the kernel it booted (`HOSTNETD_EXPECT_TCX=0|1`), where it
-/// says; bpftool has no probe for TCX.
-fn expected_tcx() -> Option<bool> {
-    std::env::var("HOSTNETD_EXPECT_TCX").ok().map(|v| v == "1")
 }
 
 #[test]
@@ -69,10 +54,7 @@ fn info_reports_the_kernels_features_as_bpftool_finds_them() {
     );
     let without_retval = features["set_retval"]["effect"].as_str().unwrap();
     assert_eq!(without_retval.contains("EPERM"), !set_retval, "{features}");
-    match expected_tcx() {
-        Some(tcx) => assert_eq!(available(&features, "tcx"), tcx, "{features}"),
-        None => eprintln!("TCX not checked: HOSTNETD_EXPECT_TCX is not set for this kernel"),
-    }
+    assert_eq!(available(&features, "tcx"), kernel_has_tcx(), "{features}");
 }
 
 /// The filters of one side of `dev`'s clsact qdisc, as `tc` lists them.
@@ -191,7 +173,7 @@ fn a_changed_attach_mode_moves_the_tc_programs_over() {
     if skip_unless_root() {
         return;
     }
-    if expected_tcx() == Some(false) || !tcx_available() {
+    if !kernel_has_tcx() {
         eprintln!("skipped: this kernel has no TCX links (Linux 6.6) to move to");
         return;
     }
@@ -225,11 +207,6 @@ fn a_changed_attach_mode_moves_the_tc_programs_over() {
     );
 }
 
-fn tcx_available() -> bool {
-    let host = TestHost::new();
-    available(&features(&host), "tcx")
-}
-
 fn kill_daemon(host: &TestHost) {
     let pid = host.daemon_pid().expect("daemon pid");
     // SAFETY: signalling the daemon this test host started.
@@ -244,8 +221,8 @@ fn tcx_is_refused_where_the_kernel_has_none_and_nothing_changes() {
     if skip_unless_root() {
         return;
     }
-    if expected_tcx() != Some(false) {
-        eprintln!("skipped: only on a kernel the matrix knows to lack TCX");
+    if kernel_has_tcx() {
+        eprintln!("skipped: only on a kernel without TCX");
         return;
     }
     let mut host = TestHost::new();

@@ -99,12 +99,6 @@ const SKIPPED_IN_VMS: [(&str, &str); 1] = [(
     "counts policy flips within a wall-clock window",
 )];
 
-/// What the kernel tests expect of a Debian kernel that their oracle (bpftool) cannot probe:
-/// TCX links came with Linux 6.6.
-fn expects_tcx(kernel: &str) -> bool {
-    kernel == "6.12"
-}
-
 /// How long one test binary may run in the guest before it is stopped (SIGTERM) and the next
 /// one starts.
 const BINARY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -240,7 +234,7 @@ pub fn vm_test(args: VmTestArgs) -> anyhow::Result<()> {
         } else {
             select_binaries(kernel.name, &args.tests, &workspace.tests)?
         };
-        let script = test_script(kernel.name, &workspace, &binaries, args.filter.as_deref());
+        let script = test_script(&workspace, &binaries, args.filter.as_deref());
         let log = results.join(format!("console-{}.log", kernel.name));
         let run = || {
             boot(
@@ -560,7 +554,6 @@ fn select_binaries(
 /// The guest's command for vm-test: each binary in turn, serially (the tests share the
 /// machine's ports and sysctls), between markers the summary is made from.
 fn test_script(
-    kernel: &str,
     workspace: &Workspace,
     binaries: &[(String, PathBuf)],
     filter: Option<&str>,
@@ -579,14 +572,12 @@ fn test_script(
          }}\n\
          # cargo runs a package's tests in its directory.\n\
          cd {tests_dir} || exit 125\n\
-         export HOSTNETD_EXPECT_TCX={tcx}\n\
          # What hostnetd makes of this kernel, for the README's table; a daemon of its own.\n\
          echo \"{features} $(HOSTNETD_STATE_DIR=/tmp/vm-info HOSTNETD_RUN_DIR=/tmp/vm-info/run \
          HOSTNETD_BPF_DIR=/sys/fs/bpf/vm-info \"$HOSTNETD_BIN\" info --json | tr -d '\\n')\"\n\
          HOSTNETD_STATE_DIR=/tmp/vm-info HOSTNETD_RUN_DIR=/tmp/vm-info/run \
          HOSTNETD_BPF_DIR=/sys/fs/bpf/vm-info \"$HOSTNETD_BIN\" teardown >/dev/null 2>&1\n",
         features = report::FEATURES_MARKER,
-        tcx = u8::from(expects_tcx(kernel)),
         begin = report::BEGIN_MARKER,
         end = report::END_MARKER,
         timeout = BINARY_TIMEOUT.as_secs(),
@@ -708,20 +699,14 @@ mod tests {
             tests: available(),
             images: PathBuf::from("/w/target/images"),
         };
-        let script = test_script("6.12", &workspace, &available(), Some("bind it"));
+        let script = test_script(&workspace, &available(), Some("bind it"));
         assert!(script.contains("cd '/w/tests' || exit 125\n"), "{script}");
-        assert!(
-            script.contains("export HOSTNETD_EXPECT_TCX=1\n"),
-            "{script}"
-        );
         assert!(
             script.contains(
                 "run_test 'churn' '/t/churn' --test-threads=1 'bind it' --skip 'egress_updates_flip_atomically_under_load'\n"
             ),
             "{script}"
         );
-        let older = test_script("6.1", &workspace, &available(), None);
-        assert!(older.contains("export HOSTNETD_EXPECT_TCX=0\n"), "{older}");
         assert!(script.ends_with("exit $status\n"), "{script}");
     }
 }
