@@ -14,11 +14,17 @@
 //! metrics_addr = "127.0.0.1:9323"   # serve Prometheus metrics there (off when absent)
 //! tc_attach = "auto"        # tcx, or netlink (a clsact qdisc); auto: TCX where the kernel has it
 //! ```
-use std::path::{Path, PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
 
-use crate::host::HostConfig;
+use crate::{
+    datapath::{BpfLogLevel, TcAttach},
+    host::HostConfig,
+};
 
 pub const DEFAULT_CONFIG: &str = "/etc/hostnetd/config.toml";
 
@@ -42,55 +48,6 @@ pub struct Settings {
     pub bpf_log_level: Option<String>,
     /// How the TC programs attach to the host's interfaces: auto (default), tcx or netlink.
     pub tc_attach: Option<String>,
-}
-
-/// How much the eBPF programs log through aya-log. Fixed when the datapath is loaded: the
-/// verifier prunes disabled statements, so logging off costs nothing per packet.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub enum BpfLogLevel {
-    #[default]
-    Off,
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl BpfLogLevel {
-    const NAMES: [&'static str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-
-    /// aya-log's `AYA_LOG_LEVEL`: 0 disables every statement.
-    pub fn as_u8(self) -> u8 {
-        self as u8
-    }
-
-    pub fn as_str(self) -> &'static str {
-        Self::NAMES[self as usize]
-    }
-}
-
-impl std::str::FromStr for BpfLogLevel {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let levels = [
-            Self::Off,
-            Self::Error,
-            Self::Warn,
-            Self::Info,
-            Self::Debug,
-            Self::Trace,
-        ];
-        (Self::NAMES.iter().zip(levels))
-            .find_map(|(name, level)| name.eq_ignore_ascii_case(text).then_some(level))
-            .ok_or_else(|| {
-                format!(
-                    "invalid eBPF log level {text:?}: use {}",
-                    Self::NAMES.join(", ")
-                )
-            })
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +141,7 @@ impl Settings {
     }
 
     /// Checks the TC attach mode, which `host_config` takes as given.
-    pub fn tc_attach(&self) -> Result<crate::datapath::TcAttach, String> {
+    pub fn tc_attach(&self) -> Result<TcAttach, String> {
         self.tc_attach
             .as_deref()
             .map_or(Ok(Default::default()), str::parse)
@@ -213,13 +170,23 @@ impl Settings {
     /// Where to serve metrics, if anywhere.
     pub fn metrics_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
         (self.metrics_addr.as_deref())
-            .map(crate::metrics::parse_metrics_addr)
+            .map(parse_metrics_addr)
             .transpose()
     }
 
     pub fn log_level(&self) -> &str {
         self.log_level.as_deref().unwrap_or("info")
     }
+}
+
+/// `--metrics-addr`: `HOST:PORT`, `[V6]:PORT`, or a bare port on 127.0.0.1.
+pub fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| {
+        format!("invalid metrics address {text:?}: give HOST:PORT (127.0.0.1:9323) or a port")
+    })
 }
 
 #[cfg(test)]
@@ -256,5 +223,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("/nonexistent"));
+    }
+
+    #[test]
+    fn a_bare_port_listens_on_loopback() {
+        assert_eq!(
+            parse_metrics_addr("9323").unwrap().to_string(),
+            "127.0.0.1:9323"
+        );
+        assert_eq!(
+            parse_metrics_addr("[::1]:9323").unwrap().to_string(),
+            "[::1]:9323"
+        );
+        assert!(parse_metrics_addr("localhost")
+            .unwrap_err()
+            .contains("localhost"));
     }
 }

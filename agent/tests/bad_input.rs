@@ -6,10 +6,10 @@ use std::{
     io::{Read as _, Write as _},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use hostnetd::{Host, HostConfig};
+use hostnetd_tests::scratch::ScratchHost;
 
 /// `hostnetd ARGS...` fails with `exit` and `stderr` as its first line. `{dir}` stands for the
 /// scratch directory (policy files live there).
@@ -123,70 +123,60 @@ fn files() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("hostnetd-bad-input-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
+/// A scratch host whose hostnetd can do no harm: no BPF filesystem (none can be mounted
+/// below a file), no runc, an empty config. A case that got through could change nothing.
+fn harmless_host(tag: &str) -> ScratchHost {
+    let mut host = ScratchHost::new(
+        &format!("hostnetd-bad-input-{tag}"),
+        Path::new(env!("CARGO_BIN_EXE_hostnetd")),
+    );
+    let dir = host.scratch().to_path_buf();
+    std::fs::write(dir.join("empty-config.toml"), "").unwrap();
+    std::fs::write(dir.join("not-a-dir"), "").unwrap();
+    for (key, value) in [
+        ("HOSTNETD_CONFIG", dir.join("empty-config.toml")),
+        ("HOSTNETD_BPFFS", dir.join("not-a-dir/bpffs")),
+        ("HOSTNETD_BPF_DIR", dir.join("not-a-dir/bpffs/hostnetd")),
+        ("HOSTNETD_RUNC", PathBuf::from("/nonexistent/runc")),
+    ] {
+        host.set_env(key, &value.to_string_lossy());
     }
+    host
+}
 
-    /// Every path below the scratch directory, sorted.
-    fn listing(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, into: &mut Vec<PathBuf>) {
-            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                into.push(entry.path());
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    walk(&entry.path(), into);
-                }
+/// Every path below the scratch directory, sorted.
+fn listing(host: &ScratchHost) -> Vec<PathBuf> {
+    fn walk(dir: &Path, into: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            into.push(entry.path());
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&entry.path(), into);
             }
         }
-        let mut paths = Vec::new();
-        walk(&self.0, &mut paths);
-        paths.sort();
-        paths
     }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A cgroup parent no real hostnetd uses: it must never be created.
-fn cgroup_parent(tag: &str) -> String {
-    format!("hostnetd-bad-input-{tag}-{}", std::process::id())
-}
-
-fn cgroup_exists(parent: &str) -> bool {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    mounts.lines().any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.get(2) == Some(&"cgroup2") && Path::new(fields[1]).join(parent).exists()
-    })
+    let mut paths = Vec::new();
+    walk(host.scratch(), &mut paths);
+    paths.sort();
+    paths
 }
 
 #[test]
 fn bad_command_lines_are_refused_with_exact_errors_and_change_nothing() {
-    let scratch = Scratch::new("cli");
-    let dir = scratch.0.display().to_string();
-    std::fs::write(scratch.0.join("empty-config.toml"), "").unwrap();
-    std::fs::write(scratch.0.join("not-a-dir"), "").unwrap();
+    let host = harmless_host("cli");
+    let dir = host.scratch().display().to_string();
     for (name, text) in files() {
-        std::fs::write(scratch.0.join(name), text).unwrap();
+        std::fs::write(host.scratch().join(name), text).unwrap();
     }
-    let before = scratch.listing();
-    let parent = cgroup_parent("cli");
+    let before = listing(&host);
     let mismatches: Vec<String> = CLI_CASES
         .iter()
         .filter_map(|case| {
             let args: Vec<String> = case.args.iter().map(|a| a.replace("{dir}", &dir)).collect();
-            let output = hostnetd(&scratch.0, &parent, &args);
+            let output = (host.hostnetd())
+                .args(&args)
+                .env_remove("HOSTNETD_SOCKET")
+                .output()
+                .expect("run hostnetd");
             let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
             let expected = case.stderr.replace("{dir}", &dir);
             let first_line = stderr.lines().next().unwrap_or_default();
@@ -196,8 +186,8 @@ fn bad_command_lines_are_refused_with_exact_errors_and_change_nothing() {
                 && ours_in_one_line
                 && output.stdout.is_empty();
             // Checked after every case, so that a failure names the case that did it.
-            assert_eq!(scratch.listing(), before, "{args:?} left files behind");
-            assert!(!cgroup_exists(&parent), "{args:?} created a cgroup");
+            assert_eq!(listing(&host), before, "{args:?} left files behind");
+            assert!(!host.cgroup_parent_path().exists(), "{args:?} created a cgroup");
             (!right).then(|| {
                 format!(
                     "hostnetd {args:?}\n  expected {} {expected:?}\n  got      {:?} {stderr:?} (stdout {:?})",
@@ -209,24 +199,6 @@ fn bad_command_lines_are_refused_with_exact_errors_and_change_nothing() {
         })
         .collect();
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
-}
-
-/// `hostnetd ARGS` pointed at the scratch directory.
-fn hostnetd(scratch: &Path, cgroup_parent: &str, args: &[String]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hostnetd"))
-        .args(args)
-        .env("HOSTNETD_CONFIG", scratch.join("empty-config.toml"))
-        .env("HOSTNETD_STATE_DIR", scratch.join("state"))
-        .env("HOSTNETD_RUN_DIR", scratch.join("run"))
-        // No BPF filesystem (none can be mounted below a file) and no runc: a case that got
-        // through could not do harm.
-        .env("HOSTNETD_BPFFS", scratch.join("not-a-dir/bpffs"))
-        .env("HOSTNETD_BPF_DIR", scratch.join("not-a-dir/bpffs/hostnetd"))
-        .env("HOSTNETD_RUNC", "/nonexistent/runc")
-        .env("HOSTNETD_CGROUP_PARENT", cgroup_parent)
-        .env_remove("HOSTNETD_SOCKET")
-        .output()
-        .expect("run hostnetd")
 }
 
 /// An API request and the exact message of its `400 invalid_argument` answer.
@@ -303,16 +275,14 @@ struct InProcessApi {
 }
 
 impl InProcessApi {
-    fn start(scratch: &Path, cgroup_parent: &str) -> Self {
-        // No BPF filesystem can be mounted below a file: a request that got through could not
-        // load anything.
-        std::fs::write(scratch.join("not-a-dir"), "").expect("write");
+    fn start(host: &ScratchHost) -> Self {
+        let scratch = host.scratch();
         let config = HostConfig {
             state_dir: scratch.join("state"),
             run_dir: scratch.join("run"),
             bpffs: scratch.join("not-a-dir/bpffs"),
             bpf_dir: scratch.join("not-a-dir/bpffs/hostnetd"),
-            cgroup_parent: cgroup_parent.to_string(),
+            cgroup_parent: host.cgroup_parent().to_string(),
             runc: "/nonexistent/runc".into(),
             host_protection: true,
             bpf_log_level: Default::default(),
@@ -355,17 +325,19 @@ impl InProcessApi {
 
 #[test]
 fn bad_api_requests_get_400_invalid_argument_with_exact_messages_and_change_nothing() {
-    let scratch = Scratch::new("api");
-    let parent = cgroup_parent("api");
-    let api = InProcessApi::start(&scratch.0, &parent);
-    let before = scratch.listing();
+    let host = harmless_host("api");
+    let api = InProcessApi::start(&host);
+    let before = listing(&host);
     let mismatches: Vec<String> = API_CASES
         .iter()
         .filter_map(|case| {
             let (status, json) = api.request(case.method, case.path, case.body);
             let what = format!("{} {} {}", case.method, case.path, case.body);
-            assert_eq!(scratch.listing(), before, "{what} left files behind");
-            assert!(!cgroup_exists(&parent), "{what} created a cgroup");
+            assert_eq!(listing(&host), before, "{what} left files behind");
+            assert!(
+                !host.cgroup_parent_path().exists(),
+                "{what} created a cgroup"
+            );
             let expected =
                 serde_json::json!({ "code": "invalid_argument", "message": case.message });
             (status != 400 || json != expected)
@@ -373,7 +345,7 @@ fn bad_api_requests_get_400_invalid_argument_with_exact_messages_and_change_noth
         })
         .collect();
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
-    let records = std::fs::read_dir(scratch.0.join("state/containers"))
+    let records = std::fs::read_dir(host.scratch().join("state/containers"))
         .unwrap()
         .count();
     assert_eq!(records, 0, "no container was recorded");

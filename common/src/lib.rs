@@ -7,7 +7,8 @@
 #![no_std]
 
 pub mod bind;
-pub mod egress;
+pub mod packet;
+pub mod rules;
 pub mod traffic;
 
 /// Version of the map layouts below; pins live under `<bpffs>/hostnetd/v<ABI_VERSION>`.
@@ -145,7 +146,7 @@ impl BindAddrKey {
 /// Host-wide settings the programs read from slot 0 of the `SETTINGS` array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Settings {
+pub struct DatapathSettings {
     /// Depth of container cgroups below the cgroup2 root (`<parent>/<id>`), so that a hook
     /// finds the container a socket belongs to with `bpf_get_current_ancestor_cgroup_id`.
     pub container_level: u32,
@@ -153,7 +154,7 @@ pub struct Settings {
     /// per CPU and trust only those taken under the epoch in force.
     pub policy_epoch: u32,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+const _: () = assert!(core::mem::size_of::<DatapathSettings>() == 8);
 
 /// One container's policy switches, keyed by its cgroup id in `CONTAINER_POLICIES`. A
 /// container without an entry is unrestricted beyond port ownership.
@@ -308,7 +309,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BindAddrKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::DatapathSettings {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ContainerPolicy {}
     // SAFETY: as above.

@@ -13,7 +13,7 @@ use hostnetd_common::{
 };
 
 use crate::{
-    egress::current_container,
+    container::current_container,
     maps::{BIND_ADDRS, CONTAINER_POLICIES, PORT_OWNERS},
     report::{report, Denial},
     sockaddr::{deny, ipv4_addr, ipv6_addr, protocol_and_port, ALLOW},

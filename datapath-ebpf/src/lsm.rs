@@ -6,7 +6,7 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use hostnetd_common::{EPERM, POLICY_ALLOW_RAW_SOCKETS};
 
-use crate::{egress::current_container, report::report_raw_socket};
+use crate::{container::current_container, report::report_raw_socket};
 
 const AF_PACKET: i32 = 17;
 

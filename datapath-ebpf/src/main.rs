@@ -7,9 +7,11 @@
 #[cfg(target_arch = "bpf")]
 mod bind;
 #[cfg(target_arch = "bpf")]
-mod egress;
+mod connect;
 #[cfg(target_arch = "bpf")]
-mod guard;
+mod container;
+#[cfg(target_arch = "bpf")]
+mod ingress;
 #[cfg(target_arch = "bpf")]
 mod lsm;
 #[cfg(target_arch = "bpf")]

@@ -1,13 +1,14 @@
 //! Every map the programs share, pinned by name under the agent's versioned bpffs directory.
-use crate::guard::CachedVerdict;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use hostnetd_common::{
+    packet::{CachedVerdict, VERDICT_SLOT_BITS},
     traffic::{Denials, DeviceCounters, TrafficCounters, TrafficKey, DATAPATH_STATS as STATS},
-    BindAddrKey, ContainerPolicy, PortOwner, PrefixKey, PrefixRules, Settings, MAX_BIND_ADDRS,
-    MAX_EGRESS_PREFIXES, MAX_INGRESS_PREFIXES, MAX_TRAFFIC_ROWS, PORTS_PER_PROTO, TRACKED_PROTOS,
+    BindAddrKey, ContainerPolicy, DatapathSettings, PortOwner, PrefixKey, PrefixRules,
+    MAX_BIND_ADDRS, MAX_EGRESS_PREFIXES, MAX_INGRESS_PREFIXES, MAX_TRAFFIC_ROWS, PORTS_PER_PROTO,
+    TRACKED_PROTOS,
 };
 
 /// Capacity of the per-container tables.
@@ -27,7 +28,7 @@ pub static BIND_ADDRS: HashMap<BindAddrKey, u8> = HashMap::pinned(MAX_BIND_ADDRS
 
 /// Host-wide settings in slot 0.
 #[map]
-pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
+pub static SETTINGS: Array<DatapathSettings> = Array::pinned(1, 0);
 
 /// Each container's policy switches, by cgroup id.
 #[map]
@@ -44,9 +45,8 @@ pub static INGRESS_RULES: LpmTrie<PrefixKey, PrefixRules> =
     LpmTrie::pinned(MAX_INGRESS_PREFIXES, 0);
 
 /// log2 of the slots of the per-CPU ingress verdict cache.
-pub const VERDICT_SLOT_BITS: u32 = 10;
 
-/// Ingress verdicts recently taken on this CPU (see `guard`): 1024 slots of 32 bytes per CPU.
+/// Ingress verdicts recently taken on this CPU (see `ingress`): 1024 slots of 32 bytes per CPU.
 #[map]
 pub static VERDICTS: PerCpuArray<CachedVerdict> = PerCpuArray::pinned(1 << VERDICT_SLOT_BITS, 0);
 

@@ -7,7 +7,8 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_ancestor_cgroup_id, bpf_skb_load_bytes_relative},
 };
 use hostnetd_common::{
-    traffic::{class_of, ipv4_header_len, tcp_header_len, wire_bytes, TrafficCounters},
+    packet::{local_port, v4_mapped_words, IpHeader},
+    traffic::{class_of, tcp_header_len, wire_bytes, TrafficCounters},
     PortOwner, Proto, IPPROTO_TCP, IPPROTO_UDP,
 };
 
@@ -39,34 +40,19 @@ impl Packet {
     /// Parses the IP and transport headers; None for anything but IPv4 and IPv6.
     #[inline(always)]
     pub fn parse(skb: *mut __sk_buff, net_offset: u32, direction: Direction) -> Option<Self> {
-        // Version, IHL, the IPv4 fragment offset and protocol, or the IPv6 next header: one
-        // load covers both.
-        let head: [u8; 10] = load(skb, net_offset, 0)?;
-        let (family, ipproto, l4_offset, later_fragment) = match head[0] >> 4 {
-            4 => {
-                let offset = u16::from_be_bytes([head[6], head[7]]) & 0x1fff;
-                (4, head[9], ipv4_header_len(head[0]), offset != 0)
-            }
-            6 => (6, head[6], 40, false),
-            _ => return None,
-        };
+        let header = IpHeader::parse(load(skb, net_offset, 0)?)?;
         let mut packet = Self {
             skb,
             net_offset,
-            family,
-            ipproto,
+            family: header.family,
+            ipproto: header.ipproto,
             local_port: 0,
-            l4_offset,
+            l4_offset: header.l4_offset,
         };
         // Only a first fragment carries the transport header.
-        if packet.has_ports() && !later_fragment {
-            let ports: [u8; 4] = load(skb, net_offset, l4_offset)?;
-            let at = if direction == Direction::Ingress {
-                2
-            } else {
-                0
-            };
-            packet.local_port = u16::from_be_bytes([ports[at], ports[at + 1]]);
+        if packet.has_ports() && !header.later_fragment {
+            let ports: [u8; 4] = load(skb, net_offset, header.l4_offset)?;
+            packet.local_port = local_port(ports, direction == Direction::Ingress);
         }
         Some(packet)
     }
@@ -93,9 +79,7 @@ impl Packet {
     #[inline(always)]
     pub fn source_words(&self) -> Option<[u64; 2]> {
         if self.family == 4 {
-            let v4: [u8; 4] = load(self.skb, self.net_offset, 12)?;
-            let mapped = [0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]];
-            Some([0, u64::from_ne_bytes(mapped)])
+            Some(v4_mapped_words(load(self.skb, self.net_offset, 12)?))
         } else {
             load(self.skb, self.net_offset, 8)
         }

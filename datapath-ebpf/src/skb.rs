@@ -5,7 +5,7 @@ use aya_log_ebpf::debug;
 use hostnetd_common::traffic::{TrafficKey, CLASS_OTHER};
 
 use crate::{
-    guard::{admits, row},
+    ingress::{admits, row},
     maps::{SETTINGS, TRAFFIC},
     packet::{count_at_socket, socket_cgroup, Direction, Packet},
 };

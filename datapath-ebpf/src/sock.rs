@@ -7,7 +7,7 @@ use aya_ebpf::{macros::cgroup_sock, programs::SockContext};
 use aya_log_ebpf::debug;
 use hostnetd_common::POLICY_ALLOW_RAW_SOCKETS;
 
-use crate::{egress::current_container, report::report_raw_socket};
+use crate::{container::current_container, report::report_raw_socket};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;

@@ -6,7 +6,7 @@ use aya_log_ebpf::debug;
 use hostnetd_common::traffic::TrafficKey;
 
 use crate::{
-    guard::{admits, row},
+    ingress::{admits, row},
     maps::DEVICE_TRAFFIC,
     packet::{add_plain, Direction, Packet},
 };

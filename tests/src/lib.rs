@@ -1,14 +1,19 @@
-//! Harness for hostnetd's privileged end-to-end tests.
+//! Harness for hostnetd's privileged end-to-end tests, its bad-input tests and its benchmark.
 //!
-//! Each test gets a [`TestHost`]: its own state, run and bpffs directories and its own cgroup
-//! parent, so tests never touch a real hostnetd's state. Dropping it (also when the test
-//! panics) kills what it started, removes every container, tears the datapath down and checks
-//! that nothing is left. Tests use ports 20000-29999 only.
+//! Each end-to-end test gets a [`TestHost`]: a [`scratch::ScratchHost`] (its own state, run
+//! and bpffs directories and its own cgroup parent, so tests never touch a real hostnetd's
+//! state) with the tests' helpers and checks. Dropping it (also when the test panics) kills
+//! what it started, removes every container, tears the datapath down and checks that nothing
+//! is left. Tests use ports 20000-29999 only.
+pub mod mounts;
+pub mod scratch;
+
+pub use mounts::{cgroup2_mount, remove_scratch};
+use scratch::ScratchHost;
 use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -105,8 +110,6 @@ pub fn kernel_has_tcx() -> bool {
     })
 }
 
-static NEXT_HOST: AtomicU32 = AtomicU32::new(0);
-
 /// The hostnetd binary under test: HOSTNETD_BIN, or the one in this test's target dir.
 pub fn hostnetd_bin() -> PathBuf {
     std::env::var_os("HOSTNETD_BIN").map_or_else(|| beside_tests("hostnetd"), PathBuf::from)
@@ -139,30 +142,24 @@ pub fn skip_unless_root() -> bool {
 
 pub struct TestHost {
     pub name: String,
+    host: ScratchHost,
     scratch: PathBuf,
     bpf_dir: PathBuf,
-    cgroup_parent: String,
     children: Vec<Child>,
     /// The container name of each child `hostnetd run`.
     child_names: Vec<String>,
-    /// Extra environment for every hostnetd command (settings such as host protection).
-    env: Vec<(String, String)>,
 }
 
 impl TestHost {
     pub fn new() -> Self {
-        let n = NEXT_HOST.fetch_add(1, Ordering::SeqCst);
-        let name = format!("hostnetd-test-{}-{n}", std::process::id());
-        let scratch = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&scratch).expect("scratch dir");
+        let host = ScratchHost::new("hostnetd-test", &hostnetd_bin());
         Self {
-            bpf_dir: PathBuf::from("/sys/fs/bpf").join(&name),
-            cgroup_parent: name.clone(),
-            name,
-            scratch,
+            name: host.name.clone(),
+            scratch: host.scratch().to_path_buf(),
+            bpf_dir: host.bpf_dir().to_path_buf(),
+            host,
             children: Vec::new(),
             child_names: Vec::new(),
-            env: Vec::new(),
         }
     }
 
@@ -172,25 +169,17 @@ impl TestHost {
 
     /// A `hostnetd` command pointed at this test host's directories.
     pub fn hostnetd(&self) -> Command {
-        let mut command = Command::new(hostnetd_bin());
-        command
-            .env("HOSTNETD_STATE_DIR", self.scratch.join("state"))
-            .env("HOSTNETD_RUN_DIR", self.scratch.join("run"))
-            .env("HOSTNETD_BPF_DIR", &self.bpf_dir)
-            .env("HOSTNETD_CGROUP_PARENT", &self.cgroup_parent)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null());
-        command
+        self.host.hostnetd()
     }
 
     /// Sets an environment variable for every later hostnetd command of this host.
     pub fn set_env(&mut self, key: &str, value: &str) {
-        self.env.push((key.to_string(), value.to_string()));
+        self.host.set_env(key, value);
     }
 
     /// Runs `hostnetd ARGS` to completion.
     pub fn exec(&self, args: &[&str]) -> Output {
-        self.hostnetd().args(args).output().expect("run hostnetd")
+        self.host.exec(args)
     }
 
     /// `hostnetd run --rm --rootfs / --ports PORTS [extra] -- COMMAND`, to completion.
@@ -313,8 +302,7 @@ impl TestHost {
 
     /// The pid of this test host's daemon, when one runs.
     pub fn daemon_pid(&self) -> Option<i32> {
-        let text = std::fs::read_to_string(self.scratch.join("run/hostnetd.pid")).ok()?;
-        text.trim().parse().ok()
+        self.host.daemon_pid()
     }
 
     /// Whether the daemon of the pid file is alive (a zombie awaiting its reaper is not).
@@ -366,7 +354,7 @@ impl TestHost {
     }
 
     pub fn cgroup_parent_path(&self) -> PathBuf {
-        cgroup2_mount().join(&self.cgroup_parent)
+        self.host.cgroup_parent_path()
     }
 
     pub fn bpf_dir(&self) -> &Path {
@@ -424,21 +412,7 @@ impl Drop for TestHost {
             unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
             let _ = child.wait();
         }
-        let names = stdout(&self.exec(&["ps", "-a"]));
-        for line in names.lines().skip(1) {
-            if let Some(id) = line.split_whitespace().next() {
-                let _ = self.exec(&["rm", "-f", id]);
-            }
-        }
-        let daemon = self.daemon_pid();
-        let teardown = self.exec(&["teardown"]);
-        if let Some(pid) = daemon {
-            // Teardown stops the daemon; a test that failed half-way may need a firmer hand.
-            // SAFETY: signalling the daemon this test host started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let _ = std::fs::remove_dir(self.cgroup_parent_path());
-        remove_scratch(&self.scratch);
+        let teardown = self.host.clean_up();
         if !thread::panicking() {
             assert!(
                 teardown.status.success(),
@@ -487,53 +461,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Removes a test's scratch directory, but never through a mount point. A container's bundle
-/// (`run/containers/<id>/rootfs`) is a bind mount of its root filesystem, for `--rootfs /` the
-/// host's own: a recursive delete that walks into it deletes the host (it did: a failed test
-/// left one mounted, and /etc went). Every mount below `dir` is detached first, deepest
-/// first; if any is still there, or the mount table cannot be read, nothing is deleted.
-pub fn remove_scratch(dir: &Path) {
-    let mut mounts = mounts_below(dir);
-    mounts.sort_by_key(|path| std::cmp::Reverse(path.components().count()));
-    for mount in &mounts {
-        if let Ok(path) = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()) {
-            // SAFETY: a NUL-terminated path; detaching a mount this test host made.
-            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
-    let left = mounts_below(dir);
-    if left.is_empty() {
-        let _ = std::fs::remove_dir_all(dir);
-    } else {
-        eprintln!(
-            "not removing {}: mounts are still below it: {left:?}",
-            dir.display()
-        );
-    }
-}
-
-/// Mount points at or below `dir`; `dir` itself when the mount table cannot be read, so that
-/// the caller assumes the worst.
-fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mounts") else {
-        return vec![dir.to_path_buf()];
-    };
-    table
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(1))
-        .map(|target| {
-            PathBuf::from(
-                target
-                    .replace("\\040", " ")
-                    .replace("\\011", "\t")
-                    .replace("\\012", "\n")
-                    .replace("\\134", "\\"),
-            )
-        })
-        .filter(|target| target.starts_with(dir))
-        .collect()
-}
-
 fn run_args<'a>(ports: &'a str, extra: &[&'a str], command: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["run", "--rm", "--rootfs", "/"];
     if !ports.is_empty() {
@@ -559,18 +486,6 @@ fn assert_empty_dir(path: &Path, what: &str) {
         "{what} left in {}: {names:?}",
         path.display()
     );
-}
-
-/// The cgroup2 mount, from the mount table.
-pub fn cgroup2_mount() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
-    mounts
-        .lines()
-        .find_map(|line| {
-            let fields: Vec<_> = line.split_whitespace().collect();
-            (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
-        })
-        .expect("cgroup2 mounted")
 }
 
 pub fn stdout(output: &Output) -> String {

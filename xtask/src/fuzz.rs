@@ -14,8 +14,8 @@ use std::{
 use anyhow::{bail, Context as _};
 
 use crate::{
-    build::{cargo_bin_dir, run, workspace_root},
-    setup::{install_cargo_fuzz, say},
+    setup::install_cargo_fuzz,
+    shell::{cargo_bin_dir, run, say, workspace_root},
 };
 
 /// cargo fuzz's default target, spelled out because it names the binaries' directory.

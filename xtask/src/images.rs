@@ -19,7 +19,7 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::{build::workspace_root, setup::say};
+use crate::shell::{say, workspace_root};
 
 const BUSYBOX_PACKAGES: [&str; 1] = ["busybox-static"];
 /// nginx and what it links, by package; libc6's own dependency libgcc-s1 included.
@@ -175,7 +175,7 @@ fn nginx_layer(debs: &Path, root: &Path) -> anyhow::Result<Layer> {
         root.join("etc/ld.so.conf"),
         "include /etc/ld.so.conf.d/*.conf\n",
     )?;
-    crate::build::run(Command::new("ldconfig").arg("-r").arg(root))
+    crate::shell::run(Command::new("ldconfig").arg("-r").arg(root))
         .context("cannot build the nginx image's loader cache")?;
     check_nginx_config(root)?;
     layer_from_dir(root)
@@ -222,7 +222,7 @@ fn extract_packages(debs: &Path, packages: &[&str], root: &Path) -> anyhow::Resu
     fs::create_dir_all(root)?;
     for package in packages {
         let deb = download_package(debs, package)?;
-        crate::build::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root))?;
+        crate::shell::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root))?;
     }
     Ok(())
 }
@@ -250,7 +250,7 @@ fn download_package(debs: &Path, package: &str) -> anyhow::Result<PathBuf> {
             .is_ok_and(|status| status.success())
     };
     if !download() {
-        crate::build::run(Command::new("apt-get").args(["update", "-q"]))?;
+        crate::shell::run(Command::new("apt-get").args(["update", "-q"]))?;
         if !download() {
             bail!("cannot download the Debian package {package} with apt-get");
         }

@@ -4,7 +4,9 @@ mod build;
 mod demo;
 mod fuzz;
 mod images;
+mod layers;
 mod setup;
+mod shell;
 mod test;
 mod vm;
 
@@ -31,6 +33,9 @@ enum Task {
     Fuzz(fuzz::FuzzArgs),
     /// Build the sample images (busybox, nginx) offline from Debian packages.
     Images,
+    /// Check that no source file reaches itself through its imports, nor any of the agent's
+    /// module groups (api, daemon, host...) another that reaches back; part of `test`.
+    Layers,
     /// Set up, build (release), and measure hostnetd against bare host processes and NAT;
     /// writes target/bench/ and, in full mode, docs/PERFORMANCE.md. Not part of `test`.
     Bench(bench::BenchArgs),
@@ -67,6 +72,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             setup::setup()?;
             images::build_images().map(drop)
         }
+        Task::Layers => layers::layers(),
         Task::Bench(args) => bench::bench(args),
         Task::VmRun(args) => vm::vm_run(args),
         Task::VmTest(args) => vm::vm_test(args),

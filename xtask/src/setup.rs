@@ -3,7 +3,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _};
 
-use crate::build::{cargo, cargo_bin_dir, run};
+use crate::shell::{cargo, cargo_bin_dir, run, say};
 
 /// runc runs containers; skopeo and docker-registry serve the image tests (a real registry on
 /// loopback); the rest build bpf-linker, and g++ libFuzzer (libfuzzer-sys compiles it).
@@ -37,10 +37,6 @@ pub fn setup() -> anyhow::Result<()> {
     mount_bpffs()?;
     say("setup complete");
     Ok(())
-}
-
-pub fn say(message: &str) {
-    eprintln!("xtask: {message}");
 }
 
 pub fn require_root() -> anyhow::Result<()> {
@@ -199,15 +195,12 @@ fn require_nightly_asan_runtime() -> anyhow::Result<()> {
 }
 
 fn mount_bpffs() -> anyhow::Result<()> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").context("reading the mount table")?;
-    if mounts
-        .lines()
-        .any(|line| line.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
-    {
+    let bpffs = Path::new("/sys/fs/bpf");
+    if hostnetd_tests::mounts::is_mount_point(bpffs).context("reading the mount table")? {
         say("bpffs: mounted at /sys/fs/bpf");
         return Ok(());
     }
     say("bpffs: mounting at /sys/fs/bpf");
-    std::fs::create_dir_all(Path::new("/sys/fs/bpf")).ok();
+    std::fs::create_dir_all(bpffs).ok();
     run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
 }

@@ -3,13 +3,14 @@
 use anyhow::Context as _;
 
 use crate::{
-    build::{build, cargo, run},
-    setup::{say, setup},
+    build::build,
+    setup::setup,
+    shell::{cargo, run, say},
 };
 
 #[derive(clap::Args)]
 pub struct TestArgs {
-    /// Skip rustfmt and clippy.
+    /// Skip rustfmt, clippy and the import-cycle check (`cargo xtask layers`).
     #[arg(long)]
     no_lint: bool,
     /// Skip the fuzz targets' bounded run.
@@ -41,6 +42,7 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]))?;
+        crate::layers::layers()?;
     }
     say("unit tests");
     run(cargo().args(["test", "--workspace", "--exclude", "hostnetd-tests"]))?;

@@ -2,7 +2,7 @@
 use hostnetd::{
     api::{LoadRequest, PolicyUpdate, PullRequest},
     policy::{
-        egress::{Action, EgressPolicy, Rule},
+        rules::{Action, Rule, RuleSet},
         file::PolicyFile,
         parse_port_specs, OwnedPort, PortDeclarations, PortSpec,
     },
@@ -39,10 +39,10 @@ pub fn rules(data: &[u8]) {
             assert_eq!(again.net, rule.net, "{line}");
         }
     }
-    if let Ok(policy) = EgressPolicy::parse(&allow, &deny) {
+    if let Ok(policy) = RuleSet::parse(&allow, &deny) {
         policy.compile().expect("a parsed policy compiles");
     }
-    let _ = EgressPolicy::parse_ingress(&allow);
+    let _ = RuleSet::parse_ingress(&allow);
 }
 
 /// `--policy` files: an accepted file's values pass the flags' own checks.
@@ -53,8 +53,8 @@ pub fn policy_file(data: &[u8]) {
             for ports in &file.ports {
                 parse_port_specs(ports).expect("accepted ports parse");
             }
-            EgressPolicy::parse(&file.egress_allow, &file.egress_deny).expect("egress parses");
-            EgressPolicy::parse_ingress(&file.ingress_allow).expect("ingress parses");
+            RuleSet::parse(&file.egress_allow, &file.egress_deny).expect("egress parses");
+            RuleSet::parse_ingress(&file.ingress_allow).expect("ingress parses");
         }
         Err((Some(line), _)) => assert!(line <= text.lines().count() + 1, "line {line}"),
         Err((None, _)) => {}

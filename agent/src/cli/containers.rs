@@ -2,10 +2,10 @@
 use std::{io::Write as _, process::ExitCode};
 
 use hostnetd::{
+    api::client::{Client, ClientError},
     api::{ContainerView, PolicyUpdate, PortEntry},
-    client::{Client, ClientError},
     config::Settings,
-    logs::{LogEntry, Stream},
+    runtime::logs::{LogEntry, Stream},
     Host,
 };
 use hyper::Method;
@@ -144,7 +144,7 @@ pub struct KillArgs {
 
 impl KillArgs {
     pub fn check(&self) -> anyhow::Result<()> {
-        hostnetd::supervise::parse_signal(&self.signal).map_err(anyhow::Error::msg)?;
+        hostnetd::runtime::supervise::parse_signal(&self.signal).map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

@@ -2,8 +2,8 @@
 use std::{io::Write as _, process::ExitCode};
 
 use hostnetd::{
-    client::{Client, ClientError},
-    events::Event,
+    api::client::{Client, ClientError},
+    daemon::feed::Event,
 };
 use hyper::Method;
 

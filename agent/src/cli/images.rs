@@ -3,8 +3,8 @@ use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use hostnetd::{
+    api::client::{Client, ClientError},
     api::{ImageView, LoadRequest, PullRequest},
-    client::{Client, ClientError},
     images::Removed,
 };
 

@@ -1,7 +1,7 @@
 //! `hostnetd info`: the daemon, and what this kernel lets hostnetd do.
 use std::process::ExitCode;
 
-use hostnetd::{api::Info, client::Client};
+use hostnetd::api::{client::Client, Info};
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {

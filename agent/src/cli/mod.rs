@@ -12,7 +12,7 @@ use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hostnetd::{
-    client::Client,
+    api::client::Client,
     config::{Settings, DEFAULT_CONFIG},
     Host,
 };

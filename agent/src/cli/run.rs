@@ -8,11 +8,11 @@ use std::{
 };
 
 use hostnetd::{
+    api::client::{Client, ClientError},
+    api::run::parse_env,
     api::{AttachEvent, Created},
-    client::{Client, ClientError},
-    lifecycle::parse_env,
-    logs::Stream,
     policy::file::PolicyFile,
+    runtime::logs::Stream,
     RunSpec,
 };
 use hyper::Method;
@@ -162,7 +162,7 @@ fn ensure_image(client: &Client, image: &str, options: &RunOptions) -> anyhow::R
 
 /// Passes the signals this command gets on to the container, once it is known.
 fn forward_signals(client: &Client, target: Arc<Mutex<Option<String>>>) -> anyhow::Result<()> {
-    let mut signals = Signals::new(hostnetd::supervise::FORWARDED)?;
+    let mut signals = Signals::new(hostnetd::runtime::supervise::FORWARDED)?;
     let socket = client.socket().to_path_buf();
     std::thread::spawn(move || {
         let Ok(client) = Client::new(&socket) else {

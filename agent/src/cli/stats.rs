@@ -1,7 +1,7 @@
 //! `hostnetd stats`: traffic, packets, processes and denials per container, in docker's style.
 use std::{io::IsTerminal as _, process::ExitCode, thread, time::Duration};
 
-use hostnetd::{accounting::ContainerStats, api::Info, client::Client};
+use hostnetd::api::{client::Client, ContainerStats, Info};
 
 #[derive(clap::Args, Debug)]
 pub struct StatsArgs {

@@ -14,8 +14,8 @@ use std::{
 };
 
 use super::{
+    error::DatapathError,
     syscall::{bpf, bpf_fd, MapCreateAttr, BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM},
-    DatapathError,
 };
 
 const BPF_MAP_TYPE_ARRAY: u32 = 2;

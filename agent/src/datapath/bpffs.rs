@@ -1,7 +1,7 @@
 //! Making sure a BPF filesystem is mounted where hostnetd pins its objects.
 use std::{ffi::CString, os::unix::ffi::OsStrExt as _, path::Path};
 
-use super::DatapathError;
+use super::error::DatapathError;
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 

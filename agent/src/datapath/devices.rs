@@ -12,14 +12,10 @@ use aya::programs::{
     },
 };
 
-use super::{clsact, create_dir, features::TcMode, Datapath, DatapathError};
-
-pub(super) const PROGRAMS: [(&str, TcAttachType); 2] = [
-    ("tc_ingress", TcAttachType::Ingress),
-    ("tc_egress", TcAttachType::Egress),
-];
-pub(super) const LAST_PROGRAM: &str = PROGRAMS[1].0;
-pub(super) const SYS_CLASS_NET: &str = "/sys/class/net";
+use super::{
+    clsact, error::DatapathError, features::TcMode, pins::create_dir, programs::TC_PROGRAMS,
+    Datapath,
+};
 
 /// ARPHRD_ETHER and ARPHRD_LOOPBACK: devices whose packets carry a 14-byte Ethernet header,
 /// which the TC programs skip to count from the IP header on, as the socket view does.
@@ -73,7 +69,7 @@ impl Datapath {
         self.keep_tcx_links(tcx)?;
         self.keep_clsact_filters(netlink)?;
         for iface in &interfaces {
-            for (program, attach) in PROGRAMS {
+            for (program, attach) in TC_PROGRAMS {
                 // An interface may vanish between the scan and the attach: not an error.
                 let attached = match mode {
                     TcMode::Tcx => self.attach_tcx(iface, program, attach),
@@ -99,7 +95,7 @@ impl Datapath {
         let dir = self.root.join(TCX_LINKS);
         create_dir(&dir)?;
         let wanted: BTreeSet<String> = (keep.iter())
-            .flat_map(|iface| PROGRAMS.map(|(program, _)| pin_name(iface, program)))
+            .flat_map(|iface| TC_PROGRAMS.map(|(program, _)| pin_name(iface, program)))
             .collect();
         for stale in entry_names(&dir).difference(&wanted) {
             let _ = fs::remove_file(dir.join(stale));
@@ -141,7 +137,7 @@ impl Datapath {
         let dir = self.root.join(CLSACT_FILTERS);
         create_dir(&dir)?;
         let wanted: BTreeSet<String> = (keep.iter())
-            .flat_map(|iface| PROGRAMS.map(|(program, _)| pin_name(iface, program)))
+            .flat_map(|iface| TC_PROGRAMS.map(|(program, _)| pin_name(iface, program)))
             .chain(keep.iter().map(qdisc_marker))
             .collect();
         let mut qdiscs = Vec::new();

@@ -23,14 +23,18 @@ mod barrier;
 mod bpffs;
 mod clsact;
 mod devices;
-mod events;
+mod error;
 mod features;
+mod log_level;
 mod owners;
+mod pins;
 mod policies;
+mod programs;
+mod ring;
 mod syscall;
 mod traffic;
-mod transition;
-mod usage;
+pub mod transition;
+pub mod usage;
 
 use std::{
     fs::{self, File},
@@ -48,17 +52,17 @@ use aya::{
 use hostnetd_common::ABI_VERSION;
 
 pub use bpffs::ensure_bpffs;
-pub use events::{read_health, EventRing};
+pub use error::DatapathError;
 pub use features::{FeatureReport, KernelFeatures, MissingFeatures, NoTcx, TcAttach, TcMode};
+pub use log_level::BpfLogLevel;
 pub use owners::OwnerTable;
 pub use policies::{KernelPolicy, PolicyTable};
-pub use traffic::{DatapathHealth, TrafficRow, TrafficTable};
-pub use transition::StagedPolicy;
-pub use usage::{HostTables, RowFill, TableFill};
+pub use ring::{read_health, EventRing};
+pub use traffic::{traffic_stats, DatapathHealth, TrafficRow, TrafficTable};
 
-use owners::open_map;
+use pins::create_dir;
 
-use crate::cgroup::{Cgroup2, ContainerCgroup};
+use crate::sys::cgroup::{Cgroup2, ContainerCgroup};
 
 /// A directory `log-level-N` records the aya-log level the pinned programs were loaded with
 /// (bpffs holds no regular files, and no dots in names).
@@ -67,60 +71,6 @@ const LOG_LEVEL_PREFIX: &str = "log-level-";
 /// The compiled eBPF object, built by agent/build.rs.
 static DATAPATH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hostnetd-datapath"));
-
-#[derive(Debug, thiserror::Error)]
-pub enum DatapathError {
-    #[error("cannot load the eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
-    #[error("eBPF program {name}: {source}")]
-    Program {
-        name: &'static str,
-        source: ProgramError,
-    },
-    #[error("eBPF program {0} is missing from the object or has the wrong type")]
-    MissingProgram(&'static str),
-    #[error("eBPF map {name}: {}", with_causes(source))]
-    Map {
-        name: &'static str,
-        source: aya::maps::MapError,
-    },
-    #[error("cannot pin {path}: {source}")]
-    Pin {
-        path: PathBuf,
-        source: aya::pin::PinError,
-    },
-    #[error("cannot link {path}: {source}")]
-    Link {
-        path: PathBuf,
-        source: aya::programs::links::LinkError,
-    },
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("bpffs: {0}")]
-    Bpffs(String),
-    #[error(transparent)]
-    MissingFeatures(#[from] MissingFeatures),
-    #[error(transparent)]
-    NoTcx(#[from] NoTcx),
-    #[error("port {port} is owned by cgroup {cgroup_id}, not by this container")]
-    PortTaken { port: String, cgroup_id: u64 },
-}
-
-/// An error and the errors that caused it, `: `-separated: aya's syscall errors keep the errno
-/// (`No space left on device`) in their source, which a plain display drops.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text = format!("{text}: {inner}");
-        cause = inner.source();
-    }
-    text
-}
 
 /// One cgroup hook: the program's name in the object and where it attaches.
 #[derive(Clone, Copy)]
@@ -210,7 +160,7 @@ impl Datapath {
     ) -> Result<Self, DatapathError> {
         let root = Self::pin_root(base);
         // The last program pinned: present only when loading completed.
-        if !root.join("progs").join(devices::LAST_PROGRAM).exists() {
+        if !root.join("progs").join(programs::LAST_PROGRAM).exists() {
             if let Err(error) = load_and_pin(&root, options) {
                 // Maps pinned before a program failed to load would be reused, unchecked,
                 // by the next attempt: nothing half-loaded is left (bpffs holds no mounts).
@@ -234,7 +184,7 @@ impl Datapath {
         } else {
             datapath.detach_host_protection()?;
         }
-        datapath.attach_devices(Path::new(devices::SYS_CLASS_NET), options.tc_mode)?;
+        datapath.attach_devices(Path::new(programs::SYS_CLASS_NET), options.tc_mode)?;
         if options.bpf_lsm {
             datapath.attach_lsm()?;
         }
@@ -477,7 +427,7 @@ fn load_and_pin(root: &Path, options: &DatapathOptions) -> Result<(), DatapathEr
     if options.bpf_lsm {
         load_lsm(&mut ebpf, &progs)?;
     }
-    for name in devices::PROGRAMS.map(|(name, _)| name) {
+    for name in programs::TC_PROGRAMS.map(|(name, _)| name) {
         let error = |source| DatapathError::Program { name, source };
         let pin = progs.join(name);
         let program: &mut SchedClassifier = (ebpf.program_mut(name))
@@ -504,12 +454,4 @@ fn load_lsm(ebpf: &mut aya::Ebpf, progs: &Path) -> Result<(), DatapathError> {
     program.load(name, &btf).map_err(error)?;
     let pin = progs.join(name);
     (program.pin(&pin)).map_err(|source| DatapathError::Pin { path: pin, source })
-}
-
-fn create_dir(path: &Path) -> Result<(), DatapathError> {
-    fs::create_dir_all(path).map_err(|source| DatapathError::Io {
-        action: "create",
-        path: path.into(),
-        source,
-    })
 }

@@ -2,14 +2,17 @@
 //! under each of its two policy generations (any address, or the addresses listed for it).
 use std::{collections::HashSet, net::IpAddr, path::Path};
 
-use aya::maps::{Array, HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, MapData};
 use hostnetd_common::{
     v4_mapped, BindAddrKey, MapName, PortOwner, Proto, OWNER_ANY_ADDRESS, OWNER_LISTED_ADDRESSES,
     PORTS_PER_PROTO,
 };
 
-use super::DatapathError;
-use crate::{cgroup::ContainerCgroup, policy::OwnedPort, store::PortClaim};
+use super::{
+    error::{map_error, DatapathError},
+    pins::open_map,
+};
+use crate::{policy::OwnedPort, store::PortClaim, sys::cgroup::ContainerCgroup};
 
 pub struct OwnerTable {
     owners: Array<MapData, PortOwner>,
@@ -178,13 +181,4 @@ fn addr_key(cgroup_id: u64, generation: u32, port: OwnedPort, addr: IpAddr) -> B
         IpAddr::V6(v6) => v6.octets(),
     };
     BindAddrKey::new(cgroup_id, generation, bytes, port.port, port.proto)
-}
-
-pub(super) fn open_map(maps: &Path, name: &'static str) -> Result<Map, DatapathError> {
-    let data = MapData::from_pin(maps.join(name)).map_err(map_error(name))?;
-    Map::from_map_data(data).map_err(map_error(name))
-}
-
-fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
-    move |source| DatapathError::Map { name, source }
 }

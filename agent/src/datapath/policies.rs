@@ -4,24 +4,28 @@ use std::{collections::HashSet, path::Path};
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
 use hostnetd_common::{
-    ContainerPolicy, MapName, PortRule, PrefixKey, PrefixRules, Settings, POLICY_ALLOW_RAW_SOCKETS,
-    POLICY_EGRESS_DEFAULT_DENY, POLICY_EGRESS_RULES, POLICY_INGRESS_RULES, PREFIX_KEY_HEADER_BITS,
+    ContainerPolicy, DatapathSettings, MapName, PortRule, PrefixKey, PrefixRules,
+    POLICY_ALLOW_RAW_SOCKETS, POLICY_EGRESS_DEFAULT_DENY, POLICY_EGRESS_RULES,
+    POLICY_INGRESS_RULES, PREFIX_KEY_HEADER_BITS,
 };
 
-use super::{open_map, DatapathError};
-use crate::policy::egress::{EgressPolicy, Net};
+use super::{
+    error::{map_error, DatapathError},
+    pins::open_map,
+};
+use crate::policy::rules::{Net, RuleSet};
 
 /// What the kernel enforces for one container beyond port ownership.
 #[derive(Clone, Debug, Default)]
 pub struct KernelPolicy {
-    pub egress: EgressPolicy,
+    pub egress: RuleSet,
     /// Sources allowed to reach the owned ports (allow rules only).
-    pub ingress: EgressPolicy,
+    pub ingress: RuleSet,
     pub allow_raw_sockets: bool,
 }
 
 pub struct PolicyTable {
-    settings: Array<MapData, Settings>,
+    settings: Array<MapData, DatapathSettings>,
     policies: HashMap<MapData, u64, ContainerPolicy>,
     egress: LpmTrie<MapData, PrefixKey, PrefixRules>,
     ingress: LpmTrie<MapData, PrefixKey, PrefixRules>,
@@ -46,7 +50,7 @@ impl PolicyTable {
     /// verdict cached before this open is trusted.
     pub(super) fn set_container_level(&mut self, level: u32) -> Result<(), DatapathError> {
         let current = self.settings().unwrap_or_default();
-        self.write_settings(Settings {
+        self.write_settings(DatapathSettings {
             container_level: level,
             policy_epoch: current.policy_epoch.wrapping_add(1),
         })
@@ -61,11 +65,11 @@ impl PolicyTable {
         self.write_settings(settings)
     }
 
-    fn settings(&self) -> Result<Settings, DatapathError> {
+    fn settings(&self) -> Result<DatapathSettings, DatapathError> {
         self.settings.get(&0, 0).map_err(map_error("SETTINGS"))
     }
 
-    fn write_settings(&mut self, settings: Settings) -> Result<(), DatapathError> {
+    fn write_settings(&mut self, settings: DatapathSettings) -> Result<(), DatapathError> {
         self.settings
             .set(0, settings, 0)
             .map_err(map_error("SETTINGS"))
@@ -220,7 +224,7 @@ fn trie_holds(
     name: &'static str,
     cgroup_id: u64,
     generation: u32,
-    policy: &EgressPolicy,
+    policy: &RuleSet,
 ) -> Result<bool, DatapathError> {
     let compiled = (policy.compile()).map_err(|e| DatapathError::Bpffs(e.to_string()))?;
     let mut wanted: Vec<_> = (compiled.iter())
@@ -245,7 +249,7 @@ fn write_rules(
     name: &'static str,
     cgroup_id: u64,
     generation: u32,
-    policy: &EgressPolicy,
+    policy: &RuleSet,
 ) -> Result<(), DatapathError> {
     let compiled = policy
         .compile()
@@ -309,8 +313,4 @@ fn entry(
         Key::new(PREFIX_KEY_HEADER_BITS + u32::from(net.prefix), key),
         value,
     )
-}
-
-fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
-    move |source| DatapathError::Map { name, source }
 }

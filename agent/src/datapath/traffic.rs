@@ -8,13 +8,17 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use hostnetd_common::{
     traffic::{
-        Denials, DeviceCounters, TrafficCounters, TrafficKey, HOST_CGROUP, STAT_EVENTS_LOST,
-        STAT_TRAFFIC_TABLE_FULL,
+        Denials, DeviceCounters, TrafficCounters, TrafficKey, CLASS_TCP, CLASS_UDP, HOST_CGROUP,
+        STAT_EVENTS_LOST, STAT_TRAFFIC_TABLE_FULL,
     },
     MapName,
 };
 
-use super::{open_map, DatapathError};
+use super::{
+    error::{map_error, DatapathError},
+    pins::open_typed as open,
+};
+use crate::store::traffic::{Counters, DenialCounts, DeviceTraffic, PortTraffic, TrafficStats};
 
 /// One row of a container's traffic, summed over the CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,6 +61,20 @@ impl TrafficTable {
         Ok(by_container.remove(&cgroup_id).unwrap_or_default())
     }
 
+    /// The figures of the container `cgroup_id` now.
+    pub fn stats(&self, cgroup_id: u64) -> Result<TrafficStats, DatapathError> {
+        self.stats_of(cgroup_id, &self.rows(cgroup_id)?)
+    }
+
+    /// The figures of the container `cgroup_id` from its `rows` (of one [`Self::all_rows`]).
+    pub fn stats_of(
+        &self,
+        cgroup_id: u64,
+        rows: &[TrafficRow],
+    ) -> Result<TrafficStats, DatapathError> {
+        Ok(traffic_stats(rows, &self.denials(cgroup_id)?))
+    }
+
     /// Every container's rows, in one pass over each map (one walk however many containers).
     pub fn all_rows(&self) -> Result<HashMap<u64, Vec<TrafficRow>>, DatapathError> {
         self.rows_where(|_| true)
@@ -71,7 +89,7 @@ impl TrafficTable {
     ) -> Result<HashMap<u64, Vec<TrafficRow>>, DatapathError> {
         let mut joined: HashMap<TrafficKey, TrafficRow> = HashMap::new();
         for key in self.traffic.keys() {
-            let key = key.map_err(map_error(MapName::Traffic))?;
+            let key = key.map_err(map_error(MapName::Traffic.as_str()))?;
             if !wanted(key.cgroup_id) {
                 continue;
             }
@@ -80,7 +98,7 @@ impl TrafficTable {
             }
         }
         for key in self.device.keys() {
-            let key = key.map_err(map_error(MapName::DeviceTraffic))?;
+            let key = key.map_err(map_error(MapName::DeviceTraffic.as_str()))?;
             if !wanted(key.cgroup_id) {
                 continue;
             }
@@ -103,13 +121,14 @@ impl TrafficTable {
         match self.denials.get(&cgroup_id, 0) {
             Ok(values) => Ok(sum(&values, Denials::add)),
             Err(aya::maps::MapError::KeyNotFound) => Ok(Denials::default()),
-            Err(source) => Err(map_error(MapName::Denials)(source)),
+            Err(source) => Err(map_error(MapName::Denials.as_str())(source)),
         }
     }
 
     pub fn health(&self) -> Result<DatapathHealth, DatapathError> {
         let stat = |index: u32| -> Result<u64, DatapathError> {
-            let values = (self.stats.get(&index, 0)).map_err(map_error(MapName::DatapathStats))?;
+            let values =
+                (self.stats.get(&index, 0)).map_err(map_error(MapName::DatapathStats.as_str()))?;
             Ok(values.iter().sum())
         };
         Ok(DatapathHealth {
@@ -171,7 +190,7 @@ fn value<V: aya::Pod>(
     match map.get(key, 0) {
         Ok(values) => Ok(Some(values)),
         Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-        Err(source) => Err(map_error(name)(source)),
+        Err(source) => Err(map_error(name.as_str())(source)),
     }
 }
 
@@ -183,16 +202,97 @@ fn sum<V: aya::Pod + Default>(values: &PerCpuValues<V>, add: fn(&mut V, &V)) -> 
     total
 }
 
-fn open<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
-    maps: &Path,
-    name: &'static str,
-) -> Result<T, DatapathError> {
-    T::try_from(open_map(maps, name)?).map_err(|source| DatapathError::Map { name, source })
+/// A container's rows and denials as the figures hostnetd reports.
+pub fn traffic_stats(rows: &[TrafficRow], denials: &Denials) -> TrafficStats {
+    let mut stats = TrafficStats {
+        denials: DenialCounts::from(denials),
+        ..TrafficStats::default()
+    };
+    for name in ["tcp", "udp", "other"] {
+        stats.protocols.insert(name.into(), Counters::default());
+    }
+    for row in rows {
+        let socket = Counters::from(&row.socket);
+        stats.total.add(&socket);
+        if let Some(protocol) = stats.protocols.get_mut(class_name(row.class)) {
+            protocol.add(&socket);
+        }
+        if row.port != 0 {
+            stats.ports.push(PortTraffic {
+                port: format!("{}/{}", row.port, class_name(row.class)),
+                socket,
+                device: DeviceTraffic {
+                    counters: Counters::from(&row.device.traffic),
+                    dropped_packets: row.device.dropped_packets,
+                    dropped_bytes: row.device.dropped_bytes,
+                },
+            });
+        }
+    }
+    stats
 }
 
-fn map_error(name: MapName) -> impl Fn(aya::maps::MapError) -> DatapathError {
-    move |source| DatapathError::Map {
-        name: name.as_str(),
-        source,
+fn class_name(class: u8) -> &'static str {
+    match class {
+        CLASS_TCP => "tcp",
+        CLASS_UDP => "udp",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hostnetd_common::traffic::{CLASS_OTHER, DENIAL_BIND};
+
+    use super::*;
+
+    fn counters(rx: u64, tx: u64) -> TrafficCounters {
+        TrafficCounters {
+            rx_packets: rx,
+            rx_bytes: rx * 100,
+            tx_packets: tx,
+            tx_bytes: tx * 100,
+        }
+    }
+
+    #[test]
+    fn rows_add_up_to_protocols_and_totals() {
+        let rows = [
+            TrafficRow {
+                port: 80,
+                class: CLASS_TCP,
+                socket: counters(3, 4),
+                device: DeviceCounters {
+                    traffic: counters(3, 4),
+                    dropped_packets: 2,
+                    dropped_bytes: 120,
+                },
+            },
+            TrafficRow {
+                port: 0,
+                class: CLASS_TCP,
+                socket: counters(1, 1),
+                device: DeviceCounters::default(),
+            },
+            TrafficRow {
+                port: 0,
+                class: CLASS_OTHER,
+                socket: counters(0, 2),
+                device: DeviceCounters::default(),
+            },
+        ];
+        let mut denials = Denials::default();
+        denials.counts[DENIAL_BIND as usize] = 5;
+        let stats = traffic_stats(&rows, &denials);
+        assert_eq!(stats.total.rx_packets, 4);
+        assert_eq!(stats.total.tx_bytes, 700);
+        assert_eq!(stats.protocols["tcp"].tx_packets, 5);
+        assert_eq!(stats.protocols["udp"], Counters::default());
+        assert_eq!(stats.protocols["other"].tx_packets, 2);
+        assert_eq!(stats.ports.len(), 1);
+        assert_eq!(stats.ports[0].port, "80/tcp");
+        assert_eq!(stats.ports[0].device.dropped_packets, 2);
+        assert_eq!(stats.denials.binds, 5);
+        assert_eq!(stats.denials.total(), 5);
     }
 }

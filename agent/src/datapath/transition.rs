@@ -10,8 +10,10 @@
 //! the hooks cannot straddle the flip.
 use hostnetd_common::ContainerPolicy;
 
-use super::{barrier::wait_for_running_programs, Datapath, DatapathError, KernelPolicy};
-use crate::{cgroup::ContainerCgroup, policy::OwnedPort, store::PortClaim};
+use super::{
+    barrier::wait_for_running_programs, error::DatapathError, policies::KernelPolicy, Datapath,
+};
+use crate::{policy::OwnedPort, store::PortClaim, sys::cgroup::ContainerCgroup};
 
 /// A policy written under the generation not in force: switched to, or abandoned.
 #[derive(Debug)]

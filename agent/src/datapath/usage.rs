@@ -13,7 +13,10 @@ use hostnetd_common::{
     BindAddrKey, ContainerPolicy, MapName, PrefixKey, PrefixRules,
 };
 
-use super::{Datapath, DatapathError};
+use super::{
+    error::{map_error, DatapathError},
+    Datapath,
+};
 
 /// One table of entries that belong to a container and a policy generation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -92,7 +95,7 @@ impl Datapath {
             open::<HashMap<MapData, BindAddrKey, u8>>(&maps, &MapName::BindAddrs)?;
         let mut bind_addresses = TableFill::new(capacity);
         for key in addrs.keys() {
-            let key = key.map_err(map_error(MapName::BindAddrs))?;
+            let key = key.map_err(map_error(MapName::BindAddrs.as_str()))?;
             bind_addresses.add(key.cgroup_id, u32::from(key.generation));
         }
         let (capacity, policies) =
@@ -100,7 +103,8 @@ impl Datapath {
         let mut fill = TableFill::new(capacity);
         let mut generations = BTreeMap::new();
         for entry in policies.iter() {
-            let (cgroup_id, policy) = entry.map_err(map_error(MapName::ContainerPolicies))?;
+            let (cgroup_id, policy) =
+                entry.map_err(map_error(MapName::ContainerPolicies.as_str()))?;
             fill.add(cgroup_id, 0);
             generations.insert(cgroup_id, policy.generation & 1);
         }
@@ -123,7 +127,7 @@ fn trie_fill(maps: &std::path::Path, name: MapName) -> Result<TableFill, Datapat
     let (capacity, trie) = open::<LpmTrie<MapData, PrefixKey, PrefixRules>>(maps, &name)?;
     let mut fill = TableFill::new(capacity);
     for key in trie.keys() {
-        let key: Key<PrefixKey> = key.map_err(map_error_of(name.as_str()))?;
+        let key: Key<PrefixKey> = key.map_err(map_error(name.as_str()))?;
         let data = key.data();
         fill.add(data.cgroup_id, data.generation);
     }
@@ -135,7 +139,7 @@ fn rows<V: aya::Pod>(maps: &std::path::Path, name: MapName) -> Result<RowFill, D
     let (capacity, table) = open::<PerCpuHashMap<MapData, TrafficKey, V>>(maps, &name)?;
     let rows = (table.keys())
         .collect::<Result<HashSet<_>, _>>()
-        .map_err(map_error_of(label))?;
+        .map_err(map_error(label))?;
     Ok(RowFill { capacity, rows })
 }
 
@@ -145,18 +149,10 @@ fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(
     name: &MapName,
 ) -> Result<(u32, T), DatapathError> {
     let label = name.as_str();
-    let data = MapData::from_pin(maps.join(label)).map_err(map_error_of(label))?;
-    let capacity = data.info().map_err(map_error_of(label))?.max_entries();
-    let map = Map::from_map_data(data).map_err(map_error_of(label))?;
-    Ok((capacity, T::try_from(map).map_err(map_error_of(label))?))
-}
-
-fn map_error(name: MapName) -> impl Fn(aya::maps::MapError) -> DatapathError {
-    map_error_of(name.as_str())
-}
-
-fn map_error_of(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
-    move |source| DatapathError::Map { name, source }
+    let data = MapData::from_pin(maps.join(label)).map_err(map_error(label))?;
+    let capacity = data.info().map_err(map_error(label))?.max_entries();
+    let map = Map::from_map_data(data).map_err(map_error(label))?;
+    Ok((capacity, T::try_from(map).map_err(map_error(label))?))
 }
 
 #[cfg(test)]

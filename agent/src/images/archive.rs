@@ -11,8 +11,11 @@ use flate2::read::GzDecoder;
 use serde::Deserialize;
 
 use super::{
-    config::ImageConfigFile, digest::Digest, io_error, reference::normalize, ImageError,
-    ImageRecord, ImageStore, LayerRecord, Staging,
+    config::ImageConfigFile,
+    digest::Digest,
+    error::ImageError,
+    reference::normalize,
+    store::{io_error, ImageRecord, ImageStore, LayerRecord, Staging},
 };
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -334,7 +337,7 @@ fn record(
         size: layers.iter().map(|layer| layer.size).sum(),
         layers,
         config,
-        stored_at: crate::supervise::now(),
+        stored_at: crate::sys::time::now(),
     }
 }
 

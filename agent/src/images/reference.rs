@@ -1,7 +1,7 @@
 //! Image references as docker reads them: `nginx` is `docker.io/library/nginx:latest`.
 use oci_client::Reference;
 
-use super::ImageError;
+use super::error::ImageError;
 
 /// The full form of `reference`: registry, repository, and tag (`latest` when none is given)
 /// or digest.

@@ -13,8 +13,9 @@ use oci_client::{
 use super::{
     config::ImageConfigFile,
     digest::Digest,
+    error::ImageError,
     reference::{display_name, parse},
-    ImageError, ImageRecord, ImageStore, LayerRecord, Staging,
+    store::{io_error, ImageRecord, ImageStore, LayerRecord, Staging},
 };
 
 /// Registries (`host[:port]`) reached over plain HTTP rather than HTTPS.
@@ -48,7 +49,7 @@ pub async fn pull(
     let config_digest = parse_digest(&manifest.config.digest, "the manifest's config")?;
     let config_path = staging.download_path("config");
     std::fs::write(&config_path, config_json.as_bytes())
-        .map_err(super::io_error("write", &config_path))?;
+        .map_err(io_error("write", &config_path))?;
     tokio::task::block_in_place(|| {
         staging.add_blob(
             &config_path,
@@ -90,7 +91,7 @@ pub async fn pull(
         size: layers.iter().map(|layer| layer.size).sum(),
         layers,
         config,
-        stored_at: crate::supervise::now(),
+        stored_at: crate::sys::time::now(),
     };
     let mut stored = tokio::task::block_in_place(|| store.commit(staging, vec![record]))?;
     Ok(stored.remove(0))
@@ -112,7 +113,7 @@ async fn pull_layer(
     let path = staging.download_path(blob.hex());
     let file = tokio::fs::File::create(&path)
         .await
-        .map_err(super::io_error("create", &path))?;
+        .map_err(io_error("create", &path))?;
     client
         .pull_blob(reference, descriptor, file)
         .await

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    egress::{Action, EgressPolicy, Rule},
     parse_port_specs,
+    rules::{Action, Rule, RuleSet},
 };
 
 /// What a policy file declares, ready to merge into `hostnetd run`'s flags.
@@ -92,7 +92,7 @@ impl PolicyFile {
             }
         }
         for rule in &raw.ingress.allow {
-            EgressPolicy::parse_ingress(std::slice::from_ref(rule.get_ref()))
+            RuleSet::parse_ingress(std::slice::from_ref(rule.get_ref()))
                 .map_err(|error| (at(rule), error))?;
         }
         let file = Self {
@@ -118,7 +118,7 @@ impl PolicyFile {
             raw_sockets: raw.raw_sockets,
         };
         // Limits hold for the whole set, so they are checked once it is complete.
-        EgressPolicy::parse(&file.egress_allow, &file.egress_deny)
+        RuleSet::parse(&file.egress_allow, &file.egress_deny)
             .map_err(|error| (None, error.to_string()))?;
         Ok(file)
     }

@@ -5,8 +5,9 @@
 //! `tcp` (the default) or `udp`; ports are 1-65535 (0 is the kernel's "any ephemeral port",
 //! which is always allowed and cannot be owned). IPv6 addresses go in brackets; a v4-mapped one
 //! means its IPv4 address; an unspecified one (`0.0.0.0`, `[::]`) means any address.
-pub mod egress;
 pub mod file;
+pub mod restart;
+pub mod rules;
 
 use std::{
     collections::BTreeMap,
@@ -275,6 +276,15 @@ fn merge(
         }
     }
     Ok(())
+}
+
+/// `--ports` values (each possibly comma-separated) as one set of declarations.
+pub fn parse_declarations(values: &[String]) -> Result<PortDeclarations, String> {
+    let mut specs = Vec::new();
+    for value in values {
+        specs.extend(parse_port_specs(value).map_err(|e| e.to_string())?);
+    }
+    PortDeclarations::from_specs(specs).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

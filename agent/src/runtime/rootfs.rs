@@ -6,7 +6,39 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{RootfsSource, RuntimeError};
+use super::error::RuntimeError;
+
+/// Where a container's root filesystem comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootfsSource {
+    /// A directory on the host, shown read-only (`--rootfs /` runs host binaries).
+    HostDirectory(PathBuf),
+    /// An image: its unpacked layers (top first) under an overlayfs whose writable layer is
+    /// the container's own (`upper/` and overlayfs's `work/` in `writable`).
+    Image {
+        layers: Vec<PathBuf>,
+        writable: PathBuf,
+    },
+}
+
+impl RootfsSource {
+    /// A host directory, which must exist; kept as an absolute, canonical path.
+    pub fn host_directory(dir: &std::path::Path) -> Result<Self, RuntimeError> {
+        let canonical = dir.canonicalize().map_err(|error| {
+            RuntimeError::User(format!(
+                "invalid rootfs {}: {error}; give an existing host directory",
+                dir.display()
+            ))
+        })?;
+        if !canonical.is_dir() {
+            return Err(RuntimeError::User(format!(
+                "invalid rootfs {}: not a directory; give an existing host directory",
+                dir.display()
+            )));
+        }
+        Ok(Self::HostDirectory(canonical))
+    }
+}
 
 /// Mounts `source` at `target`. Only the directory's own filesystem is bound, not the mounts
 /// below it, so a `--rootfs /` container never sees the host's /run, /proc or /sys; runc

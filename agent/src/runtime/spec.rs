@@ -6,7 +6,20 @@ use std::{
 
 use serde_json::{json, Value};
 
-use super::ProcessSpec;
+use super::user::ProcessUser;
+use crate::sys::mounts::{self, Mount};
+
+/// Everything about a container's process that the OCI config needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: ProcessUser,
+    pub hostname: String,
+    pub capabilities: Capabilities,
+    pub volumes: Vec<Volume>,
+}
 
 /// Docker's default capability set, less NET_RAW: raw sockets would bypass port ownership.
 const DEFAULT_CAPABILITIES: [&str; 13] = [
@@ -302,7 +315,7 @@ fn mounts(volumes: &[Volume]) -> Value {
     ];
     mounts.extend(read_only_cgroup_tree(
         kernel_has_mount_setattr(),
-        &cgroup_submounts(Path::new("/proc/self/mounts")),
+        &cgroup_submounts(&mounts::host().unwrap_or_default()),
     ));
     mounts.extend([
         json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
@@ -341,12 +354,12 @@ fn read_only_cgroup_tree(recursive: bool, submounts: &[String]) -> Vec<Value> {
 }
 
 /// Mount points below /sys/fs/cgroup, parents before children.
-fn cgroup_submounts(mount_table: &Path) -> Vec<String> {
-    let table = std::fs::read_to_string(mount_table).unwrap_or_default();
-    let mut below: Vec<String> = (table.lines())
-        .filter_map(|line| line.split_whitespace().nth(1))
-        .map(crate::cgroup::unescape_mount_path)
-        .filter(|path| path.starts_with(&format!("{CGROUP_ROOT}/")))
+fn cgroup_submounts(table: &[Mount]) -> Vec<String> {
+    let mut below: Vec<String> = (table.iter())
+        .filter(|mount| {
+            mount.target.starts_with(CGROUP_ROOT) && mount.target != Path::new(CGROUP_ROOT)
+        })
+        .map(|mount| mount.target.to_string_lossy().into_owned())
         .collect();
     below.sort();
     below.dedup();
@@ -376,23 +389,13 @@ mod tests {
 
     #[test]
     fn without_mount_setattr_each_cgroup_mount_is_bound_read_only() {
-        let dir = std::env::temp_dir().join(format!("hostnetd-mounts-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let table = dir.join("mounts");
-        std::fs::write(
-            &table,
-            "tmpfs /sys/fs/cgroup tmpfs ro 0 0
-\
-             cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0
-\
-             cgroup /sys/fs/cgroup/cpu\\040set cgroup rw 0 0
-\
-             proc /proc proc rw 0 0
-",
-        )
-        .unwrap();
+        let table = mounts::parse(
+            "tmpfs /sys/fs/cgroup tmpfs ro 0 0\n\
+             cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n\
+             cgroup /sys/fs/cgroup/cpu\\040set cgroup rw 0 0\n\
+             proc /proc proc rw 0 0\n",
+        );
         let below = cgroup_submounts(&table);
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(below, ["/sys/fs/cgroup/cpu set", "/sys/fs/cgroup/unified"]);
         let plain = read_only_cgroup_tree(false, &below);
         assert_eq!(plain.len(), 3);

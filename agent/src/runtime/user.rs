@@ -2,7 +2,7 @@
 //! docker does: names are looked up in the rootfs, numbers are taken as they are.
 use std::{fs, path::PathBuf};
 
-use super::RuntimeError;
+use super::error::RuntimeError;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessUser {

@@ -19,10 +19,11 @@ use anyhow::{bail, Context as _};
 use serde_json::Value;
 
 use super::{
-    bpfstats, check_interrupted,
+    bpfstats,
+    env::Env,
     host::{tcp_and_udp, H1_POLICY_FLAGS},
+    plan::{check_interrupted, Plan},
     servers::CLIENT_CPU,
-    Env, Plan,
 };
 
 #[derive(Default)]
@@ -216,7 +217,8 @@ impl Drop for RuncBundle {
         let _ = std::fs::remove_file(self.dir.join("config.json"));
         let _ = std::fs::remove_dir_all(self.dir.join("state"));
         let _ = std::fs::remove_dir(&self.dir);
-        let _ = std::fs::remove_dir(super::cgroup2_mount().join(&self.cgroup_parent));
+        let _ =
+            std::fs::remove_dir(hostnetd_tests::mounts::cgroup2_mount().join(&self.cgroup_parent));
     }
 }
 
@@ -245,7 +247,7 @@ fn scale(env: &Env, plan: &Plan) -> anyhow::Result<(Vec<ScalePoint>, Vec<f64>)> 
             let index = create_ms.len();
             create_ms.push(create_scale_container(env, index)?);
         }
-        super::say(&format!("control plane: measuring with {count} containers"));
+        crate::shell::say(&format!("control plane: measuring with {count} containers"));
         points.push(measure_at(env, plan, count)?);
     }
     env.host.remove_all_containers()?;
@@ -283,9 +285,9 @@ fn measure_at(env: &Env, plan: &Plan, count: usize) -> anyhow::Result<ScalePoint
     let (bind_ns, bind_program_ns) = bind_in_container(env, plan)?;
     Ok(ScalePoint {
         containers: count,
-        admission_ms: super::report::median(&admission),
-        create_ms: super::report::median(&create),
-        remove_ms: super::report::median(&remove),
+        admission_ms: super::stats::median(&admission),
+        create_ms: super::stats::median(&create),
+        remove_ms: super::stats::median(&remove),
         bind_ns,
         bind_program_ns,
     })

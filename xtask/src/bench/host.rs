@@ -1,12 +1,13 @@
-//! The benchmark's own hostnetd: state, run and bpffs directories and a cgroup parent of its
-//! own under a scratch directory (as the e2e harness does), so it never touches a real
-//! hostnetd's state; everything it started is removed on drop, on failure and Ctrl-C too.
+//! The benchmark's own hostnetd, on the e2e tests' harness ([`ScratchHost`]): state, run and
+//! bpffs directories and a cgroup parent of its own, so it never touches a real hostnetd's
+//! state; everything it started is removed on drop, on failure and Ctrl-C too.
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Output},
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
+use hostnetd_tests::scratch::ScratchHost;
 
 /// What H1 turns on besides the ownership of the server's ports: every policy feature
 /// `hostnetd run` has, so that H1 pays for all of them (accounting is always on). The egress
@@ -38,43 +39,29 @@ pub fn tcp_and_udp(first: u16, last: u16) -> String {
 }
 
 pub struct BenchHost {
-    hostnetd: PathBuf,
-    scratch: PathBuf,
-    bpf_dir: PathBuf,
-    cgroup_parent: String,
+    host: ScratchHost,
 }
 
 impl BenchHost {
-    /// A host whose directories are named after this process; nothing is created until the
-    /// first hostnetd command starts its daemon.
-    pub fn new(hostnetd: &Path, scratch: &Path) -> Self {
-        let name = format!("hnbench-{}", std::process::id());
+    /// A host whose directories are named after this process; its daemon starts with the
+    /// first hostnetd command.
+    pub fn new(hostnetd: &Path) -> Self {
         Self {
-            hostnetd: hostnetd.to_path_buf(),
-            scratch: scratch.join("hostnetd"),
-            bpf_dir: PathBuf::from("/sys/fs/bpf").join(&name),
-            cgroup_parent: name,
+            host: ScratchHost::new("hnbench", hostnetd),
         }
     }
 
     pub fn run_dir(&self) -> PathBuf {
-        self.scratch.join("run")
+        self.host.run_dir()
     }
 
     pub fn bpf_dir(&self) -> &Path {
-        &self.bpf_dir
+        self.host.bpf_dir()
     }
 
     /// A `hostnetd` command pointed at this host's directories.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(&self.hostnetd);
-        command
-            .env("HOSTNETD_STATE_DIR", self.scratch.join("state"))
-            .env("HOSTNETD_RUN_DIR", self.scratch.join("run"))
-            .env("HOSTNETD_BPF_DIR", &self.bpf_dir)
-            .env("HOSTNETD_CGROUP_PARENT", &self.cgroup_parent)
-            .stdin(Stdio::null());
-        command
+        self.host.hostnetd()
     }
 
     /// `hostnetd ARGS`, which must succeed; its standard output.
@@ -93,10 +80,7 @@ impl BenchHost {
 
     /// `hostnetd ARGS`, whatever its outcome.
     pub fn output(&self, args: &[&str]) -> anyhow::Result<Output> {
-        self.command()
-            .args(args)
-            .output()
-            .with_context(|| format!("cannot run {}", self.hostnetd.display()))
+        Ok(self.host.exec(args))
     }
 
     /// `hostnetd run -d --name NAME --rootfs / --ports PORTS <H1 policy> -- COMMAND`.
@@ -118,59 +102,34 @@ impl BenchHost {
     }
 
     pub fn remove_all_containers(&self) -> anyhow::Result<()> {
-        let ids = self.exec(&["ps", "-a", "-q"])?;
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        // In batches: one command per container would make removing hundreds slow.
-        for batch in ids.chunks(50) {
-            let mut args = vec!["rm", "-f"];
-            args.extend(batch);
-            self.exec(&args)?;
-        }
-        Ok(())
-    }
-
-    fn daemon_pid(&self) -> Option<i32> {
-        let pid_file = self.scratch.join("run/hostnetd.pid");
-        std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
-    }
-
-    /// Whether `pid` still runs this host's daemon: a stale pid file may name a pid that
-    /// another process has since been given.
-    fn is_our_daemon(&self, pid: i32) -> bool {
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let marker = format!("HOSTNETD_CGROUP_PARENT={}", self.cgroup_parent);
-        exe.is_ok_and(|exe| exe == self.hostnetd)
-            && environ
-                .split(|&byte| byte == 0)
-                .any(|entry| entry == marker.as_bytes())
+        self.host.remove_all_containers().or_else(|output| {
+            bail!(
+                "removing the containers failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+        })
     }
 
     pub fn cgroup_parent_path(&self) -> PathBuf {
-        super::cgroup2_mount().join(&self.cgroup_parent)
+        self.host.cgroup_parent_path()
     }
 }
 
 impl Drop for BenchHost {
     fn drop(&mut self) {
-        if !self.scratch.exists() {
-            return;
+        let teardown = self.host.clean_up();
+        if !teardown.status.success() {
+            eprintln!(
+                "xtask: bench: cleaning up hostnetd: {}",
+                String::from_utf8_lossy(&teardown.stderr).trim()
+            );
         }
-        let daemon = self.daemon_pid();
-        if let Err(error) = self.down() {
-            eprintln!("xtask: bench: cleaning up hostnetd: {error:#}");
-        }
-        if let Some(pid) = daemon.filter(|&pid| self.is_our_daemon(pid)) {
-            // Teardown stops the daemon; after a failure half-way it may need a firmer hand.
-            // SAFETY: signalling the daemon this benchmark's hostnetd started (checked above).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let _ = std::fs::remove_dir(self.cgroup_parent_path());
-        if self.bpf_dir.exists() {
+        let pins = self.host.bpf_dir();
+        if pins.exists() {
             eprintln!(
                 "xtask: bench: pins left in {}: remove them with `HOSTNETD_BPF_DIR={} hostnetd teardown`",
-                self.bpf_dir.display(),
-                self.bpf_dir.display()
+                pins.display(),
+                pins.display()
             );
         }
     }

@@ -72,7 +72,7 @@ fn command_line(program: &str, args: &[&str]) -> String {
 
 /// The commit measured, with `+changes` when the work tree differs from it.
 fn commit() -> String {
-    let root = crate::build::workspace_root().display().to_string();
+    let root = crate::shell::workspace_root().display().to_string();
     let head = command_line("git", &["-C", &root, "rev-parse", "--short=12", "HEAD"]);
     let dirty = command_line("git", &["-C", &root, "status", "--porcelain"]);
     if dirty.is_empty() || dirty == "unknown" {

@@ -11,36 +11,45 @@
 //! Each round measures every workload in every configuration, the order alternating between
 //! rounds, so that the machine's other load falls on all of them alike; medians over rounds
 //! are reported. Then a profiling pass reads the programs' costs from the kernel's BPF
-//! statistics, and the control plane is timed. Results go to target/bench/ (report.md,
+//! statistics, the control plane is timed, and the TC programs' per-packet cost is compared
+//! attached as TCX links and as clsact filters ([`tc_attach`]). Results go to target/bench/ (report.md,
 //! results.json, SVG plots) and, in full mode, to docs/PERFORMANCE.md.
 mod bpfstats;
 mod control;
+mod env;
 mod host;
 mod image;
 mod machine;
 mod nat;
+mod nginx;
+mod plan;
 mod plot;
 mod report;
+mod results;
 mod servers;
+mod stats;
 mod targets;
+mod tc_attach;
 mod tools;
 mod workloads;
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+
+use crate::{
+    images::build_images,
+    shell::{say, workspace_root},
 };
 
-use anyhow::{bail, Context as _};
-
-use crate::{build::workspace_root, images::build_images, setup::say};
-
 use self::{
+    env::Env,
     host::BenchHost,
     nat::NatNetwork,
-    servers::{Nginx, Processes, ServerPorts},
+    nginx::Nginx,
+    plan::{check_interrupted, install_interrupt_handler, Config, Part, Plan, PortRange},
+    results::{ProgramRuns, Results},
+    servers::Processes,
     workloads::{Metric, Workload},
 };
 
@@ -59,186 +68,6 @@ pub struct BenchArgs {
     only: Option<Part>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Part {
-    Datapath,
-    Programs,
-    ControlPlane,
-}
-
-/// The four configurations, in the report's column order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Config {
-    H0,
-    H0d,
-    H1,
-    Nat,
-}
-
-impl Config {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::H0 => "H0",
-            Self::H0d => "H0+daemon",
-            Self::H1 => "H1",
-            Self::Nat => "NAT",
-        }
-    }
-
-    pub fn key(self) -> &'static str {
-        match self {
-            Self::H0 => "h0",
-            Self::H0d => "h0d",
-            Self::H1 => "h1",
-            Self::Nat => "nat",
-        }
-    }
-}
-
-/// The port range and where each use falls in it.
-#[derive(Clone, Copy, Debug)]
-pub struct PortRange {
-    first: u16,
-    last: u16,
-}
-
-/// Ports below this offset are the servers' and probes'; the scale test's containers own the
-/// rest, five port numbers each.
-const SCALE_OFFSET: u16 = 100;
-const SCALE_PORTS_PER_CONTAINER: u16 = 5;
-
-impl PortRange {
-    fn parse(text: &str) -> Result<Self, String> {
-        let (first, last) = text
-            .split_once('-')
-            .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
-            .ok_or_else(|| {
-                format!("invalid port range {text:?}: give FIRST-LAST, such as 24000-26999")
-            })?;
-        if first == 0 || last < first + SCALE_OFFSET + SCALE_PORTS_PER_CONTAINER {
-            return Err(format!(
-                "port range {text} is too small: the benchmark needs at least {} ports from 1 up",
-                SCALE_OFFSET + SCALE_PORTS_PER_CONTAINER
-            ));
-        }
-        Ok(Self { first, last })
-    }
-
-    /// H0 and H0+daemon share the very same host servers.
-    pub fn servers(&self, config: Config) -> ServerPorts {
-        let offset = match config {
-            Config::H0 | Config::H0d => 0,
-            Config::H1 => 10,
-            Config::Nat => 20,
-        };
-        ServerPorts::starting_at(self.first + offset)
-    }
-
-    pub fn syscall(&self, config: Config) -> u16 {
-        self.first + 30 + config as u16
-    }
-
-    /// For the control plane: the startup server, a port a host socket holds (admission
-    /// refuses it), the probe container's five, and the bind loop's.
-    pub fn startup(&self) -> u16 {
-        self.first + 40
-    }
-
-    pub fn held(&self) -> u16 {
-        self.first + 41
-    }
-
-    pub fn probe(&self) -> u16 {
-        self.first + 42
-    }
-
-    pub fn scale_bind(&self) -> u16 {
-        self.first + 47
-    }
-
-    /// The first of the five port numbers the scale test's container `index` owns.
-    pub fn scale_container(&self, index: usize) -> u16 {
-        self.first + SCALE_OFFSET + index as u16 * SCALE_PORTS_PER_CONTAINER
-    }
-
-    pub fn scale_capacity(&self) -> usize {
-        usize::from(self.last - self.first + 1 - SCALE_OFFSET)
-            / usize::from(SCALE_PORTS_PER_CONTAINER)
-    }
-}
-
-/// Durations and repetitions: full (about 15 minutes on 2 cores) or quick.
-#[derive(Clone, Debug)]
-pub struct Plan {
-    pub quick: bool,
-    pub only: Option<Part>,
-    pub rounds: usize,
-    pub duration: Duration,
-    pub syscall_duration: Duration,
-    pub profile_duration: Duration,
-    pub startup_samples: usize,
-    /// Container counts the control plane is measured at, as asked and as the range allows.
-    pub scale_counts: Vec<usize>,
-    pub scale_counts_asked: Vec<usize>,
-    pub scale_samples: usize,
-}
-
-impl Plan {
-    fn new(quick: bool, only: Option<Part>, ports: &PortRange) -> Self {
-        let asked = if quick {
-            vec![1, 10, 25]
-        } else {
-            vec![1, 100, 500]
-        };
-        let mut counts: Vec<usize> = (asked.iter())
-            .map(|&n| n.min(ports.scale_capacity()))
-            .collect();
-        counts.dedup();
-        Self {
-            quick,
-            only,
-            rounds: if quick { 2 } else { 5 },
-            duration: Duration::from_secs(if quick { 1 } else { 4 }),
-            syscall_duration: Duration::from_millis(if quick { 300 } else { 1000 }),
-            profile_duration: Duration::from_secs(if quick { 1 } else { 2 }),
-            startup_samples: if quick { 3 } else { 10 },
-            scale_counts: counts,
-            scale_counts_asked: asked,
-            scale_samples: if quick { 3 } else { 7 },
-        }
-    }
-}
-
-/// What every step needs: the binaries, the ports, the hostnetd instance and the NAT network.
-/// Fields drop in order: the hostnetd instance is removed before the network.
-pub struct Env {
-    pub host: BenchHost,
-    pub nat: NatNetwork,
-    pub benchpeer: PathBuf,
-    pub ports: PortRange,
-    pub logs: PathBuf,
-    pub nginx: Nginx,
-    pub nginx_image: PathBuf,
-    pub scratch: PathBuf,
-}
-
-/// What each program ran in each workload of the profiling pass.
-pub type ProgramRuns = Vec<(Workload, bpfstats::ProgramStats)>;
-
-/// Every figure of one benchmark run.
-#[derive(Default)]
-pub struct Results {
-    pub samples: BTreeMap<(Metric, Config), Vec<f64>>,
-    pub programs: ProgramRuns,
-    /// What the statistics report for a program that does nothing (ns per run).
-    pub floors: Option<targets::Floors>,
-    pub control: control::ControlPlane,
-    pub load_per_round: Vec<f64>,
-    /// BPF programs others had attached on every process's or every loopback packet's path
-    /// at the start of each round, while hostnetd was down.
-    pub foreign_hooks_per_round: Vec<Vec<String>>,
-}
-
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     crate::setup::setup()?;
     let binaries = tools::prepare()?;
@@ -251,7 +80,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let scratch = Scratch::create()?;
     let results = {
         let env = Env {
-            host: BenchHost::new(&binaries.hostnetd, &scratch.0),
+            host: BenchHost::new(&binaries.hostnetd),
             nat: nat_network(&args.ports)?,
             benchpeer: binaries.benchpeer.clone(),
             ports: args.ports,
@@ -291,8 +120,9 @@ fn run_all(env: &Env, plan: &Plan) -> anyhow::Result<Results> {
             for round in 0..plan.rounds {
                 say(&format!("datapath: round {} of {}", round + 1, plan.rounds));
                 results.load_per_round.push(machine::load_average());
-                (results.foreign_hooks_per_round)
-                    .push(bpfstats::hooks_on_every_path(&cgroup2_mount()));
+                (results.foreign_hooks_per_round).push(bpfstats::hooks_on_every_path(
+                    &hostnetd_tests::mounts::cgroup2_mount(),
+                ));
                 datapath_round(env, plan, round, &mut results.samples)?;
                 processes.check_alive(&env.logs)?;
             }
@@ -307,6 +137,10 @@ fn run_all(env: &Env, plan: &Plan) -> anyhow::Result<Results> {
     if wanted(Part::ControlPlane) {
         say("control plane: start-up, admission and bind with many containers");
         results.control = control::measure(env, plan)?;
+    }
+    if wanted(Part::TcAttach) {
+        say("TC attach modes: loopback packets with no TC program, TCX links, clsact filters");
+        results.tc_attach = tc_attach::measure(env, plan)?;
     }
     Ok(results)
 }
@@ -421,7 +255,7 @@ fn profile_programs(env: &Env, plan: &Plan) -> anyhow::Result<(ProgramRuns, targ
     ))
 }
 
-/// The scratch directory (hostnetd's state, the nginx root filesystem), removed on drop.
+/// The scratch directory (the nginx root filesystem, the servers' configs), removed on drop.
 struct Scratch(PathBuf);
 
 impl Scratch {
@@ -435,66 +269,8 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        // A container's rootfs left mounted here (`--rootfs /` binds the host's root) would
-        // make a recursive removal descend into the host: then nothing is removed.
-        let mounted = mounts_under(&self.0);
-        if !mounted.is_empty() {
-            eprintln!(
-                "xtask: bench: {} left in place: still mounted below it: {}",
-                self.0.display(),
-                mounted.join(", ")
-            );
-            return;
-        }
-        if let Err(error) = std::fs::remove_dir_all(&self.0) {
-            eprintln!("xtask: bench: cannot remove {}: {error}", self.0.display());
-        }
+        // Never through a mount: a container's rootfs left mounted here (`--rootfs /` binds
+        // the host's root) would make a recursive removal descend into the host.
+        hostnetd_tests::mounts::remove_scratch(&self.0);
     }
-}
-
-/// Mount points at or below `dir`, from this process's mount table.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return vec!["(the mount table is unreadable)".into()];
-    };
-    table
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(4))
-        .filter(|mount_point| Path::new(mount_point).starts_with(dir))
-        .map(str::to_string)
-        .collect()
-}
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Ctrl-C (or SIGTERM) ends the benchmark at the next step, so that every guard runs and
-/// removes what it made; the clients running then are interrupted along with us.
-fn install_interrupt_handler() {
-    extern "C" fn on_signal(_: libc::c_int) {
-        INTERRUPTED.store(true, Ordering::SeqCst);
-    }
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-}
-
-pub fn check_interrupted() -> anyhow::Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted: everything the benchmark started has been removed");
-    }
-    Ok(())
-}
-
-/// The cgroup2 mount, from the mount table.
-pub fn cgroup2_mount() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    mounts
-        .lines()
-        .find_map(|line| {
-            let fields: Vec<_> = line.split_whitespace().collect();
-            (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
-        })
-        .unwrap_or_else(|| Path::new("/sys/fs/cgroup").to_path_buf())
 }

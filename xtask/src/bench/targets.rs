@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use super::{
     bpfstats::ProgramStats,
     control::ControlPlane,
+    plan::Config,
     workloads::{Metric, Workload},
-    Config,
 };
 
 /// Medians by metric and configuration.

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use crate::{
-    build::{cargo, run, workspace_root},
-    setup::{install_apt_packages, say},
+    setup::install_apt_packages,
+    shell::{cargo, run, say, workspace_root},
 };
 
 /// sockperf (request-response), iperf3 (stream, UDP), wrk (HTTP), bpftool (program costs).

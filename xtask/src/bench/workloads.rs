@@ -8,7 +8,12 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 
-use super::{host::H1_POLICY_FLAGS, servers::CLIENT_CPU, Config, Env};
+use super::{
+    env::Env,
+    host::H1_POLICY_FLAGS,
+    plan::{check_interrupted, Config},
+    servers::CLIENT_CPU,
+};
 
 /// What the benchmark reports, one figure per workload and configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -199,7 +204,7 @@ pub fn measure(
     workload: Workload,
     duration: Duration,
 ) -> anyhow::Result<Vec<(Metric, f64)>> {
-    super::check_interrupted()?;
+    check_interrupted()?;
     if let Some((op, metric)) = workload.syscall() {
         let output = syscall_loop(env, config, op, duration)?;
         return Ok(vec![(metric, parse_ns_per_call(&stdout(&output))?)]);
@@ -328,7 +333,7 @@ fn checked(command: &mut Command) -> anyhow::Result<Output> {
     let output = command
         .output()
         .with_context(|| format!("cannot run {command:?}"))?;
-    super::check_interrupted()?;
+    check_interrupted()?;
     if !output.status.success() {
         bail!(
             "{command:?} failed ({}): {}",

@@ -21,7 +21,7 @@ use std::{
 use anyhow::{bail, Context as _};
 
 use super::{cpio::CpioWriter, kernels::Kernel};
-use crate::setup::say;
+use crate::shell::say;
 
 /// Kernel modules the guest loads unless the kernel has them built in: veth pairs (the
 /// accounting tests' peers), clsact, cls_bpf and act_bpf (tc programs where there is no
@@ -346,7 +346,7 @@ fn add_workspace_binary(
         fs::create_dir_all(copy.parent().unwrap_or(stripped))?;
         // Stripped beside, then renamed: another run may be reading the copy.
         let partial = copy.with_extension(format!("{}.partial", std::process::id()));
-        crate::build::run(
+        crate::shell::run(
             Command::new("objcopy")
                 .arg("--strip-debug")
                 .arg(&binary)
@@ -521,7 +521,7 @@ fn add_modules(tree: &mut Tree, kernel: &Kernel, staging: &Path) -> anyhow::Resu
                 .with_context(|| format!("cannot copy {}", from.display()))?;
         }
     }
-    crate::build::run(
+    crate::shell::run(
         Command::new("depmod")
             .arg("-b")
             .arg(&root)

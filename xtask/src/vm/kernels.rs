@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::setup::say;
+use crate::shell::say;
 
 /// A kernel the VM tests run on.
 pub struct KernelSpec {
@@ -315,7 +315,7 @@ fn extract(
             .with_context(|| format!("cannot remove {}", partial.display()))?;
     }
     fs::create_dir_all(&partial)?;
-    crate::build::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))
+    crate::shell::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))
         .with_context(|| format!("cannot extract {}", deb.display()))?;
     if !partial.join("lib").exists() && partial.join("usr/lib/modules").is_dir() {
         std::os::unix::fs::symlink("usr/lib", partial.join("lib"))?;
@@ -326,7 +326,7 @@ fn extract(
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .next()
         .with_context(|| format!("{package} has no lib/modules/<release>"))?;
-    crate::build::run(Command::new("depmod").arg("-b").arg(&partial).arg(&release))
+    crate::shell::run(Command::new("depmod").arg("-b").arg(&partial).arg(&release))
         .with_context(|| format!("depmod failed on {package}'s modules"))?;
     fs::rename(&partial, &target)
         .with_context(|| format!("cannot move the kernel to {}", target.display()))?;

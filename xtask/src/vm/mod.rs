@@ -22,10 +22,7 @@ use std::{
 use anyhow::{bail, Context as _};
 
 use self::{initramfs::Workspace, kernels::Kernel, qemu::Accel};
-use crate::{
-    build::{cargo, workspace_root},
-    setup::say,
-};
+use crate::shell::{cargo, say, workspace_root};
 
 /// What the host needs to build and boot the guest, and the programs the guest gets.
 const VM_APT_PACKAGES: [&str; 13] = [

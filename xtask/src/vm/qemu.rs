@@ -15,7 +15,7 @@ use std::{
 use anyhow::Context as _;
 
 use super::kernels::Kernel;
-use crate::setup::say;
+use crate::shell::say;
 
 /// The guest's memory: its root filesystem (all of the initramfs, twice while it boots) and
 /// the tests' scratch directories live in it.

@@ -1,0 +1,247 @@
+//! `hostnetd monitor ID`: the process that owns one container's life, independent of the
+//! daemon. It holds the container's stdio and writes its log, starts it through runc, waits
+//! for it, applies the restart policy (the ports stay owned across restarts), records the exit
+//! code and finally releases everything. The daemon may be stopped or killed meanwhile.
+use std::{
+    fs, io,
+    os::fd::OwnedFd,
+    path::PathBuf,
+    process::Stdio,
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use super::{
+    run::{io_error, MONITOR_FAILED, MONITOR_RUNNING},
+    Disposition, Host, HostError,
+};
+use crate::{
+    policy::restart::RestartPolicy,
+    runtime::{
+        logs::{LogWriter, Stream},
+        supervise::{become_subreaper, wait_exit_code},
+        ContainerOutput, RuntimeError,
+    },
+    store::{ContainerRecord, ContainerState},
+    sys::time,
+};
+
+/// The container's stdout and stderr pipes and the threads copying them into its log.
+struct OutputPipes {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    copiers: Vec<JoinHandle<()>>,
+}
+
+impl OutputPipes {
+    fn new(log: &LogWriter) -> io::Result<Self> {
+        let (stdout_read, stdout) = io::pipe()?;
+        let (stderr_read, stderr) = io::pipe()?;
+        let copiers = vec![
+            log.copy_from(Stream::Stdout, stdout_read.into()),
+            log.copy_from(Stream::Stderr, stderr_read.into()),
+        ];
+        Ok(Self {
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            copiers,
+        })
+    }
+
+    fn for_runc(&self) -> io::Result<ContainerOutput> {
+        Ok(ContainerOutput {
+            stdout: Stdio::from(self.stdout.try_clone()?),
+            stderr: Stdio::from(self.stderr.try_clone()?),
+        })
+    }
+
+    /// Closes our ends and waits until the container's processes (all gone by now) closed theirs.
+    fn finish(self) {
+        drop((self.stdout, self.stderr));
+        for copier in self.copiers {
+            let _ = copier.join();
+        }
+    }
+}
+
+impl Host {
+    /// The monitor's whole life; `report` receives one line once the container first runs or
+    /// fails to.
+    pub fn monitor(&self, id: &str, mut report: impl io::Write) -> Result<(), HostError> {
+        become_subreaper().map_err(|e| io_error("become subreaper for", id, e))?;
+        let record = self.adopt(id)?;
+        let log_path = self.store.log_path(id);
+        let log =
+            LogWriter::open(&log_path).map_err(|e| io_error("open", log_path.display(), e))?;
+        let output = OutputPipes::new(&log).map_err(|e| io_error("create pipes for", id, e))?;
+        let outcome = self.run_with_restarts(record, &output, &mut report);
+        let released = self.finish(id, &outcome);
+        output.finish();
+        self.write_exit_file(id, outcome.as_ref().ok().copied());
+        if let Err(error) = &outcome {
+            // Reported only now: whoever waits for the start sees nothing left behind.
+            let _ = writeln!(report, "{MONITOR_FAILED} {error}");
+        }
+        released.and(outcome.map(drop))
+    }
+
+    /// Makes this process the container's recorded supervisor.
+    fn adopt(&self, id: &str) -> Result<ContainerRecord, HostError> {
+        let _lock = self.store.lock()?;
+        let record = self
+            .store
+            .get(id)?
+            .ok_or_else(|| HostError::Invalid(format!("no container {id}")))?;
+        let record = ContainerRecord {
+            supervisor: Host::identity(),
+            ..record
+        };
+        self.store.save(&record)?;
+        Ok(record)
+    }
+
+    /// Runs the container until it exits for good; returns its last exit code.
+    fn run_with_restarts(
+        &self,
+        mut record: ContainerRecord,
+        output: &OutputPipes,
+        report: &mut impl io::Write,
+    ) -> Result<i32, HostError> {
+        let mut first = true;
+        loop {
+            let pid = self.start_once(&record, output)?;
+            if std::mem::take(&mut first) {
+                let _ = writeln!(report, "{MONITOR_RUNNING} {pid}");
+            }
+            let code =
+                wait_exit_code(pid).map_err(|e| io_error("wait for", format!("pid {pid}"), e))?;
+            record = self.record_exit(&record.id, code)?;
+            if !record
+                .restart
+                .restarts_after(code, record.restart_count, record.stop_requested)
+            {
+                return Ok(code);
+            }
+            eprintln!(
+                "hostnetd monitor: {} exited with {code}; restarting ({})",
+                record.name, record.restart
+            );
+            if !self.sleep_unless_stopped(&record.id, RestartPolicy::delay(record.restart_count)) {
+                return Ok(code);
+            }
+            record = self.update(&record.id, |r| r.restart_count += 1)?;
+        }
+    }
+
+    fn start_once(&self, record: &ContainerRecord, output: &OutputPipes) -> Result<u32, HostError> {
+        let bundle = self.bundle_dir(&record.id);
+        let pid_file = bundle.join("pid");
+        let _ = fs::remove_file(&pid_file);
+        // A restart reuses the id: runc must forget the previous run first.
+        self.runc.delete(&record.id).map_err(RuntimeError::from)?;
+        let stdio = output
+            .for_runc()
+            .map_err(|e| io_error("pass stdio to", &record.id, e))?;
+        (self.runc.create(
+            &record.id,
+            &bundle,
+            &pid_file,
+            &bundle.join("runc.log"),
+            stdio,
+        ))
+        .map_err(RuntimeError::from)?;
+        let pid = read_pid(&pid_file)?;
+        self.runc.start(&record.id).map_err(RuntimeError::from)?;
+        // Only now has it run: a failed `runc start` leaves a container that never ran, which
+        // `finish` forgets rather than keeping it as exited.
+        self.update(&record.id, |r| {
+            r.state = ContainerState::Running;
+            r.pid = Some(pid);
+            r.started_at = Some(time::now());
+        })?;
+        Ok(pid)
+    }
+
+    fn record_exit(&self, id: &str, code: i32) -> Result<ContainerRecord, HostError> {
+        self.update(id, |r| {
+            r.state = ContainerState::Restarting;
+            r.pid = None;
+            r.exit_code = Some(code);
+            r.finished_at = Some(time::now());
+        })
+    }
+
+    /// Reads, changes and saves the record under the host lock, so that a concurrent `stop`
+    /// (which sets `stop_requested`) is never overwritten.
+    fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord, HostError> {
+        let _lock = self.store.lock()?;
+        let mut record = self
+            .store
+            .get(id)?
+            .ok_or_else(|| HostError::Invalid(format!("container {id} was removed")))?;
+        change(&mut record);
+        self.store.save(&record)?;
+        Ok(record)
+    }
+
+    /// Waits out a restart back-off; false when a stop was requested meanwhile.
+    fn sleep_unless_stopped(&self, id: &str, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        while Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50).min(deadline - Instant::now()));
+            if self
+                .store
+                .get(id)
+                .ok()
+                .flatten()
+                .is_none_or(|r| r.stop_requested)
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Releases the container's resources: kept as exited with its code, or forgotten (`--rm`,
+    /// or a first start that failed).
+    fn finish(&self, id: &str, outcome: &Result<i32, HostError>) -> Result<(), HostError> {
+        let (_lock, mut datapath) = self.lock_datapath()?;
+        let Some(record) = self.store.get(id)? else {
+            return Ok(());
+        };
+        let never_ran = outcome.is_err() && record.started_at.is_none();
+        let disposition = match outcome {
+            _ if record.auto_remove || never_ran => Disposition::Forget,
+            Ok(code) => Disposition::Keep(Some(*code)),
+            Err(_) => Disposition::Keep(record.exit_code),
+        };
+        self.release(&mut datapath, &record, disposition)
+    }
+
+    /// `<run_dir>/exits/<id>`: the final exit code, for whoever waits on a container that
+    /// `--rm` has already forgotten.
+    pub(crate) fn exit_file(&self, id: &str) -> PathBuf {
+        self.config.run_dir.join("exits").join(id)
+    }
+
+    fn write_exit_file(&self, id: &str, code: Option<i32>) {
+        let path = self.exit_file(id);
+        if let Some(dir) = path.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        let text = code.map_or_else(|| "failed".to_string(), |c| c.to_string());
+        let _ = fs::write(path, text);
+    }
+}
+
+fn read_pid(path: &std::path::Path) -> Result<u32, HostError> {
+    let text =
+        fs::read_to_string(path).map_err(|source| io_error("read", path.display(), source))?;
+    text.trim()
+        .parse()
+        .map_err(|_| HostError::Invalid(format!("runc wrote no pid to {}", path.display())))
+}

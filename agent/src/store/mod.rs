@@ -1,0 +1,581 @@
+//! Container records and the host lock, under the state directory (/var/lib/hostnetd).
+//!
+//! Layout:
+//! ```text
+//! lock                     flock(2)-ed by every command that changes ownership
+//! containers/<id>.json     one ContainerRecord per container
+//! logs/<id>.log            the container's output (json lines), kept until `rm`
+//! rootfs/<id>/             an image container's writable layer, kept until `rm`
+//! images/                  the image store (see crate::images)
+//! reserved-ports.json      ports hostnetd added to net.ipv4.ip_local_reserved_ports
+//! ```
+//! Every file is written to a temporary sibling, fsynced and renamed over the old one, so a
+//! crash mid-write leaves the old or the new content, never a torn one.
+pub mod traffic;
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    ffi::{OsStr, OsString},
+    fs::{self, File},
+    io::{self, Read as _},
+    net::IpAddr,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    policy::{restart::RestartPolicy, OwnedPort},
+    sys::{
+        files::{self, lock_file, read_json, write_json, FileError},
+        process::ProcessIdentity,
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("no such container: {0}")]
+    NotFound(String),
+    #[error("container reference {reference:?} is ambiguous: it matches {matches}")]
+    Ambiguous { reference: String, matches: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    /// Admitted: ports claimed, cgroup made, not running yet.
+    Created,
+    Running,
+    /// Exited, and waiting out the restart policy's back-off; its ports stay owned.
+    Restarting,
+    Exited,
+}
+
+impl ContainerState {
+    /// Whether the container holds its ports and cgroup (every state but exited).
+    pub fn is_live(self) -> bool {
+        self != Self::Exited
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Restarting => "restarting",
+            Self::Exited => "exited",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortClaim {
+    pub port: OwnedPort,
+    /// `None`: any local address; otherwise the only addresses the container may bind.
+    pub addresses: Option<Vec<IpAddr>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupRecord {
+    pub path: PathBuf,
+    pub id: u64,
+    pub level: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    /// The host directory given with --rootfs (empty for an image).
+    pub rootfs: PathBuf,
+    #[serde(default)]
+    pub image: Option<ContainerImage>,
+    pub command: Vec<String>,
+    /// The --ports values as given, for display.
+    pub port_specs: Vec<String>,
+    pub ports: Vec<PortClaim>,
+    /// Egress rules as given (`10.0.0.0/8:5432/tcp`).
+    #[serde(default)]
+    pub egress_allow: Vec<String>,
+    #[serde(default)]
+    pub egress_deny: Vec<String>,
+    /// Ingress rules as given.
+    #[serde(default)]
+    pub ingress_allow: Vec<String>,
+    /// Raw and packet sockets allowed (`--cap-add NET_RAW`).
+    #[serde(default)]
+    pub allow_raw_sockets: bool,
+    pub cgroup: CgroupRecord,
+    /// An update of the container's policy began and has not finished: the owner table may
+    /// hold slots of this container that `ports` does not list, so its next update or release
+    /// searches the whole table.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub update_in_progress: bool,
+    pub state: ContainerState,
+    /// The `hostnetd monitor` process that runs and waits for the container.
+    pub supervisor: ProcessIdentity,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Set by stop, kill and rm, so that the restart policy leaves the container down.
+    #[serde(default)]
+    pub stop_requested: bool,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub auto_remove: bool,
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    /// The last counters of an exited container (a live one's are read from the kernel).
+    #[serde(default)]
+    pub final_traffic: Option<traffic::TrafficStats>,
+}
+
+/// The image a container runs, as resolved when it was created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerImage {
+    /// The image ID (its config digest).
+    pub id: String,
+    /// As `ps` shows it: `nginx:latest`.
+    pub name: String,
+    /// Its unpacked layers, top first: the overlay's lower directories.
+    pub layers: Vec<PathBuf>,
+    pub exposed_ports: Vec<String>,
+    /// The image's StopSignal, which `stop` sends instead of SIGTERM.
+    pub stop_signal: Option<String>,
+}
+
+impl ContainerRecord {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+}
+
+pub struct Store {
+    dir: PathBuf,
+    /// Records as last read, by file name: the daemon lists every record on each command, and
+    /// parsing hundreds of unchanged files again made each command slower with every container.
+    cache: Mutex<HashMap<OsString, (FileStamp, ContainerRecord)>>,
+}
+
+/// What tells one version of a record file from another. Records are never written in place
+/// (a new file is renamed over the old), so a new version has a new inode; a cached version is
+/// trusted only once its modification time is [`FileStamp::SETTLED`] old, so that an inode
+/// freed and reused within one tick of the file system's clock cannot pass for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    inode: u64,
+    size: u64,
+    modified: (i64, i64),
+}
+
+impl FileStamp {
+    const SETTLED: Duration = Duration::from_secs(1);
+
+    fn of(metadata: &fs::Metadata) -> Self {
+        Self {
+            inode: metadata.ino(),
+            size: metadata.size(),
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+        }
+    }
+
+    pub fn is_settled(&self) -> bool {
+        let modified = UNIX_EPOCH + Duration::new(self.modified.0.max(0) as u64, 0);
+        SystemTime::now()
+            .duration_since(modified)
+            .is_ok_and(|age| age > Self::SETTLED)
+    }
+}
+
+/// Held while ownership changes; released on drop (closing the file releases the flock).
+pub struct HostLock {
+    _file: File,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        for sub in ["containers", "logs"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(io_error("create", &path))?;
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            cache: Mutex::default(),
+        })
+    }
+
+    /// Blocks until this process holds the host-wide lock.
+    pub fn lock(&self) -> Result<HostLock, StoreError> {
+        let path = self.dir.join("lock");
+        let file = lock_file(&path, libc::LOCK_EX).map_err(io_error("lock", &path))?;
+        Ok(HostLock { _file: file })
+    }
+
+    /// A stamp of the records' directory, which changes whenever a record is written or
+    /// removed (each write renames a new file into it); None when it cannot be read.
+    pub fn records_stamp(&self) -> Option<FileStamp> {
+        let metadata = fs::metadata(self.dir.join("containers")).ok()?;
+        Some(FileStamp::of(&metadata))
+    }
+
+    /// Every record, oldest first. Files unchanged since this process last read them are not
+    /// read again.
+    pub fn list(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        let dir = self.dir.join("containers");
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut records = Vec::new();
+        let mut listed = HashSet::new();
+        for entry in fs::read_dir(&dir).map_err(io_error("read", &dir))? {
+            let entry = entry.map_err(io_error("read", &dir))?;
+            let path = entry.path();
+            if path.extension().is_none_or(|ext| ext != "json") {
+                continue;
+            }
+            let name = entry.file_name();
+            // Through the directory's descriptor (fstatat), not the whole path again.
+            let Some(record) = read_cached(&mut cache, &name, &path, entry.metadata())? else {
+                continue;
+            };
+            records.push(record);
+            listed.insert(name);
+        }
+        cache.retain(|name, _| listed.contains(name));
+        records.sort_by_key(|record: &ContainerRecord| record.created_at);
+        Ok(records)
+    }
+
+    /// Finds a container by exact name, exact id, or unique id prefix.
+    pub fn find(&self, reference: &str) -> Result<ContainerRecord, StoreError> {
+        let records = self.list()?;
+        if let Some(record) = records
+            .iter()
+            .find(|r| r.name == reference || r.id == reference)
+        {
+            return Ok(record.clone());
+        }
+        let matches: Vec<_> = records
+            .into_iter()
+            .filter(|r| r.id.starts_with(reference))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(StoreError::NotFound(reference.to_string())),
+            many => Err(StoreError::Ambiguous {
+                reference: reference.to_string(),
+                matches: many
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    pub fn save(&self, record: &ContainerRecord) -> Result<(), StoreError> {
+        Ok(write_json(&self.record_path(&record.id), record)?)
+    }
+
+    /// The record with exactly this id, if it still exists.
+    pub fn get(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
+        read_unless_removed(&self.record_path(id))
+    }
+
+    /// The container's output, one JSON entry per line (see [`crate::runtime::logs`]).
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{id}.log"))
+    }
+
+    /// What the container's monitor itself reports (start failures, restarts).
+    pub fn monitor_log_path(&self, id: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{id}.monitor.log"))
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.record_path(id).exists()
+    }
+
+    /// Forgets the container: its record and its logs.
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let writable = self.writable_layer_dir(id);
+        match fs::remove_dir_all(&writable) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                return Err(io_error("remove", &writable)(error));
+            }
+            _ => {}
+        }
+        for path in [
+            self.record_path(id),
+            self.log_path(id),
+            self.monitor_log_path(id),
+        ] {
+            match fs::remove_file(&path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_error("remove", &path)(error));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// An image container's own writable layer (overlayfs upper and work directories).
+    pub fn writable_layer_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("rootfs").join(id)
+    }
+
+    /// Removes writable layers no record accounts for (a crash between `rm` and its cleanup).
+    pub fn remove_orphan_writable_layers(&self, known: &HashSet<&str>) -> Result<(), StoreError> {
+        let dir = self.dir.join("rootfs");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(name.as_str()) {
+                let path = entry.path();
+                fs::remove_dir_all(&path).map_err(io_error("remove", &path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ports hostnetd itself added to the reserved-ports sysctl.
+    pub fn reserved_by_us(&self) -> Result<BTreeSet<u16>, StoreError> {
+        let path = self.dir.join("reserved-ports.json");
+        if !path.exists() {
+            return Ok(BTreeSet::new());
+        }
+        Ok(read_json(&path)?)
+    }
+
+    pub fn save_reserved_by_us(&self, ports: &BTreeSet<u16>) -> Result<(), StoreError> {
+        Ok(write_json(&self.dir.join("reserved-ports.json"), ports)?)
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.dir.join("containers").join(format!("{id}.json"))
+    }
+}
+
+/// The record in `path`, from `cache` when the file is the version cached there.
+fn read_cached(
+    cache: &mut HashMap<OsString, (FileStamp, ContainerRecord)>,
+    name: &OsStr,
+    path: &Path,
+    metadata: io::Result<fs::Metadata>,
+) -> Result<Option<ContainerRecord>, StoreError> {
+    let stamp = match metadata {
+        Ok(metadata) => FileStamp::of(&metadata),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io_error("read", path)(source)),
+    };
+    if let Some((cached, record)) = cache.get(name) {
+        if *cached == stamp {
+            return Ok(Some(record.clone()));
+        }
+    }
+    let Some((stamp, record)) = read_stamped(path)? else {
+        cache.remove(name);
+        return Ok(None);
+    };
+    if stamp.is_settled() {
+        cache.insert(name.to_os_string(), (stamp, record.clone()));
+    } else {
+        cache.remove(name);
+    }
+    Ok(Some(record))
+}
+
+/// A record and the stamp of the very file it was read from; None when it is not there.
+fn read_stamped(path: &Path) -> Result<Option<(FileStamp, ContainerRecord)>, StoreError> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io_error("read", path)(source)),
+    };
+    let stamp = FileStamp::of(&file.metadata().map_err(io_error("read", path))?);
+    let mut text = Vec::new();
+    file.read_to_end(&mut text)
+        .map_err(io_error("read", path))?;
+    let record = files::parse_json(path, &text)?;
+    Ok(Some((stamp, record)))
+}
+
+/// A record, or None when it is not there: `rm` of another container may remove a record
+/// between a listing and its read (commands do not hold the host lock to read).
+fn read_unless_removed(path: &Path) -> Result<Option<ContainerRecord>, StoreError> {
+    match read_json(path) {
+        Ok(record) => Ok(Some(record)),
+        Err(_) if !path.exists() => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let to_file_error = files::io_error(action, path);
+    move |source| StoreError::File(to_file_error(source))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use hostnetd_common::Proto;
+
+    fn temp_store(tag: &str) -> (Store, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("hostnetd-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        (Store::open(&dir).unwrap(), dir)
+    }
+
+    /// A created container owning 127.0.0.1:20080/tcp.
+    pub(crate) fn record(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.to_string(),
+            name: name.to_string(),
+            rootfs: "/".into(),
+            image: None,
+            egress_allow: Vec::new(),
+            egress_deny: Vec::new(),
+            ingress_allow: Vec::new(),
+            allow_raw_sockets: false,
+            command: vec!["true".into()],
+            port_specs: vec!["127.0.0.1:20080/tcp".into()],
+            ports: vec![PortClaim {
+                port: OwnedPort {
+                    proto: Proto::Tcp,
+                    port: 20080,
+                },
+                addresses: Some(vec!["127.0.0.1".parse().unwrap()]),
+            }],
+            cgroup: CgroupRecord {
+                path: "/sys/fs/cgroup/hostnetd/x".into(),
+                id: 7,
+                level: 2,
+            },
+            update_in_progress: false,
+            state: ContainerState::Created,
+            supervisor: ProcessIdentity {
+                pid: 1,
+                start_time: 2,
+            },
+            restart: RestartPolicy::No,
+            restart_count: 0,
+            stop_requested: false,
+            pid: None,
+            exit_code: None,
+            auto_remove: true,
+            created_at: 1,
+            started_at: None,
+            finished_at: None,
+            final_traffic: None,
+        }
+    }
+
+    #[test]
+    fn records_roundtrip_and_are_found_by_name_id_and_prefix() {
+        let (store, dir) = temp_store("find");
+        let web = record("abcdef0123456789", "web1");
+        store.save(&web).unwrap();
+        store.save(&record("abc999", "web2")).unwrap();
+        assert_eq!(store.find("web1").unwrap(), web);
+        assert_eq!(store.find("abcdef").unwrap(), web);
+        assert!(matches!(
+            store.find("abc"),
+            Err(StoreError::Ambiguous { .. })
+        ));
+        assert!(matches!(store.find("zzz"), Err(StoreError::NotFound(_))));
+        store.remove(&web.id).unwrap();
+        store.remove(&web.id).unwrap();
+        assert_eq!(store.list().unwrap().len(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_listed_record_is_cached_until_its_file_changes() {
+        let (store, dir) = temp_store("cache");
+        let web = record("abcdef0123456789", "web1");
+        store.save(&web).unwrap();
+        let path = store.record_path(&web.id);
+        // Only a settled file is cached: age this one.
+        let old = SystemTime::now() - Duration::from_secs(10);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(store.list().unwrap(), std::slice::from_ref(&web));
+        assert_eq!(store.cache.lock().unwrap().len(), 1);
+        // Read from the cache: the file's own content no longer matters while its stamp holds.
+        let stamp = FileStamp::of(&fs::metadata(&path).unwrap());
+        store
+            .cache
+            .lock()
+            .unwrap()
+            .values_mut()
+            .next()
+            .unwrap()
+            .1
+            .name = "cached".into();
+        assert_eq!(store.list().unwrap()[0].name, "cached");
+        assert_eq!(stamp, FileStamp::of(&fs::metadata(&path).unwrap()));
+        // A new version is a new file, read at once though written within the same second.
+        let renamed = ContainerRecord {
+            name: "web2".into(),
+            ..web.clone()
+        };
+        store.save(&renamed).unwrap();
+        assert_eq!(store.list().unwrap(), std::slice::from_ref(&renamed));
+        assert!(
+            store.cache.lock().unwrap().is_empty(),
+            "a fresh file is not cached"
+        );
+        store.remove(&web.id).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_temporary_file_never_replaces_a_record() {
+        let (store, dir) = temp_store("torn");
+        let web = record("abcdef", "web1");
+        store.save(&web).unwrap();
+        fs::write(dir.join("containers/abcdef.json.tmp"), b"{\"id\":").unwrap();
+        assert_eq!(store.list().unwrap(), vec![web]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_removed_while_read_is_gone_but_a_corrupt_one_is_an_error() {
+        let (store, dir) = temp_store("vanished");
+        let path = dir.join("containers/abcdef.json");
+        assert_eq!(read_unless_removed(&path).unwrap(), None);
+        assert_eq!(store.get("abcdef").unwrap(), None);
+        fs::write(&path, b"{\"id\":").unwrap();
+        assert!(matches!(
+            store.list(),
+            Err(StoreError::File(FileError::Corrupt { .. }))
+        ));
+        assert!(matches!(
+            store.get("abcdef"),
+            Err(StoreError::File(FileError::Corrupt { .. }))
+        ));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reserved_ports_persist() {
+        let (store, dir) = temp_store("reserved");
+        assert!(store.reserved_by_us().unwrap().is_empty());
+        let ports = BTreeSet::from([20080, 20081]);
+        store.save_reserved_by_us(&ports).unwrap();
+        assert_eq!(store.reserved_by_us().unwrap(), ports);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,196 @@
+//! cgroup v2: finding the unified hierarchy, and each container's cgroup under hostnetd's parent.
+//!
+//! The mount point is read from the mount table, never assumed: pure v2 hosts mount it at
+//! /sys/fs/cgroup, hybrid hosts at /sys/fs/cgroup/unified.
+use std::{
+    fs, io,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    thread,
+    time::Duration,
+};
+
+use super::mounts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cannot read the mount table {path}: {source}")]
+    MountTable { path: PathBuf, source: io::Error },
+    #[error("no cgroup2 filesystem is mounted (looked in {0}); hostnetd needs the unified cgroup hierarchy: mount it with `mount -t cgroup2 none /sys/fs/cgroup`")]
+    NoCgroup2(PathBuf),
+    #[error("cannot {action} cgroup {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// The cgroup2 mount hostnetd works in.
+#[derive(Clone, Debug)]
+pub struct Cgroup2 {
+    mount: PathBuf,
+}
+
+impl Cgroup2 {
+    /// Finds the cgroup2 mount in `mounts` (normally /proc/self/mounts).
+    pub fn discover(mounts: &Path) -> Result<Self, CgroupError> {
+        let table = fs::read_to_string(mounts).map_err(|source| CgroupError::MountTable {
+            path: mounts.to_path_buf(),
+            source,
+        })?;
+        Self::from_mount_table(&table).ok_or_else(|| CgroupError::NoCgroup2(mounts.to_path_buf()))
+    }
+
+    pub fn host() -> Result<Self, CgroupError> {
+        Self::discover(Path::new(mounts::HOST_MOUNT_TABLE))
+    }
+
+    fn from_mount_table(table: &str) -> Option<Self> {
+        (mounts::parse(table).into_iter())
+            .find(|mount| mount.fstype == "cgroup2")
+            .map(|mount| Self {
+                mount: mount.target,
+            })
+    }
+
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// The cgroup at `relative` (for example `hostnetd/<id>`) below the mount.
+    pub fn path_of(&self, relative: &str) -> PathBuf {
+        self.mount.join(relative.trim_start_matches('/'))
+    }
+
+    /// Creates the cgroup at `relative` (and its parents) and returns its handle.
+    pub fn create(&self, relative: &str) -> Result<ContainerCgroup, CgroupError> {
+        let path = self.path_of(relative);
+        fs::create_dir_all(&path).map_err(|source| CgroupError::Io {
+            action: "create",
+            path: path.clone(),
+            source,
+        })?;
+        self.open(relative)
+    }
+
+    /// Opens an existing cgroup at `relative`.
+    pub fn open(&self, relative: &str) -> Result<ContainerCgroup, CgroupError> {
+        let path = self.path_of(relative);
+        let meta = fs::metadata(&path).map_err(|source| CgroupError::Io {
+            action: "stat",
+            path: path.clone(),
+            source,
+        })?;
+        let level = relative.split('/').filter(|part| !part.is_empty()).count() as u32;
+        Ok(ContainerCgroup {
+            path,
+            id: meta.ino(),
+            level,
+        })
+    }
+}
+
+/// One container's cgroup v2 directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerCgroup {
+    pub path: PathBuf,
+    /// The kernel's cgroup id: the directory's inode number on cgroupfs, which is what
+    /// `bpf_get_current_cgroup_id` and its ancestor variant return.
+    pub id: u64,
+    /// Depth below the cgroup2 root (assumes hostnetd runs in the root cgroup namespace).
+    pub level: u32,
+}
+
+impl ContainerCgroup {
+    pub fn exists(&self) -> bool {
+        self.path.is_dir()
+    }
+
+    /// Kills whatever is left in the cgroup and removes it; a cgroup that is already gone is fine.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        if !self.exists() {
+            return Ok(());
+        }
+        // cgroup.kill exists since Linux 5.14; older kernels leave the kill to the runtime.
+        let _ = fs::write(self.path.join("cgroup.kill"), "1");
+        let mut last_error = None;
+        for _ in 0..50 {
+            match remove_tree(&self.path) {
+                Ok(()) => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(error) => last_error = Some(error),
+            }
+            // Killed tasks leave the cgroup asynchronously; rmdir fails with EBUSY until then.
+            thread::sleep(Duration::from_millis(20));
+        }
+        Err(CgroupError::Io {
+            action: "remove",
+            path: self.path.clone(),
+            source: last_error.unwrap_or_else(|| io::Error::other("busy")),
+        })
+    }
+}
+
+/// Removes a cgroup directory and any child cgroups the container created, deepest first.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_tree(&entry.path())?;
+        }
+    }
+    fs::remove_dir(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+        cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+        cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+    const PURE_V2: &str = "cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
+
+    #[test]
+    fn finds_unified_mount_on_hybrid_hosts() {
+        let cgroup = Cgroup2::from_mount_table(HYBRID).unwrap();
+        assert_eq!(cgroup.mount(), Path::new("/sys/fs/cgroup/unified"));
+    }
+
+    #[test]
+    fn finds_mount_on_pure_v2_hosts() {
+        let cgroup = Cgroup2::from_mount_table(PURE_V2).unwrap();
+        assert_eq!(
+            cgroup.path_of("/hostnetd/abc"),
+            Path::new("/sys/fs/cgroup/hostnetd/abc")
+        );
+    }
+
+    #[test]
+    fn v1_only_hosts_have_no_cgroup2() {
+        assert!(Cgroup2::from_mount_table("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n").is_none());
+    }
+
+    #[test]
+    fn mount_paths_are_unescaped() {
+        let cgroup = Cgroup2::from_mount_table("none /mnt/my\\040cg cgroup2 rw 0 0\n").unwrap();
+        assert_eq!(cgroup.mount(), Path::new("/mnt/my cg"));
+    }
+
+    #[test]
+    fn level_and_id_come_from_the_directory() {
+        let root = std::env::temp_dir().join(format!("hostnetd-cg-test-{}", std::process::id()));
+        let cgroup = Cgroup2 {
+            mount: root.clone(),
+        };
+        let created = cgroup.create("hostnetd/abc").unwrap();
+        assert_eq!(created.level, 2);
+        assert_eq!(
+            created.id,
+            fs::metadata(root.join("hostnetd/abc")).unwrap().ino()
+        );
+        // remove() needs a real cgroup (cgroup.kill); the end-to-end tests cover it.
+        fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -1,0 +1,8 @@
+//! The operating system as hostnetd uses it: state files, the mount table, cgroup v2,
+//! processes, time, and removal that never crosses a mount. Nothing here knows containers.
+pub mod cgroup;
+pub mod files;
+pub mod mounts;
+pub mod process;
+pub mod safe_remove;
+pub mod time;
