@@ -1,0 +1,555 @@
+//! The HTTP+JSON API's routes over the Host, each call of the Host made on a blocking thread.
+//! docs/api.md describes every endpoint.
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path as UrlPath, Query, State},
+    http::{StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{feed::EventHub, metrics};
+use crate::{
+    api::{
+        ApiError, AttachEvent, ContainerView, Created, ImageView, Info, LoadRequest, PolicyUpdate,
+        PortEntry, PullRequest, RunSpec,
+    },
+    host::{Host, HostError},
+    images::PullOptions,
+    runtime::logs::{LogEntry, LogReader},
+    store::ContainerRecord,
+    sys::time::parse_since,
+};
+
+pub(super) struct Daemon {
+    pub(super) host: Host,
+    /// Registries reached over plain HTTP, from the config file.
+    pub(super) insecure_registries: Vec<String>,
+    pub(super) shutdown: tokio::sync::Notify,
+    pub(super) events: Arc<EventHub>,
+}
+
+pub(super) type Shared = Arc<Daemon>;
+
+/// The API over `host`, to serve on any listener: [`serve`] without the socket, the signals
+/// and the reconciliation (tests serve it in-process).
+pub fn api(host: Host, insecure_registries: Vec<String>) -> Router {
+    router(Arc::new(Daemon {
+        host,
+        insecure_registries,
+        shutdown: tokio::sync::Notify::new(),
+        events: Arc::new(EventHub::default()),
+    }))
+}
+
+pub(super) fn router(daemon: Shared) -> Router {
+    Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/containers", get(list).post(create))
+        .route("/v1/containers/{reference}", get(inspect).delete(remove))
+        .route("/v1/containers/{reference}/logs", get(logs))
+        .route("/v1/containers/{reference}/wait", post(wait))
+        .route("/v1/containers/{reference}/stop", post(stop))
+        .route("/v1/containers/{reference}/kill", post(kill))
+        .route("/v1/containers/{reference}/update", post(update))
+        .route("/v1/images", get(list_images))
+        .route("/v1/images/pull", post(pull_image))
+        .route("/v1/images/load", post(load_images))
+        .route(
+            "/v1/images/{*reference}",
+            get(inspect_image).delete(remove_image),
+        )
+        .route("/v1/ports", get(ports))
+        .route("/v1/stats", get(stats))
+        .route("/v1/events", get(events))
+        .route("/v1/teardown", post(teardown))
+        .fallback(|| async { ApiError::new("not_found", "no such endpoint; see docs/api.md") })
+        .with_state(daemon)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self)).into_response()
+    }
+}
+
+/// What every handler returns: its answer, or the API's JSON error.
+type Reply = Result<Response, ApiError>;
+
+/// Runs a blocking host operation off the async workers.
+async fn blocking<T: Send + 'static>(
+    daemon: &Shared,
+    operation: impl FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let daemon = daemon.clone();
+    match tokio::task::spawn_blocking(move || operation(&daemon.host)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "request failed");
+            Err(ApiError::from(&error))
+        }
+        Err(join) => Err(ApiError::new("internal", join.to_string())),
+    }
+}
+
+/// The query string as `T`; a bad one gets the API's JSON error rather than axum's text.
+fn parse_query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(uri)
+        .map(|Query(query)| query)
+        .map_err(|rejection| {
+            let text = uri.query().unwrap_or_default();
+            ApiError::new(
+                "invalid_argument",
+                format!("invalid query {text:?}: {}", rejection.body_text()),
+            )
+        })
+}
+
+fn view(record: &ContainerRecord) -> Response {
+    Json(ContainerView::from(record)).into_response()
+}
+
+async fn info(State(daemon): State<Shared>) -> Json<Info> {
+    let config = &daemon.host.config;
+    let pin_root = crate::datapath::Datapath::pin_root(&config.bpf_dir);
+    let health = tokio::task::spawn_blocking(move || crate::datapath::read_health(&pin_root)).await;
+    let health = health.ok().and_then(Result::ok);
+    Json(Info {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        bpf_dir: config.bpf_dir.display().to_string(),
+        cgroup_parent: config.cgroup_parent.clone(),
+        events_lost: health.map(|health| health.events_lost),
+        traffic_table_full: health.map(|health| health.traffic_table_full),
+        features: crate::datapath::KernelFeatures::host().report(config.tc_attach),
+    })
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct EventsQuery {
+    /// RFC 3339 or Unix seconds; absent: only new events.
+    since: Option<String>,
+    follow: bool,
+}
+
+/// The kept events since `since`, then (with `follow`) every new one as it happens.
+async fn events(State(daemon): State<Shared>, uri: Uri) -> Reply {
+    let query: EventsQuery = parse_query(&uri)?;
+    let since = match &query.since {
+        Some(text) => parse_since(text).map_err(|m| ApiError::new("invalid_argument", m))?,
+        None => u64::MAX,
+    };
+    let (past, mut feed) = daemon.events.follow_since(since);
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        for event in &past {
+            if sender.send(Ok(json_line(event))).await.is_err() {
+                return;
+            }
+        }
+        if !query.follow {
+            return;
+        }
+        loop {
+            let event = match feed.recv().await {
+                Ok(event) => event,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "an events follower fell behind");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if sender.send(Ok(json_line(&event))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Ok(Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .unwrap_or_else(|e| ApiError::new("internal", e.to_string()).into_response()))
+}
+
+fn json_line(item: &impl Serialize) -> Bytes {
+    let mut line = serde_json::to_vec(item).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ListQuery {
+    all: bool,
+}
+
+async fn list(State(daemon): State<Shared>, uri: Uri) -> Reply {
+    let query: ListQuery = parse_query(&uri)?;
+    let records = blocking(&daemon, |host| host.list()).await?;
+    let views: Vec<ContainerView> = records
+        .iter()
+        .filter(|r| query.all || r.state.is_live())
+        .map(ContainerView::from)
+        .collect();
+    Ok(Json(views).into_response())
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct CreateQuery {
+    attach: bool,
+}
+
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new("invalid_argument", format!("invalid request body: {e}")))
+}
+
+async fn list_images(State(daemon): State<Shared>) -> Reply {
+    let images = blocking(&daemon, |host| host.images()).await?;
+    Ok(Json(images.iter().map(ImageView::from).collect::<Vec<_>>()).into_response())
+}
+
+async fn inspect_image(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Reply {
+    let image = blocking(&daemon, move |host| host.image(&reference)).await?;
+    Ok(Json(ImageView::from(&image)).into_response())
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RemoveImageQuery {
+    force: bool,
+}
+
+async fn remove_image(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    uri: Uri,
+) -> Reply {
+    let query: RemoveImageQuery = parse_query(&uri)?;
+    let removed = blocking(&daemon, move |host| {
+        host.remove_image(&reference, query.force)
+    })
+    .await?;
+    tracing::info!(untagged = ?removed.untagged, deleted = ?removed.deleted, "image removed");
+    Ok(Json(removed).into_response())
+}
+
+async fn pull_image(State(daemon): State<Shared>, body: Bytes) -> Reply {
+    let request: PullRequest = parse_body(&body)?;
+    let options = PullOptions {
+        insecure_registries: [
+            request.insecure_registries,
+            daemon.insecure_registries.clone(),
+        ]
+        .concat(),
+    };
+    tracing::info!(reference = %request.reference, "pulling");
+    let image = daemon
+        .host
+        .pull_image(&request.reference, &options)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "pull failed");
+            ApiError::from(&error)
+        })?;
+    tracing::info!(id = %image.id, "pulled");
+    Ok(Json(ImageView::from(&image)).into_response())
+}
+
+async fn load_images(State(daemon): State<Shared>, body: Bytes) -> Reply {
+    let request: LoadRequest = parse_body(&body)?;
+    let images = blocking(&daemon, move |host| {
+        host.load_images(std::path::Path::new(&request.path))
+    })
+    .await?;
+    tracing::info!(count = images.len(), "images loaded");
+    Ok(Json(images.iter().map(ImageView::from).collect::<Vec<_>>()).into_response())
+}
+
+async fn create(State(daemon): State<Shared>, uri: Uri, body: Bytes) -> Reply {
+    let query: CreateQuery = parse_query(&uri)?;
+    let spec: RunSpec = parse_body(&body)?;
+    let (record, log) = blocking(&daemon, move |host| {
+        host.create_container(&spec.validate()?)
+    })
+    .await?;
+    tracing::info!(id = %record.id, name = %record.name, ports = ?record.port_specs, "container started");
+    let created = Created {
+        id: record.id.clone(),
+        name: record.name.clone(),
+    };
+    if !query.attach {
+        return Ok((StatusCode::CREATED, Json(created)).into_response());
+    }
+    Ok(stream_lines(daemon.clone(), move |host, send| {
+        if !send(&AttachEvent::Created(created)) {
+            return;
+        }
+        let mut reader = LogReader::from_file(log);
+        if !follow(host, &record.id, &mut reader, &mut |entry| {
+            send(&AttachEvent::Log(entry))
+        }) {
+            return;
+        }
+        let last = match host.wait(&record.id) {
+            Ok(status) => AttachEvent::Exit(status),
+            Err(error) => AttachEvent::Error(ApiError::from(&error)),
+        };
+        send(&last);
+    }))
+}
+
+/// Sends every log entry until the container's output is complete; false if the client left.
+fn follow(
+    host: &Host,
+    id: &str,
+    reader: &mut LogReader,
+    send: &mut dyn FnMut(LogEntry) -> bool,
+) -> bool {
+    let mut gone_since: Option<std::time::Instant> = None;
+    loop {
+        let complete = host.has_finished(id) || {
+            match host.store.get(id) {
+                Ok(Some(record)) => !record.supervisor.is_alive(),
+                // Forgotten but no exit file yet: the monitor is still draining the output.
+                _ => {
+                    gone_since
+                        .get_or_insert_with(std::time::Instant::now)
+                        .elapsed()
+                        > Duration::from_secs(10)
+                }
+            }
+        };
+        for entry in reader.next_entries().unwrap_or_default() {
+            if !send(entry) {
+                return false;
+            }
+        }
+        if complete {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A response of JSON lines produced by a blocking `producer`; it stops when the client leaves.
+fn stream_lines<T: Serialize + Send + 'static>(
+    daemon: Shared,
+    producer: impl FnOnce(&Host, &mut dyn FnMut(&T) -> bool) + Send + 'static,
+) -> Response {
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::task::spawn_blocking(move || {
+        let mut send = |item: &T| {
+            let mut line = serde_json::to_vec(item).unwrap_or_default();
+            line.push(b'\n');
+            sender.blocking_send(Ok(Bytes::from(line))).is_ok()
+        };
+        producer(&daemon.host, &mut send);
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .unwrap_or_else(|e| ApiError::new("internal", e.to_string()).into_response())
+}
+
+async fn inspect(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Reply {
+    let (record, stats) = blocking(&daemon, move |host| {
+        let record = host.inspect(&reference)?;
+        let stats = host.stats(std::slice::from_ref(&record.id), true)?;
+        Ok((record, stats))
+    })
+    .await?;
+    let mut view = ContainerView::from(&record);
+    view.traffic = stats.into_iter().next().map(|stats| stats.traffic);
+    Ok(Json(view).into_response())
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct StatsQuery {
+    /// Comma-separated names or IDs; every container when absent.
+    containers: Option<String>,
+    all: bool,
+}
+
+async fn stats(State(daemon): State<Shared>, uri: Uri) -> Reply {
+    let query: StatsQuery = parse_query(&uri)?;
+    let references: Vec<String> = (query.containers.unwrap_or_default().split(','))
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect();
+    let stats = blocking(&daemon, move |host| host.stats(&references, query.all)).await?;
+    Ok(Json(stats).into_response())
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct LogsQuery {
+    follow: bool,
+    tail: Option<usize>,
+}
+
+async fn logs(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    uri: Uri,
+) -> Reply {
+    let query: LogsQuery = parse_query(&uri)?;
+    let (id, log_path) = blocking(&daemon, move |host| {
+        let record = host.inspect(&reference)?;
+        Ok((record.id.clone(), host.store.log_path(&record.id)))
+    })
+    .await?;
+    let mut reader = LogReader::open(&log_path).map_err(|e| {
+        ApiError::new(
+            "internal",
+            format!("cannot open {}: {e}", log_path.display()),
+        )
+    })?;
+    Ok(stream_lines(daemon.clone(), move |host, send| {
+        for entry in reader.initial(query.tail).unwrap_or_default() {
+            if !send(&entry) {
+                return;
+            }
+        }
+        if query.follow {
+            follow(host, &id, &mut reader, &mut |entry| send(&entry));
+        }
+    }))
+}
+
+async fn wait(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Reply {
+    Ok(Json(blocking(&daemon, move |host| host.wait(&reference)).await?).into_response())
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct StopQuery {
+    t: Option<u64>,
+}
+
+async fn stop(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    uri: Uri,
+) -> Reply {
+    let query: StopQuery = parse_query(&uri)?;
+    let timeout = Duration::from_secs(query.t.unwrap_or(10));
+    Ok(view(
+        &blocking(&daemon, move |host| host.stop(&reference, timeout)).await?,
+    ))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct KillQuery {
+    signal: Option<String>,
+}
+
+async fn kill(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    uri: Uri,
+) -> Reply {
+    let query: KillQuery = parse_query(&uri)?;
+    let signal = crate::runtime::supervise::parse_signal(query.signal.as_deref().unwrap_or("KILL"))
+        .map_err(|message| ApiError::new("invalid_argument", message))?;
+    Ok(view(
+        &blocking(&daemon, move |host| host.kill(&reference, signal)).await?,
+    ))
+}
+
+async fn update(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    body: Bytes,
+) -> Reply {
+    let update: PolicyUpdate = parse_body(&body)?;
+    let record = blocking(&daemon, move |host| {
+        host.update_policy(&reference, &update.validate()?)
+    })
+    .await?;
+    tracing::info!(id = %record.id, ports = ?record.port_specs, allow = ?record.egress_allow, deny = ?record.egress_deny, "policy updated");
+    Ok(view(&record))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RemoveQuery {
+    force: bool,
+}
+
+async fn remove(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    uri: Uri,
+) -> Reply {
+    let query: RemoveQuery = parse_query(&uri)?;
+    Ok(view(
+        &blocking(&daemon, move |host| host.remove(&reference, query.force)).await?,
+    ))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PortsQuery {
+    kernel: bool,
+}
+
+async fn ports(State(daemon): State<Shared>, uri: Uri) -> Reply {
+    let query: PortsQuery = parse_query(&uri)?;
+    if query.kernel {
+        let owned = blocking(&daemon, |host| host.kernel_owners()).await?;
+        let table: Vec<_> = (owned.iter())
+            .map(|(port, owner)| {
+                // The policy generations whose grant lets the owner bind it; while an update
+                // is under way a port may have both, or (leaving) only the old one.
+                let generations: Vec<u32> = (0..2).filter(|&g| owner.grant(g) != 0).collect();
+                serde_json::json!({
+                    "port": port,
+                    "cgroup_id": owner.cgroup_id,
+                    "generations": generations,
+                })
+            })
+            .collect();
+        return Ok(Json(table).into_response());
+    }
+    let owned = blocking(&daemon, |host| host.owned_ports()).await?;
+    let entries: Vec<PortEntry> = (owned.iter())
+        .map(|(claim, record)| PortEntry {
+            port: claim.port.to_string(),
+            addresses: claim
+                .addresses
+                .as_ref()
+                .map(|a| a.iter().map(ToString::to_string).collect()),
+            container_id: record.id.clone(),
+            container_name: record.name.clone(),
+        })
+        .collect();
+    Ok(Json(entries).into_response())
+}
+
+async fn teardown(State(daemon): State<Shared>) -> Reply {
+    blocking(&daemon, |host| host.teardown()).await?;
+    daemon.shutdown.notify_one();
+    Ok(Json(serde_json::json!({ "detached": true })).into_response())
+}
+
+pub(super) async fn metrics_page(State(daemon): State<Shared>) -> Reply {
+    let snapshot = blocking(&daemon, |host| host.metrics_snapshot()).await?;
+    Ok((
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        metrics::render(&snapshot),
+    )
+        .into_response())
+}
