@@ -143,8 +143,6 @@ pub fn skip_unless_root() -> bool {
 pub struct TestHost {
     pub name: String,
     host: ScratchHost,
-    scratch: PathBuf,
-    bpf_dir: PathBuf,
     children: Vec<Child>,
     /// The container name of each child `hostnetd run`.
     child_names: Vec<String>,
@@ -155,8 +153,6 @@ impl TestHost {
         let host = ScratchHost::new("hostnetd-test", &hostnetd_bin());
         Self {
             name: host.name.clone(),
-            scratch: host.scratch().to_path_buf(),
-            bpf_dir: host.bpf_dir().to_path_buf(),
             host,
             children: Vec::new(),
             child_names: Vec::new(),
@@ -164,7 +160,7 @@ impl TestHost {
     }
 
     pub fn scratch(&self) -> &Path {
-        &self.scratch
+        self.host.scratch()
     }
 
     /// A `hostnetd` command pointed at this test host's directories.
@@ -318,7 +314,7 @@ impl TestHost {
 
     /// The daemon's API socket.
     pub fn socket(&self) -> PathBuf {
-        self.scratch.join("run/hostnetd.sock")
+        self.host.scratch().join("run/hostnetd.sock")
     }
 
     /// One raw HTTP request on the API socket (a daemon must run): (status, JSON body).
@@ -358,26 +354,26 @@ impl TestHost {
     }
 
     pub fn bpf_dir(&self) -> &Path {
-        &self.bpf_dir
+        self.host.bpf_dir()
     }
 
     /// The datapath's pins, `<bpf_dir>/v<ABI version>`, whichever version the agent uses.
     pub fn pin_root(&self) -> PathBuf {
-        let versions: Vec<PathBuf> = std::fs::read_dir(&self.bpf_dir)
+        let versions: Vec<PathBuf> = std::fs::read_dir(self.host.bpf_dir())
             .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
             .unwrap_or_default();
         match versions.as_slice() {
             [one] => one.clone(),
             other => panic!(
                 "expected one ABI directory in {}: {other:?}",
-                self.bpf_dir.display()
+                self.host.bpf_dir().display()
             ),
         }
     }
 
     /// Asserts that no container of this host holds anything: records, cgroups, links, bundles.
     pub fn assert_no_container_left(&self) {
-        let records = self.scratch.join("state/containers");
+        let records = self.host.scratch().join("state/containers");
         let left: Vec<_> = std::fs::read_dir(&records)
             .map(|d| d.count())
             .into_iter()
@@ -395,7 +391,7 @@ impl TestHost {
         );
         assert_empty_dir(&self.cgroup_parent_path(), "cgroups");
         assert_empty_dir(&self.pin_root().join("containers"), "link pins");
-        assert_empty_dir(&self.scratch.join("run/containers"), "bundles");
+        assert_empty_dir(&self.host.scratch().join("run/containers"), "bundles");
     }
 }
 
@@ -420,9 +416,9 @@ impl Drop for TestHost {
                 describe(&teardown)
             );
             assert!(
-                !self.bpf_dir.exists(),
+                !self.host.bpf_dir().exists(),
                 "pins left in {}",
-                self.bpf_dir.display()
+                self.host.bpf_dir().display()
             );
             assert!(!self.cgroup_parent_path().exists(), "cgroup parent left");
         }
