@@ -6,7 +6,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead as _, BufReader},
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use hostnetd_tests::{
@@ -366,6 +366,9 @@ fn an_update_is_refused_for_ports_others_hold_and_for_bad_specs_and_changes_noth
 
 /// The load test's probes: binds of ports in set A only, B only, both, neither; the address
 /// restriction that only B has; connects only A's and only B's egress rules allow.
+/// Policy updates while the trace runs: enough for several changes of set to show.
+const FLIPS: usize = 8;
+
 const PROBES: [&str; 8] = [
     "bind/tcp/0.0.0.0/26020",
     "bind/tcp/0.0.0.0/26021",
@@ -476,17 +479,18 @@ fn ports_and_egress_flip_together_and_atomically_under_load() {
     let probe = netprobe();
     let flipper = host.start("flipper", "26020,26022,26024", &[&probe, "sleep", "60"]);
     updated(&host, &[&set_a[..], &["flipper"]].concat());
-    let trace = inside(&host, "flipper", &[&["trace", "10"][..], &PROBES].concat())
+    // The trace runs until told to stop (SIGUSR1) once the flips are done: under emulation an
+    // update can take a second, so a fixed duration would see too few of them.
+    let trace = inside(&host, "flipper", &[&["trace", "600"][..], &PROBES].concat())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("trace");
     let trace = KillOnDrop::new(trace);
-    let started = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
     let mut flips = 0;
     let mut last = 'A';
-    while started.elapsed() < Duration::from_secs(7) {
+    while flips < FLIPS {
         let (set, name) = if last == 'A' {
             (set_b, 'B')
         } else {
@@ -497,12 +501,11 @@ fn ports_and_egress_flip_together_and_atomically_under_load() {
         flips += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
+    // SAFETY: a signal to the child this test started and still holds.
+    let signalled = unsafe { libc::kill(trace.pid() as libc::pid_t, libc::SIGUSR1) };
+    assert_eq!(signalled, 0, "cannot signal the trace");
     let output = trace.finish();
     assert!(output.status.success(), "{}", describe(&output));
-    assert!(
-        flips >= 6,
-        "only {flips} updates happened while the probe ran"
-    );
     let text = stdout(&output);
     let sets = replay(&text, PROBES.len() as u64);
     let changes = sets.len() - 1;

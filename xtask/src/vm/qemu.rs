@@ -29,6 +29,8 @@ const CPUS: &str = "2";
 const KERNEL_COMMAND_LINE: &str = "console=ttyS0 panic=-1 loglevel=5 random.trust_cpu=on";
 
 pub const EXIT_MARKER: &str = "HOSTNETD-VM-EXIT";
+/// How the failure of a guest that ended by itself without reporting its exit code begins.
+pub const SILENT_END: &str = "the guest ended without reporting an exit code";
 pub const READY_MARKER: &str = "HOSTNETD-VM-READY";
 /// What QEMU prints when KVM cannot run the guest (nested KVM on some hosts); the machine
 /// then hangs, so it is stopped at once.
@@ -172,7 +174,7 @@ pub fn boot(machine: &Machine) -> anyhow::Result<Outcome> {
         let last = outcome.lines.last().map_or("", |line| line.text.trim());
         outcome.failure = Some(if status.success() {
             format!(
-                "the guest ended without reporting an exit code (a kernel panic? see {})",
+                "{SILENT_END} (a kernel panic or reset? see {})",
                 machine.log.display()
             )
         } else {

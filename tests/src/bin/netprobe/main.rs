@@ -13,7 +13,8 @@
 //! netprobe loop SECONDS OP/PROTO/ADDR/PORT ...   repeat each probe (OP: bind or connect)
 //!                                  until SECONDS pass; print "PROBE errno=N count=C" lines
 //! netprobe trace SECONDS OP/PROTO/ADDR/PORT ...  the same loop, printing in order each change
-//!                                  of a probe's outcome: "INDEX PROBE errno=N", then "runs=N"
+//!                                  of a probe's outcome: "INDEX PROBE errno=N", then "runs=N";
+//!                                  SIGUSR1 ends it before SECONDS pass
 //! netprobe sleep SECONDS                  exit 0 after SECONDS, 143 on SIGTERM
 //! netprobe connectfrom SRC DST PORT      TCP connect from SRC with a 1 s timeout: "ok" or
 //!                                  "errno N" (115, EINPROGRESS, when nothing answered)
@@ -391,12 +392,29 @@ fn probe_loop(args: &[String]) -> Result<(), String> {
 
 /// Like `loop`, but keeps the order: each time a probe's outcome differs from its previous
 /// one, prints `INDEX PROBE errno=N` (INDEX counts every probe run), then `runs=N` at the end.
+/// Set by SIGUSR1: the caller has seen what it wanted traced (a slow machine needs longer
+/// than a fast one, so the caller, not a fixed time, ends the trace).
+static TRACE_ENOUGH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn end_trace_on_sigusr1() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        TRACE_ENOUGH.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGUSR1, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
 fn probe_trace(args: &[String]) -> Result<(), String> {
     let (deadline, probes) = parse_loop_args(args)?;
+    end_trace_on_sigusr1();
     let mut last: Vec<Option<i32>> = vec![None; probes.len()];
     let mut index: u64 = 0;
     let mut changes = Vec::new();
-    while std::time::Instant::now() < deadline {
+    while std::time::Instant::now() < deadline
+        && !TRACE_ENOUGH.load(std::sync::atomic::Ordering::Relaxed)
+    {
         for (probe, last) in probes.iter().zip(&mut last) {
             let errno = probe.run()?;
             if *last != Some(errno) {
