@@ -174,6 +174,17 @@ impl Settings {
             .transpose()
     }
 
+    /// The flags that give a daemon started by a client exactly these settings.
+    pub fn daemon_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = self.host_config().to_args();
+        args.extend(["--socket".into(), self.socket().into_os_string()]);
+        args.extend(["--log-level".into(), self.log_level().into()]);
+        if let Some(addr) = &self.metrics_addr {
+            args.extend(["--metrics-addr".into(), addr.into()]);
+        }
+        args
+    }
+
     pub fn log_level(&self) -> &str {
         self.log_level.as_deref().unwrap_or("info")
     }

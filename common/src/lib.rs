@@ -12,7 +12,7 @@ pub mod rules;
 pub mod traffic;
 
 /// Version of the map layouts below; pins live under `<bpffs>/hostnetd/v<ABI_VERSION>`.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Slots per protocol in [`PORT_OWNERS`](MapName::PortOwners): one per port number.
 pub const PORTS_PER_PROTO: u32 = 65536;
@@ -147,14 +147,37 @@ impl BindAddrKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DatapathSettings {
-    /// Depth of container cgroups below the cgroup2 root (`<parent>/<id>`), so that a hook
-    /// finds the container a socket belongs to with `bpf_get_current_ancestor_cgroup_id`.
-    pub container_level: u32,
+    /// The depths below the cgroup2 root at which containers' cgroups sit, shallowest first,
+    /// 0 where unused: hostnetd's own (`<parent>/<id>`) and those of the engines' containers
+    /// (Docker's `/docker/<id>`, a Kubernetes pod's container four or five deep). A hook
+    /// finds the container a socket belongs to by trying each depth's ancestor cgroup.
+    pub container_levels: [u8; MAX_CONTAINER_DEPTHS],
     /// Changes whenever any container's policy does: the ingress hooks cache their verdicts
     /// per CPU and trust only those taken under the epoch in force.
     pub policy_epoch: u32,
 }
 const _: () = assert!(core::mem::size_of::<DatapathSettings>() == 8);
+
+/// How many different cgroup depths containers may sit at, at once: each costs the hooks one
+/// more lookup for a socket of no container.
+pub const MAX_CONTAINER_DEPTHS: usize = 4;
+
+impl DatapathSettings {
+    /// The settings with `level` among the container depths (kept shallowest first); None
+    /// when all [`MAX_CONTAINER_DEPTHS`] are taken by others, or `level` is 0 (the root) or
+    /// beyond a byte.
+    pub fn with_container_level(mut self, level: u32) -> Option<Self> {
+        let level = u8::try_from(level).ok().filter(|&level| level > 0)?;
+        if self.container_levels.contains(&level) {
+            return Some(self);
+        }
+        let free = self.container_levels.iter().position(|&l| l == 0)?;
+        self.container_levels[free] = level;
+        let used = &mut self.container_levels[..=free];
+        used.sort_unstable();
+        Some(self)
+    }
+}
 
 /// One container's policy switches, keyed by its cgroup id in `CONTAINER_POLICIES`. A
 /// container without an entry is unrestricted beyond port ownership.
@@ -324,4 +347,27 @@ mod pod {
     unsafe impl aya::Pod for super::traffic::DeviceCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::traffic::Denials {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_levels_are_kept_once_and_shallowest_first() {
+        let settings = DatapathSettings::default();
+        let settings = settings.with_container_level(4).unwrap();
+        let settings = settings.with_container_level(2).unwrap();
+        let settings = settings.with_container_level(4).unwrap();
+        assert_eq!(settings.container_levels, [2, 4, 0, 0]);
+        let full = settings
+            .with_container_level(5)
+            .and_then(|s| s.with_container_level(1))
+            .unwrap();
+        assert_eq!(full.container_levels, [1, 2, 4, 5]);
+        assert_eq!(full.with_container_level(3), None);
+        assert_eq!(full.with_container_level(2), Some(full));
+        assert_eq!(settings.with_container_level(0), None);
+        assert_eq!(settings.with_container_level(256), None);
+    }
 }

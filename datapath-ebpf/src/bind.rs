@@ -2,8 +2,10 @@
 //! cgroup, `host_bind4`/`host_bind6` to the root cgroup; both hand off to `decide`, and differ
 //! only in how they read the address.
 use aya_ebpf::{
-    helpers::generated::bpf_get_current_ancestor_cgroup_id, macros::cgroup_sock_addr,
+    helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_netns_cookie},
+    macros::cgroup_sock_addr,
     programs::SockAddrContext,
+    EbpfContext as _,
 };
 use aya_log_ebpf::debug;
 use hostnetd_common::{
@@ -50,6 +52,9 @@ fn check(ctx: &SockAddrContext, scope: Scope, addr: [u8; 16]) -> i32 {
     let (protocol, port) = protocol_and_port(ctx);
     match decide(&Kernel, scope, protocol, &addr, port) {
         Verdict::Allow => ALLOW,
+        // Ports are owned in the host's network namespace only: a host process in another one
+        // (a bridged or `--network none` container) binds in a port space of its own.
+        Verdict::Deny(_) if scope == Scope::Host && !in_initial_netns(ctx) => ALLOW,
         Verdict::Deny(errno) => {
             let (verdict, errno) = deny(errno);
             debug!(ctx, "bind to port {} refused: errno {}", port, errno);
@@ -57,6 +62,14 @@ fn check(ctx: &SockAddrContext, scope: Scope, addr: [u8; 16]) -> i32 {
             verdict
         }
     }
+}
+
+/// Whether the socket is in the initial network namespace (the helper gives that namespace's
+/// cookie for a null context). Asked only of a bind about to be refused: it costs two calls.
+#[inline(always)]
+fn in_initial_netns(ctx: &SockAddrContext) -> bool {
+    // SAFETY: helper calls on the program's own context, and with null for the initial one.
+    unsafe { bpf_get_netns_cookie(ctx.as_ptr()) == bpf_get_netns_cookie(core::ptr::null_mut()) }
 }
 
 /// A container's refused bind is reported by its own hook; the root's hook reports only host

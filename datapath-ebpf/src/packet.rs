@@ -2,10 +2,7 @@
 //! the network header: a cgroup_skb program's data starts there, a TC program's after the
 //! Ethernet header. Headers are read straight from the packet when they are in its linear
 //! part (always, in practice), and copied out by a helper otherwise.
-use aya_ebpf::{
-    bindings::__sk_buff,
-    helpers::generated::{bpf_skb_ancestor_cgroup_id, bpf_skb_load_bytes_relative},
-};
+use aya_ebpf::{bindings::__sk_buff, helpers::generated::bpf_skb_load_bytes_relative};
 use hostnetd_common::{
     packet::{local_port, v4_mapped_words, IpHeader},
     traffic::{class_of, tcp_header_len, wire_bytes, TrafficCounters},
@@ -163,13 +160,6 @@ fn atomic_add(word: &mut u64, value: u64) {
             word, value,
         );
     }
-}
-
-/// The id of the socket's cgroup ancestor at `level`.
-#[inline(always)]
-pub fn socket_cgroup(skb: *mut __sk_buff, level: u32) -> u64 {
-    // SAFETY: a helper call on the program's own context.
-    unsafe { bpf_skb_ancestor_cgroup_id(skb as *mut _, level as i32) }
 }
 
 /// `T` at `offset` from the network header, which starts `net_offset` bytes into the data.

@@ -5,9 +5,10 @@ use aya_log_ebpf::debug;
 use hostnetd_common::traffic::{TrafficKey, CLASS_OTHER};
 
 use crate::{
+    container::socket_container,
     ingress::{admits, row},
     maps::{SETTINGS, TRAFFIC},
-    packet::{count_at_socket, socket_cgroup, Direction, Packet},
+    packet::{count_at_socket, Direction, Packet},
 };
 
 const PASS: i32 = 1;
@@ -29,7 +30,7 @@ fn account(ctx: &SkBuffContext, direction: Direction) -> i32 {
     let Some(settings) = SETTINGS.get(0) else {
         return PASS;
     };
-    let cgroup_id = socket_cgroup(skb, settings.container_level);
+    let cgroup_id = socket_container(skb, settings);
     let Some(packet) = Packet::parse(skb, 0, direction) else {
         // SAFETY: the kernel hands every skb program a valid context.
         let len = unsafe { (*skb).len } as u64;

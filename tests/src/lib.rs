@@ -5,6 +5,7 @@
 //! state) with the tests' helpers and checks. Dropping it (also when the test panics) kills
 //! what it started, removes every container, tears the datapath down and checks that nothing
 //! is left. Tests use ports 20000-29999 only.
+pub mod engines;
 pub mod mounts;
 pub mod scratch;
 
@@ -115,6 +116,11 @@ pub fn hostnetd_bin() -> PathBuf {
     std::env::var_os("HOSTNETD_BIN").map_or_else(|| beside_tests("hostnetd"), PathBuf::from)
 }
 
+/// The OCI runtime engines call, built beside the hostnetd under test.
+pub fn hostnetd_runc_bin() -> PathBuf {
+    hostnetd_bin().with_file_name("hostnetd-runc")
+}
+
 /// The socket probe binary, run on the host and (through `--rootfs /`) inside containers.
 pub fn netprobe() -> String {
     beside_tests("netprobe").to_string_lossy().into_owned()
@@ -171,6 +177,11 @@ impl TestHost {
     /// Sets an environment variable for every later hostnetd command of this host.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.host.set_env(key, value);
+    }
+
+    /// The environment that points hostnetd and hostnetd-runc at this test host.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        self.host.environment()
     }
 
     /// Runs `hostnetd ARGS` to completion.

@@ -70,14 +70,24 @@ impl ScratchHost {
     /// A `hostnetd` command pointed at this host's directories.
     pub fn hostnetd(&self) -> Command {
         let mut command = Command::new(&self.hostnetd);
+        command.envs(self.environment()).stdin(Stdio::null());
         command
-            .env("HOSTNETD_STATE_DIR", self.scratch.join("state"))
-            .env("HOSTNETD_RUN_DIR", self.run_dir())
-            .env("HOSTNETD_BPF_DIR", &self.bpf_dir)
-            .env("HOSTNETD_CGROUP_PARENT", &self.cgroup_parent)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null());
-        command
+    }
+
+    /// The environment that points hostnetd (and hostnetd-runc) at this host's directories.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        let path = |path: &Path| path.to_string_lossy().into_owned();
+        let mut environment = vec![
+            (
+                "HOSTNETD_STATE_DIR".into(),
+                path(&self.scratch.join("state")),
+            ),
+            ("HOSTNETD_RUN_DIR".into(), path(&self.run_dir())),
+            ("HOSTNETD_BPF_DIR".into(), path(&self.bpf_dir)),
+            ("HOSTNETD_CGROUP_PARENT".into(), self.cgroup_parent.clone()),
+        ];
+        environment.extend(self.env.iter().cloned());
+        environment
     }
 
     /// `hostnetd ARGS`, to completion, whatever its outcome.

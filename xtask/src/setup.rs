@@ -6,11 +6,15 @@ use anyhow::{bail, Context as _};
 use crate::shell::{cargo, cargo_bin_dir, run, say};
 
 /// runc runs containers; skopeo and docker-registry serve the image tests (a real registry on
-/// loopback); the rest build bpf-linker, and g++ libFuzzer (libfuzzer-sys compiles it).
-const APT_PACKAGES: [&str; 12] = [
+/// loopback); docker.io and containerd are the engines the engine tests drive hostnetd-runc
+/// through (each test starts its own private daemon); the rest build bpf-linker, and g++
+/// libFuzzer (libfuzzer-sys compiles it).
+const APT_PACKAGES: [&str; 14] = [
     "runc",
     "skopeo",
     "docker-registry",
+    "docker.io",
+    "containerd",
     "busybox-static",
     "llvm-22-dev",
     "libpolly-22-dev",

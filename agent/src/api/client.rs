@@ -38,6 +38,20 @@ impl Client {
         settings: &Settings,
         global_args: &[std::ffi::OsString],
     ) -> Result<Self, ClientError> {
+        let exe = std::env::current_exe().map_err(|e| {
+            ClientError::Unreachable(format!(
+                "the hostnetd binary cannot be found ({e}); {START_BY_HAND}"
+            ))
+        })?;
+        Self::connect_or_start_with(settings, global_args, &exe)
+    }
+
+    /// As [`Client::connect_or_start`], starting `hostnetd` from `exe`.
+    pub fn connect_or_start_with(
+        settings: &Settings,
+        global_args: &[std::ffi::OsString],
+        exe: &Path,
+    ) -> Result<Self, ClientError> {
         let client = Self::new(&settings.socket())?;
         if client.ping().is_ok() {
             return Ok(client);
@@ -47,7 +61,7 @@ impl Client {
         if client.ping().is_ok() {
             return Ok(client);
         }
-        client.start_daemon(settings, global_args)?;
+        client.start_daemon(settings, global_args, exe)?;
         Ok(client)
     }
 
@@ -90,15 +104,11 @@ impl Client {
         &self,
         settings: &Settings,
         global_args: &[std::ffi::OsString],
+        exe: &Path,
     ) -> Result<(), ClientError> {
-        let how = "start it with `hostnetd daemon` (or `systemctl start hostnetd` where the unit is installed)";
+        let how = START_BY_HAND;
         let config = settings.host_config();
         let log_path = config.run_dir.join("hostnetd.log");
-        let exe = std::env::current_exe().map_err(|e| {
-            ClientError::Unreachable(format!(
-                "no hostnetd daemon answers and its binary cannot be found ({e}); {how}"
-            ))
-        })?;
         let _ = std::fs::create_dir_all(&config.run_dir);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -258,6 +268,9 @@ impl Client {
         })
     }
 }
+
+const START_BY_HAND: &str =
+    "start it with `hostnetd daemon` (or `systemctl start hostnetd` where the unit is installed)";
 
 fn unreachable(socket: &Path, error: &std::io::Error) -> ClientError {
     let hint = match error.kind() {

@@ -2,6 +2,7 @@
 //! validated into what the Host runs, and the errors as codes and statuses. docs/api.md
 //! describes every endpoint.
 pub mod client;
+pub mod engine;
 pub mod run;
 pub mod update;
 
@@ -25,7 +26,7 @@ use crate::{
 #[error("{message}")]
 pub struct ApiError {
     /// Stable, machine-readable: not_found, ambiguous, invalid_argument, name_in_use,
-    /// port_conflict, table_full, container_running, not_running, start_failed,
+    /// port_conflict, table_full, container_running, not_running, engine_owned, start_failed,
     /// no_such_image, image_in_use, registry_error, corrupt_image, internal.
     pub code: String,
     pub message: String,
@@ -45,7 +46,7 @@ impl ApiError {
             "not_found" => 404,
             "ambiguous" | "invalid_argument" => 400,
             "name_in_use" | "port_conflict" | "table_full" | "container_running"
-            | "not_running" => 409,
+            | "not_running" | "engine_owned" => 409,
             "start_failed" | "corrupt_image" => 422,
             "no_such_image" => 404,
             "image_in_use" => 409,
@@ -67,6 +68,10 @@ impl From<&HostError> for ApiError {
             HostError::StillRunning { .. } => "container_running",
             HostError::NotRunning { .. } => "not_running",
             HostError::StartFailed(_) => "start_failed",
+            HostError::EngineOwned { .. } => "engine_owned",
+            HostError::Datapath(crate::datapath::DatapathError::ContainerDepth { .. }) => {
+                "table_full"
+            }
             HostError::Image(error) => image_error_code(error),
             _ => "internal",
         };
@@ -86,6 +91,13 @@ fn image_error_code(error: &ImageError) -> &'static str {
         }
         ImageError::File(_) | ImageError::Io { .. } => "internal",
     }
+}
+
+/// The answer to `DELETE /v1/engine/containers/ID`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineRelease {
+    /// False when hostnetd did not know the container (never admitted, or released already).
+    pub released: bool,
 }
 
 /// `inspect`: one container.
@@ -113,8 +125,16 @@ pub struct ContainerView {
     pub cgroup_id: u64,
     pub ports: Vec<PortView>,
     pub policy: PolicyView,
-    /// The `hostnetd monitor` process that holds the container's stdio.
+    /// The `hostnetd monitor` process that holds the container's stdio (an engine's
+    /// container: its main process).
     pub monitor_pid: u32,
+    /// The engine that runs the container through hostnetd-runc (docker, containerd, podman,
+    /// kubernetes, oci); None for hostnetd's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// The engine's name for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_name: Option<String>,
     /// Its traffic and denials: live figures while it runs, the last ones once it exited.
     pub traffic: Option<TrafficStats>,
 }
@@ -153,7 +173,8 @@ impl From<&ContainerRecord> for ContainerView {
             pid: record.pid,
             exit_code: record.exit_code,
             rootfs: record.rootfs.display().to_string(),
-            image: record.image.as_ref().map(|image| image.name.clone()),
+            image: (record.image.as_ref().map(|image| image.name.clone()))
+                .or_else(|| record.engine.as_ref().and_then(|e| e.image.clone())),
             image_id: record.image.as_ref().map(|image| image.id.clone()),
             exposed_ports: (record.image.as_ref())
                 .map(|image| image.exposed_ports.clone())
@@ -185,6 +206,8 @@ impl From<&ContainerRecord> for ContainerView {
                 },
             },
             monitor_pid: record.supervisor.pid,
+            engine: record.engine.as_ref().map(|engine| engine.engine.clone()),
+            engine_name: record.engine.as_ref().map(|engine| engine.name.clone()),
             traffic: record.final_traffic.clone(),
         }
     }

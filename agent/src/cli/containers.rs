@@ -37,9 +37,10 @@ pub fn ps(client: &Client, args: PsArgs) -> anyhow::Result<ExitCode> {
             ("exited", Some(code)) => format!("exited({code})"),
             (state, _) => state.to_string(),
         };
-        let image = match &view.image {
-            Some(image) => image.clone(),
-            None => format!("--rootfs {}", view.rootfs),
+        let image = match (&view.image, &view.engine) {
+            (Some(image), _) => image.clone(),
+            (None, Some(engine)) => format!("({engine})"),
+            (None, None) => format!("--rootfs {}", view.rootfs),
         };
         println!(
             "{:<12}  {:<20}  {:<24}  {:<12}  {:<24}  {}",

@@ -7,7 +7,7 @@ mod info;
 mod run;
 mod stats;
 
-use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -133,7 +133,7 @@ enum Command {
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = cli.global.settings()?;
-    let global_args = global_args(&settings);
+    let global_args = settings.daemon_args();
     match cli.command {
         Command::Daemon => daemon(settings),
         Command::Monitor { id } => monitor(&settings, &id),
@@ -222,17 +222,6 @@ impl GlobalArgs {
         settings.tc_attach().map_err(anyhow::Error::msg)?;
         Ok(settings)
     }
-}
-
-/// The flags that give a started daemon exactly these settings.
-fn global_args(settings: &Settings) -> Vec<OsString> {
-    let mut args = settings.host_config().to_args();
-    args.extend(["--socket".into(), settings.socket().into_os_string()]);
-    args.extend(["--log-level".into(), settings.log_level().into()]);
-    if let Some(addr) = &settings.metrics_addr {
-        args.extend(["--metrics-addr".into(), addr.into()]);
-    }
-    args
 }
 
 fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {

@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use super::{feed::EventHub, metrics};
 use crate::{
     api::{
-        ApiError, AttachEvent, ContainerView, Created, ImageView, Info, LoadRequest, PolicyUpdate,
-        PortEntry, PullRequest, RunSpec,
+        engine::EngineAdmission, ApiError, AttachEvent, ContainerView, Created, EngineRelease,
+        ImageView, Info, LoadRequest, PolicyUpdate, PortEntry, PullRequest, RunSpec,
     },
     host::{Host, HostError},
     images::PullOptions,
@@ -67,6 +67,11 @@ pub(super) fn router(daemon: Shared) -> Router {
         .route("/v1/ports", get(ports))
         .route("/v1/stats", get(stats))
         .route("/v1/events", get(events))
+        .route("/v1/engine/containers", post(admit_engine))
+        .route(
+            "/v1/engine/containers/{id}",
+            axum::routing::delete(release_engine),
+        )
         .route("/v1/teardown", post(teardown))
         .fallback(|| async { ApiError::new("not_found", "no such endpoint; see docs/api.md") })
         .with_state(daemon)
@@ -406,7 +411,7 @@ async fn logs(
 ) -> Reply {
     let query: LogsQuery = parse_query(&uri)?;
     let (id, log_path) = blocking(&daemon, move |host| {
-        let record = host.inspect(&reference)?;
+        let record = host.own_container(host.inspect(&reference)?, "logs")?;
         Ok((record.id.clone(), host.store.log_path(&record.id)))
     })
     .await?;
@@ -498,6 +503,29 @@ async fn remove(
     Ok(view(
         &blocking(&daemon, move |host| host.remove(&reference, query.force)).await?,
     ))
+}
+
+/// hostnetd-runc's `create`: the container's ports claimed and its policy attached.
+async fn admit_engine(State(daemon): State<Shared>, body: Bytes) -> Reply {
+    let admission: EngineAdmission = parse_body(&body)?;
+    let record = blocking(&daemon, move |host| {
+        host.admit_engine_container(&admission.validate()?)
+    })
+    .await?;
+    tracing::info!(id = %record.id, name = %record.name, ports = ?record.port_specs, "engine container admitted");
+    Ok((StatusCode::CREATED, Json(ContainerView::from(&record))).into_response())
+}
+
+/// hostnetd-runc's `delete`: the container's ports and policy released.
+async fn release_engine(State(daemon): State<Shared>, UrlPath(id): UrlPath<String>) -> Reply {
+    let released = blocking(&daemon, move |host| host.release_engine_container(&id)).await?;
+    if let Some(record) = &released {
+        tracing::info!(id = %record.id, name = %record.name, "engine container released");
+    }
+    Ok(Json(EngineRelease {
+        released: released.is_some(),
+    })
+    .into_response())
 }
 
 #[derive(Default, Deserialize)]

@@ -37,6 +37,8 @@ pub enum DatapathError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("a container's cgroup is {level} levels deep, and containers already sit at {} different depths ({in_use:?}), all the hooks look at; run it at one of those depths", hostnetd_common::MAX_CONTAINER_DEPTHS)]
+    ContainerDepth { level: u32, in_use: Vec<u32> },
     #[error("bpffs: {0}")]
     Bpffs(String),
     #[error(transparent)]

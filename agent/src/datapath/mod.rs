@@ -176,9 +176,7 @@ impl Datapath {
             traffic: TrafficTable::open(&root.join("maps"))?,
             root,
         };
-        datapath
-            .policies
-            .set_container_level(options.container_level)?;
+        datapath.policies.open_epoch(options.container_level)?;
         if options.host_protection {
             datapath.attach_host_protection(cgroup)?;
         } else {

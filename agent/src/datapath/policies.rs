@@ -46,14 +46,26 @@ impl PolicyTable {
         })
     }
 
-    /// Tells the hooks at which cgroup depth containers are; starts a new policy epoch, so no
-    /// verdict cached before this open is trusted.
-    pub(super) fn set_container_level(&mut self, level: u32) -> Result<(), DatapathError> {
+    /// Tells the hooks that hostnetd's own containers sit at cgroup depth `level`, keeping the
+    /// depths engines' containers added; starts a new policy epoch, so no verdict cached
+    /// before this open is trusted.
+    pub(super) fn open_epoch(&mut self, level: u32) -> Result<(), DatapathError> {
         let current = self.settings().unwrap_or_default();
-        self.write_settings(DatapathSettings {
-            container_level: level,
-            policy_epoch: current.policy_epoch.wrapping_add(1),
-        })
+        let mut settings = with_level(current, level)?;
+        settings.policy_epoch = current.policy_epoch.wrapping_add(1);
+        self.write_settings(settings)
+    }
+
+    /// Tells the hooks that a container sits at cgroup depth `level` (an engine's container:
+    /// Docker's at 2, a Kubernetes pod's deeper), beside the depths already in use.
+    pub fn add_container_level(&mut self, level: u32) -> Result<(), DatapathError> {
+        let current = self.settings()?;
+        let mut settings = with_level(current, level)?;
+        if settings != current {
+            settings.policy_epoch = current.policy_epoch.wrapping_add(1);
+            self.write_settings(settings)?;
+        }
+        Ok(())
     }
 
     /// Invalidates every verdict the ingress hooks cached. Called after a policy entry is
@@ -313,4 +325,16 @@ fn entry(
         Key::new(PREFIX_KEY_HEADER_BITS + u32::from(net.prefix), key),
         value,
     )
+}
+
+fn with_level(settings: DatapathSettings, level: u32) -> Result<DatapathSettings, DatapathError> {
+    settings
+        .with_container_level(level)
+        .ok_or_else(|| DatapathError::ContainerDepth {
+            level,
+            in_use: (settings.container_levels.iter())
+                .filter(|&&level| level != 0)
+                .map(|&level| u32::from(level))
+                .collect(),
+        })
 }

@@ -47,7 +47,7 @@ impl Host {
     /// Sends `signal` to the container's main process. Like docker, a killed container is not
     /// restarted by its policy.
     pub fn kill(&self, reference: &str, signal: i32) -> Result<ContainerRecord, HostError> {
-        let record = self.store.find(reference)?;
+        let record = self.own_container(self.store.find(reference)?, "kill")?;
         if record.state != ContainerState::Running {
             return Err(HostError::NotRunning {
                 name: record.name,
@@ -66,7 +66,7 @@ impl Host {
 
     /// Removes an exited container; with `force`, kills and releases a live one first.
     pub fn remove(&self, reference: &str, force: bool) -> Result<ContainerRecord, HostError> {
-        let record = self.store.find(reference)?;
+        let record = self.own_container(self.store.find(reference)?, "rm")?;
         if record.state.is_live() {
             if !force {
                 return Err(HostError::StillRunning {
@@ -85,7 +85,7 @@ impl Host {
     /// Blocks until the container has exited and been released; its exit code.
     pub fn wait(&self, reference: &str) -> Result<ExitStatus, HostError> {
         let id = match self.store.find(reference) {
-            Ok(record) => record.id,
+            Ok(record) => self.own_container(record, "wait")?.id,
             // A `--rm` container that already ended is known by its exit file only.
             Err(error) => match self.exit_file_status(reference) {
                 Some(status) => return Ok(status),
@@ -100,7 +100,7 @@ impl Host {
     /// Marks the container as stopped by request, so its monitor does not restart it.
     fn request_stop(&self, reference: &str) -> Result<ContainerRecord, HostError> {
         let _lock = self.store.lock()?;
-        let mut record = self.store.find(reference)?;
+        let mut record = self.own_container(self.store.find(reference)?, "stop")?;
         if record.state.is_live() {
             record.stop_requested = true;
             self.store.save(&record)?;

@@ -2,6 +2,7 @@
 //! containers whose supervising process died. Each verb of the Host has a file of its own
 //! below; they build on this one, never this one on them.
 pub mod control;
+pub mod engine;
 pub mod images;
 pub mod monitor;
 pub mod run;
@@ -26,7 +27,7 @@ use crate::{
     runtime::{supervise::LivenessCache, unmount_rootfs, Runc, RuntimeError},
     store::{ContainerRecord, ContainerState, HostLock, Store, StoreError},
     sys::{
-        cgroup::{Cgroup2, CgroupError, ContainerCgroup},
+        cgroup::{Cgroup2, CgroupError},
         process::ProcessIdentity,
         safe_remove,
         time::now,
@@ -86,6 +87,13 @@ pub enum HostError {
     StillRunning { name: String, state: &'static str },
     #[error("container {name} is {state}, not running")]
     NotRunning { name: String, state: &'static str },
+    #[error("container {name} is run by {engine}: use `{engine} {verb} {engine_name}`; hostnetd only owns its ports and policy")]
+    EngineOwned {
+        name: String,
+        engine: String,
+        engine_name: String,
+        verb: &'static str,
+    },
     #[error("the container failed to start: {0}")]
     StartFailed(String),
     #[error(transparent)]
@@ -222,10 +230,16 @@ impl Host {
         for record in records.iter().filter(|r| r.state.is_live()) {
             if !self.supervisors.is_alive(&record.supervisor) {
                 eprintln!(
-                    "hostnetd: container {} lost its supervisor (pid {}); releasing its ports",
-                    record.name, record.supervisor.pid
+                    "hostnetd: container {} lost its {} (pid {}); releasing its ports",
+                    record.name,
+                    if record.is_own() {
+                        "supervisor"
+                    } else {
+                        "main process"
+                    },
+                    record.supervisor.pid
                 );
-                let disposition = if record.auto_remove {
+                let disposition = if record.auto_remove || !record.is_own() {
                     Disposition::Forget
                 } else {
                     Disposition::Keep(None)
@@ -278,25 +292,29 @@ impl Host {
         record: &ContainerRecord,
         disposition: Disposition,
     ) -> Result<(), HostError> {
-        self.runc.delete(&record.id).map_err(RuntimeError::from)?;
+        if record.is_own() {
+            self.runc.delete(&record.id).map_err(RuntimeError::from)?;
+        }
         // Read before the counters go: an exited container shows its last figures until rm.
         let final_traffic = match &disposition {
             Disposition::Keep(_) => Some(datapath.traffic_ref().stats(record.cgroup.id)?),
             Disposition::Forget => None,
         };
-        let bundle = self.bundle_dir(&record.id);
-        unmount_rootfs(&bundle.join("rootfs"))?;
-        remove_dir_all(&bundle)?;
+        if record.is_own() {
+            let bundle = self.bundle_dir(&record.id);
+            unmount_rootfs(&bundle.join("rootfs"))?;
+            remove_dir_all(&bundle)?;
+        }
         datapath.detach_container(&record.id)?;
         ownership::release(datapath.owners(), record)?;
         datapath.policies().remove(record.cgroup.id)?;
         datapath.traffic().remove(record.cgroup.id)?;
-        let cgroup = ContainerCgroup {
-            path: record.cgroup.path.clone(),
-            id: record.cgroup.id,
-            level: record.cgroup.level,
-        };
-        cgroup.remove()?;
+        // An engine's container's cgroup is its runtime's to remove.
+        if record.is_own() {
+            record.cgroup.to_cgroup().remove()?;
+            self.cgroup
+                .remove_v1_twins(&self.config.container_cgroup(&record.id));
+        }
         match disposition {
             Disposition::Forget => self.store.remove(&record.id)?,
             // `rm --force` may have removed the record meanwhile; it must stay removed.
@@ -335,6 +353,7 @@ impl Host {
         datapath.unload()?;
         let parent = self.cgroup.path_of(&self.config.cgroup_parent);
         let _ = fs::remove_dir(parent);
+        self.cgroup.remove_v1_twins(&self.config.cgroup_parent);
         Ok(())
     }
 

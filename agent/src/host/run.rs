@@ -28,7 +28,7 @@ use crate::{
         Capabilities, ProcessSpec, RootfsSource, Volume,
     },
     store::{CgroupRecord, ContainerImage, ContainerRecord, ContainerState, PortClaim},
-    sys::time::now,
+    sys::{cgroup::ContainerCgroup, time::now},
 };
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -203,33 +203,33 @@ impl Host {
             started_at: None,
             finished_at: None,
             final_traffic: None,
+            engine: None,
         };
         if let Err(error) = self.store.save(&record) {
             // No record names the cgroup yet: nothing else would ever remove it.
             let _ = cgroup.remove();
             return Err(error.into());
         }
-        if let Err(error) = self.enforce(&mut datapath, &record, &ports) {
+        if let Err(error) = self.enforce(&mut datapath, &record, &ports, &cgroup) {
             self.release(&mut datapath, &record, Disposition::Forget)?;
             return Err(error);
         }
         Ok(record)
     }
 
-    fn enforce(
+    /// Installs the record's policy, claims its ports and attaches the hooks to `cgroup`.
+    pub(crate) fn enforce(
         &self,
         datapath: &mut Datapath,
         record: &ContainerRecord,
         ports: &[OwnedPort],
+        cgroup: &ContainerCgroup,
     ) -> Result<(), HostError> {
-        let cgroup = self
-            .cgroup
-            .open(&self.config.container_cgroup(&record.id))?;
         // The policy holds before the first port is claimed, and both before any process runs.
         let generation = datapath
             .policies()
             .install(cgroup.id, &kernel_policy(record)?)?;
-        ownership::claim(datapath.owners(), &cgroup, generation, &record.ports)?;
+        ownership::claim(datapath.owners(), cgroup, generation, &record.ports)?;
         let records = self.store.list()?;
         ownership::sync_reserved_ports(&self.store, &self.reserved, &records)?;
         // A host process may have bound a port between the check and the claim; now that the
@@ -238,7 +238,7 @@ impl Host {
         if !late.is_empty() {
             return Err(ownership::OwnershipError::Conflicts(late).into());
         }
-        datapath.attach_container(&record.id, &cgroup)?;
+        datapath.attach_container(&record.id, cgroup)?;
         Ok(())
     }
 
@@ -336,7 +336,19 @@ fn check_room(
         ingress: request.ingress.clone(),
         allow_raw_sockets: false,
     };
-    let footprint = Footprint::of(&policy, &claims(&resolved.ports))
+    check_room_for(datapath, &policy, &resolved.ports, records, ports)
+}
+
+/// Refuses a container with `policy` and `declarations` when the host's shared tables have
+/// no room for it.
+pub(crate) fn check_room_for(
+    datapath: &Datapath,
+    policy: &KernelPolicy,
+    declarations: &PortDeclarations,
+    records: &[ContainerRecord],
+    ports: &[OwnedPort],
+) -> Result<(), HostError> {
+    let footprint = Footprint::of(policy, &claims(declarations))
         .map_err(|error| HostError::Invalid(error.to_string()))?;
     let tables = datapath.table_fill()?;
     Ok(capacity::check_new_container(

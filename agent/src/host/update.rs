@@ -113,8 +113,7 @@ impl Host {
             error,
             cleared: true,
         };
-        let cgroup = (self.cgroup.open(&self.config.container_cgroup(&updated.id)))
-            .map_err(|e| untouched(e.into()))?;
+        let cgroup = updated.cgroup.to_cgroup();
         let policy = kernel_policy(updated).map_err(untouched)?;
         // Staging clears what it wrote before an error; should that fail too, what stays is
         // never in force, and the record is marked for a full sweep.
@@ -239,9 +238,7 @@ impl Host {
         datapath: &mut Datapath,
         record: &ContainerRecord,
     ) -> Result<(), HostError> {
-        let cgroup = self
-            .cgroup
-            .open(&self.config.container_cgroup(&record.id))?;
+        let cgroup = record.cgroup.to_cgroup();
         let held = held_ports(datapath, record)?;
         let policy = kernel_policy(record)?;
         let staged = datapath.stage_policy(&cgroup, &held, &record.ports, &policy)?;

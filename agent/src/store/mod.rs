@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     policy::{restart::RestartPolicy, OwnedPort},
     sys::{
+        cgroup::ContainerCgroup,
         files::{self, lock_file, read_json, write_json, FileError},
         process::ProcessIdentity,
     },
@@ -86,6 +87,16 @@ pub struct CgroupRecord {
     pub level: u32,
 }
 
+impl CgroupRecord {
+    pub fn to_cgroup(&self) -> ContainerCgroup {
+        ContainerCgroup {
+            path: self.path.clone(),
+            id: self.id,
+            level: self.level,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub id: String,
@@ -134,6 +145,22 @@ pub struct ContainerRecord {
     /// The last counters of an exited container (a live one's are read from the kernel).
     #[serde(default)]
     pub final_traffic: Option<traffic::TrafficStats>,
+    /// Set for a container an engine (Docker, containerd, podman) runs through hostnetd-runc:
+    /// the engine owns its process, bundle and cgroup; hostnetd its ports and policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineContainer>,
+}
+
+/// Who runs an engine's container, as hostnetd-runc found it at `create`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineContainer {
+    /// `docker`, `containerd`, `podman`, `kubernetes`, or `oci` for an engine not recognised.
+    pub engine: String,
+    /// The engine's own name for it (`web` for `docker run --name web`), else its ID.
+    pub name: String,
+    /// The image as the engine names it, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// The image a container runs, as resolved when it was created.
@@ -153,6 +180,12 @@ pub struct ContainerImage {
 impl ContainerRecord {
     pub fn short_id(&self) -> &str {
         &self.id[..12.min(self.id.len())]
+    }
+
+    /// Whether hostnetd runs the container itself (its monitor, bundle and cgroup), rather
+    /// than an engine through hostnetd-runc.
+    pub fn is_own(&self) -> bool {
+        self.engine.is_none()
     }
 }
 
@@ -474,6 +507,7 @@ pub(crate) mod tests {
             started_at: None,
             finished_at: None,
             final_traffic: None,
+            engine: None,
         }
     }
 

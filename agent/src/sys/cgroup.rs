@@ -58,6 +58,25 @@ impl Cgroup2 {
         &self.mount
     }
 
+    /// Removes the empty directories runc made at `relative` in the cgroup v1 hierarchies of
+    /// a hybrid host (it puts a container in each controller's hierarchy as well as in the
+    /// unified one, and removes only the innermost), deepest first. Only ever `rmdir`: a
+    /// directory that still holds a cgroup stays.
+    pub fn remove_v1_twins(&self, relative: &str) {
+        let Ok(table) = fs::read_to_string(mounts::HOST_MOUNT_TABLE) else {
+            return;
+        };
+        let parts: Vec<&str> = relative.split('/').filter(|p| !p.is_empty()).collect();
+        for mount in mounts::parse(&table)
+            .iter()
+            .filter(|m| m.fstype == "cgroup")
+        {
+            for depth in (1..=parts.len()).rev() {
+                let _ = fs::remove_dir(mount.target.join(parts[..depth].join("/")));
+            }
+        }
+    }
+
     /// The cgroup at `relative` (for example `hostnetd/<id>`) below the mount.
     pub fn path_of(&self, relative: &str) -> PathBuf {
         self.mount.join(relative.trim_start_matches('/'))

@@ -1,0 +1,241 @@
+//! Real engines for the engine tests: a private `dockerd` (its own data root, exec root,
+//! socket and cgroup parent, no iptables, no bridge) with hostnetd-runc registered as the
+//! runtime `hostnetd`, pointed at a test host. Everything it made is removed on drop: its
+//! containers, its daemons, its mounts, its cgroups.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{describe, hostnetd_runc_bin, mounts, sample_image, TestHost};
+
+pub struct TestDocker {
+    dir: PathBuf,
+    socket: PathBuf,
+    cgroup_parent: String,
+    /// The wrapper engines call: hostnetd-runc with the test host's environment.
+    pub runtime: PathBuf,
+    daemon: Option<Child>,
+    live_restore: bool,
+}
+
+impl TestDocker {
+    /// A dockerd for `host`, started and answering. `live_restore`: its containers outlive a
+    /// restart of it, as `live-restore` gives production hosts.
+    pub fn start(host: &TestHost, live_restore: bool) -> Self {
+        let dir = host.scratch().join("docker");
+        std::fs::create_dir_all(&dir).expect("docker dir");
+        let runtime = write_runtime_wrapper(host, &dir);
+        let config = dir.join("daemon.json");
+        let registration = serde_json::json!({
+            "runtimes": {"hostnetd": {"path": runtime}},
+            "live-restore": live_restore,
+        });
+        std::fs::write(&config, registration.to_string()).expect("daemon.json");
+        let mut docker = Self {
+            socket: dir.join("docker.sock"),
+            cgroup_parent: format!("{}-docker", host.name),
+            dir,
+            runtime,
+            daemon: None,
+            live_restore,
+        };
+        docker.launch();
+        docker
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dockerd.log"))
+            .expect("dockerd.log");
+        let daemon = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(self.dir.join("daemon.json"))
+            .arg("--data-root")
+            .arg(self.dir.join("data"))
+            .arg("--exec-root")
+            .arg(self.dir.join("exec"))
+            .arg("--pidfile")
+            .arg(self.dir.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
+            .args(["--cgroup-parent", &self.cgroup_parent])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start dockerd ({e}): install docker.io (cargo xtask setup does)")
+            });
+        self.daemon = Some(daemon);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let version = self.docker(&["version", "--format", "{{.Server.Version}}"]);
+            if version.status.success() {
+                return;
+            }
+            let exited = self
+                .daemon
+                .as_mut()
+                .and_then(|d| d.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                panic!("dockerd did not come up ({exited:?}): {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops dockerd (its containers stay up when it runs with live-restore) and starts it again.
+    pub fn restart(&mut self) {
+        assert!(
+            self.live_restore,
+            "a restart without live-restore stops the containers"
+        );
+        self.stop_daemon();
+        self.launch();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// `docker ARGS` against this dockerd, to completion.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        // Debian's own client, matching the engine, when a newer one shadows it on PATH.
+        let client = ["/usr/bin/docker", "docker"]
+            .into_iter()
+            .find(|path| Path::new(path).is_file())
+            .unwrap_or("docker");
+        Command::new(client)
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker")
+    }
+
+    /// `docker ARGS`, which must succeed; its trimmed stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.docker(args);
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}",
+            describe(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// Loads the sample image `file` (an OCI archive) as `name`, converted by skopeo.
+    pub fn load_sample(&self, file: &str, name: &str) {
+        let archive = self.dir.join(format!("{file}.docker"));
+        let converted = Command::new("skopeo")
+            .arg("copy")
+            .arg(format!("oci-archive:{}", sample_image(file).display()))
+            .arg(format!("docker-archive:{}:{name}", archive.display()))
+            .output()
+            .expect("run skopeo (cargo xtask setup installs it)");
+        assert!(
+            converted.status.success(),
+            "skopeo: {}",
+            describe(&converted)
+        );
+        self.ok(&["load", "-i", &archive.to_string_lossy()]);
+    }
+
+    fn stop_daemon(&mut self) {
+        let Some(mut daemon) = self.daemon.take() else {
+            return;
+        };
+        // SAFETY: signalling the dockerd this harness started.
+        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while daemon.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    }
+}
+
+impl Drop for TestDocker {
+    fn drop(&mut self) {
+        if self.daemon.is_some() {
+            let listing = self.docker(&["ps", "-a", "-q"]);
+            let ids = String::from_utf8_lossy(&listing.stdout).into_owned();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                let removed = self.docker(&args);
+                if !removed.status.success() {
+                    eprintln!("docker rm -f: {}", describe(&removed));
+                }
+            }
+        }
+        self.stop_daemon();
+        // The managed containerd and the shims name this directory on their command lines.
+        kill_processes_naming(&self.dir);
+        mounts::remove_scratch(&self.dir);
+        remove_cgroup_everywhere(&self.cgroup_parent);
+    }
+}
+
+/// A script that runs hostnetd-runc against `host` (engines call a runtime by path only).
+fn write_runtime_wrapper(host: &TestHost, dir: &Path) -> PathBuf {
+    let mut script = String::from("#!/bin/sh\n");
+    for (key, value) in host.environment() {
+        script.push_str(&format!("export {key}='{value}'\n"));
+    }
+    script.push_str(&format!(
+        "exec '{}' \"$@\"\n",
+        hostnetd_runc_bin().display()
+    ));
+    let path = dir.join("hostnetd-runc");
+    std::fs::write(&path, script).expect("runtime wrapper");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// SIGKILLs every process whose command line names `dir` (this test's own scratch
+/// directory, so they are this test's).
+fn kill_processes_naming(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if pid != std::process::id() as i32 && cmdline.contains(&needle) {
+            // SAFETY: signalling a process of this test (it names the test's scratch dir).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Removes the cgroup `name` below the root of every cgroup hierarchy (v1 controllers on a
+/// hybrid host, and the unified one), once empty.
+fn remove_cgroup_everywhere(name: &str) {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    for line in table.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let [_, target, "cgroup" | "cgroup2", ..] = fields[..] {
+            let _ = std::fs::remove_dir(Path::new(target).join(name));
+        }
+    }
+}
