@@ -239,3 +239,122 @@ fn remove_cgroup_everywhere(name: &str) {
         }
     }
 }
+
+/// A private containerd (its own root, state and socket) and `ctr` against it, in a namespace
+/// of its own; hostnetd-runc is given per container (`ctr run --runc-binary`).
+pub struct TestContainerd {
+    dir: PathBuf,
+    socket: PathBuf,
+    pub namespace: String,
+    /// hostnetd-runc with the test host's environment.
+    pub runtime: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl TestContainerd {
+    pub fn start(host: &TestHost) -> Self {
+        let dir = host.scratch().join("containerd");
+        std::fs::create_dir_all(&dir).expect("containerd dir");
+        let socket = dir.join("containerd.sock");
+        let config = format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n",
+            dir.join("root").display(),
+            dir.join("state").display(),
+            socket.display()
+        );
+        std::fs::write(dir.join("config.toml"), config).expect("containerd config");
+        let log = std::fs::File::create(dir.join("containerd.log")).expect("containerd.log");
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start containerd ({e}): install containerd (cargo xtask setup does)")
+            });
+        let containerd = Self {
+            runtime: write_runtime_wrapper(host, &dir),
+            namespace: format!("{}-ctr", host.name),
+            dir,
+            socket,
+            daemon: Some(daemon),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !containerd.ctr(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not come up: {}",
+                std::fs::read_to_string(containerd.dir.join("containerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        containerd
+    }
+
+    /// `ctr ARGS` in this containerd's namespace, to completion.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", &self.namespace])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctr")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.ctr(args);
+        assert!(
+            output.status.success(),
+            "ctr {args:?}: {}",
+            describe(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// Imports the sample image `file` as `name` (`docker.io/...`).
+    pub fn load_sample(&self, file: &str, name: &str) {
+        let archive = self.dir.join(format!("{file}.docker"));
+        let converted = Command::new("skopeo")
+            .arg("copy")
+            .arg(format!("oci-archive:{}", sample_image(file).display()))
+            .arg(format!("docker-archive:{}:{name}", archive.display()))
+            .output()
+            .expect("run skopeo (cargo xtask setup installs it)");
+        assert!(
+            converted.status.success(),
+            "skopeo: {}",
+            describe(&converted)
+        );
+        self.ok(&["images", "import", &archive.to_string_lossy()]);
+    }
+
+    /// Stops and deletes the task of container `id` (runc's delete), then the container.
+    pub fn remove(&self, id: &str) {
+        let _ = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.ctr(&["task", "rm", id]).status.success() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.ctr(&["container", "rm", id]);
+    }
+}
+
+impl Drop for TestContainerd {
+    fn drop(&mut self) {
+        let listing = self.ctr(&["container", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&listing.stdout).split_whitespace() {
+            self.remove(id);
+        }
+        if let Some(mut daemon) = self.daemon.take() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+        kill_processes_naming(&self.dir);
+        mounts::remove_scratch(&self.dir);
+        remove_cgroup_everywhere(&self.namespace);
+    }
+}

@@ -4,7 +4,9 @@
 use std::net::TcpListener;
 
 use hostnetd_tests::{
-    denied, describe, engines::TestDocker, fetch, skip_unless_root, stdout, taken, TestHost,
+    denied, describe,
+    engines::{TestContainerd, TestDocker},
+    fetch, skip_unless_root, stdout, taken, TestHost,
 };
 
 const IMAGE: &str = "hostnetd-test/busybox:latest";
@@ -214,4 +216,52 @@ fn enforcement_survives_restarts_of_hostnetd_and_dockerd() {
     assert_eq!(host_bind(26220), Ok(()));
     assert_eq!(host_bind(26221), Ok(()));
     assert!(!names(&host).contains("docker/web"));
+}
+
+#[test]
+fn containerd_clients_declare_ports_with_annotations() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let containerd = TestContainerd::start(&host);
+    let image = format!("docker.io/{IMAGE}");
+    containerd.load_sample("busybox.tar", IMAGE);
+    let runtime = containerd.runtime.to_string_lossy().into_owned();
+    let run = |id: &str, port: &str| {
+        let declaration = "io.hostnetd.ports=26230";
+        containerd.ctr(&[
+            "run",
+            "-d",
+            "--runc-binary",
+            &runtime,
+            "--net-host",
+            "--annotation",
+            declaration,
+            &image,
+            id,
+            "httpd",
+            "-f",
+            "-p",
+            port,
+        ])
+    };
+    let first = run("web", "26230");
+    assert!(first.status.success(), "{}", describe(&first));
+    assert!(wait_until_serving(26230).starts_with("HTTP/1"));
+    let name = format!("containerd/{}/web", containerd.namespace);
+    assert_eq!(host.inspect(&name)["engine"], "containerd");
+    assert_eq!(host_bind(26230), Err(taken()));
+
+    let second = run("second", "26230");
+    assert!(!second.status.success(), "{}", describe(&second));
+    let error = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        error.contains(&format!("port 26230/tcp is owned by container {name}")),
+        "{error}"
+    );
+
+    containerd.remove("web");
+    assert_eq!(host_bind(26230), Ok(()));
+    assert!(!names(&host).contains(&name));
 }

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 /// The parts of a bundle's config.json hostnetd-runc reads.
 pub struct Bundle {
+    dir: PathBuf,
     spec: Value,
 }
 
@@ -25,12 +26,18 @@ impl Bundle {
             .map_err(|e| format!("cannot read the bundle's {}: {e}", path.display()))?;
         let spec = serde_json::from_str(&text)
             .map_err(|e| format!("the bundle's {} is not JSON: {e}", path.display()))?;
-        Ok(Self { spec })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            spec,
+        })
     }
 
     #[cfg(test)]
     pub fn from_value(spec: Value) -> Self {
-        Self { spec }
+        Self {
+            dir: PathBuf::from("/bundle"),
+            spec,
+        }
     }
 
     /// Whether the container uses the network namespace `host_netns` is (this process's):
@@ -86,7 +93,7 @@ impl Bundle {
         let annotations = self.annotations();
         let engine = match self.docker_container_dir(id) {
             Some(dir) => EngineView::docker(&dir)?,
-            None => EngineView::from_annotations(&annotations, id),
+            None => EngineView::from_annotations(&annotations, &self.dir, id),
         };
         // An annotation wins over a label of the same name.
         let declared = |key: &str| -> Option<Vec<String>> {
@@ -148,8 +155,8 @@ impl EngineView {
         })
     }
 
-    fn from_annotations(annotations: &BTreeMap<String, String>, id: &str) -> Self {
-        let (engine, name) = engine_of(annotations, id);
+    fn from_annotations(annotations: &BTreeMap<String, String>, bundle: &Path, id: &str) -> Self {
+        let (engine, name) = engine_of(annotations, bundle, id);
         Self {
             engine,
             name,
@@ -160,8 +167,10 @@ impl EngineView {
     }
 }
 
-/// The engine and the container's name, from the annotations engines other than Docker set.
-fn engine_of(annotations: &BTreeMap<String, String>, id: &str) -> (String, String) {
+/// The engine and the container's name, from the annotations engines other than Docker set,
+/// and for containerd's own clients (`ctr`, nerdctl) from where its shim keeps the bundle
+/// (`.../io.containerd.runtime.v2.task/<namespace>/<id>`).
+fn engine_of(annotations: &BTreeMap<String, String>, bundle: &Path, id: &str) -> (String, String) {
     let get = |key: &str| annotations.get(key).cloned();
     if let Some(container) = get("io.kubernetes.cri.container-name") {
         let pod = get("io.kubernetes.cri.sandbox-name").unwrap_or_default();
@@ -174,14 +183,20 @@ fn engine_of(annotations: &BTreeMap<String, String>, id: &str) -> (String, Strin
     if get("io.container.manager").as_deref() == Some("libpod") {
         return ("podman".into(), id.to_string());
     }
-    if annotations
-        .keys()
-        .any(|key| key.starts_with("io.containerd."))
-    {
-        return ("containerd".into(), id.to_string());
+    let parent = bundle.parent();
+    let grandparent = parent.and_then(Path::parent);
+    if grandparent.and_then(Path::file_name) == Some(CONTAINERD_TASKS.as_ref()) {
+        let namespace = parent.and_then(Path::file_name).unwrap_or_default();
+        return (
+            "containerd".into(),
+            format!("{}/{id}", namespace.to_string_lossy()),
+        );
     }
     ("oci".into(), id.to_string())
 }
+
+/// The directory containerd's runc shim keeps its bundles in, by namespace.
+const CONTAINERD_TASKS: &str = "io.containerd.runtime.v2.task";
 
 fn string_map(value: &Value) -> BTreeMap<String, String> {
     (value.as_object().into_iter().flatten())
@@ -237,6 +252,18 @@ mod tests {
         assert_eq!(admission.egress_allow, ["10.0.0.0/8"]);
         assert!(admission.egress_deny.is_empty());
         assert_eq!(admission.command, ["nginx", "-g", "daemon off;"]);
+    }
+
+    #[test]
+    fn containerds_bundle_names_its_namespace() {
+        let bundle = Path::new("/run/containerd/io.containerd.runtime.v2.task/shop/web1");
+        let (engine, name) = engine_of(&BTreeMap::new(), bundle, "web1");
+        assert_eq!(
+            (engine.as_str(), name.as_str()),
+            ("containerd", "shop/web1")
+        );
+        let elsewhere = engine_of(&BTreeMap::new(), Path::new("/srv/bundles/web1"), "web1");
+        assert_eq!(elsewhere, ("oci".to_string(), "web1".to_string()));
     }
 
     #[test]
