@@ -202,42 +202,71 @@ fn write_runtime_wrapper(host: &TestHost, dir: &Path) -> PathBuf {
     path
 }
 
+/// The processes (but this one) whose command line names `dir`.
+fn processes_naming(dir: &Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    (entries.flatten())
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (pid != std::process::id() as i32 && cmdline.contains(&needle)).then_some(pid)
+        })
+        .collect()
+}
+
 /// SIGKILLs every process whose command line names `dir` (this test's own scratch
 /// directory, so they are this test's).
 fn kill_processes_naming(dir: &Path) {
-    let needle = dir.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if pid != std::process::id() as i32 && cmdline.contains(&needle) {
-            // SAFETY: signalling a process of this test (it names the test's scratch dir).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+    for pid in processes_naming(dir) {
+        // SAFETY: signalling a process of this test (it names the test's scratch dir).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
 
-/// Removes the cgroup `name` below the root of every cgroup hierarchy (v1 controllers on a
-/// hybrid host, and the unified one), once empty.
+/// Removes the cgroup `name`, and the cgroups an engine made below it (podman's conmon gets
+/// one of its own), below the root of every cgroup hierarchy (v1 controllers on a hybrid
+/// host, and the unified one). Only `rmdir`: a cgroup still in use stays.
+/// Processes just killed leave their cgroups only once reaped: tried for a few seconds.
 fn remove_cgroup_everywhere(name: &str) {
     let Ok(table) = std::fs::read_to_string("/proc/self/mounts") else {
         return;
     };
-    for line in table.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if let [_, target, "cgroup" | "cgroup2", ..] = fields[..] {
-            let _ = std::fs::remove_dir(Path::new(target).join(name));
+    let dirs: Vec<PathBuf> = (table.lines())
+        .filter_map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [_, target, "cgroup" | "cgroup2", ..] => Some(Path::new(target).join(name)),
+                _ => None,
+            },
+        )
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        dirs.iter().for_each(|dir| remove_cgroup_tree(dir));
+        let left: Vec<&PathBuf> = dirs.iter().filter(|dir| dir.exists()).collect();
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            eprintln!("cgroups still in use, left: {left:?}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                remove_cgroup_tree(&entry.path());
+            }
         }
     }
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// A private containerd (its own root, state and socket) and `ctr` against it, in a namespace
@@ -356,5 +385,92 @@ impl Drop for TestContainerd {
         kill_processes_naming(&self.dir);
         mounts::remove_scratch(&self.dir);
         remove_cgroup_everywhere(&self.namespace);
+    }
+}
+
+/// podman with its own storage, run directory and cgroup parent; hostnetd-runc given per
+/// container (`podman run --runtime`).
+pub struct TestPodman {
+    dir: PathBuf,
+    cgroup_parent: String,
+    /// hostnetd-runc with the test host's environment.
+    pub runtime: PathBuf,
+}
+
+impl TestPodman {
+    pub fn new(host: &TestHost) -> Self {
+        let dir = host.scratch().join("podman");
+        std::fs::create_dir_all(&dir).expect("podman dir");
+        Self {
+            runtime: write_runtime_wrapper(host, &dir),
+            cgroup_parent: format!("{}-podman", host.name),
+            dir,
+        }
+    }
+
+    /// `podman ARGS` against this storage, to completion.
+    pub fn podman(&self, args: &[&str]) -> Output {
+        Command::new("podman")
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("runroot"))
+            .arg("--tmpdir")
+            .arg(self.dir.join("tmp"))
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .args(["--storage-driver", "overlay"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run podman ({e}): install podman (cargo xtask setup does)")
+            })
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.podman(args);
+        assert!(
+            output.status.success(),
+            "podman {args:?}: {}",
+            describe(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// `podman run -d` under hostnetd-runc on the host network, in this test's cgroup parent,
+    /// with `extra` flags before the image. Low ulimits: podman's defaults exceed some
+    /// hosts' hard limits, which runc then cannot set.
+    pub fn run_detached(&self, extra: &[&str], image_and_command: &[&str]) -> Output {
+        let runtime = self.runtime.to_string_lossy().into_owned();
+        let mut args = vec!["run", "-d", "--runtime", &runtime, "--network", "host"];
+        args.extend(["--cgroup-parent", &self.cgroup_parent]);
+        args.extend([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ]);
+        args.extend(extra);
+        args.extend(image_and_command);
+        self.podman(&args)
+    }
+}
+
+impl Drop for TestPodman {
+    fn drop(&mut self) {
+        let removed = self.podman(&["rm", "--all", "--force", "--time", "0"]);
+        if !removed.status.success() {
+            eprintln!("podman rm: {}", describe(&removed));
+        }
+        // conmon, and the `podman container cleanup` it starts when a container ends (which
+        // deletes it through the runtime), name the storage on their command lines: they
+        // are given time to finish their work before they are killed.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !processes_naming(&self.dir).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        kill_processes_naming(&self.dir);
+        mounts::remove_scratch(&self.dir);
+        remove_cgroup_everywhere(&self.cgroup_parent);
     }
 }

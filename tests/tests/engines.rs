@@ -1,15 +1,26 @@
 //! hostnetd-runc under a real engine: a private dockerd (Debian's docker.io) with hostnetd-runc
 //! registered as the runtime `hostnetd`, its containers on the host network owning the ports
-//! their `io.hostnetd.ports` label declares. Ports 26200-26299.
+//! their `io.hostnetd.ports` label declares; the same through containerd's `ctr` and podman
+//! with annotations. Ports 26200-26299.
 use std::net::TcpListener;
 
 use hostnetd_tests::{
     denied, describe,
-    engines::{TestContainerd, TestDocker},
-    fetch, skip_unless_root, stdout, taken, TestHost,
+    engines::{TestContainerd, TestDocker, TestPodman},
+    fetch, sample_image, skip_unless_root, stdout, taken, TestHost,
 };
 
 const IMAGE: &str = "hostnetd-test/busybox:latest";
+
+/// A test host whose daemon already runs, as a host's service manager would run it: a daemon
+/// that hostnetd-runc starts itself lives in the cgroup of the engine process that called it
+/// (podman's conmon), which then cannot be removed while it runs.
+fn host_with_daemon() -> TestHost {
+    let host = TestHost::new();
+    let info = host.exec(&["info"]);
+    assert!(info.status.success(), "{}", describe(&info));
+    host
+}
 
 fn docker_for(host: &TestHost, live_restore: bool) -> TestDocker {
     let docker = TestDocker::start(host, live_restore);
@@ -62,7 +73,7 @@ fn docker_containers_on_the_host_network_own_their_declared_ports() {
     if skip_unless_root() {
         return;
     }
-    let host = TestHost::new();
+    let host = host_with_daemon();
     let docker = docker_for(&host, false);
     let declaration = "io.hostnetd.ports=26200,26201";
     docker.ok(&run_args(
@@ -153,7 +164,7 @@ fn bad_declarations_fail_the_engines_create_and_leave_nothing() {
     if skip_unless_root() {
         return;
     }
-    let host = TestHost::new();
+    let host = host_with_daemon();
     let docker = docker_for(&host, false);
     for (declaration, complaint) in [
         ("io.hostnetd.ports=http", "io.hostnetd.ports: "),
@@ -182,7 +193,7 @@ fn enforcement_survives_restarts_of_hostnetd_and_dockerd() {
     if skip_unless_root() {
         return;
     }
-    let host = TestHost::new();
+    let host = host_with_daemon();
     let mut docker = docker_for(&host, true);
     let declaration = "io.hostnetd.ports=26220,26221";
     docker.ok(&run_args(
@@ -223,7 +234,7 @@ fn containerd_clients_declare_ports_with_annotations() {
     if skip_unless_root() {
         return;
     }
-    let host = TestHost::new();
+    let host = host_with_daemon();
     let containerd = TestContainerd::start(&host);
     let image = format!("docker.io/{IMAGE}");
     containerd.load_sample("busybox.tar", IMAGE);
@@ -264,4 +275,39 @@ fn containerd_clients_declare_ports_with_annotations() {
     containerd.remove("web");
     assert_eq!(host_bind(26230), Ok(()));
     assert!(!names(&host).contains(&name));
+}
+
+#[test]
+fn podman_containers_declare_ports_with_annotations() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = host_with_daemon();
+    let podman = TestPodman::new(&host);
+    podman.ok(&["load", "-i", &sample_image("busybox.tar").to_string_lossy()]);
+    let image = "localhost/busybox:latest";
+    let declaration = ["--annotation", "io.hostnetd.ports=26240"];
+    let first = podman.run_detached(
+        &[&["--name", "web"][..], &declaration].concat(),
+        &[image, "httpd", "-f", "-p", "26240"],
+    );
+    assert!(first.status.success(), "{}", describe(&first));
+    assert!(wait_until_serving(26240).starts_with("HTTP/1"));
+    assert_eq!(host.inspect("podman/web")["engine"], "podman");
+    assert_eq!(host_bind(26240), Err(taken()));
+
+    let second = podman.run_detached(
+        &[&["--name", "second"][..], &declaration].concat(),
+        &[image, "httpd", "-f", "-p", "26240"],
+    );
+    assert!(!second.status.success(), "{}", describe(&second));
+    let error = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        error.contains("port 26240/tcp is owned by container podman/web"),
+        "{error}"
+    );
+
+    podman.ok(&["rm", "--force", "--time", "0", "web"]);
+    assert_eq!(host_bind(26240), Ok(()));
+    assert!(!names(&host).contains("podman/web"));
 }

@@ -6,15 +6,16 @@ use anyhow::{bail, Context as _};
 use crate::shell::{cargo, cargo_bin_dir, run, say};
 
 /// runc runs containers; skopeo and docker-registry serve the image tests (a real registry on
-/// loopback); docker.io and containerd are the engines the engine tests drive hostnetd-runc
-/// through (each test starts its own private daemon); the rest build bpf-linker, and g++
-/// libFuzzer (libfuzzer-sys compiles it).
-const APT_PACKAGES: [&str; 14] = [
+/// loopback); docker.io, containerd and podman are the engines the engine tests drive
+/// hostnetd-runc through (each test starts its own private daemon or storage); the rest build
+/// bpf-linker, and g++ libFuzzer (libfuzzer-sys compiles it).
+const APT_PACKAGES: [&str; 15] = [
     "runc",
     "skopeo",
     "docker-registry",
     "docker.io",
     "containerd",
+    "podman",
     "busybox-static",
     "llvm-22-dev",
     "libpolly-22-dev",

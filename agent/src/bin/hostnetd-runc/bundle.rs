@@ -181,7 +181,8 @@ fn engine_of(annotations: &BTreeMap<String, String>, bundle: &Path, id: &str) ->
         );
     }
     if get("io.container.manager").as_deref() == Some("libpod") {
-        return ("podman".into(), id.to_string());
+        let name = conmon_name(&parent_command_line()).unwrap_or_else(|| id.to_string());
+        return ("podman".into(), name);
     }
     let parent = bundle.parent();
     let grandparent = parent.and_then(Path::parent);
@@ -193,6 +194,29 @@ fn engine_of(annotations: &BTreeMap<String, String>, bundle: &Path, id: &str) ->
         );
     }
     ("oci".into(), id.to_string())
+}
+
+/// The command line of the process that called this runtime.
+fn parent_command_line() -> Vec<String> {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let raw = fs::read(format!("/proc/{parent}/cmdline")).unwrap_or_default();
+    (raw.split(|&byte| byte == 0))
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
+}
+
+/// The container's name from podman's conmon, which calls the runtime and is given the name
+/// (`-n NAME`): podman puts it nowhere in the bundle.
+fn conmon_name(command_line: &[String]) -> Option<String> {
+    let program = command_line.first()?;
+    if !program.ends_with("conmon") {
+        return None;
+    }
+    let mut args = command_line.iter();
+    args.find(|arg| *arg == "-n" || *arg == "--name")?;
+    args.next().cloned()
 }
 
 /// The directory containerd's runc shim keeps its bundles in, by namespace.
@@ -252,6 +276,15 @@ mod tests {
         assert_eq!(admission.egress_allow, ["10.0.0.0/8"]);
         assert!(admission.egress_deny.is_empty());
         assert_eq!(admission.command, ["nginx", "-g", "daemon off;"]);
+    }
+
+    #[test]
+    fn podmans_name_is_read_from_conmon() {
+        let line = |text: &str| text.split(' ').map(str::to_string).collect::<Vec<_>>();
+        let conmon = line("/usr/bin/conmon --api-version 1 -c abc -u abc -r /x -n web -l f");
+        assert_eq!(conmon_name(&conmon).as_deref(), Some("web"));
+        assert_eq!(conmon_name(&line("/usr/bin/containerd-shim -n web")), None);
+        assert_eq!(conmon_name(&line("/usr/bin/conmon -c abc")), None);
     }
 
     #[test]

@@ -200,14 +200,28 @@ fn settings(config: Option<&Path>) -> Result<Settings, String> {
     Ok(flags.or(file))
 }
 
-/// runc itself, found on PATH when named without a directory; never hostnetd-runc (an
-/// engine pointed at it through a `runc` symlink would call itself forever).
+/// Where a binary named without a directory is looked for after PATH: engines call their
+/// runtime with a PATH of their own (podman's conmon leaves out the sbin directories).
+const SYSTEM_DIRS: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// runc itself, found on PATH (then in the system's directories) when named without a
+/// directory; never hostnetd-runc (an engine pointed at it through a `runc` symlink would
+/// call itself forever).
 fn real_runc(configured: &Path) -> Result<PathBuf, String> {
     let found = if configured.components().count() > 1 {
         Some(configured.to_path_buf())
     } else {
-        (std::env::var_os("PATH").into_iter())
-            .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        let path_dirs = (std::env::var_os("PATH").into_iter())
+            .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>());
+        path_dirs
+            .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
             .map(|dir| dir.join(configured))
             .find(|candidate| candidate.is_file())
     };
