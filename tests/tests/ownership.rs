@@ -220,6 +220,18 @@ fn host_processes_cannot_bind_owned_ports_even_with_reuseport() {
         results,
         vec![taken(), taken(), taken(), taken(), taken(), taken(), OK, OK]
     );
+    // Ports are owned in the host's network namespace: one of its own is another port space.
+    let in_own_netns = std::thread::spawn(|| {
+        // SAFETY: moves only this new thread into a new network namespace.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        let tcp = std::net::TcpListener::bind(("0.0.0.0", 20140)).map(drop);
+        let udp = std::net::UdpSocket::bind(("0.0.0.0", 20141)).map(drop);
+        (
+            tcp.map_err(|e| e.to_string()),
+            udp.map_err(|e| e.to_string()),
+        )
+    });
+    assert_eq!(in_own_netns.join().unwrap(), (Ok(()), Ok(())));
     host.stop(owner);
     let after = probe_on_host(&["tcp", "0.0.0.0", "20140", "udp", "0.0.0.0", "20141"]);
     assert_eq!(
