@@ -4,6 +4,7 @@ mod build;
 mod demo;
 mod fuzz;
 mod images;
+mod install;
 mod layers;
 mod setup;
 mod shell;
@@ -29,6 +30,11 @@ enum Task {
     Test(test::TestArgs),
     /// Set up, build, and show port ownership at work with real containers.
     Demo,
+    /// Build hostnetd and hostnetd-runc (release) and install them on the PATH with the
+    /// systemd unit; prints the Docker, containerd and podman snippets.
+    Install(install::InstallArgs),
+    /// Remove what `install` put in place (the config and the state stay).
+    Uninstall(install::InstallArgs),
     /// Run each fuzz target (agent/fuzz: cargo fuzz, libFuzzer, nightly) for a bounded time.
     Fuzz(fuzz::FuzzArgs),
     /// Build the sample images (busybox, nginx) offline from Debian packages.
@@ -67,6 +73,8 @@ fn run(task: Task) -> anyhow::Result<()> {
         }
         Task::Test(args) => test::test(args),
         Task::Demo => demo::demo(),
+        Task::Install(args) => install::install(args),
+        Task::Uninstall(args) => install::uninstall(args),
         Task::Fuzz(args) => fuzz::fuzz(args),
         Task::Images => {
             setup::setup()?;

@@ -61,6 +61,8 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
         .env("HOSTNETD_BIN", &hostnetd)
         .env("HOSTNETD_TEST_IMAGES", &images))
     .context("end-to-end tests failed")?;
+    say("install: release builds into a staging root, run, and uninstalled again");
+    crate::install::check_install().context("the install check failed")?;
     if args.no_vm || args.filter.is_some() {
         return Ok(());
     }

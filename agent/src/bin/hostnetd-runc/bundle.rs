@@ -44,6 +44,15 @@ impl Bundle {
     /// no network namespace in the spec, or one whose path is that same namespace (Docker's
     /// `--network host` names a bind mount of it).
     pub fn shares_network(&self, host_netns: &Path) -> bool {
+        // A pod's sandbox (its pause container) binds nothing: its app containers are admitted.
+        if self
+            .annotations()
+            .get(CRI_CONTAINER_TYPE)
+            .map(String::as_str)
+            == Some("sandbox")
+        {
+            return false;
+        }
         let namespaces = self.spec["linux"]["namespaces"].as_array();
         let network = namespaces
             .into_iter()
@@ -95,9 +104,13 @@ impl Bundle {
             Some(dir) => EngineView::docker(&dir)?,
             None => EngineView::from_annotations(&annotations, &self.dir, id),
         };
-        // An annotation wins over a label of the same name.
+        // A pod's annotations reach each of its containers: `KEY.<container>` declares for
+        // one of them. An annotation wins over a label of the same name.
+        let container = annotations.get(CRI_CONTAINER_NAME);
         let declared = |key: &str| -> Option<Vec<String>> {
-            (annotations.get(key).or_else(|| engine.labels.get(key)))
+            let own = container.and_then(|name| annotations.get(&format!("{key}.{name}")));
+            (own.or_else(|| annotations.get(key)))
+                .or_else(|| engine.labels.get(key))
                 .map(|value| vec![value.clone()])
         };
         Ok(EngineAdmission {
@@ -172,7 +185,7 @@ impl EngineView {
 /// (`.../io.containerd.runtime.v2.task/<namespace>/<id>`).
 fn engine_of(annotations: &BTreeMap<String, String>, bundle: &Path, id: &str) -> (String, String) {
     let get = |key: &str| annotations.get(key).cloned();
-    if let Some(container) = get("io.kubernetes.cri.container-name") {
+    if let Some(container) = get(CRI_CONTAINER_NAME) {
         let pod = get("io.kubernetes.cri.sandbox-name").unwrap_or_default();
         let namespace = get("io.kubernetes.cri.sandbox-namespace").unwrap_or_default();
         return (
@@ -218,6 +231,10 @@ fn conmon_name(command_line: &[String]) -> Option<String> {
     args.find(|arg| *arg == "-n" || *arg == "--name")?;
     args.next().cloned()
 }
+
+/// The annotations containerd's CRI gives each container of a pod.
+const CRI_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 
 /// The directory containerd's runc shim keeps its bundles in, by namespace.
 const CONTAINERD_TASKS: &str = "io.containerd.runtime.v2.task";
@@ -276,6 +293,31 @@ mod tests {
         assert_eq!(admission.egress_allow, ["10.0.0.0/8"]);
         assert!(admission.egress_deny.is_empty());
         assert_eq!(admission.command, ["nginx", "-g", "daemon off;"]);
+    }
+
+    #[test]
+    fn a_pods_containers_declare_each_their_own_and_its_sandbox_passes_through() {
+        let pod = |container: &str, kind: &str| {
+            json!({"annotations": {
+                "io.hostnetd.ports": "9090",
+                "io.hostnetd.ports.web": "80,443",
+                "io.kubernetes.cri.container-name": container,
+                "io.kubernetes.cri.container-type": kind
+            }})
+        };
+        let host = Path::new(HOST);
+        let web = Bundle::from_value(pod("web", "container"));
+        assert!(web.shares_network(host));
+        assert_eq!(
+            web.admission("a", 1, "/k".into()).unwrap().ports,
+            ["80,443"]
+        );
+        let metrics = Bundle::from_value(pod("metrics", "container"));
+        assert_eq!(
+            metrics.admission("b", 1, "/k".into()).unwrap().ports,
+            ["9090"]
+        );
+        assert!(!Bundle::from_value(pod("", "sandbox")).shares_network(host));
     }
 
     #[test]
