@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{describe, hostnetd_runc_bin, mounts, sample_image, TestHost};
+use crate::{describe, mounts, sample_image, scratch::ScratchHost, TestHost};
 
 pub struct TestDocker {
     dir: PathBuf,
@@ -24,6 +24,12 @@ impl TestDocker {
     /// A dockerd for `host`, started and answering. `live_restore`: its containers outlive a
     /// restart of it, as `live-restore` gives production hosts.
     pub fn start(host: &TestHost, live_restore: bool) -> Self {
+        Self::start_for(&host.host, live_restore)
+    }
+
+    /// A dockerd whose runtime `hostnetd` is hostnetd-runc pointed at `host` (the test's or
+    /// the benchmark's), in `host`'s scratch directory.
+    pub fn start_for(host: &ScratchHost, live_restore: bool) -> Self {
         let dir = host.scratch().join("docker");
         std::fs::create_dir_all(&dir).expect("docker dir");
         let runtime = write_runtime_wrapper(host, &dir);
@@ -186,15 +192,13 @@ impl Drop for TestDocker {
 }
 
 /// A script that runs hostnetd-runc against `host` (engines call a runtime by path only).
-fn write_runtime_wrapper(host: &TestHost, dir: &Path) -> PathBuf {
+fn write_runtime_wrapper(host: &ScratchHost, dir: &Path) -> PathBuf {
     let mut script = String::from("#!/bin/sh\n");
     for (key, value) in host.environment() {
         script.push_str(&format!("export {key}='{value}'\n"));
     }
-    script.push_str(&format!(
-        "exec '{}' \"$@\"\n",
-        hostnetd_runc_bin().display()
-    ));
+    let runtime = host.binary().with_file_name("hostnetd-runc");
+    script.push_str(&format!("exec '{}' \"$@\"\n", runtime.display()));
     let path = dir.join("hostnetd-runc");
     std::fs::write(&path, script).expect("runtime wrapper");
     use std::os::unix::fs::PermissionsExt as _;
@@ -280,17 +284,64 @@ pub struct TestContainerd {
     daemon: Option<Child>,
 }
 
+/// The namespace containerd's CRI keeps the kubelet's pods and images in.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+/// The CRI's streaming server (exec, attach): a port of the tests' range, on loopback.
+const CRI_STREAM_PORT: u16 = 26299;
+
 impl TestContainerd {
     pub fn start(host: &TestHost) -> Self {
+        Self::launch(host, false)
+    }
+
+    /// A containerd serving the CRI as a Kubernetes node's does, with the runtime handler
+    /// `hostnetd` configured as deploy/kubernetes/containerd-hostnetd.toml configures it,
+    /// and the pause sample image as the pods' sandbox image.
+    pub fn start_with_cri(host: &TestHost) -> Self {
+        Self::launch(host, true)
+    }
+
+    /// The cgroup the CRI test's pods go below, as the kubelet's `kubepods` (removed on drop).
+    pub fn pod_cgroup_parent(&self) -> String {
+        format!("/{}-pods", self.namespace)
+    }
+
+    fn launch(host: &TestHost, cri: bool) -> Self {
         let dir = host.scratch().join("containerd");
         std::fs::create_dir_all(&dir).expect("containerd dir");
         let socket = dir.join("containerd.sock");
-        let config = format!(
+        let runtime = write_runtime_wrapper(&host.host, &dir);
+        let mut config = format!(
             "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n",
             dir.join("root").display(),
             dir.join("state").display(),
             socket.display()
         );
+        if cri {
+            let cri = r#"[plugins."io.containerd.grpc.v1.cri"]"#;
+            let runtimes = r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hostnetd]"#;
+            let options =
+                r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hostnetd.options]"#;
+            let cni = r#"[plugins."io.containerd.grpc.v1.cri".cni]"#;
+            // Naming one runtime replaces the default table: runc is named again. Pods' OOM
+            // scores stay at containerd's own: some hosts refuse lowering them (as the
+            // kubelet's -998 for a sandbox), even to root.
+            let runc = r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]"#;
+            config.push_str(&format!(
+                "{cri}\n  sandbox_image = \"docker.io/hostnetd-test/pause:latest\"\n  \
+                 disable_apparmor = true\n  restrict_oom_score_adj = true\n  \
+                 stream_server_address = \"127.0.0.1\"\n  \
+                 stream_server_port = \"{CRI_STREAM_PORT}\"\n\
+                 {runc}\n  runtime_type = \"io.containerd.runc.v2\"\n\
+                 {runtimes}\n  runtime_type = \"io.containerd.runc.v2\"\n  \
+                 pod_annotations = [\"io.hostnetd.*\"]\n\
+                 {options}\n  BinaryName = \"{}\"\n\
+                 {cni}\n  bin_dir = \"{}\"\n  conf_dir = \"{}\"\n",
+                runtime.display(),
+                dir.join("cni/bin").display(),
+                dir.join("cni/conf").display(),
+            ));
+        }
         std::fs::write(dir.join("config.toml"), config).expect("containerd config");
         let log = std::fs::File::create(dir.join("containerd.log")).expect("containerd.log");
         let daemon = Command::new("containerd")
@@ -304,7 +355,7 @@ impl TestContainerd {
                 panic!("cannot start containerd ({e}): install containerd (cargo xtask setup does)")
             });
         let containerd = Self {
-            runtime: write_runtime_wrapper(host, &dir),
+            runtime,
             namespace: format!("{}-ctr", host.name),
             dir,
             socket,
@@ -324,14 +375,28 @@ impl TestContainerd {
 
     /// `ctr ARGS` in this containerd's namespace, to completion.
     pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_in(&self.namespace, args)
+    }
+
+    /// `ctr ARGS` in `namespace` (the CRI's is [`CRI_NAMESPACE`]).
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Output {
         Command::new("ctr")
             .arg("--address")
             .arg(&self.socket)
-            .args(["--namespace", &self.namespace])
+            .args(["--namespace", namespace])
             .args(args)
             .stdin(Stdio::null())
             .output()
             .expect("run ctr")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    /// A CRI client of this containerd, as the kubelet is.
+    pub fn cri(&self) -> crate::cri::CriClient {
+        crate::cri::CriClient::connect(&self.socket).expect("the CRI answers")
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -346,6 +411,11 @@ impl TestContainerd {
 
     /// Imports the sample image `file` as `name` (`docker.io/...`).
     pub fn load_sample(&self, file: &str, name: &str) {
+        self.load_sample_in(&self.namespace, file, name);
+    }
+
+    /// Imports the sample image `file` as `name` into `namespace`.
+    pub fn load_sample_in(&self, namespace: &str, file: &str, name: &str) {
         let archive = self.dir.join(format!("{file}.docker"));
         let converted = Command::new("skopeo")
             .arg("copy")
@@ -358,25 +428,38 @@ impl TestContainerd {
             "skopeo: {}",
             describe(&converted)
         );
-        self.ok(&["images", "import", &archive.to_string_lossy()]);
+        let imported = self.ctr_in(namespace, &["images", "import", &archive.to_string_lossy()]);
+        assert!(
+            imported.status.success(),
+            "ctr import: {}",
+            describe(&imported)
+        );
     }
 
     /// Stops and deletes the task of container `id` (runc's delete), then the container.
     pub fn remove(&self, id: &str) {
-        let _ = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+        self.remove_in(&self.namespace, id);
+    }
+
+    fn remove_in(&self, namespace: &str, id: &str) {
+        let _ = self.ctr_in(namespace, &["task", "kill", "--signal", "SIGKILL", id]);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.ctr(&["task", "rm", id]).status.success() && Instant::now() < deadline {
+        while !self.ctr_in(namespace, &["task", "rm", id]).status.success()
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.ctr(&["container", "rm", id]);
+        let _ = self.ctr_in(namespace, &["container", "rm", id]);
     }
 }
 
 impl Drop for TestContainerd {
     fn drop(&mut self) {
-        let listing = self.ctr(&["container", "ls", "-q"]);
-        for id in String::from_utf8_lossy(&listing.stdout).split_whitespace() {
-            self.remove(id);
+        for namespace in [self.namespace.as_str(), CRI_NAMESPACE] {
+            let listing = self.ctr_in(namespace, &["container", "ls", "-q"]);
+            for id in String::from_utf8_lossy(&listing.stdout).split_whitespace() {
+                self.remove_in(namespace, id);
+            }
         }
         if let Some(mut daemon) = self.daemon.take() {
             let _ = daemon.kill();
@@ -385,6 +468,12 @@ impl Drop for TestContainerd {
         kill_processes_naming(&self.dir);
         mounts::remove_scratch(&self.dir);
         remove_cgroup_everywhere(&self.namespace);
+        remove_cgroup_everywhere(self.pod_cgroup_parent().trim_start_matches('/'));
+        // The runc shim keeps runc's state in /run/containerd/runc/<namespace> whatever the
+        // state directory: emptied by the deletes above, removed if nothing else uses it.
+        for namespace in [self.namespace.as_str(), CRI_NAMESPACE] {
+            let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(namespace));
+        }
     }
 }
 
@@ -402,7 +491,7 @@ impl TestPodman {
         let dir = host.scratch().join("podman");
         std::fs::create_dir_all(&dir).expect("podman dir");
         Self {
-            runtime: write_runtime_wrapper(host, &dir),
+            runtime: write_runtime_wrapper(&host.host, &dir),
             cgroup_parent: format!("{}-podman", host.name),
             dir,
         }

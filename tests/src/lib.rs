@@ -5,6 +5,7 @@
 //! state) with the tests' helpers and checks. Dropping it (also when the test panics) kills
 //! what it started, removes every container, tears the datapath down and checks that nothing
 //! is left. Tests use ports 20000-29999 only.
+pub mod cri;
 pub mod engines;
 pub mod mounts;
 pub mod scratch;
@@ -116,11 +117,6 @@ pub fn hostnetd_bin() -> PathBuf {
     std::env::var_os("HOSTNETD_BIN").map_or_else(|| beside_tests("hostnetd"), PathBuf::from)
 }
 
-/// The OCI runtime engines call, built beside the hostnetd under test.
-pub fn hostnetd_runc_bin() -> PathBuf {
-    hostnetd_bin().with_file_name("hostnetd-runc")
-}
-
 /// The socket probe binary, run on the host and (through `--rootfs /`) inside containers.
 pub fn netprobe() -> String {
     beside_tests("netprobe").to_string_lossy().into_owned()
@@ -148,7 +144,7 @@ pub fn skip_unless_root() -> bool {
 
 pub struct TestHost {
     pub name: String,
-    host: ScratchHost,
+    pub(crate) host: ScratchHost,
     children: Vec<Child>,
     /// The container name of each child `hostnetd run`.
     child_names: Vec<String>,
@@ -571,7 +567,8 @@ pub fn fetch(port: u16) -> std::io::Result<String> {
     Ok(body)
 }
 
-/// A sample image archive built by `cargo xtask images` (busybox.tar, nginx.tar, web.tar).
+/// A sample image archive built by `cargo xtask images` (busybox.tar, nginx.tar, web.tar,
+/// pause.tar).
 pub fn sample_image(file: &str) -> PathBuf {
     let dir = std::env::var_os("HOSTNETD_TEST_IMAGES").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/images"),

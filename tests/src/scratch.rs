@@ -45,6 +45,11 @@ impl ScratchHost {
         &self.scratch
     }
 
+    /// The `hostnetd` binary this host runs; `hostnetd-runc` is built beside it.
+    pub fn binary(&self) -> &Path {
+        &self.hostnetd
+    }
+
     pub fn run_dir(&self) -> PathBuf {
         self.scratch.join("run")
     }

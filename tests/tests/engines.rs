@@ -5,9 +5,9 @@
 use std::net::TcpListener;
 
 use hostnetd_tests::{
-    denied, describe,
-    engines::{TestContainerd, TestDocker, TestPodman},
-    fetch, sample_image, skip_unless_root, stdout, taken, TestHost,
+    cri, denied, describe,
+    engines::{TestContainerd, TestDocker, TestPodman, CRI_NAMESPACE},
+    fetch, netprobe, probe_results, sample_image, skip_unless_root, stdout, taken, TestHost,
 };
 
 const IMAGE: &str = "hostnetd-test/busybox:latest";
@@ -93,6 +93,19 @@ fn docker_containers_on_the_host_network_own_their_declared_ports() {
     assert_eq!(host_bind(26201), Err(taken()));
     assert_eq!(host_bind(26200), Err(taken()));
 
+    // The engine runs the process: hostnetd's own verbs for it name the engine's command.
+    let stop = host.exec(&["stop", "docker/web"]);
+    assert!(!stop.status.success());
+    assert!(
+        String::from_utf8_lossy(&stop.stderr).contains("use `docker stop web`"),
+        "{}",
+        describe(&stop)
+    );
+    // Its ports are hostnetd's to change, live.
+    let update = host.exec(&["update", "--ports", "26200,26201,26203", "docker/web"]);
+    assert!(update.status.success(), "{}", describe(&update));
+    assert_eq!(host_bind(26203), Err(taken()));
+
     // A process docker exec'd into the container is held to its ports.
     let exec = docker.docker(&["exec", "web", "nc", "-l", "-p", "26202"]);
     assert!(!exec.status.success());
@@ -157,6 +170,7 @@ fn docker_containers_on_the_host_network_own_their_declared_ports() {
     assert!(!names(&host).contains("docker/web"));
     assert_eq!(host_bind(26200), Ok(()));
     assert_eq!(host_bind(26201), Ok(()));
+    assert_eq!(host_bind(26203), Ok(()));
 }
 
 #[test]
@@ -310,4 +324,111 @@ fn podman_containers_declare_ports_with_annotations() {
     podman.ok(&["rm", "--force", "--time", "0", "web"]);
     assert_eq!(host_bind(26240), Ok(()));
     assert!(!names(&host).contains("podman/web"));
+}
+
+/// The kubelet's path: a hostNetwork pod run through containerd's CRI under the runtime
+/// handler `hostnetd`, its pods' cgroups four deep (as `kubepods/<qos>/pod<uid>/<id>`) beside
+/// hostnetd's own containers two deep.
+#[test]
+fn kubernetes_pods_declare_ports_with_annotations_through_the_cri() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = host_with_daemon();
+    let containerd = TestContainerd::start_with_cri(&host);
+    containerd.load_sample_in(CRI_NAMESPACE, "busybox.tar", IMAGE);
+    containerd.load_sample_in(CRI_NAMESPACE, "pause.tar", "hostnetd-test/pause:latest");
+    let cri = containerd.cri();
+    let image = format!("docker.io/{IMAGE}");
+    let pod_config = |name: &str, annotations: &[(&str, &str)]| {
+        let mut config = cri::host_network_pod(name, annotations);
+        let uid = config
+            .metadata
+            .as_ref()
+            .map(|m| m.uid.clone())
+            .unwrap_or_default();
+        if let Some(linux) = config.linux.as_mut() {
+            linux.cgroup_parent = format!("{}/besteffort/pod{uid}", containerd.pod_cgroup_parent());
+        }
+        config
+    };
+    let web_pod = pod_config(
+        "web",
+        &[
+            ("io.hostnetd.ports.server", "26250"),
+            ("io.hostnetd.ports", "26251"),
+        ],
+    );
+    let pod = cri
+        .run_pod_sandbox(&web_pod, "hostnetd")
+        .unwrap_or_else(|e| panic!("the pod's sandbox: {e}\n{}", containerd.log()));
+    let server = cri::host_network_container("server", &image, &["httpd", "-f", "-p", "26250"]);
+    let server = cri
+        .create_container(&pod, &server, &web_pod)
+        .expect("create server");
+    cri.start_container(&server).expect("start server");
+    let sidecar = cri::host_network_container("sidecar", &image, &["sleep", "600"]);
+    let sidecar = cri
+        .create_container(&pod, &sidecar, &web_pod)
+        .expect("create sidecar");
+    cri.start_container(&sidecar).expect("start sidecar");
+
+    assert!(wait_until_serving(26250).starts_with("HTTP/1"));
+    let inspect = host.inspect("kubernetes/default/web/server");
+    assert_eq!(inspect["engine"], "kubernetes", "{inspect}");
+    assert_eq!(inspect["image"], image, "{inspect}");
+    assert_eq!(inspect["ports"][0]["port"], "26250/tcp", "{inspect}");
+    let sidecar_view = host.inspect("kubernetes/default/web/sidecar");
+    assert_eq!(
+        sidecar_view["ports"][0]["port"], "26251/tcp",
+        "{sidecar_view}"
+    );
+    assert_eq!(host_bind(26250), Err(taken()));
+    assert_eq!(host_bind(26251), Err(taken()));
+    // The sandbox passes through: it is no container of hostnetd's.
+    assert!(!names(&host).contains("kubernetes/default/web/POD"));
+
+    // hostnetd's own containers, two levels deep, are held to their ports meanwhile.
+    let own = host.run_to_end(
+        "26252",
+        &[],
+        &[
+            &netprobe(),
+            "bind",
+            "tcp",
+            "0.0.0.0",
+            "26252",
+            "tcp",
+            "0.0.0.0",
+            "26253",
+        ],
+    );
+    assert_eq!(probe_results(&own), vec![0, denied()], "{}", describe(&own));
+
+    // Another pod for the same port: the kubelet's CreateContainer fails naming the owner.
+    let rival_pod = pod_config("rival", &[("io.hostnetd.ports", "26250")]);
+    let rival = cri
+        .run_pod_sandbox(&rival_pod, "hostnetd")
+        .expect("the rival's sandbox");
+    let contender = cri::host_network_container("server", &image, &["sleep", "600"]);
+    let refused = cri
+        .create_container(&rival, &contender, &rival_pod)
+        .and_then(|id| cri.start_container(&id));
+    let error = refused.expect_err("a second owner of 26250");
+    assert!(
+        error.contains("port 26250/tcp is owned by container kubernetes/default/web/server"),
+        "{error}"
+    );
+
+    for container in [&server, &sidecar] {
+        cri.stop_container(container, 0).expect("stop");
+        cri.remove_container(container).expect("remove");
+    }
+    for sandbox in [&pod, &rival] {
+        cri.stop_pod_sandbox(sandbox).expect("stop the sandbox");
+        cri.remove_pod_sandbox(sandbox).expect("remove the sandbox");
+    }
+    assert_eq!(host_bind(26250), Ok(()));
+    assert_eq!(host_bind(26251), Ok(()));
+    assert!(!names(&host).contains("kubernetes/"));
 }

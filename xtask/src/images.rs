@@ -4,7 +4,9 @@
 //! - nginx: Debian's nginx (which bookworm's nginx-light depends on) and the libraries it
 //!   links, on the busybox layer, serving a page and logging to stdout/stderr;
 //! - hostnetd-test/web: the busybox layer plus a small one, with an image config that sets
-//!   every field hostnetd honours (for the end-to-end tests).
+//!   every field hostnetd honours (for the end-to-end tests);
+//! - hostnetd-test/pause: the busybox layer sleeping for ever, a pod's sandbox for the CRI
+//!   test (Kubernetes' pause image does the same).
 //!
 //! Layers are built deterministically, so the busybox layer is the same blob in all three.
 use std::{
@@ -60,6 +62,7 @@ pub fn build_images() -> anyhow::Result<PathBuf> {
         dir.join("busybox.tar"),
         dir.join("nginx.tar"),
         dir.join("web.tar"),
+        dir.join("pause.tar"),
     ];
     if all.iter().all(|archive| archive.is_file()) {
         say(&format!(
@@ -77,6 +80,16 @@ pub fn build_images() -> anyhow::Result<PathBuf> {
         "busybox:latest",
         &[&busybox],
         json!({ "Env": [PATH_ENV], "Cmd": ["sh"] }),
+    )?;
+    write_oci_archive(
+        &dir.join("pause.tar"),
+        "hostnetd-test/pause:latest",
+        &[&busybox],
+        json!({
+            "Env": [PATH_ENV],
+            "Entrypoint": ["/bin/busybox", "sleep", "2147483647"],
+            "StopSignal": "SIGKILL",
+        }),
     )?;
     let nginx = nginx_layer(&debs, &work.join("nginx"))?;
     write_oci_archive(

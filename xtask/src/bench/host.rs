@@ -51,6 +51,11 @@ impl BenchHost {
         }
     }
 
+    /// The harness underneath, for what takes one (the engines' daemons).
+    pub fn scratch_host(&self) -> &ScratchHost {
+        &self.host
+    }
+
     pub fn run_dir(&self) -> PathBuf {
         self.host.run_dir()
     }

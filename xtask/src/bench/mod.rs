@@ -16,6 +16,7 @@
 //! results.json, SVG plots) and, in full mode, to docs/PERFORMANCE.md.
 mod bpfstats;
 mod control;
+mod engines;
 mod env;
 mod host;
 mod image;
@@ -141,6 +142,10 @@ fn run_all(env: &Env, plan: &Plan) -> anyhow::Result<Results> {
     if wanted(Part::TcAttach) {
         say("TC attach modes: loopback packets with no TC program, TCX links, clsact filters");
         results.tc_attach = tc_attach::measure(env, plan)?;
+    }
+    if wanted(Part::Engines) {
+        say("engines: docker run -d with runc and with hostnetd-runc, alternately");
+        results.engines = engines::measure(env, plan)?;
     }
     Ok(results)
 }

@@ -14,6 +14,8 @@ pub enum Part {
     ControlPlane,
     /// TCX against clsact: the TC programs' per-packet cost attached either way.
     TcAttach,
+    /// What hostnetd-runc adds to `docker run -d` over runc.
+    Engines,
 }
 
 /// The four configurations, in the report's column order.
@@ -111,6 +113,11 @@ impl PortRange {
         (self.first + 48, self.first + 49)
     }
 
+    /// The port the engine benchmark's containers declare.
+    pub fn engine_port(&self) -> u16 {
+        self.first + 50
+    }
+
     /// The first of the five port numbers the scale test's container `index` owns.
     pub fn scale_container(&self, index: usize) -> u16 {
         self.first + SCALE_OFFSET + index as u16 * SCALE_PORTS_PER_CONTAINER
@@ -138,6 +145,8 @@ pub struct Plan {
     pub scale_samples: usize,
     /// Rounds of the TC attach comparison (each: none, TCX, clsact).
     pub tc_rounds: usize,
+    /// Rounds of the engine comparison (each: one start with runc, one with hostnetd-runc).
+    pub engine_rounds: usize,
 }
 
 impl Plan {
@@ -160,6 +169,7 @@ impl Plan {
             profile_duration: Duration::from_secs(if quick { 1 } else { 2 }),
             startup_samples: if quick { 3 } else { 10 },
             tc_rounds: if quick { 3 } else { 9 },
+            engine_rounds: if quick { 5 } else { 30 },
             scale_counts: counts,
             scale_counts_asked: asked,
             scale_samples: if quick { 3 } else { 7 },

@@ -2,7 +2,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    bpfstats, control,
+    bpfstats, control, engines,
     plan::Config,
     targets, tc_attach,
     workloads::{Metric, Workload},
@@ -21,6 +21,8 @@ pub struct Results {
     pub control: control::ControlPlane,
     /// Nanoseconds per loopback packet with lo's TC hooks empty, TCX-attached, clsact-attached.
     pub tc_attach: tc_attach::TcAttachSamples,
+    /// `docker run -d` with runc and with hostnetd-runc.
+    pub engines: engines::EngineStartup,
     pub load_per_round: Vec<f64>,
     /// BPF programs others had attached on every process's or every loopback packet's path
     /// at the start of each round, while hostnetd was down.

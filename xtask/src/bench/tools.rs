@@ -27,6 +27,8 @@ pub fn prepare() -> anyhow::Result<Binaries> {
         "hostnetd",
         "--bin",
         "hostnetd",
+        "--bin",
+        "hostnetd-runc",
         "--package",
         "xtask",
         "--bin",
