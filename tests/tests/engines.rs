@@ -115,6 +115,19 @@ fn docker_containers_on_the_host_network_own_their_declared_ports() {
         describe(&exec)
     );
 
+    // Its traffic and the refused bind are counted to it, as to hostnetd's own.
+    let stats = host.exec(&["stats", "--no-stream", "--format", "json", "docker/web"]);
+    assert!(stats.status.success(), "{}", describe(&stats));
+    let figures: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats json");
+    let web = &figures[0];
+    let served = (web["ports"].as_array().into_iter().flatten())
+        .find(|row| row["port"] == "26200/tcp")
+        .unwrap_or_else(|| panic!("no row for 26200/tcp: {web}"));
+    assert!(served["rx_bytes"].as_u64() > Some(0), "{web}");
+    assert!(served["tx_bytes"].as_u64() > Some(0), "{web}");
+    assert!(web["denials"]["binds"].as_u64() >= Some(1), "{web}");
+    assert!(web["pids"].as_u64() >= Some(1), "{web}");
+
     // A second container for an owned port: docker's own error names the owner.
     let second = docker.docker(&run_args(
         "second",
