@@ -80,17 +80,14 @@ fn engines_section(md: &mut String, startup: &super::engines::EngineStartup) {
     let (runc, hostnetd) = (median(&startup.runc_ms), median(&startup.hostnetd_runc_ms));
     let _ = writeln!(
         md,
-        "### Engines
-
-         `docker run -d --network host` of the busybox sample image on a private dockerd          (Debian's Engine 20.10), from the command to its return, the container removed          after each; runc and hostnetd-runc alternately, medians of {} each:
-
-         | runtime | ms | spread |
-| --- | ---: | ---: |
-         | runc | {runc:.1} | {:.0}% |
-         | hostnetd-runc (`-l io.hostnetd.ports=P`) | {hostnetd:.1} | {:.0}% |
-
-         hostnetd-runc adds {:+.1} ms ({:+.0}%).
-",
+        "### Engines\n\n\
+         `docker run -d --network host` of the busybox sample image on a private dockerd \
+         (Debian's Engine 20.10), from the command to its return, the container removed after \
+         each; runc and hostnetd-runc alternately, medians of {} each:\n\n\
+         | runtime | ms | spread |\n| --- | ---: | ---: |\n\
+         | runc | {runc:.1} | {:.0}% |\n\
+         | hostnetd-runc (`-l io.hostnetd.ports=P`) | {hostnetd:.1} | {:.0}% |\n\n\
+         hostnetd-runc adds {:+.1} ms ({:+.0}%).\n",
         startup.runc_ms.len(),
         relative_range(&startup.runc_ms) * 100.0,
         relative_range(&startup.hostnetd_runc_ms) * 100.0,
