@@ -37,6 +37,7 @@ const CLI_CASES: &[CliCase] = &[
     cli(&["stop", "-t", "soon", "web"], USAGE, "error: invalid value 'soon' for '--time <TIME>': invalid digit found in string"),
     cli(&["logs", "--tail", "-1", "web"], USAGE, "error: unexpected argument '-1' found"),
     cli(&["inspect"], USAGE, "error: the following required arguments were not provided:"),
+    cli(&["completion", "tcsh"], USAGE, "error: invalid value 'tcsh' for '<SHELL>'"),
     cli(&["update", "--no-egress-rules", "--egress-allow", "10.0.0.0/8", "web"], USAGE, "error: the argument '--no-egress-rules' cannot be used with '--egress-allow <RULE>'"),
     cli(&["--tc-attach", "clsact", "ps"], REFUSED, "hostnetd: invalid TC attach mode \"clsact\": use auto, tcx or netlink"),
     cli(&["--tc-attach", "clsact", "daemon"], REFUSED, "hostnetd: invalid TC attach mode \"clsact\": use auto, tcx or netlink"),

@@ -1,5 +1,6 @@
 //! Command-line arguments, and one small module per group of subcommands. Every command but
 //! `daemon` and `monitor` is a client of the daemon's API.
+mod completion;
 mod containers;
 mod events;
 mod images;
@@ -10,7 +11,7 @@ mod stats;
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use hostnetd::{
     api::client::Client,
     config::{Settings, DEFAULT_CONFIG},
@@ -126,12 +127,24 @@ enum Command {
     /// Stop the daemon and detach hostnetd from the host: unpin programs and maps, return
     /// reserved ports. Refused while containers run.
     Teardown,
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell
+    /// (`source <(hostnetd completion bash)`).
+    Completion { shell: clap_complete::Shell },
+    /// Write the man pages (hostnetd.1, hostnetd-COMMAND.1) into DIR (for packaging).
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
     /// The per-container monitor the daemon starts (not for direct use).
     #[command(hide = true)]
     Monitor { id: String },
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Generated from the command line alone: no settings, no daemon.
+    match &cli.command {
+        Command::Completion { shell } => return completion::completion(*shell, Cli::command()),
+        Command::Manpages { dir } => return completion::manpages(dir, Cli::command()),
+        _ => {}
+    }
     let settings = cli.global.settings()?;
     let global_args = settings.daemon_args();
     match cli.command {
@@ -175,7 +188,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 | Command::Monitor { .. }
                 | Command::Teardown
                 | Command::Run(_)
-                | Command::Update(_) => unreachable!("handled above"),
+                | Command::Update(_)
+                | Command::Completion { .. }
+                | Command::Manpages { .. } => unreachable!("handled above"),
             }
         }
     }
