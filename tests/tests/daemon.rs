@@ -306,3 +306,45 @@ fn api_errors_are_json_with_a_code_and_the_socket_is_root_only() {
     assert!(host.exec(&["rm", "-f", "holder"]).status.success());
     host.assert_no_container_left();
 }
+
+#[test]
+fn port_shows_where_each_owned_port_listens() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut host = TestHost::new();
+    let probe = netprobe();
+    let porty = host.start(
+        "porty",
+        "21090/tcp,127.0.0.1:21091/udp",
+        &[&probe, "sleep", "60"],
+    );
+    let lines = |args: &[&str]| {
+        let output = host.exec(args);
+        assert!(output.status.success(), "{}", describe(&output));
+        let mut lines: Vec<String> = stdout(&output).lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        lines(&["port", "porty"]),
+        [
+            "21090/tcp -> 0.0.0.0:21090",
+            "21090/tcp -> [::]:21090",
+            "21091/udp -> 127.0.0.1:21091"
+        ]
+    );
+    assert_eq!(
+        lines(&["port", "porty", "21090"]),
+        ["0.0.0.0:21090", "[::]:21090"]
+    );
+    assert_eq!(lines(&["port", "porty", "21091/udp"]), ["127.0.0.1:21091"]);
+    let unowned = host.exec(&["port", "porty", "21092/udp"]);
+    assert_eq!(unowned.status.code(), Some(125), "{}", describe(&unowned));
+    assert_eq!(
+        String::from_utf8_lossy(&unowned.stderr).trim(),
+        "hostnetd: container porty owns no port 21092/udp"
+    );
+    host.stop(porty);
+    host.assert_no_container_left();
+}

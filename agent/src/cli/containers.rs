@@ -327,3 +327,67 @@ fn for_each(
         ExitCode::SUCCESS
     }
 }
+
+#[derive(clap::Args, Debug)]
+pub struct PortArgs {
+    /// A container name, ID or unique ID prefix.
+    container: String,
+    /// Only this port: `80` or `80/tcp` (TCP when no protocol is given), as `docker port`.
+    port: Option<String>,
+}
+
+impl PortArgs {
+    /// The port filter is checked before any daemon is asked.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.wanted().map(drop)
+    }
+
+    /// `80/tcp` for `80`; the filter as `PortView::port` writes ports.
+    fn wanted(&self) -> anyhow::Result<Option<String>> {
+        let Some(text) = &self.port else {
+            return Ok(None);
+        };
+        let (number, proto) = text.split_once('/').unwrap_or((text, "tcp"));
+        let valid =
+            number.parse::<u16>().is_ok_and(|port| port > 0) && matches!(proto, "tcp" | "udp");
+        if !valid {
+            anyhow::bail!("invalid port {text:?}: give PORT or PORT/tcp or PORT/udp, as 80/tcp");
+        }
+        Ok(Some(format!("{number}/{proto}")))
+    }
+}
+
+/// `docker port`: where each owned port listens. A host-network container's port is the
+/// host's own, on every address or on those it declared.
+pub fn port(client: &Client, args: PortArgs) -> anyhow::Result<ExitCode> {
+    let wanted = args.wanted()?;
+    let view: ContainerView = client.get(&format!("/v1/containers/{}", args.container))?;
+    let mut shown = 0;
+    for owned in
+        (view.ports.iter()).filter(|owned| wanted.as_ref().is_none_or(|w| *w == owned.port))
+    {
+        let number = owned.port.split('/').next().unwrap_or_default();
+        let addresses = match &owned.addresses {
+            Some(addresses) => addresses.clone(),
+            None => vec!["0.0.0.0".to_string(), "::".to_string()],
+        };
+        for address in addresses {
+            let address = if address.contains(':') {
+                format!("[{address}]")
+            } else {
+                address
+            };
+            match &wanted {
+                Some(_) => println!("{address}:{number}"),
+                None => println!("{} -> {address}:{number}", owned.port),
+            }
+            shown += 1;
+        }
+    }
+    if shown == 0 {
+        if let Some(port) = wanted {
+            anyhow::bail!("container {} owns no port {port}", view.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

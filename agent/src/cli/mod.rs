@@ -118,6 +118,8 @@ enum Command {
     Update(containers::UpdateArgs),
     /// List owned ports and their owners.
     Ports(containers::PortsArgs),
+    /// Show where a container's ports listen (as `docker port`).
+    Port(containers::PortArgs),
     /// Show containers' network traffic, packets, processes and denials.
     Stats(stats::StatsArgs),
     /// Show denials and container lifecycle events as they happen (like docker events).
@@ -177,6 +179,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Kill(args) => containers::kill(&client, args),
                 Command::Rm(args) => containers::rm(&client, args),
                 Command::Ports(args) => containers::ports(&client, args),
+                Command::Port(args) => containers::port(&client, args),
                 Command::Stats(args) => stats::stats(&client, args),
                 Command::Events(args) => events::events(&client, args),
                 Command::Info(args) => info::info(&client, args),
@@ -201,6 +204,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 fn check_locally(command: &Command) -> anyhow::Result<()> {
     match command {
         Command::Kill(args) => args.check(),
+        Command::Port(args) => args.check(),
         Command::Pull(args) => args.check(),
         Command::Load(args) => args.check(),
         _ => Ok(()),
