@@ -348,3 +348,53 @@ fn port_shows_where_each_owned_port_listens() {
     host.stop(porty);
     host.assert_no_container_left();
 }
+
+#[test]
+fn top_lists_a_running_containers_processes_and_refuses_an_exited_one() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut host = TestHost::new();
+    let probe = netprobe();
+    let script = format!("{probe} sleep 60; true");
+    let topped = host.start("topped", "", &["/bin/sh", "-c", &script]);
+    let top = host.exec(&["top", "topped"]);
+    assert!(top.status.success(), "{}", describe(&top));
+    let text = stdout(&top);
+    assert!(text.starts_with("UID"), "{text}");
+    let row = |command: &str| -> Vec<String> {
+        (text.lines())
+            .find(|row| row.ends_with(command))
+            .unwrap_or_else(|| panic!("no {command:?} in {text}"))
+            .split_whitespace()
+            .take(3)
+            .map(str::to_string)
+            .collect()
+    };
+    // UID PID PPID CMD: the sleeper is the shell's child, both root's.
+    let shell = row(&format!("/bin/sh -c {script}"));
+    let sleeper = row(&format!("{probe} sleep 60"));
+    assert_eq!(
+        (shell[0].as_str(), sleeper[0].as_str()),
+        ("root", "root"),
+        "{text}"
+    );
+    assert_eq!(
+        sleeper[2], shell[1],
+        "the sleeper's parent is the shell: {text}"
+    );
+    host.stop(topped);
+
+    let ran = host.exec(&["run", "-d", "--name", "done", "--rootfs", "/", "--", "true"]);
+    assert!(ran.status.success(), "{}", describe(&ran));
+    wait_for("done to exit", || host.inspect("done")["state"] == "exited");
+    let exited = host.exec(&["top", "done"]);
+    assert_eq!(exited.status.code(), Some(125), "{}", describe(&exited));
+    assert_eq!(
+        String::from_utf8_lossy(&exited.stderr).trim(),
+        "hostnetd: container done is exited, not running"
+    );
+    let removed = host.exec(&["rm", "done"]);
+    assert!(removed.status.success(), "{}", describe(&removed));
+    host.assert_no_container_left();
+}

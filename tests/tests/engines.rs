@@ -115,6 +115,15 @@ fn docker_containers_on_the_host_network_own_their_declared_ports() {
         describe(&exec)
     );
 
+    // Its processes, as docker top would list them.
+    let top = host.exec(&["top", "docker/web"]);
+    assert!(top.status.success(), "{}", describe(&top));
+    assert!(
+        stdout(&top).contains("httpd -f -p 26200"),
+        "{}",
+        describe(&top)
+    );
+
     // Its traffic and the refused bind are counted to it, as to hostnetd's own.
     let stats = host.exec(&["stats", "--no-stream", "--format", "json", "docker/web"]);
     assert!(stats.status.success(), "{}", describe(&stats));

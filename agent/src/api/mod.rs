@@ -7,6 +7,8 @@ pub mod run;
 pub mod update;
 
 pub use crate::host::stats::ContainerStats;
+/// A row of `GET /v1/containers/REF/top`.
+pub use crate::sys::process::ProcessInfo;
 pub use run::RunSpec;
 pub use update::PolicyUpdate;
 

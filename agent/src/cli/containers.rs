@@ -1,9 +1,10 @@
-//! ps, inspect, logs, stop, kill, rm, ports and teardown: each one request (per container).
+//! ps, inspect, logs, stop, kill, rm, ports, port, top and teardown: each one request (per
+//! container).
 use std::{io::Write as _, process::ExitCode};
 
 use hostnetd::{
     api::client::{Client, ClientError},
-    api::{ContainerView, PolicyUpdate, PortEntry},
+    api::{ContainerView, PolicyUpdate, PortEntry, ProcessInfo},
     config::Settings,
     runtime::logs::{LogEntry, Stream},
     Host,
@@ -361,7 +362,7 @@ impl PortArgs {
 /// host's own, on every address or on those it declared.
 pub fn port(client: &Client, args: PortArgs) -> anyhow::Result<ExitCode> {
     let wanted = args.wanted()?;
-    let view: ContainerView = client.get(&format!("/v1/containers/{}", args.container))?;
+    let view: ContainerView = client.get(&container_path(&args.container, ""))?;
     let mut shown = 0;
     for owned in
         (view.ports.iter()).filter(|owned| wanted.as_ref().is_none_or(|w| *w == owned.port))
@@ -390,4 +391,41 @@ pub fn port(client: &Client, args: PortArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TopArgs {
+    /// A container name, ID or unique ID prefix.
+    container: String,
+}
+
+/// `docker top`: the container's processes, users named as the host names them.
+pub fn top(client: &Client, args: TopArgs) -> anyhow::Result<ExitCode> {
+    let processes: Vec<ProcessInfo> = client.get(&container_path(&args.container, "/top"))?;
+    let users = host_users();
+    println!("{:<12}  {:>8}  {:>8}  CMD", "UID", "PID", "PPID");
+    for process in processes {
+        let user = users
+            .get(&process.uid)
+            .cloned()
+            .unwrap_or_else(|| process.uid.to_string());
+        println!(
+            "{user:<12}  {:>8}  {:>8}  {}",
+            process.pid, process.ppid, process.command
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The host's user names by uid, from /etc/passwd (empty when it cannot be read).
+fn host_users() -> std::collections::HashMap<u32, String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    (passwd.lines())
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let uid = fields.nth(1)?.parse().ok()?;
+            Some((uid, name.to_string()))
+        })
+        .collect()
 }

@@ -120,6 +120,8 @@ enum Command {
     Ports(containers::PortsArgs),
     /// Show where a container's ports listen (as `docker port`).
     Port(containers::PortArgs),
+    /// Show a running container's processes (as `docker top`).
+    Top(containers::TopArgs),
     /// Show containers' network traffic, packets, processes and denials.
     Stats(stats::StatsArgs),
     /// Show denials and container lifecycle events as they happen (like docker events).
@@ -180,6 +182,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Rm(args) => containers::rm(&client, args),
                 Command::Ports(args) => containers::ports(&client, args),
                 Command::Port(args) => containers::port(&client, args),
+                Command::Top(args) => containers::top(&client, args),
                 Command::Stats(args) => stats::stats(&client, args),
                 Command::Events(args) => events::events(&client, args),
                 Command::Info(args) => info::info(&client, args),

@@ -57,6 +57,7 @@ pub(super) fn router(daemon: Shared) -> Router {
         .route("/v1/containers/{reference}/stop", post(stop))
         .route("/v1/containers/{reference}/kill", post(kill))
         .route("/v1/containers/{reference}/update", post(update))
+        .route("/v1/containers/{reference}/top", get(top))
         .route("/v1/images", get(list_images))
         .route("/v1/images/pull", post(pull_image))
         .route("/v1/images/load", post(load_images))
@@ -503,6 +504,11 @@ async fn remove(
     Ok(view(
         &blocking(&daemon, move |host| host.remove(&reference, query.force)).await?,
     ))
+}
+
+async fn top(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Reply {
+    let processes = blocking(&daemon, move |host| host.top(&reference)).await?;
+    Ok(Json(processes).into_response())
 }
 
 /// hostnetd-runc's `create`: the container's ports claimed and its policy attached.

@@ -7,6 +7,7 @@ pub mod images;
 pub mod monitor;
 pub mod run;
 pub mod stats;
+pub mod top;
 pub mod update;
 use std::{
     collections::HashSet,

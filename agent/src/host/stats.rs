@@ -111,14 +111,5 @@ fn container_stats(
 
 /// Processes in a cgroup and every cgroup below it.
 fn count_pids(cgroup: &std::path::Path) -> u64 {
-    let own = std::fs::read_to_string(cgroup.join("cgroup.procs"))
-        .map_or(0, |procs| procs.lines().count() as u64);
-    let children: u64 = std::fs::read_dir(cgroup).map_or(0, |entries| {
-        entries
-            .filter_map(Result::ok)
-            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
-            .map(|entry| count_pids(&entry.path()))
-            .sum()
-    });
-    own + children
+    crate::sys::cgroup::processes_below(cgroup).len() as u64
 }

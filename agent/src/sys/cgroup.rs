@@ -151,6 +151,22 @@ impl ContainerCgroup {
     }
 }
 
+/// The pids in the cgroup at `path` and every cgroup below it (a container's processes,
+/// wherever in its subtree they are).
+pub fn processes_below(path: &Path) -> Vec<u32> {
+    let mut pids: Vec<u32> = fs::read_to_string(path.join("cgroup.procs"))
+        .map(|procs| procs.lines().filter_map(|line| line.parse().ok()).collect())
+        .unwrap_or_default();
+    if let Ok(entries) = fs::read_dir(path) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                pids.extend(processes_below(&entry.path()));
+            }
+        }
+    }
+    pids
+}
+
 /// Removes a cgroup directory and any child cgroups the container created, deepest first.
 fn remove_tree(path: &Path) -> io::Result<()> {
     for entry in fs::read_dir(path)? {
