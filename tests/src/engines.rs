@@ -499,6 +499,12 @@ impl TestPodman {
 
     /// `podman ARGS` against this storage, to completion.
     pub fn podman(&self, args: &[&str]) -> Output {
+        self.try_podman(args).unwrap_or_else(|e| {
+            panic!("cannot run podman ({e}): install podman (cargo xtask setup does)")
+        })
+    }
+
+    fn try_podman(&self, args: &[&str]) -> std::io::Result<Output> {
         Command::new("podman")
             .arg("--root")
             .arg(self.dir.join("root"))
@@ -511,9 +517,6 @@ impl TestPodman {
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run podman ({e}): install podman (cargo xtask setup does)")
-            })
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -547,9 +550,12 @@ impl TestPodman {
 
 impl Drop for TestPodman {
     fn drop(&mut self) {
-        let removed = self.podman(&["rm", "--all", "--force", "--time", "0"]);
-        if !removed.status.success() {
-            eprintln!("podman rm: {}", describe(&removed));
+        // Never a panic here: a test that failed for want of podman is unwinding already.
+        match self.try_podman(&["rm", "--all", "--force", "--time", "0"]) {
+            Ok(removed) if !removed.status.success() => {
+                eprintln!("podman rm: {}", describe(&removed));
+            }
+            _ => {}
         }
         // conmon, and the `podman container cleanup` it starts when a container ends (which
         // deletes it through the runtime), name the storage on their command lines: they
