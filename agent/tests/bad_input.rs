@@ -38,6 +38,8 @@ const CLI_CASES: &[CliCase] = &[
     cli(&["logs", "--tail", "-1", "web"], USAGE, "error: unexpected argument '-1' found"),
     cli(&["inspect"], USAGE, "error: the following required arguments were not provided:"),
     cli(&["completion", "tcsh"], USAGE, "error: invalid value 'tcsh' for '<SHELL>'"),
+    cli(&["rename", "web", "-web"], USAGE, "error: unexpected argument '-w' found"),
+    cli(&["rename", "web", "web 2"], REFUSED, "hostnetd: invalid container name \"web 2\": use letters, digits, '_', '.' and '-', starting with a letter or digit"),
     cli(&["port", "web", "http"], REFUSED, "hostnetd: invalid port \"http\": give PORT or PORT/tcp or PORT/udp, as 80/tcp"),
     cli(&["port", "web", "80/sctp"], REFUSED, "hostnetd: invalid port \"80/sctp\": give PORT or PORT/tcp or PORT/udp, as 80/tcp"),
     cli(&["update", "--no-egress-rules", "--egress-allow", "10.0.0.0/8", "web"], USAGE, "error: the argument '--no-egress-rules' cannot be used with '--egress-allow <RULE>'"),

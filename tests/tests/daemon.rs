@@ -398,3 +398,36 @@ fn top_lists_a_running_containers_processes_and_refuses_an_exited_one() {
     assert!(removed.status.success(), "{}", describe(&removed));
     host.assert_no_container_left();
 }
+
+#[test]
+fn rename_changes_the_name_and_nothing_else() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut host = TestHost::new();
+    let probe = netprobe();
+    host.start("first", "21095", &[&probe, "sleep", "60"]);
+    host.start("second", "", &[&probe, "sleep", "60"]);
+    let before = host.inspect("first");
+
+    let in_use = host.exec(&["rename", "first", "second"]);
+    assert_eq!(in_use.status.code(), Some(125), "{}", describe(&in_use));
+    assert!(
+        String::from_utf8_lossy(&in_use.stderr).contains("the name \"second\" is already used"),
+        "{}",
+        describe(&in_use)
+    );
+    let renamed = host.exec(&["rename", "first", "renamed"]);
+    assert!(renamed.status.success(), "{}", describe(&renamed));
+    let after = host.inspect("renamed");
+    assert_eq!(after["id"], before["id"]);
+    assert_eq!(after["ports"], before["ports"]);
+    assert_eq!(after["pid"], before["pid"]);
+    let gone = host.exec(&["inspect", "first"]);
+    assert!(!gone.status.success(), "{}", describe(&gone));
+    // Still the owner of its port under its new name.
+    assert_eq!(probe_on_host(&["tcp", "0.0.0.0", "21095"]), vec![taken()]);
+
+    let stopped = host.exec(&["stop", "-t", "2", "renamed", "second"]);
+    assert!(stopped.status.success(), "{}", describe(&stopped));
+}

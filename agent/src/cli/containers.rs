@@ -429,3 +429,28 @@ fn host_users() -> std::collections::HashMap<u32, String> {
         })
         .collect()
 }
+
+#[derive(clap::Args, Debug)]
+pub struct RenameArgs {
+    /// The container: a name, ID or unique ID prefix.
+    container: String,
+    /// Its new name.
+    name: String,
+}
+
+impl RenameArgs {
+    /// The new name is checked before any daemon is asked.
+    pub fn check(&self) -> anyhow::Result<()> {
+        Ok(hostnetd::api::run::validate_name(&self.name)?)
+    }
+}
+
+pub fn rename(client: &Client, args: RenameArgs) -> anyhow::Result<ExitCode> {
+    let path = format!(
+        "{}?name={}",
+        container_path(&args.container, "/rename"),
+        args.name
+    );
+    client.post::<ContainerView>(&path, None::<&()>)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -122,6 +122,8 @@ enum Command {
     Port(containers::PortArgs),
     /// Show a running container's processes (as `docker top`).
     Top(containers::TopArgs),
+    /// Give a container a new name.
+    Rename(containers::RenameArgs),
     /// Show containers' network traffic, packets, processes and denials.
     Stats(stats::StatsArgs),
     /// Show denials and container lifecycle events as they happen (like docker events).
@@ -183,6 +185,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Ports(args) => containers::ports(&client, args),
                 Command::Port(args) => containers::port(&client, args),
                 Command::Top(args) => containers::top(&client, args),
+                Command::Rename(args) => containers::rename(&client, args),
                 Command::Stats(args) => stats::stats(&client, args),
                 Command::Events(args) => events::events(&client, args),
                 Command::Info(args) => info::info(&client, args),
@@ -208,6 +211,7 @@ fn check_locally(command: &Command) -> anyhow::Result<()> {
     match command {
         Command::Kill(args) => args.check(),
         Command::Port(args) => args.check(),
+        Command::Rename(args) => args.check(),
         Command::Pull(args) => args.check(),
         Command::Load(args) => args.check(),
         _ => Ok(()),

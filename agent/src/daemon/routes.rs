@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use super::{feed::EventHub, metrics};
 use crate::{
     api::{
-        engine::EngineAdmission, ApiError, AttachEvent, ContainerView, Created, EngineRelease,
-        ImageView, Info, LoadRequest, PolicyUpdate, PortEntry, PullRequest, RunSpec,
+        engine::EngineAdmission, run::validate_name, ApiError, AttachEvent, ContainerView, Created,
+        EngineRelease, ImageView, Info, LoadRequest, PolicyUpdate, PortEntry, PullRequest, RunSpec,
     },
     host::{Host, HostError},
     images::PullOptions,
@@ -58,6 +58,7 @@ pub(super) fn router(daemon: Shared) -> Router {
         .route("/v1/containers/{reference}/kill", post(kill))
         .route("/v1/containers/{reference}/update", post(update))
         .route("/v1/containers/{reference}/top", get(top))
+        .route("/v1/containers/{reference}/rename", post(rename))
         .route("/v1/images", get(list_images))
         .route("/v1/images/pull", post(pull_image))
         .route("/v1/images/load", post(load_images))
@@ -504,6 +505,26 @@ async fn remove(
     Ok(view(
         &blocking(&daemon, move |host| host.remove(&reference, query.force)).await?,
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenameQuery {
+    name: String,
+}
+
+async fn rename(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    uri: Uri,
+) -> Reply {
+    let query: RenameQuery = parse_query(&uri)?;
+    let renamed = blocking(&daemon, move |host| {
+        validate_name(&query.name)?;
+        host.rename(&reference, &query.name)
+    })
+    .await?;
+    Ok(view(&renamed))
 }
 
 async fn top(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Reply {

@@ -1,5 +1,5 @@
-//! Operations on existing containers: inspect, stop, kill, wait and remove. Each one talks to
-//! runc and the store; the container's monitor notices the exit and releases the container.
+//! Operations on existing containers: inspect, stop, kill, wait, rename and remove. Each one
+//! talks to runc and the store; the container's monitor notices the exit and releases it.
 use std::{
     fs, thread,
     time::{Duration, Instant},
@@ -95,6 +95,27 @@ impl Host {
         Ok(self
             .wait_until_exited(&id, None)?
             .unwrap_or(ExitStatus { exit_code: None }))
+    }
+
+    /// Gives the container a new name (a valid one: the API checks it), refused when another
+    /// container has it. Its ID, ports, logs and processes are untouched.
+    pub fn rename(&self, reference: &str, name: &str) -> Result<ContainerRecord, HostError> {
+        let _lock = self.store.lock()?;
+        let record = self.own_container(self.store.find(reference)?, "rename")?;
+        if let Some(holder) = (self.store.list()?.into_iter())
+            .find(|other| other.name == name && other.id != record.id)
+        {
+            return Err(HostError::NameInUse {
+                name: name.to_string(),
+                id: holder.short_id().to_string(),
+            });
+        }
+        let renamed = ContainerRecord {
+            name: name.to_string(),
+            ..record
+        };
+        self.store.save(&renamed)?;
+        Ok(renamed)
     }
 
     /// Marks the container as stopped by request, so its monitor does not restart it.
