@@ -14,8 +14,6 @@ pub struct TestDocker {
     dir: PathBuf,
     socket: PathBuf,
     cgroup_parent: String,
-    /// The wrapper engines call: hostnetd-runc with the test host's environment.
-    pub runtime: PathBuf,
     daemon: Option<Child>,
     live_restore: bool,
 }
@@ -43,7 +41,6 @@ impl TestDocker {
             socket: dir.join("docker.sock"),
             cgroup_parent: format!("{}-docker", host.name),
             dir,
-            runtime,
             daemon: None,
             live_restore,
         };
@@ -127,29 +124,12 @@ impl TestDocker {
 
     /// `docker ARGS`, which must succeed; its trimmed stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let output = self.docker(args);
-        assert!(
-            output.status.success(),
-            "docker {args:?}: {}",
-            describe(&output)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
+        succeeded("docker", args, self.docker(args))
     }
 
     /// Loads the sample image `file` (an OCI archive) as `name`, converted by skopeo.
     pub fn load_sample(&self, file: &str, name: &str) {
-        let archive = self.dir.join(format!("{file}.docker"));
-        let converted = Command::new("skopeo")
-            .arg("copy")
-            .arg(format!("oci-archive:{}", sample_image(file).display()))
-            .arg(format!("docker-archive:{}:{name}", archive.display()))
-            .output()
-            .expect("run skopeo (cargo xtask setup installs it)");
-        assert!(
-            converted.status.success(),
-            "skopeo: {}",
-            describe(&converted)
-        );
+        let archive = docker_archive(&self.dir, file, name);
         self.ok(&["load", "-i", &archive.to_string_lossy()]);
     }
 
@@ -189,6 +169,34 @@ impl Drop for TestDocker {
         mounts::remove_scratch(&self.dir);
         remove_cgroup_everywhere(&self.cgroup_parent);
     }
+}
+
+/// The sample image `file` (an OCI archive) as a docker-archive in `dir`, tagged `name`
+/// (skopeo converts it), for the engines that load only that format.
+fn docker_archive(dir: &Path, file: &str, name: &str) -> PathBuf {
+    let archive = dir.join(format!("{file}.docker"));
+    let converted = Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci-archive:{}", sample_image(file).display()))
+        .arg(format!("docker-archive:{}:{name}", archive.display()))
+        .output()
+        .expect("run skopeo (cargo xtask setup installs it)");
+    assert!(
+        converted.status.success(),
+        "skopeo: {}",
+        describe(&converted)
+    );
+    archive
+}
+
+/// The trimmed stdout of `tool ARGS`, which must have succeeded.
+fn succeeded(tool: &str, args: &[&str], output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "{tool} {args:?}: {}",
+        describe(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// A script that runs hostnetd-runc against `host` (engines call a runtime by path only).
@@ -400,13 +408,7 @@ impl TestContainerd {
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
-        let output = self.ctr(args);
-        assert!(
-            output.status.success(),
-            "ctr {args:?}: {}",
-            describe(&output)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
+        succeeded("ctr", args, self.ctr(args))
     }
 
     /// Imports the sample image `file` as `name` (`docker.io/...`).
@@ -416,18 +418,7 @@ impl TestContainerd {
 
     /// Imports the sample image `file` as `name` into `namespace`.
     pub fn load_sample_in(&self, namespace: &str, file: &str, name: &str) {
-        let archive = self.dir.join(format!("{file}.docker"));
-        let converted = Command::new("skopeo")
-            .arg("copy")
-            .arg(format!("oci-archive:{}", sample_image(file).display()))
-            .arg(format!("docker-archive:{}:{name}", archive.display()))
-            .output()
-            .expect("run skopeo (cargo xtask setup installs it)");
-        assert!(
-            converted.status.success(),
-            "skopeo: {}",
-            describe(&converted)
-        );
+        let archive = docker_archive(&self.dir, file, name);
         let imported = self.ctr_in(namespace, &["images", "import", &archive.to_string_lossy()]);
         assert!(
             imported.status.success(),
@@ -483,7 +474,7 @@ pub struct TestPodman {
     dir: PathBuf,
     cgroup_parent: String,
     /// hostnetd-runc with the test host's environment.
-    pub runtime: PathBuf,
+    runtime: PathBuf,
 }
 
 impl TestPodman {
@@ -520,13 +511,7 @@ impl TestPodman {
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
-        let output = self.podman(args);
-        assert!(
-            output.status.success(),
-            "podman {args:?}: {}",
-            describe(&output)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
+        succeeded("podman", args, self.podman(args))
     }
 
     /// `podman run -d` under hostnetd-runc on the host network, in this test's cgroup parent,

@@ -82,11 +82,7 @@ impl Host {
             egress_deny: request.egress.texts(Action::Deny),
             ingress_allow: request.ingress.texts(Action::Allow),
             allow_raw_sockets: false,
-            cgroup: CgroupRecord {
-                path: cgroup.path.clone(),
-                id: cgroup.id,
-                level: cgroup.level,
-            },
+            cgroup: CgroupRecord::from(&cgroup),
             update_in_progress: false,
             state: ContainerState::Running,
             supervisor: request.init,

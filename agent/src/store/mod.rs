@@ -87,6 +87,16 @@ pub struct CgroupRecord {
     pub level: u32,
 }
 
+impl From<&ContainerCgroup> for CgroupRecord {
+    fn from(cgroup: &ContainerCgroup) -> Self {
+        Self {
+            path: cgroup.path.clone(),
+            id: cgroup.id,
+            level: cgroup.level,
+        }
+    }
+}
+
 impl CgroupRecord {
     pub fn to_cgroup(&self) -> ContainerCgroup {
         ContainerCgroup {

@@ -85,6 +85,12 @@ impl Runtime {
         format!("cannot run {}: {error}", self.runc.display())
     }
 
+    /// runc with the engine's own arguments, to completion.
+    fn run_as_given(&self, call: &RuncCall) -> Result<std::process::ExitStatus, String> {
+        (Command::new(&self.runc).args(call.runc_args()).status())
+            .map_err(|e| format!("cannot run {}: {e}", self.runc.display()))
+    }
+
     fn runc(&self, call: &RuncCall, args: &[OsString]) -> Command {
         let mut command = Command::new(&self.runc);
         command.args(&call.globals).args(args);
@@ -98,23 +104,22 @@ impl Runtime {
             return Err(self.exec_runc(call));
         }
         // Everything checkable is checked before runc makes anything: bad declarations
-        // leave nothing behind.
-        let preview = bundle.admission(&create.id, std::process::id(), "/".into())?;
-        preview.validate().map_err(|e| e.to_string())?;
+        // leave nothing behind. This process stands in for the init process and its cgroup
+        // until runc has made them.
+        let mut admission = bundle.admission(&create.id, std::process::id(), "/".into())?;
+        admission.validate().map_err(|e| e.to_string())?;
         let client = self.client()?;
-        let status = (Command::new(&self.runc).args(call.runc_args()).status())
-            .map_err(|e| format!("cannot run {}: {e}", self.runc.display()))?;
+        let status = self.run_as_given(call)?;
         if !status.success() {
             return Ok(exit_code(status));
         }
-        let admitted = init_pid(self, call, &create)
-            .and_then(|pid| Ok((pid, cgroup_of(pid)?)))
-            .and_then(|(pid, cgroup)| bundle.admission(&create.id, pid, cgroup))
-            .and_then(|admission| {
-                client
-                    .post::<serde_json::Value>("/v1/engine/containers", Some(&admission))
-                    .map_err(|e| e.to_string())
-            });
+        let admitted = init_pid(self, call, &create).and_then(|pid| {
+            admission.init_pid = pid;
+            admission.cgroup = cgroup_of(pid)?;
+            client
+                .post::<serde_json::Value>("/v1/engine/containers", Some(&admission))
+                .map_err(|e| e.to_string())
+        });
         if let Err(error) = admitted {
             // Refused: the container runc made is removed, so the engine sees a failed create.
             let _ = self
@@ -129,8 +134,7 @@ impl Runtime {
     }
 
     fn delete(&self, call: &RuncCall) -> Result<ExitCode, String> {
-        let status = (Command::new(&self.runc).args(call.runc_args()).status())
-            .map_err(|e| format!("cannot run {}: {e}", self.runc.display()))?;
+        let status = self.run_as_given(call)?;
         let Some(id) = call.last_id() else {
             return Ok(exit_code(status));
         };
@@ -211,21 +215,24 @@ const SYSTEM_DIRS: [&str; 6] = [
     "/bin",
 ];
 
-/// runc itself, found on PATH (then in the system's directories) when named without a
-/// directory; never hostnetd-runc (an engine pointed at it through a `runc` symlink would
+/// A binary: `name` itself when it has a directory, else the first on PATH, then in the
+/// system's directories.
+fn find_binary(name: &Path) -> Option<PathBuf> {
+    if name.components().count() > 1 {
+        return Some(name.to_path_buf());
+    }
+    let path_dirs = (std::env::var_os("PATH").into_iter())
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>());
+    path_dirs
+        .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// runc itself; never hostnetd-runc (an engine pointed at it through a `runc` symlink would
 /// call itself forever).
 fn real_runc(configured: &Path) -> Result<PathBuf, String> {
-    let found = if configured.components().count() > 1 {
-        Some(configured.to_path_buf())
-    } else {
-        let path_dirs = (std::env::var_os("PATH").into_iter())
-            .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>());
-        path_dirs
-            .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
-            .map(|dir| dir.join(configured))
-            .find(|candidate| candidate.is_file())
-    };
-    let found = found.ok_or_else(|| {
+    let found = find_binary(configured).ok_or_else(|| {
         format!(
             "runc ({}) is not on PATH; install runc, or set runc = \"/path/to/runc\" in hostnetd's config",
             configured.display()
@@ -249,7 +256,7 @@ fn hostnetd_binary() -> Result<PathBuf, String> {
         .and_then(|exe| Some(exe.parent()?.join("hostnetd")))
         .filter(|path| path.is_file());
     beside
-        .or_else(|| real_runc(Path::new("hostnetd")).ok())
+        .or_else(|| find_binary(Path::new("hostnetd")))
         .ok_or_else(|| "the hostnetd binary is neither beside hostnetd-runc nor on PATH".into())
 }
 
