@@ -61,6 +61,11 @@ const CLI_CASES: &[CliCase] = &[
     cli(&["run", "UPPER/Case"], REFUSED, "hostnetd: invalid image reference \"UPPER/Case\": invalid reference format; use [REGISTRY[:PORT]/]REPOSITORY[:TAG|@sha256:DIGEST] in lowercase"),
     cli(&["pull", "nginx:"], REFUSED, "hostnetd: invalid image reference \"nginx:\": invalid reference format; use [REGISTRY[:PORT]/]REPOSITORY[:TAG|@sha256:DIGEST] in lowercase"),
     cli(&["load", "-i", "{dir}/missing.tar"], REFUSED, "hostnetd: {dir}/missing.tar is not a file: give an image archive made by `docker save`, `podman save` or `skopeo copy`"),
+    cli(&["exec", "web"], USAGE, "error: the following required arguments were not provided:"),
+    cli(&["exec", "-w", "tmp", "web", "sh"], REFUSED, "hostnetd: invalid working directory \"tmp\": it must be an absolute path inside the container"),
+    cli(&["exec", "-e", "=x", "web", "sh"], REFUSED, "hostnetd: invalid environment entry \"=x\": use KEY=VALUE"),
+    cli(&["exec", "web", ""], REFUSED, "hostnetd: no command to run: give it after the container, e.g. `hostnetd exec web sh`"),
+    cli(&["exec", "-it", "web", "sh"], REFUSED, "hostnetd: the input device is not a TTY: leave out -t to pipe input to the process, or run `hostnetd exec -it` in a terminal"),
     cli(&["kill", "-s", "NOPE", "web"], REFUSED, "hostnetd: invalid signal \"NOPE\": use a name such as TERM, KILL, HUP or a number from 1 to 64"),
     cli(&["kill", "-s", "65", "web"], REFUSED, "hostnetd: invalid signal \"65\": use a name such as TERM, KILL, HUP or a number from 1 to 64"),
     // Port specs.

@@ -3,6 +3,7 @@
 //! describes every endpoint.
 pub mod client;
 pub mod engine;
+pub mod exec;
 pub mod run;
 pub mod update;
 
@@ -29,7 +30,7 @@ use crate::{
 pub struct ApiError {
     /// Stable, machine-readable: not_found, ambiguous, invalid_argument, name_in_use,
     /// port_conflict, table_full, container_running, not_running, engine_owned, start_failed,
-    /// no_such_image, image_in_use, registry_error, corrupt_image, internal.
+    /// exec_failed, no_such_image, image_in_use, registry_error, corrupt_image, internal.
     pub code: String,
     pub message: String,
 }
@@ -49,7 +50,7 @@ impl ApiError {
             "ambiguous" | "invalid_argument" => 400,
             "name_in_use" | "port_conflict" | "table_full" | "container_running"
             | "not_running" | "engine_owned" => 409,
-            "start_failed" | "corrupt_image" => 422,
+            "start_failed" | "exec_failed" | "corrupt_image" => 422,
             "no_such_image" => 404,
             "image_in_use" => 409,
             "registry_error" => 502,
@@ -70,6 +71,7 @@ impl From<&HostError> for ApiError {
             HostError::StillRunning { .. } => "container_running",
             HostError::NotRunning { .. } => "not_running",
             HostError::StartFailed(_) => "start_failed",
+            HostError::ExecFailed { .. } => "exec_failed",
             HostError::EngineOwned { .. } => "engine_owned",
             HostError::Datapath(crate::datapath::DatapathError::ContainerDepth { .. }) => {
                 "table_full"

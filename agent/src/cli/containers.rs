@@ -295,7 +295,7 @@ fn wait_for_socket_gone(socket: &std::path::Path) {
     }
 }
 
-fn container_path(reference: &str, suffix: &str) -> String {
+pub(super) fn container_path(reference: &str, suffix: &str) -> String {
     let encoded: String = reference
         .bytes()
         .map(|b| match b {

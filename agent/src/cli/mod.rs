@@ -3,6 +3,7 @@
 mod completion;
 mod containers;
 mod events;
+mod exec;
 mod images;
 mod info;
 mod run;
@@ -112,6 +113,8 @@ enum Command {
     Stop(containers::StopArgs),
     /// Send a signal to containers.
     Kill(containers::KillArgs),
+    /// Run a command in a running container, under its ports and policy.
+    Exec(exec::ExecArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
     /// Replace a running container's ports and egress rules, atomically.
@@ -181,6 +184,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Logs(args) => containers::logs(&client, args),
                 Command::Stop(args) => containers::stop(&client, args),
                 Command::Kill(args) => containers::kill(&client, args),
+                Command::Exec(args) => exec::exec(&client, args),
                 Command::Rm(args) => containers::rm(&client, args),
                 Command::Ports(args) => containers::ports(&client, args),
                 Command::Port(args) => containers::port(&client, args),
@@ -210,6 +214,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 fn check_locally(command: &Command) -> anyhow::Result<()> {
     match command {
         Command::Kill(args) => args.check(),
+        Command::Exec(args) => args.check(),
         Command::Port(args) => args.check(),
         Command::Rename(args) => args.check(),
         Command::Pull(args) => args.check(),

@@ -81,6 +81,12 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
     // A kernel below the floor is refused before anything on the host changes.
     config.datapath_options()?;
     let _only_daemon = only_daemon(&config.run_dir, &socket)?;
+    // A detached `exec` is re-parented here when its runc exits, and reaped here.
+    crate::runtime::supervise::become_subreaper().map_err(|source| DaemonError::Io {
+        action: "become the subreaper of",
+        path: "detached execs".into(),
+        source,
+    })?;
     let host = Host::open(config.clone())?;
     let (loaded_log_level, program_id) = {
         let (_lock, mut datapath) = host.lock_datapath()?;

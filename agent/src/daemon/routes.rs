@@ -16,8 +16,11 @@ use tokio::sync::mpsc;
 use super::{feed::EventHub, metrics};
 use crate::{
     api::{
-        engine::EngineAdmission, run::validate_name, ApiError, AttachEvent, ContainerView, Created,
-        EngineRelease, ImageView, Info, LoadRequest, PolicyUpdate, PortEntry, PullRequest, RunSpec,
+        engine::EngineAdmission,
+        exec::{ExecPlan, ExecSpec},
+        run::validate_name,
+        ApiError, AttachEvent, ContainerView, Created, EngineRelease, ImageView, Info, LoadRequest,
+        PolicyUpdate, PortEntry, PullRequest, RunSpec,
     },
     host::{Host, HostError},
     images::PullOptions,
@@ -59,6 +62,7 @@ pub(super) fn router(daemon: Shared) -> Router {
         .route("/v1/containers/{reference}/update", post(update))
         .route("/v1/containers/{reference}/top", get(top))
         .route("/v1/containers/{reference}/rename", post(rename))
+        .route("/v1/containers/{reference}/exec", post(exec))
         .route("/v1/images", get(list_images))
         .route("/v1/images/pull", post(pull_image))
         .route("/v1/images/load", post(load_images))
@@ -525,6 +529,17 @@ async fn rename(
     })
     .await?;
     Ok(view(&renamed))
+}
+
+async fn exec(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    body: Bytes,
+) -> Reply {
+    let spec: ExecSpec = parse_body(&body)?;
+    let request = spec.validate().map_err(|error| ApiError::from(&error))?;
+    let start = blocking(&daemon, move |host| host.exec(&reference, &request)).await?;
+    Ok(Json(ExecPlan::from(start)).into_response())
 }
 
 async fn top(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Reply {

@@ -3,6 +3,7 @@
 //! below; they build on this one, never this one on them.
 pub mod control;
 pub mod engine;
+pub mod exec;
 pub mod images;
 pub mod monitor;
 pub mod run;
@@ -95,6 +96,8 @@ pub enum HostError {
         engine_name: String,
         verb: &'static str,
     },
+    #[error("cannot start the process in container {name}: {reason}")]
+    ExecFailed { name: String, reason: String },
     #[error("the container failed to start: {0}")]
     StartFailed(String),
     #[error(transparent)]

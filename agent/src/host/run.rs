@@ -397,7 +397,7 @@ fn process_spec(
 
 /// The image's environment with the request's entries replacing those of the same name, and a
 /// default PATH when neither sets one.
-fn merge_env(image: &[String], overrides: &[String]) -> Vec<String> {
+pub(crate) fn merge_env(image: &[String], overrides: &[String]) -> Vec<String> {
     let key = |entry: &String| entry.split('=').next().unwrap_or_default().to_string();
     let mut env: Vec<String> = Vec::new();
     for entry in image.iter().chain(overrides) {

@@ -5,6 +5,7 @@
 //! private bind mount of DIR; for an image, an overlayfs of its layers and the container's own
 //! writable layer.
 mod error;
+pub mod exec;
 pub mod logs;
 mod rootfs;
 mod runc;

@@ -121,6 +121,15 @@ impl Runc {
         }
     }
 
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// runc's state directory for hostnetd's containers.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(&self.binary);
         command.arg("--root").arg(&self.root);
@@ -171,13 +180,17 @@ fn init_already_gone(stderr: &str) -> bool {
 }
 
 /// The `error`-level messages of a `--log-format json` log, one JSON object per line.
-fn runc_json_errors(log: &str) -> String {
-    let messages: Vec<String> = log
-        .lines()
+pub(super) fn runc_json_error_messages(log: &str) -> Vec<String> {
+    log.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|entry| matches!(entry["level"].as_str(), Some("error" | "fatal")))
         .filter_map(|entry| entry["msg"].as_str().map(str::to_string))
-        .collect();
+        .collect()
+}
+
+/// [`runc_json_error_messages`] as one line, for an error.
+pub(super) fn runc_json_errors(log: &str) -> String {
+    let messages = runc_json_error_messages(log);
     if messages.is_empty() {
         "no error in runc's log".to_string()
     } else {

@@ -171,6 +171,12 @@ pub fn reap_in_background(child: Child) {
     }
 }
 
+/// Reaps `pid`, an orphan this process (a subreaper) adopted, once it ends: a detached `exec`
+/// outlives the runc that started it. Rare enough for a thread each.
+pub fn reap_pid_in_background(pid: u32) {
+    std::thread::spawn(move || wait_exit_code(pid));
+}
+
 fn wait_in_a_thread(mut child: Child) {
     std::thread::spawn(move || child.wait());
 }
