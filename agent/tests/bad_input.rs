@@ -61,6 +61,8 @@ const CLI_CASES: &[CliCase] = &[
     cli(&["run", "UPPER/Case"], REFUSED, "hostnetd: invalid image reference \"UPPER/Case\": invalid reference format; use [REGISTRY[:PORT]/]REPOSITORY[:TAG|@sha256:DIGEST] in lowercase"),
     cli(&["pull", "nginx:"], REFUSED, "hostnetd: invalid image reference \"nginx:\": invalid reference format; use [REGISTRY[:PORT]/]REPOSITORY[:TAG|@sha256:DIGEST] in lowercase"),
     cli(&["load", "-i", "{dir}/missing.tar"], REFUSED, "hostnetd: {dir}/missing.tar is not a file: give an image archive made by `docker save`, `podman save` or `skopeo copy`"),
+    cli(&["start"], USAGE, "error: the following required arguments were not provided:"),
+    cli(&["restart", "-t", "soon", "web"], USAGE, "error: invalid value 'soon' for '--time <TIME>': invalid digit found in string"),
     cli(&["exec", "web"], USAGE, "error: the following required arguments were not provided:"),
     cli(&["exec", "-w", "tmp", "web", "sh"], REFUSED, "hostnetd: invalid working directory \"tmp\": it must be an absolute path inside the container"),
     cli(&["exec", "-e", "=x", "web", "sh"], REFUSED, "hostnetd: invalid environment entry \"=x\": use KEY=VALUE"),

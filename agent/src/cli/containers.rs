@@ -136,6 +136,29 @@ pub fn stop(client: &Client, args: StopArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct StartArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `docker start`: each exited container runs again, its ports admitted again.
+pub fn start(client: &Client, args: StartArgs) -> anyhow::Result<ExitCode> {
+    Ok(for_each(&args.containers, |reference| {
+        let path = container_path(reference, "/start");
+        client.post::<ContainerView>(&path, None::<&()>)?;
+        Ok(Some(reference.to_string()))
+    }))
+}
+
+pub fn restart(client: &Client, args: StopArgs) -> anyhow::Result<ExitCode> {
+    Ok(for_each(&args.containers, |reference| {
+        let path = format!("{}?t={}", container_path(reference, "/restart"), args.time);
+        client.post::<ContainerView>(&path, None::<&()>)?;
+        Ok(Some(reference.to_string()))
+    }))
+}
+
+#[derive(clap::Args, Debug)]
 pub struct KillArgs {
     /// The signal: a name (TERM, HUP, ...) or a number.
     #[arg(short, long, default_value = "KILL")]

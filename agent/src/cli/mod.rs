@@ -111,6 +111,10 @@ enum Command {
     Logs(containers::LogsArgs),
     /// Stop containers: SIGTERM, then SIGKILL after a timeout.
     Stop(containers::StopArgs),
+    /// Start exited containers again, their ports admitted again.
+    Start(containers::StartArgs),
+    /// Stop containers (as stop does) and start them again.
+    Restart(containers::StopArgs),
     /// Send a signal to containers.
     Kill(containers::KillArgs),
     /// Run a command in a running container, under its ports and policy.
@@ -183,6 +187,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Inspect(args) => containers::inspect(&client, args),
                 Command::Logs(args) => containers::logs(&client, args),
                 Command::Stop(args) => containers::stop(&client, args),
+                Command::Start(args) => containers::start(&client, args),
+                Command::Restart(args) => containers::restart(&client, args),
                 Command::Kill(args) => containers::kill(&client, args),
                 Command::Exec(args) => exec::exec(&client, args),
                 Command::Rm(args) => containers::rm(&client, args),

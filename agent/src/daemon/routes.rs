@@ -58,6 +58,8 @@ pub(super) fn router(daemon: Shared) -> Router {
         .route("/v1/containers/{reference}/logs", get(logs))
         .route("/v1/containers/{reference}/wait", post(wait))
         .route("/v1/containers/{reference}/stop", post(stop))
+        .route("/v1/containers/{reference}/start", post(start))
+        .route("/v1/containers/{reference}/restart", post(restart))
         .route("/v1/containers/{reference}/kill", post(kill))
         .route("/v1/containers/{reference}/update", post(update))
         .route("/v1/containers/{reference}/top", get(top))
@@ -458,6 +460,24 @@ async fn stop(
     let timeout = Duration::from_secs(query.t.unwrap_or(10));
     Ok(view(
         &blocking(&daemon, move |host| host.stop(&reference, timeout)).await?,
+    ))
+}
+
+async fn start(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Reply {
+    Ok(view(
+        &blocking(&daemon, move |host| host.start(&reference)).await?,
+    ))
+}
+
+async fn restart(
+    State(daemon): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+    uri: Uri,
+) -> Reply {
+    let query: StopQuery = parse_query(&uri)?;
+    let timeout = Duration::from_secs(query.t.unwrap_or(10));
+    Ok(view(
+        &blocking(&daemon, move |host| host.restart(&reference, timeout)).await?,
     ))
 }
 

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod images;
 pub mod monitor;
 pub mod run;
+pub mod start;
 pub mod stats;
 pub mod top;
 pub mod update;

@@ -246,6 +246,25 @@ impl Host {
         record: &ContainerRecord,
         process: &ProcessSpec,
     ) -> Result<(), HostError> {
+        let bundle = self.mount_bundle_rootfs(record)?;
+        let mut process = process.clone();
+        process.hostname = record.name.clone();
+        process.env.push(format!("HOSTNAME={}", record.name));
+        let cgroups_path = self.config.runc_cgroups_path(&record.id);
+        // An image's root is the container's own overlay, writable as in docker; a host
+        // directory is shown read-only.
+        let readonly = record.image.is_none();
+        let config = oci_config(&process, "rootfs", readonly, &cgroups_path);
+        self.store.save_spec(&record.id, &config)?;
+        write_bundle_config(&bundle, &config)
+    }
+
+    /// Mounts the container's root filesystem (its image's layers under its own writable
+    /// layer, or its host directory) in its bundle; returns the bundle.
+    pub(crate) fn mount_bundle_rootfs(
+        &self,
+        record: &ContainerRecord,
+    ) -> Result<PathBuf, HostError> {
         let bundle = self.bundle_dir(&record.id);
         let source = match &record.image {
             Some(image) => RootfsSource::Image {
@@ -255,21 +274,11 @@ impl Host {
             None => RootfsSource::HostDirectory(record.rootfs.clone()),
         };
         mount_rootfs(&source, &bundle.join("rootfs"))?;
-        let mut process = process.clone();
-        process.hostname = record.name.clone();
-        process.env.push(format!("HOSTNAME={}", record.name));
-        let cgroups_path = self.config.runc_cgroups_path(&record.id);
-        // An image's root is the container's own overlay, writable as in docker; a host
-        // directory is shown read-only.
-        let readonly = record.image.is_none();
-        let config = oci_config(&process, "rootfs", readonly, &cgroups_path);
-        let config_path = bundle.join("config.json");
-        fs::write(&config_path, config.to_string())
-            .map_err(|source| io_error("write", config_path.display(), source))
+        Ok(bundle)
     }
 
     /// Starts `hostnetd monitor ID` in its own session, so it outlives the daemon.
-    fn start_monitor(&self, record: &ContainerRecord) -> Result<Child, HostError> {
+    pub(crate) fn start_monitor(&self, record: &ContainerRecord) -> Result<Child, HostError> {
         let exe =
             std::env::current_exe().map_err(|e| io_error("find", "the hostnetd binary", e))?;
         let monitor_log = self.store.monitor_log_path(&record.id);
@@ -292,7 +301,11 @@ impl Host {
 
     /// Waits for the monitor's first report: the container runs, or it failed (and the monitor
     /// released it).
-    fn await_monitor(&self, mut child: Child, record: &ContainerRecord) -> Result<(), HostError> {
+    pub(crate) fn await_monitor(
+        &self,
+        mut child: Child,
+        record: &ContainerRecord,
+    ) -> Result<(), HostError> {
         let monitor_log = self.store.monitor_log_path(&record.id);
         let report = child.stdout.take().map(BufReader::new).and_then(|mut out| {
             let mut line = String::new();
@@ -316,6 +329,14 @@ impl Host {
             }
         }
     }
+}
+
+pub(crate) fn write_bundle_config(
+    bundle: &std::path::Path,
+    config: &serde_json::Value,
+) -> Result<(), HostError> {
+    let path = bundle.join("config.json");
+    fs::write(&path, config.to_string()).map_err(|source| io_error("write", path.display(), source))
 }
 
 /// Refuses a container whose addresses, rules or traffic rows do not fit in the host's shared

@@ -243,7 +243,7 @@ pub struct HostLock {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        for sub in ["containers", "logs"] {
+        for sub in ["containers", "logs", "specs"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(io_error("create", &path))?;
         }
@@ -329,6 +329,21 @@ impl Store {
         read_unless_removed(&self.record_path(id))
     }
 
+    /// The container's OCI configuration as it was first run, kept so that `start` runs the
+    /// same process again once its bundle is gone.
+    pub fn spec_path(&self, id: &str) -> PathBuf {
+        self.dir.join("specs").join(format!("{id}.json"))
+    }
+
+    pub fn save_spec(&self, id: &str, spec: &serde_json::Value) -> Result<(), StoreError> {
+        Ok(write_json(&self.spec_path(id), spec)?)
+    }
+
+    /// The kept configuration; None for a container recorded before specs were kept.
+    pub fn spec(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        read_unless_removed(&self.spec_path(id))
+    }
+
     /// The container's output, one JSON entry per line (see [`crate::runtime::logs`]).
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.dir.join("logs").join(format!("{id}.log"))
@@ -354,6 +369,7 @@ impl Store {
         }
         for path in [
             self.record_path(id),
+            self.spec_path(id),
             self.log_path(id),
             self.monitor_log_path(id),
         ] {
@@ -452,7 +468,9 @@ fn read_stamped(path: &Path) -> Result<Option<(FileStamp, ContainerRecord)>, Sto
 
 /// A record, or None when it is not there: `rm` of another container may remove a record
 /// between a listing and its read (commands do not hold the host lock to read).
-fn read_unless_removed(path: &Path) -> Result<Option<ContainerRecord>, StoreError> {
+fn read_unless_removed<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>, StoreError> {
     match read_json(path) {
         Ok(record) => Ok(Some(record)),
         Err(_) if !path.exists() => Ok(None),
@@ -599,7 +617,7 @@ pub(crate) mod tests {
     fn a_record_removed_while_read_is_gone_but_a_corrupt_one_is_an_error() {
         let (store, dir) = temp_store("vanished");
         let path = dir.join("containers/abcdef.json");
-        assert_eq!(read_unless_removed(&path).unwrap(), None);
+        assert_eq!(read_unless_removed::<ContainerRecord>(&path).unwrap(), None);
         assert_eq!(store.get("abcdef").unwrap(), None);
         fs::write(&path, b"{\"id\":").unwrap();
         assert!(matches!(
