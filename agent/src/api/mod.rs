@@ -7,7 +7,9 @@ pub mod exec;
 pub mod run;
 pub mod update;
 
-pub use crate::host::stats::ContainerStats;
+pub use crate::host::{attach::AttachPoint, control::ExitStatus, stats::ContainerStats};
+/// The frames of an attach socket.
+pub use crate::runtime::attach::Frame;
 /// A row of `GET /v1/containers/REF/top`.
 pub use crate::sys::process::ProcessInfo;
 pub use run::RunSpec;
@@ -16,7 +18,7 @@ pub use update::PolicyUpdate;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    host::{control::ExitStatus, HostError},
+    host::HostError,
     images::{display_name, ImageError, ImageRecord, RunConfig},
     ownership::OwnershipError,
     runtime::{logs::LogEntry, RuntimeError},
@@ -141,6 +143,12 @@ pub struct ContainerView {
     pub engine_name: Option<String>,
     /// Its traffic and denials: live figures while it runs, the last ones once it exited.
     pub traffic: Option<TrafficStats>,
+    /// It has a terminal (`run -t`).
+    #[serde(default)]
+    pub tty: bool,
+    /// Its stdin is open to attached clients (`run -i`).
+    #[serde(default)]
+    pub open_stdin: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +221,8 @@ impl From<&ContainerRecord> for ContainerView {
             engine: record.engine.as_ref().map(|engine| engine.engine.clone()),
             engine_name: record.engine.as_ref().map(|engine| engine.name.clone()),
             traffic: record.final_traffic.clone(),
+            tty: record.tty,
+            open_stdin: record.open_stdin,
         }
     }
 }

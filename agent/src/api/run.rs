@@ -51,6 +51,12 @@ pub struct RunSpec {
     pub restart: Option<String>,
     /// Forget the container (record and logs) when it exits.
     pub auto_remove: bool,
+    /// Give the container a terminal (`-t`).
+    pub tty: bool,
+    /// Keep its stdin open for attached clients (`-i`).
+    pub interactive: bool,
+    /// The terminal's size at the start, `[rows, columns]` (the client's own window).
+    pub terminal_size: Option<[u16; 2]>,
 }
 
 impl RunSpec {
@@ -139,6 +145,9 @@ impl RunSpec {
                 None => RestartPolicy::No,
             },
             auto_remove: self.auto_remove,
+            tty: self.tty,
+            interactive: self.interactive,
+            terminal_size: self.terminal_size.map(|[rows, cols]| (rows, cols)),
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Command-line arguments, and one small module per group of subcommands. Every command but
 //! `daemon` and `monitor` is a client of the daemon's API.
+mod attach;
 mod completion;
 mod containers;
 mod events;
@@ -8,6 +9,7 @@ mod images;
 mod info;
 mod run;
 mod stats;
+mod terminal;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -119,6 +121,9 @@ enum Command {
     Kill(containers::KillArgs),
     /// Run a command in a running container, under its ports and policy.
     Exec(exec::ExecArgs),
+    /// Attach to a running container's output, and its input or terminal (ctrl-p ctrl-q
+    /// detaches).
+    Attach(attach::AttachArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
     /// Replace a running container's ports and egress rules, atomically.
@@ -191,6 +196,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Restart(args) => containers::restart(&client, args),
                 Command::Kill(args) => containers::kill(&client, args),
                 Command::Exec(args) => exec::exec(&client, args),
+                Command::Attach(args) => attach::attach(&client, args),
                 Command::Rm(args) => containers::rm(&client, args),
                 Command::Ports(args) => containers::ports(&client, args),
                 Command::Port(args) => containers::port(&client, args),

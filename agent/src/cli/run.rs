@@ -7,18 +7,20 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use super::{
+    attach::{proxy_signals, require_terminal, session},
+    images::{image_path, pull_image},
+    terminal::window_size,
+};
 use hostnetd::{
     api::client::{Client, ClientError},
     api::run::parse_env,
-    api::{AttachEvent, Created},
+    api::{AttachEvent, AttachPoint, Created},
     policy::file::PolicyFile,
     runtime::logs::Stream,
     RunSpec,
 };
 use hyper::Method;
-use signal_hook::iterator::Signals;
-
-use super::images::{image_path, pull_image};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -31,6 +33,13 @@ pub struct RunArgs {
     /// Remove the container (record and logs) when it exits.
     #[arg(long)]
     rm: bool,
+    /// Keep stdin open: pass this terminal's (or pipe's) input to the container.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Give the container a terminal. In a terminal, ctrl-p ctrl-q detaches from it
+    /// (`hostnetd attach` goes back).
+    #[arg(short = 't', long)]
+    tty: bool,
     /// Restart policy: no, on-failure[:MAX_RETRIES] or always. Ports stay owned across restarts.
     #[arg(long, value_name = "POLICY")]
     restart: Option<String>,
@@ -100,13 +109,16 @@ pub fn run(client: &Client, spec: &RunSpec, options: &RunOptions) -> anyhow::Res
     if let Some(image) = &spec.image {
         ensure_image(client, image, options)?;
     }
-    if options.detach {
+    if options.detach || spec.tty || spec.interactive {
         let created: Created = client.post("/v1/containers", Some(spec))?;
-        println!("{}", created.id);
-        return Ok(ExitCode::SUCCESS);
+        if options.detach {
+            println!("{}", created.id);
+            return Ok(ExitCode::SUCCESS);
+        }
+        return attached(client, &created.id, spec.interactive);
     }
     let target: Arc<Mutex<Option<String>>> = Arc::default();
-    forward_signals(client, target.clone())?;
+    proxy_signals(client, target.clone())?;
     let mut exit_code = None;
     client.stream_lines(
         Method::POST,
@@ -140,6 +152,26 @@ pub fn run(client: &Client, spec: &RunSpec, options: &RunOptions) -> anyhow::Res
     }
 }
 
+/// The session of a foreground `run -i`/`-t` with the container just started: through its
+/// attach socket, or (when it has ended already) its log and exit code.
+fn attached(client: &Client, id: &str, with_stdin: bool) -> anyhow::Result<ExitCode> {
+    let point = match client.get::<AttachPoint>(&format!("/v1/containers/{id}/attach")) {
+        Ok(point) => point,
+        Err(ClientError::Api(error))
+            if ["not_running", "not_found"].contains(&error.code.as_str()) =>
+        {
+            AttachPoint {
+                id: id.to_string(),
+                socket: PathBuf::new(),
+                tty: false,
+                open_stdin: false,
+            }
+        }
+        Err(error) => return Err(error.into()),
+    };
+    session(client, &point, with_stdin, true)
+}
+
 /// Pulls the image as `--pull` says: when it is not stored (as docker does), always, or never.
 fn ensure_image(client: &Client, image: &str, options: &RunOptions) -> anyhow::Result<()> {
     let pull = match options.pull.as_str() {
@@ -160,27 +192,11 @@ fn ensure_image(client: &Client, image: &str, options: &RunOptions) -> anyhow::R
     Ok(())
 }
 
-/// Passes the signals this command gets on to the container, once it is known.
-fn forward_signals(client: &Client, target: Arc<Mutex<Option<String>>>) -> anyhow::Result<()> {
-    let mut signals = Signals::new(hostnetd::runtime::supervise::FORWARDED)?;
-    let socket = client.socket().to_path_buf();
-    std::thread::spawn(move || {
-        let Ok(client) = Client::new(&socket) else {
-            return;
-        };
-        for signal in signals.forever() {
-            let id = target.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(id) = id {
-                let path = format!("/v1/containers/{id}/kill?signal={signal}");
-                let _ = client.post::<serde_json::Value>(&path, None::<&()>);
-            }
-        }
-    });
-    Ok(())
-}
-
 /// The request, and what else to do; a bad `--policy` file is an error here.
 pub fn spec(mut args: RunArgs) -> anyhow::Result<(RunSpec, RunOptions)> {
+    if args.tty && args.interactive && !args.detach {
+        require_terminal("hostnetd run -it")?;
+    }
     if let Some(path) = &args.policy {
         let file = PolicyFile::load(path).map_err(anyhow::Error::msg)?;
         args.ports.extend(file.ports);
@@ -221,6 +237,13 @@ pub fn spec(mut args: RunArgs) -> anyhow::Result<(RunSpec, RunOptions)> {
         ingress_allow: args.ingress_allow,
         restart: args.restart,
         auto_remove: args.rm,
+        tty: args.tty,
+        interactive: args.interactive,
+        // The container's terminal starts at this one's size.
+        terminal_size: (args.tty)
+            .then(|| window_size(libc::STDIN_FILENO).or_else(|| window_size(libc::STDOUT_FILENO)))
+            .flatten()
+            .map(|(rows, cols)| [rows, cols]),
     };
     let options = RunOptions {
         detach: args.detach,

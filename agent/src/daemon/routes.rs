@@ -65,6 +65,7 @@ pub(super) fn router(daemon: Shared) -> Router {
         .route("/v1/containers/{reference}/top", get(top))
         .route("/v1/containers/{reference}/rename", post(rename))
         .route("/v1/containers/{reference}/exec", post(exec))
+        .route("/v1/containers/{reference}/attach", get(attach))
         .route("/v1/images", get(list_images))
         .route("/v1/images/pull", post(pull_image))
         .route("/v1/images/load", post(load_images))
@@ -549,6 +550,11 @@ async fn rename(
     })
     .await?;
     Ok(view(&renamed))
+}
+
+async fn attach(State(daemon): State<Shared>, UrlPath(reference): UrlPath<String>) -> Reply {
+    let point = blocking(&daemon, move |host| host.attach_point(&reference)).await?;
+    Ok(Json(point).into_response())
 }
 
 async fn exec(

@@ -97,6 +97,8 @@ impl Host {
             finished_at: None,
             final_traffic: None,
             engine: Some(request.engine.clone()),
+            tty: false,
+            open_stdin: false,
         };
         self.store.save(&record)?;
         if let Err(error) = self.enforce(&mut datapath, &record, &ports, &cgroup) {

@@ -1,6 +1,7 @@
 //! The host hostnetd manages: its directories, the datapath, the store, and reconciliation of
 //! containers whose supervising process died. Each verb of the Host has a file of its own
 //! below; they build on this one, never this one on them.
+pub mod attach;
 pub mod control;
 pub mod engine;
 pub mod exec;

@@ -4,10 +4,8 @@
 //! code and finally releases everything. The daemon may be stopped or killed meanwhile.
 use std::{
     fs, io,
-    os::fd::OwnedFd,
     path::PathBuf,
-    process::Stdio,
-    thread::{self, JoinHandle},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -18,50 +16,23 @@ use super::{
 use crate::{
     policy::restart::RestartPolicy,
     runtime::{
-        logs::{LogWriter, Stream},
+        attach::{self, Attachments},
+        logs::LogWriter,
+        stdio::{Relays, RunIo},
         supervise::{become_subreaper, wait_exit_code},
-        ContainerOutput, RuntimeError,
+        RuntimeError,
     },
     store::{ContainerRecord, ContainerState},
     sys::time,
 };
 
-/// The container's stdout and stderr pipes and the threads copying them into its log.
-struct OutputPipes {
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    copiers: Vec<JoinHandle<()>>,
-}
+/// How long the output of an exited container may take to reach the log and the clients.
+const LAST_OUTPUT: Duration = Duration::from_secs(2);
 
-impl OutputPipes {
-    fn new(log: &LogWriter) -> io::Result<Self> {
-        let (stdout_read, stdout) = io::pipe()?;
-        let (stderr_read, stderr) = io::pipe()?;
-        let copiers = vec![
-            log.copy_from(Stream::Stdout, stdout_read.into()),
-            log.copy_from(Stream::Stderr, stderr_read.into()),
-        ];
-        Ok(Self {
-            stdout: stdout.into(),
-            stderr: stderr.into(),
-            copiers,
-        })
-    }
-
-    fn for_runc(&self) -> io::Result<ContainerOutput> {
-        Ok(ContainerOutput {
-            stdout: Stdio::from(self.stdout.try_clone()?),
-            stderr: Stdio::from(self.stderr.try_clone()?),
-        })
-    }
-
-    /// Closes our ends and waits until the container's processes (all gone by now) closed theirs.
-    fn finish(self) {
-        drop((self.stdout, self.stderr));
-        for copier in self.copiers {
-            let _ = copier.join();
-        }
-    }
+/// Where the container's output goes, and its input comes from, across its runs.
+struct ContainerIo<'a> {
+    log: &'a LogWriter,
+    attachments: &'a Attachments,
 }
 
 impl Host {
@@ -73,10 +44,18 @@ impl Host {
         let log_path = self.store.log_path(id);
         let log =
             LogWriter::open(&log_path).map_err(|e| io_error("open", log_path.display(), e))?;
-        let output = OutputPipes::new(&log).map_err(|e| io_error("create pipes for", id, e))?;
-        let outcome = self.run_with_restarts(record, &output, &mut report);
+        let socket = attach::socket_path(&self.config.run_dir, id);
+        // What a terminal or an open stdin shows before the first client attaches is kept
+        // for it: `run -i -t` attaches just after the start.
+        let attachments = Attachments::serve(&socket, record.tty || record.open_stdin)
+            .map_err(|e| io_error("serve attach socket", socket.display(), e))?;
+        let io = ContainerIo {
+            log: &log,
+            attachments: &attachments,
+        };
+        let outcome = self.run_with_restarts(record, &io, &mut report);
         let released = self.finish(id, &outcome);
-        output.finish();
+        attachments.close();
         self.write_exit_file(id, outcome.as_ref().ok().copied());
         if let Err(error) = &outcome {
             // Reported only now: whoever waits for the start sees nothing left behind.
@@ -104,17 +83,20 @@ impl Host {
     fn run_with_restarts(
         &self,
         mut record: ContainerRecord,
-        output: &OutputPipes,
+        io: &ContainerIo,
         report: &mut impl io::Write,
     ) -> Result<i32, HostError> {
         let mut first = true;
         loop {
-            let pid = self.start_once(&record, output)?;
+            let (pid, relays) = self.start_once(&record, io)?;
             if std::mem::take(&mut first) {
                 let _ = writeln!(report, "{MONITOR_RUNNING} {pid}");
             }
             let code =
                 wait_exit_code(pid).map_err(|e| io_error("wait for", format!("pid {pid}"), e))?;
+            // Clients get all of the output before they hear of the exit.
+            relays.finish(LAST_OUTPUT);
+            io.attachments.exited(code);
             record = self.record_exit(&record.id, code)?;
             if !record
                 .restart
@@ -133,15 +115,21 @@ impl Host {
         }
     }
 
-    fn start_once(&self, record: &ContainerRecord, output: &OutputPipes) -> Result<u32, HostError> {
+    fn start_once(
+        &self,
+        record: &ContainerRecord,
+        io: &ContainerIo,
+    ) -> Result<(u32, Relays), HostError> {
         let bundle = self.bundle_dir(&record.id);
         let pid_file = bundle.join("pid");
         let _ = fs::remove_file(&pid_file);
         // A restart reuses the id: runc must forget the previous run first.
         self.runc.delete(&record.id).map_err(RuntimeError::from)?;
-        let stdio = output
-            .for_runc()
-            .map_err(|e| io_error("pass stdio to", &record.id, e))?;
+        let console =
+            attach::socket_path(&self.config.run_dir, &record.id).with_extension("console");
+        let mut run_io = RunIo::prepare(record.tty, record.open_stdin, &console)
+            .map_err(|e| io_error("prepare the stdio of", &record.id, e))?;
+        let stdio = run_io.for_runc().expect("stdio taken once");
         (self.runc.create(
             &record.id,
             &bundle,
@@ -150,6 +138,8 @@ impl Host {
             stdio,
         ))
         .map_err(RuntimeError::from)?;
+        let relays = (run_io.connect(io.attachments, io.log))
+            .map_err(|e| io_error("connect the stdio of", &record.id, e))?;
         let pid = read_pid(&pid_file)?;
         self.runc.start(&record.id).map_err(RuntimeError::from)?;
         // Only now has it run: a failed `runc start` leaves a container that never ran, which
@@ -159,7 +149,7 @@ impl Host {
             r.pid = Some(pid);
             r.started_at = Some(time::now());
         })?;
-        Ok(pid)
+        Ok((pid, relays))
     }
 
     fn record_exit(&self, id: &str, code: i32) -> Result<ContainerRecord, HostError> {

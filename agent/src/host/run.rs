@@ -51,6 +51,11 @@ pub struct RunRequest {
     pub ingress: RuleSet,
     pub restart: RestartPolicy,
     pub auto_remove: bool,
+    pub tty: bool,
+    /// stdin kept open for attached clients.
+    pub interactive: bool,
+    /// (rows, columns) of the terminal at the start.
+    pub terminal_size: Option<(u16, u16)>,
 }
 
 /// What a container's root filesystem is made from.
@@ -200,6 +205,8 @@ impl Host {
             finished_at: None,
             final_traffic: None,
             engine: None,
+            tty: request.tty,
+            open_stdin: request.interactive,
         };
         if let Err(error) = self.store.save(&record) {
             // No record names the cgroup yet: nothing else would ever remove it.
@@ -413,6 +420,7 @@ fn process_spec(
         hostname: String::new(),
         capabilities: request.capabilities.clone(),
         volumes: request.volumes.clone(),
+        terminal: request.tty.then_some(request.terminal_size),
     })
 }
 

@@ -19,10 +19,13 @@ pub enum RuncError {
     },
 }
 
-/// Where the container's stdout and stderr go.
-pub struct ContainerOutput {
+/// The container's stdio for `runc create`. With a terminal, runc gives the container the
+/// terminal instead and sends its master to `console_socket`.
+pub struct ContainerStdio {
+    pub stdin: Stdio,
     pub stdout: Stdio,
     pub stderr: Stdio,
+    pub console_socket: Option<PathBuf>,
 }
 
 /// runc with hostnetd's own state root, so that its containers never mix with other engines'.
@@ -40,22 +43,22 @@ impl Runc {
         }
     }
 
-    /// Creates the container, which waits for `start`. Its stdout and stderr are `output`'s
-    /// (its stdin is /dev/null); runc's own messages go to `log_file`: reading runc's stderr
-    /// would read the container's, and waiting for it to close would wait for the container.
+    /// Creates the container, which waits for `start`, with `stdio`; runc's own messages go
+    /// to `log_file`: reading runc's stderr would read the container's, and waiting for it to
+    /// close would wait for the container.
     pub fn create(
         &self,
         id: &str,
         bundle: &Path,
         pid_file: &Path,
         log_file: &Path,
-        output: ContainerOutput,
+        stdio: ContainerStdio,
     ) -> Result<(), RuncError> {
         let mut command = Command::new(&self.binary);
         command
-            .stdin(Stdio::null())
-            .stdout(output.stdout)
-            .stderr(output.stderr);
+            .stdin(stdio.stdin)
+            .stdout(stdio.stdout)
+            .stderr(stdio.stderr);
         command
             .arg("--root")
             .arg(&self.root)
@@ -67,8 +70,11 @@ impl Runc {
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
-            .arg(pid_file)
-            .arg(id);
+            .arg(pid_file);
+        if let Some(socket) = &stdio.console_socket {
+            command.arg("--console-socket").arg(socket);
+        }
+        command.arg(id);
         let status = command.status().map_err(|source| RuncError::Spawn {
             binary: self.binary.clone(),
             source,

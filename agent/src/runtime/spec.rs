@@ -19,6 +19,8 @@ pub struct ProcessSpec {
     pub hostname: String,
     pub capabilities: Capabilities,
     pub volumes: Vec<Volume>,
+    /// Some: the process gets a terminal (`-t`), of this size (rows, columns) when known.
+    pub terminal: Option<Option<(u16, u16)>>,
 }
 
 /// Docker's default capability set, less NET_RAW: raw sockets would bypass port ownership.
@@ -236,8 +238,8 @@ fn process_config(process: &ProcessSpec) -> Value {
     } else {
         Vec::new()
     };
-    json!({
-        "terminal": false,
+    let mut config = json!({
+        "terminal": process.terminal.is_some(),
         "user": {
             "uid": process.user.uid,
             "gid": process.user.gid,
@@ -252,7 +254,11 @@ fn process_config(process: &ProcessSpec) -> Value {
             "permitted": effective,
         },
         "noNewPrivileges": false,
-    })
+    });
+    if let Some(Some((rows, cols))) = process.terminal {
+        config["consoleSize"] = json!({ "height": rows, "width": cols });
+    }
+    config
 }
 
 const CLONE_NEWUSER: u64 = 0x1000_0000;
@@ -429,6 +435,7 @@ mod tests {
                 container: "/data".into(),
                 read_only: true,
             }],
+            terminal: None,
         }
     }
 

@@ -159,6 +159,12 @@ pub struct ContainerRecord {
     /// the engine owns its process, bundle and cgroup; hostnetd its ports and policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineContainer>,
+    /// It has a terminal (`run -t`).
+    #[serde(default)]
+    pub tty: bool,
+    /// Its stdin is open to attached clients (`run -i`).
+    #[serde(default)]
+    pub open_stdin: bool,
 }
 
 /// Who runs an engine's container, as hostnetd-runc found it at `create`.
@@ -536,6 +542,8 @@ pub(crate) mod tests {
             finished_at: None,
             final_traffic: None,
             engine: None,
+            tty: false,
+            open_stdin: false,
         }
     }
 
