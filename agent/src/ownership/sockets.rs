@@ -10,6 +10,8 @@ use std::{
 
 use hostnetd_common::Proto;
 
+use crate::sys::sock_diag;
+
 const TCP_TIME_WAIT: u8 = 0x06;
 const TABLES: [(&str, Proto); 4] = [
     ("tcp", Proto::Tcp),
@@ -67,15 +69,23 @@ impl fmt::Display for SocketHolder {
 
 pub struct ProcFs {
     root: PathBuf,
+    /// Ask the kernel through sock_diag (the host's own /proc), else read the tables.
+    sock_diag: bool,
 }
 
 impl ProcFs {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            sock_diag: false,
+        }
     }
 
     pub fn host() -> Self {
-        Self::new("/proc")
+        Self {
+            sock_diag: true,
+            ..Self::new("/proc")
+        }
     }
 
     /// Every socket bound to a local port in this network namespace.
@@ -94,7 +104,14 @@ impl ProcFs {
         Ok(sockets)
     }
 
+    /// The sockets bound to any of `wanted`: asked of the kernel with a filter by port, or
+    /// where it cannot answer (the inet_diag modules missing) read from the /proc tables.
     pub fn find_bound(&self, wanted: &[(Proto, u16)]) -> Result<Vec<BoundSocket>, SocketScanError> {
+        if self.sock_diag {
+            if let Ok(sockets) = diag_bound(wanted) {
+                return Ok(sockets);
+            }
+        }
         let wanted: HashSet<(Proto, u16)> = wanted.iter().copied().collect();
         let mut sockets = self.bound_sockets()?;
         sockets.retain(|socket| wanted.contains(&(socket.proto, socket.local.port())));
@@ -159,6 +176,52 @@ impl ProcFs {
             cgroup,
         }
     }
+}
+
+/// [`ProcFs::find_bound`] through sock_diag: one filtered dump per family and protocol asked
+/// for. Sockets are kept as the /proc tables show them: no orphans (inode 0).
+fn diag_bound(wanted: &[(Proto, u16)]) -> io::Result<Vec<BoundSocket>> {
+    let mut sockets = Vec::new();
+    for proto in [Proto::Tcp, Proto::Udp] {
+        let ports: Vec<u16> = (wanted.iter())
+            .filter(|(p, _)| *p == proto)
+            .map(|(_, port)| *port)
+            .collect();
+        if ports.is_empty() {
+            continue;
+        }
+        let ranges = sock_diag::ranges_of(ports);
+        let ipproto = match proto {
+            Proto::Tcp => libc::IPPROTO_TCP,
+            Proto::Udp => libc::IPPROTO_UDP,
+        } as u8;
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            let found = match sock_diag::bound_sockets(family as u8, ipproto, &ranges) {
+                // No IPv6 on this host: nothing bound there.
+                Err(error) if family == libc::AF_INET6 && is_unsupported(&error) => continue,
+                other => other?,
+            };
+            sockets.extend(
+                found
+                    .into_iter()
+                    .filter(|s| s.inode != 0)
+                    .map(|s| BoundSocket {
+                        proto,
+                        local: s.local,
+                        inode: s.inode,
+                        state: s.state,
+                    }),
+            );
+        }
+    }
+    Ok(sockets)
+}
+
+fn is_unsupported(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::ENOENT | libc::EOPNOTSUPP)
+    )
 }
 
 fn read_trimmed(path: &Path) -> String {
@@ -340,6 +403,33 @@ mod tests {
         assert_eq!(pids(8), [51]);
         assert_eq!(pids(9), Vec::<u32>::new());
         fs::remove_dir_all(root).unwrap();
+    }
+
+    /// The kernel's answer and the /proc tables' agree on the ports asked about.
+    #[test]
+    fn sock_diag_and_the_proc_tables_agree() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = listener.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+        let (_accepted, _) = listener.accept().unwrap();
+        let v6 = std::net::TcpListener::bind("[::]:0").unwrap();
+        let dual = v6.local_addr().unwrap().port();
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let udp_port = udp.local_addr().unwrap().port();
+        let wanted = [
+            (Proto::Tcp, tcp),
+            (Proto::Tcp, dual),
+            (Proto::Udp, udp_port),
+        ];
+        let key = |s: &BoundSocket| (s.proto as u8, s.local, s.inode, s.state);
+        let mut diag: Vec<_> = diag_bound(&wanted).unwrap().iter().map(key).collect();
+        let mut proc: Vec<_> = (ProcFs::new("/proc").find_bound(&wanted).unwrap().iter())
+            .map(key)
+            .collect();
+        diag.sort();
+        proc.sort();
+        assert_eq!(diag, proc);
+        assert_eq!(diag.len(), 4, "{diag:?}");
     }
 
     #[test]

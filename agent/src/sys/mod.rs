@@ -5,4 +5,5 @@ pub mod files;
 pub mod mounts;
 pub mod process;
 pub mod safe_remove;
+pub mod sock_diag;
 pub mod time;
