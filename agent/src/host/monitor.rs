@@ -71,8 +71,8 @@ impl Host {
         become_subreaper().map_err(|e| io_error("become subreaper for", id, e))?;
         let record = self.adopt(id)?;
         let log_path = self.store.log_path(id);
-        let log =
-            LogWriter::open(&log_path).map_err(|e| io_error("open", log_path.display(), e))?;
+        let log = LogWriter::open(&log_path, record.log_limits)
+            .map_err(|e| io_error("open", log_path.display(), e))?;
         let output = OutputPipes::new(&log).map_err(|e| io_error("create pipes for", id, e))?;
         let outcome = self.run_with_restarts(record, &output, &mut report);
         let released = self.finish(id, &outcome);
