@@ -90,6 +90,21 @@ fn assert_consecutive(numbers: &[u64], what: &str) {
     }
 }
 
+/// Every number from 1 to `count`, each once, in order.
+fn assert_all(numbers: &[u64], count: u32, what: &str) {
+    assert_consecutive(numbers, what);
+    assert_eq!(
+        numbers.first(),
+        Some(&1),
+        "{what}: the first lines are missing"
+    );
+    assert_eq!(
+        numbers.last(),
+        Some(&u64::from(count)),
+        "{what}: the last lines are missing"
+    );
+}
+
 fn wait_exited(host: &TestHost, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while host.inspect(name)["state"] != "exited" {
@@ -179,7 +194,7 @@ fn logs_f_follows_across_rotations_without_losing_or_repeating_a_line() {
     let status = follower.finish().status;
     assert!(status.success(), "logs -f exited with {status}");
     let followed = numbers(&reading.join().expect("the reader").expect("read"));
-    assert_eq!(followed, (1..=u64::from(count)).collect::<Vec<_>>());
+    assert_all(&followed, count, "logs -f");
     // It did cross rotations: the first lines are gone from the disk.
     assert_eq!(log_files(&host, &id).len(), MAX_FILE);
     assert!(logs(&host, &["paced"])[0] > 1);
@@ -198,10 +213,7 @@ fn a_foreground_run_streams_every_line_across_rotations_and_rm_leaves_no_file() 
     let script = paced_writer(count);
     let output = host.run_to_end("", &LIMITS, &["/bin/sh", "-c", &script]);
     assert!(output.status.success(), "{}", describe(&output));
-    assert_eq!(
-        numbers(&stdout(&output)),
-        (1..=u64::from(count)).collect::<Vec<_>>()
-    );
+    assert_all(&numbers(&stdout(&output)), count, "run");
     let left: Vec<_> = (std::fs::read_dir(host.scratch().join("state/logs")).expect("logs"))
         .map(|entry| entry.expect("entry").file_name())
         .collect();

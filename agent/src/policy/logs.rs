@@ -131,7 +131,7 @@ impl fmt::Display for DisplaySize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bytes = self.0;
         for (unit, shift) in [("g", 30), ("m", 20), ("k", 10)] {
-            if bytes != 0 && bytes % (1 << shift) == 0 {
+            if bytes != 0 && bytes.is_multiple_of(1 << shift) {
                 return write!(f, "{}{unit}", bytes >> shift);
             }
         }

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{rotation, LogEntry};
+use super::{entry::LogEntry, rotation};
 
 /// Entries one call returns at most, so that a long log is streamed, not held in memory.
 const BATCH: usize = 1000;
