@@ -220,3 +220,27 @@ fn a_foreground_run_streams_every_line_across_rotations_and_rm_leaves_no_file() 
     assert!(left.is_empty(), "--rm left log files: {left:?}");
     host.assert_no_container_left();
 }
+
+#[test]
+fn config_toml_sets_the_defaults_and_log_opts_override_them_one_by_one() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut host = TestHost::new();
+    let config = host.scratch().join("config.toml");
+    std::fs::write(&config, "log_max_size = \"200k\"\nlog_max_file = 4\n").expect("config");
+    host.set_env("HOSTNETD_CONFIG", &config.to_string_lossy());
+    run_detached(&host, "defaults", &[], "sleep 60");
+    run_detached(&host, "mixed", &["--log-opt", "max-file=2"], "sleep 60");
+    for (name, size, files) in [("defaults", "200k", "4"), ("mixed", "200k", "2")] {
+        let config = &host.inspect(name)["log_config"]["config"];
+        assert_eq!(
+            (config["max-size"].as_str(), config["max-file"].as_str()),
+            (Some(size), Some(files)),
+            "{name}"
+        );
+    }
+    let removed = host.exec(&["rm", "-f", "defaults", "mixed"]);
+    assert!(removed.status.success(), "rm -f: {}", describe(&removed));
+    host.assert_no_container_left();
+}
