@@ -303,8 +303,13 @@ async fn create(State(daemon): State<Shared>, uri: Uri, body: Bytes) -> Reply {
         }
         let max_file = record.log_limits.max_file;
         let path = host.store.log_path(&record.id);
-        let Ok(mut reader) = LogReader::from_first_file(log, &path, max_file) else {
-            return;
+        let mut reader = match LogReader::from_first_file(log, &path, max_file) {
+            Ok(reader) => reader,
+            Err(error) => {
+                let message = format!("cannot read {}: {error}", path.display());
+                send(&AttachEvent::Error(ApiError::new("internal", message)));
+                return;
+            }
         };
         if !follow(host, &record.id, &mut reader, &mut |entry| {
             send(&AttachEvent::Log(entry))
