@@ -13,6 +13,8 @@
 //! host_protection = true    # false: host processes may bind container-owned ports
 //! metrics_addr = "127.0.0.1:9323"   # serve Prometheus metrics there (off when absent)
 //! tc_attach = "auto"        # tcx, or netlink (a clsact qdisc); auto: TCX where the kernel has it
+//! log_max_size = "10m"      # containers' logs rotate at this size (--log-opt max-size)
+//! log_max_file = 5          # and keep this many files (--log-opt max-file)
 //! ```
 use std::{
     net::SocketAddr,
@@ -24,6 +26,7 @@ use serde::Deserialize;
 use crate::{
     datapath::{BpfLogLevel, TcAttach},
     host::HostConfig,
+    policy::logs::{check_max_file, parse_size, LogLimits},
 };
 
 pub const DEFAULT_CONFIG: &str = "/etc/hostnetd/config.toml";
@@ -48,6 +51,11 @@ pub struct Settings {
     pub bpf_log_level: Option<String>,
     /// How the TC programs attach to the host's interfaces: auto (default), tcx or netlink.
     pub tc_attach: Option<String>,
+    /// The size at which a container's log is rotated, unless its `--log-opt max-size` says
+    /// (default 10m).
+    pub log_max_size: Option<String>,
+    /// The log files a container keeps, unless its `--log-opt max-file` says (default 5).
+    pub log_max_file: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +116,8 @@ impl Settings {
             metrics_addr: self.metrics_addr.or(fallback.metrics_addr),
             bpf_log_level: self.bpf_log_level.or(fallback.bpf_log_level),
             tc_attach: self.tc_attach.or(fallback.tc_attach),
+            log_max_size: self.log_max_size.or(fallback.log_max_size),
+            log_max_file: self.log_max_file.or(fallback.log_max_file),
         }
     }
 
@@ -137,7 +147,24 @@ impl Settings {
             tc_attach: (self.tc_attach.as_deref())
                 .and_then(|text| text.parse().ok())
                 .unwrap_or_default(),
+            log_limits: self.log_limits().unwrap_or_default(),
         }
+    }
+
+    /// Checks the containers' default log limits, which `host_config` takes as given.
+    pub fn log_limits(&self) -> Result<LogLimits, String> {
+        let defaults = LogLimits::DEFAULT;
+        let max_size = match &self.log_max_size {
+            Some(text) => parse_size(text)
+                .map_err(|reason| format!("invalid log_max_size {text:?}: {reason}"))?,
+            None => defaults.max_size,
+        };
+        let max_file = match self.log_max_file {
+            Some(count) => check_max_file(count)
+                .map_err(|reason| format!("invalid log_max_file {count}: {reason}"))?,
+            None => defaults.max_file,
+        };
+        Ok(LogLimits { max_size, max_file })
     }
 
     /// Checks the TC attach mode, which `host_config` takes as given.
@@ -234,6 +261,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("/nonexistent"));
+    }
+
+    #[test]
+    fn log_limits_default_to_ten_megabytes_times_five_and_bad_ones_are_named() {
+        assert_eq!(Settings::default().log_limits(), Ok(LogLimits::DEFAULT));
+        let file = Settings::parse("log_max_size = \"100k\"\nlog_max_file = 3\n").unwrap();
+        let expected = LogLimits {
+            max_size: 100 << 10,
+            max_file: 3,
+        };
+        assert_eq!(file.log_limits(), Ok(expected));
+        assert_eq!(file.host_config().log_limits, expected);
+        let zero = Settings::parse("log_max_file = 0").unwrap();
+        assert_eq!(
+            zero.log_limits().unwrap_err(),
+            "invalid log_max_file 0: give a whole number of files from 1 to 100, such as 3"
+        );
+        assert!(Settings::parse("log_max_file = \"3\"").is_err());
     }
 
     #[test]

@@ -73,6 +73,21 @@ const CLI_CASES: &[CliCase] = &[
     cli(&["exec", "-it", "web", "sh"], REFUSED, "hostnetd: the input device is not a TTY: leave out -t to pipe input to the process, or run `hostnetd exec -it` in a terminal"),
     cli(&["kill", "-s", "NOPE", "web"], REFUSED, "hostnetd: invalid signal \"NOPE\": use a name such as TERM, KILL, HUP or a number from 1 to 64"),
     cli(&["kill", "-s", "65", "web"], REFUSED, "hostnetd: invalid signal \"65\": use a name such as TERM, KILL, HUP or a number from 1 to 64"),
+    // Log options.
+    cli(&["run", "--rootfs", "/", "--log-opt", "max-size=0", "--", "true"], REFUSED, "hostnetd: invalid --log-opt \"max-size=0\": it must be at least 1 byte; give a size in bytes or with a unit k, m or g, such as 100k, 10m or 1g"),
+    cli(&["run", "--rootfs", "/", "--log-opt", "max-size=10q", "--", "true"], REFUSED, "hostnetd: invalid --log-opt \"max-size=10q\": give a size in bytes or with a unit k, m or g, such as 100k, 10m or 1g"),
+    cli(&["run", "--rootfs", "/", "--log-opt", "max-file=0", "--", "true"], REFUSED, "hostnetd: invalid --log-opt \"max-file=0\": give a whole number of files from 1 to 100, such as 3"),
+    cli(&["run", "--rootfs", "/", "--log-opt", "max-file=x", "--", "true"], REFUSED, "hostnetd: invalid --log-opt \"max-file=x\": give a whole number of files from 1 to 100, such as 3"),
+    cli(&["run", "--rootfs", "/", "--log-opt", "max-file=101", "--", "true"], REFUSED, "hostnetd: invalid --log-opt \"max-file=101\": give a whole number of files from 1 to 100, such as 3"),
+    cli(&["run", "--rootfs", "/", "--log-opt", "max-sise=1m", "--", "true"], REFUSED, "hostnetd: invalid --log-opt \"max-sise=1m\": unknown option \"max-sise\"; use max-size=SIZE or max-file=N"),
+    cli(&["run", "--rootfs", "/", "--log-opt", "max-size", "--", "true"], REFUSED, "hostnetd: invalid --log-opt \"max-size\": expected KEY=VALUE, as max-size=10m or max-file=3"),
+    cli(&["run", "--rootfs", "/", "--log-opt", "--", "true"], USAGE, "error: a value is required for '--log-opt <KEY=VALUE>' but none was supplied"),
+    cli(&["--log-max-size", "0", "ps"], REFUSED, "hostnetd: invalid log_max_size \"0\": it must be at least 1 byte; give a size in bytes or with a unit k, m or g, such as 100k, 10m or 1g"),
+    cli(&["--log-max-file", "x", "ps"], USAGE, "error: invalid value 'x' for '--log-max-file <N>': invalid digit found in string"),
+    cli(&["--log-max-file", "0", "daemon"], REFUSED, "hostnetd: invalid log_max_file 0: give a whole number of files from 1 to 100, such as 3"),
+    cli(&["--config", "{dir}/bad-log-size.toml", "ps"], REFUSED, "hostnetd: invalid log_max_size \"10q\": give a size in bytes or with a unit k, m or g, such as 100k, 10m or 1g"),
+    cli(&["--config", "{dir}/bad-log-file.toml", "ps"], REFUSED, "hostnetd: invalid log_max_file 0: give a whole number of files from 1 to 100, such as 3"),
+    cli(&["--config", "{dir}/bad-log-type.toml", "ps"], REFUSED, "hostnetd: invalid config file {dir}/bad-log-type.toml: line 1: invalid type: string \"3\", expected u32"),
     // Port specs.
     cli(&["run", "--rootfs", "/", "--ports", "0", "--", "true"], REFUSED, "hostnetd: invalid port spec \"0\": port 0 cannot be owned (ephemeral binds are always allowed); use 1-65535"),
     cli(&["run", "--rootfs", "/", "--ports", "65536", "--", "true"], REFUSED, "hostnetd: invalid port spec \"65536\": port 65536 is out of range (1-65535)"),
@@ -116,6 +131,9 @@ fn files() -> Vec<(&'static str, String)> {
         .collect();
     vec![
         ("bad-config.toml", "state_dir = 5\n".into()),
+        ("bad-log-size.toml", "log_max_size = \"10q\"\n".into()),
+        ("bad-log-file.toml", "log_max_file = 0\n".into()),
+        ("bad-log-type.toml", "log_max_file = \"3\"\n".into()),
         ("unknown-key.toml", "ports = [\"80\"]\nportz = []\n".into()),
         (
             "wrong-type.toml",
@@ -243,7 +261,7 @@ const API_CASES: &[ApiCase] = &[
     api("POST", "/v1/containers", "{not json", "invalid request body: key must be a string at line 1 column 2"),
     api("POST", "/v1/containers", "", "invalid request body: EOF while parsing a value at line 1 column 0"),
     api("POST", "/v1/containers", "\"busybox\"", "invalid request body: invalid type: string \"busybox\", expected struct RunSpec at line 1 column 9"),
-    api("POST", "/v1/containers", r#"{"image":"busybox","bogus":1}"#, "invalid request body: unknown field `bogus`, expected one of `name`, `image`, `rootfs`, `command`, `entrypoint`, `ports`, `env`, `volumes`, `workdir`, `user`, `cap_add`, `cap_drop`, `egress_allow`, `egress_deny`, `ingress_allow`, `restart`, `auto_remove`, `tty`, `interactive`, `terminal_size` at line 1 column 26"),
+    api("POST", "/v1/containers", r#"{"image":"busybox","bogus":1}"#, "invalid request body: unknown field `bogus`, expected one of `name`, `image`, `rootfs`, `command`, `entrypoint`, `ports`, `env`, `volumes`, `workdir`, `user`, `cap_add`, `cap_drop`, `egress_allow`, `egress_deny`, `ingress_allow`, `restart`, `log_opts`, `auto_remove`, `tty`, `interactive`, `terminal_size` at line 1 column 26"),
     api("POST", "/v1/containers/web/exec", r#"{"command":[]}"#, "no command to run: give it after the container, e.g. `hostnetd exec web sh`"),
     api("POST", "/v1/containers/web/exec", r#"{"command":["sh"],"tty":"yes"}"#, "invalid request body: invalid type: string \"yes\", expected a boolean at line 1 column 29"),
     api("POST", "/v1/containers", r#"{"image":"busybox","terminal_size":[0]}"#, "invalid request body: invalid length 1, expected an array of length 2 at line 1 column 38"),
@@ -266,6 +284,9 @@ const API_CASES: &[ApiCase] = &[
     api("POST", "/v1/containers", r#"{"rootfs":"/","command":["true"],"volumes":["/tmp:/data:rx"]}"#, "invalid volume \"/tmp:/data:rx\": expected HOST:CONTAINER[:ro|rw]"),
     api("POST", "/v1/containers", r#"{"rootfs":"/","command":["true"],"restart":"on-failure:0"}"#, "invalid restart policy \"on-failure:0\": use no, on-failure, on-failure:N (N >= 1) or always"),
     api("POST", "/v1/containers", r#"{"rootfs":"/","command":["true"],"restart":"always","auto_remove":true}"#, "--rm and --restart cannot be combined: a restarted container is never removed"),
+    api("POST", "/v1/containers", r#"{"rootfs":"/","command":["true"],"log_opts":["max-size=10q"]}"#, "invalid --log-opt \"max-size=10q\": give a size in bytes or with a unit k, m or g, such as 100k, 10m or 1g"),
+    api("POST", "/v1/containers", r#"{"rootfs":"/","command":["true"],"log_opts":["max-file=0"]}"#, "invalid --log-opt \"max-file=0\": give a whole number of files from 1 to 100, such as 3"),
+    api("POST", "/v1/containers", r#"{"rootfs":"/","command":["true"],"log_opts":"max-size=1m"}"#, "invalid request body: invalid type: string \"max-size=1m\", expected a sequence at line 1 column 57"),
     // Queries.
     api("POST", "/v1/containers?attach=maybe", r#"{"rootfs":"/","command":["true"]}"#, "invalid query \"attach=maybe\": Failed to deserialize query string: attach: provided string was not `true` or `false`"),
     api("GET", "/v1/containers?all=1&bogus=2", "", "invalid query \"all=1&bogus=2\": Failed to deserialize query string: all: provided string was not `true` or `false`"),
@@ -305,6 +326,7 @@ impl InProcessApi {
             host_protection: true,
             bpf_log_level: Default::default(),
             tc_attach: Default::default(),
+            log_limits: Default::default(),
         };
         let host = Host::open(config).expect("open the scratch host");
         let runtime = tokio::runtime::Runtime::new().expect("runtime");

@@ -21,6 +21,7 @@ use crate::{
     host::HostError,
     images::{display_name, ImageError, ImageRecord, RunConfig},
     ownership::OwnershipError,
+    policy::logs::{DisplaySize, LogLimits},
     runtime::{logs::LogEntry, RuntimeError},
     store::{traffic::TrafficStats, ContainerRecord, PortClaim, StoreError},
     sys::time::rfc3339,
@@ -149,6 +150,32 @@ pub struct ContainerView {
     /// Its stdin is open to attached clients (`run -i`).
     #[serde(default)]
     pub open_stdin: bool,
+    /// How its output is kept (as docker's HostConfig.LogConfig); None for an engine's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_config: Option<LogConfigView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogConfigView {
+    /// `json-file`: JSON lines under the state directory, rotated.
+    pub driver: String,
+    /// `max-size` (`10m`) and `max-file` (`5`), as `--log-opt` takes them.
+    pub config: std::collections::BTreeMap<String, String>,
+}
+
+impl From<LogLimits> for LogConfigView {
+    fn from(limits: LogLimits) -> Self {
+        Self {
+            driver: "json-file".into(),
+            config: [
+                ("max-size", DisplaySize(limits.max_size).to_string()),
+                ("max-file", limits.max_file.to_string()),
+            ]
+            .into_iter()
+            .map(|(key, value)| (key.to_string(), value))
+            .collect(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +250,9 @@ impl From<&ContainerRecord> for ContainerView {
             traffic: record.final_traffic.clone(),
             tty: record.tty,
             open_stdin: record.open_stdin,
+            log_config: record
+                .is_own()
+                .then(|| LogConfigView::from(record.log_limits)),
         }
     }
 }

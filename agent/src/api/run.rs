@@ -10,7 +10,7 @@ use crate::{
         HostError,
     },
     images,
-    policy::{parse_declarations, restart::RestartPolicy, rules::RuleSet},
+    policy::{logs::LogOptions, parse_declarations, restart::RestartPolicy, rules::RuleSet},
     runtime::{Capabilities, RootfsSource, Volume},
 };
 
@@ -49,6 +49,9 @@ pub struct RunSpec {
     pub ingress_allow: Vec<String>,
     /// `no`, `on-failure[:N]` or `always`.
     pub restart: Option<String>,
+    /// `--log-opt` values, `max-size=SIZE` (`100k`, `10m`, `1g`) or `max-file=N`; what is not
+    /// given comes from the daemon's defaults.
+    pub log_opts: Vec<String>,
     /// Forget the container (record and logs) when it exits.
     pub auto_remove: bool,
     /// Give the container a terminal (`-t`).
@@ -144,6 +147,7 @@ impl RunSpec {
                 Some(text) => text.parse().map_err(invalid)?,
                 None => RestartPolicy::No,
             },
+            log_options: LogOptions::parse(&self.log_opts).map_err(invalid)?,
             auto_remove: self.auto_remove,
             tty: self.tty,
             interactive: self.interactive,

@@ -88,6 +88,18 @@ struct GlobalArgs {
     /// has it, else a clsact qdisc), tcx or netlink [default: auto].
     #[arg(long, global = true, env = "HOSTNETD_TC_ATTACH", value_name = "MODE")]
     tc_attach: Option<String>,
+    /// The size at which containers' logs rotate unless their --log-opt max-size says: 100k,
+    /// 10m, 1g or bytes [default: 10m].
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTNETD_LOG_MAX_SIZE",
+        value_name = "SIZE"
+    )]
+    log_max_size: Option<String>,
+    /// The log files containers keep unless their --log-opt max-file says [default: 5].
+    #[arg(long, global = true, env = "HOSTNETD_LOG_MAX_FILE", value_name = "N")]
+    log_max_file: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -257,12 +269,15 @@ impl GlobalArgs {
             metrics_addr: self.metrics_addr,
             bpf_log_level: self.bpf_log_level,
             tc_attach: self.tc_attach,
+            log_max_size: self.log_max_size,
+            log_max_file: self.log_max_file,
         };
         let settings = flags.or(file);
         // Refused here, before any command (or a daemon it would start) acts on it.
         settings.metrics_addr().map_err(anyhow::Error::msg)?;
         settings.bpf_log_level().map_err(anyhow::Error::msg)?;
         settings.tc_attach().map_err(anyhow::Error::msg)?;
+        settings.log_limits().map_err(anyhow::Error::msg)?;
         Ok(settings)
     }
 }

@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// Restart policy: no, on-failure[:MAX_RETRIES] or always. Ports stay owned across restarts.
     #[arg(long, value_name = "POLICY")]
     restart: Option<String>,
+    /// Log option, repeatable: max-size=SIZE (100k, 10m, 1g: rotate the log at that size) or
+    /// max-file=N (files kept) [default: the daemon's, 10m and 5].
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    log_opts: Vec<String>,
     /// Ports the container owns: 80, 80/tcp, 53/udp, 8000-8099/udp, 127.0.0.1:8080, [::1]:8080.
     #[arg(short = 'p', long = "ports", value_name = "SPEC[,SPEC...]")]
     ports: Vec<String>,
@@ -236,6 +240,7 @@ pub fn spec(mut args: RunArgs) -> anyhow::Result<(RunSpec, RunOptions)> {
         egress_deny: args.egress_deny,
         ingress_allow: args.ingress_allow,
         restart: args.restart,
+        log_opts: args.log_opts,
         auto_remove: args.rm,
         tty: args.tty,
         interactive: args.interactive,

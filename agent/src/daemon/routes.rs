@@ -308,7 +308,16 @@ async fn create(State(daemon): State<Shared>, uri: Uri, body: Bytes) -> Reply {
         if !send(&AttachEvent::Created(created)) {
             return;
         }
-        let mut reader = LogReader::from_file(log);
+        let max_file = record.log_limits.max_file;
+        let path = host.store.log_path(&record.id);
+        let mut reader = match LogReader::from_first_file(log, &path, max_file) {
+            Ok(reader) => reader,
+            Err(error) => {
+                let message = format!("cannot read {}: {error}", path.display());
+                send(&AttachEvent::Error(ApiError::new("internal", message)));
+                return;
+            }
+        };
         if !follow(host, &record.id, &mut reader, &mut |entry| {
             send(&AttachEvent::Log(entry))
         }) {
@@ -343,15 +352,28 @@ fn follow(
                 }
             }
         };
-        for entry in reader.next_entries().unwrap_or_default() {
-            if !send(entry) {
-                return false;
-            }
+        if !send_available(reader, send) {
+            return false;
         }
         if complete {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends every entry written so far, a batch at a time; false if the client left.
+fn send_available(reader: &mut LogReader, send: &mut dyn FnMut(LogEntry) -> bool) -> bool {
+    loop {
+        let entries = reader.next_entries().unwrap_or_default();
+        if entries.is_empty() {
+            return true;
+        }
+        for entry in entries {
+            if !send(entry) {
+                return false;
+            }
+        }
     }
 }
 
@@ -419,25 +441,30 @@ async fn logs(
     uri: Uri,
 ) -> Reply {
     let query: LogsQuery = parse_query(&uri)?;
-    let (id, log_path) = blocking(&daemon, move |host| {
+    let (id, log_path, max_file) = blocking(&daemon, move |host| {
         let record = host.own_container(host.inspect(&reference)?, "logs")?;
-        Ok((record.id.clone(), host.store.log_path(&record.id)))
+        let path = host.store.log_path(&record.id);
+        Ok((record.id, path, record.log_limits.max_file))
     })
     .await?;
-    let mut reader = LogReader::open(&log_path).map_err(|e| {
+    let mut reader = LogReader::open(&log_path, max_file).map_err(|e| {
         ApiError::new(
             "internal",
             format!("cannot open {}: {e}", log_path.display()),
         )
     })?;
     Ok(stream_lines(daemon.clone(), move |host, send| {
-        for entry in reader.initial(query.tail).unwrap_or_default() {
-            if !send(&entry) {
-                return;
+        if let Some(count) = query.tail {
+            for entry in reader.tail(count).unwrap_or_default() {
+                if !send(&entry) {
+                    return;
+                }
             }
         }
         if query.follow {
             follow(host, &id, &mut reader, &mut |entry| send(&entry));
+        } else {
+            send_available(&mut reader, &mut |entry| send(&entry));
         }
     }))
 }

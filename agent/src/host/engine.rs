@@ -87,6 +87,8 @@ impl Host {
             state: ContainerState::Running,
             supervisor: request.init,
             restart: Default::default(),
+            // Its output is the engine's to keep.
+            log_limits: Default::default(),
             restart_count: 0,
             stop_requested: false,
             pid: Some(request.init.pid),

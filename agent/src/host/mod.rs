@@ -28,6 +28,7 @@ use crate::{
     ownership::{
         self, capacity::TableFull, reserved_ports::ReservedPorts, sockets::ProcFs, OwnershipError,
     },
+    policy::logs::{DisplaySize, LogLimits},
     runtime::{supervise::LivenessCache, unmount_rootfs, Runc, RuntimeError},
     store::{ContainerRecord, ContainerState, HostLock, Store, StoreError},
     sys::{
@@ -61,6 +62,9 @@ pub struct HostConfig {
     pub bpf_log_level: BpfLogLevel,
     /// How the TC programs attach to the host's interfaces (`--tc-attach`).
     pub tc_attach: TcAttach,
+    /// What a container's log keeps unless its `--log-opt`s say otherwise (`--log-max-size`,
+    /// `--log-max-file`).
+    pub log_limits: LogLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +174,12 @@ impl HostConfig {
         if self.tc_attach != TcAttach::Auto {
             args.push("--tc-attach".into());
             args.push(self.tc_attach.as_str().into());
+        }
+        if self.log_limits != LogLimits::DEFAULT {
+            args.push("--log-max-size".into());
+            args.push(DisplaySize(self.log_limits.max_size).to_string().into());
+            args.push("--log-max-file".into());
+            args.push(self.log_limits.max_file.to_string().into());
         }
         args
     }

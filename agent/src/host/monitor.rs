@@ -42,8 +42,8 @@ impl Host {
         become_subreaper().map_err(|e| io_error("become subreaper for", id, e))?;
         let record = self.adopt(id)?;
         let log_path = self.store.log_path(id);
-        let log =
-            LogWriter::open(&log_path).map_err(|e| io_error("open", log_path.display(), e))?;
+        let log = LogWriter::open(&log_path, record.log_limits)
+            .map_err(|e| io_error("open", log_path.display(), e))?;
         let socket = attach::socket_path(&self.config.run_dir, id);
         // What a terminal or an open stdin shows before the first client attaches is kept
         // for it: `run -i -t` attaches just after the start.

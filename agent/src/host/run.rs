@@ -18,6 +18,7 @@ use crate::{
     },
     policy::{
         self,
+        logs::LogOptions,
         restart::RestartPolicy,
         rules::{Action, RuleSet},
         OwnedPort, PortDeclarations,
@@ -50,6 +51,8 @@ pub struct RunRequest {
     pub egress: RuleSet,
     pub ingress: RuleSet,
     pub restart: RestartPolicy,
+    /// `--log-opt`s given; the host's defaults fill in the rest.
+    pub log_options: LogOptions,
     pub auto_remove: bool,
     pub tty: bool,
     /// stdin kept open for attached clients.
@@ -195,6 +198,7 @@ impl Host {
             state: ContainerState::Created,
             supervisor: Host::identity(),
             restart: request.restart,
+            log_limits: request.log_options.over(self.config.log_limits),
             restart_count: 0,
             stop_requested: false,
             pid: None,

@@ -6,6 +6,7 @@
 //! which is always allowed and cannot be owned). IPv6 addresses go in brackets; a v4-mapped one
 //! means its IPv4 address; an unspecified one (`0.0.0.0`, `[::]`) means any address.
 pub mod file;
+pub mod logs;
 pub mod restart;
 pub mod rules;
 

@@ -5,6 +5,7 @@
 //! lock                     flock(2)-ed by every command that changes ownership
 //! containers/<id>.json     one ContainerRecord per container
 //! logs/<id>.log            the container's output (json lines), kept until `rm`
+//! logs/<id>.log.N          its rotated files, .1 the newest (see crate::runtime::logs)
 //! rootfs/<id>/             an image container's writable layer, kept until `rm`
 //! images/                  the image store (see crate::images)
 //! reserved-ports.json      ports hostnetd added to net.ipv4.ip_local_reserved_ports
@@ -28,7 +29,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    policy::{restart::RestartPolicy, OwnedPort},
+    policy::{logs::LogLimits, restart::RestartPolicy, OwnedPort},
     sys::{
         cgroup::ContainerCgroup,
         files::{self, lock_file, read_json, write_json, FileError},
@@ -141,6 +142,9 @@ pub struct ContainerRecord {
     pub supervisor: ProcessIdentity,
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// How much output its log keeps (`--log-opt`, over config.toml's defaults).
+    #[serde(default)]
+    pub log_limits: LogLimits,
     #[serde(default)]
     pub restart_count: u32,
     /// Set by stop, kill and rm, so that the restart policy leaves the container down.
@@ -373,12 +377,13 @@ impl Store {
             }
             _ => {}
         }
-        for path in [
+        let mut files = vec![
             self.record_path(id),
             self.spec_path(id),
-            self.log_path(id),
             self.monitor_log_path(id),
-        ] {
+        ];
+        files.extend(self.log_files(id)?);
+        for path in files {
             match fs::remove_file(&path) {
                 Err(error) if error.kind() != io::ErrorKind::NotFound => {
                     return Err(io_error("remove", &path)(error));
@@ -387,6 +392,24 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The container's log and every file its rotation made (`<id>.log.1`, ...), whatever
+    /// its limits were.
+    fn log_files(&self, id: &str) -> Result<Vec<PathBuf>, StoreError> {
+        let dir = self.dir.join("logs");
+        let prefix = format!("{id}.log");
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_error("read", &dir))? {
+            let entry = entry.map_err(io_error("read", &dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let rest = name.strip_prefix(&prefix);
+            if rest.is_some_and(|rest| rest.is_empty() || rest.starts_with('.')) {
+                files.push(entry.path());
+            }
+        }
+        Ok(files)
     }
 
     /// An image container's own writable layer (overlayfs upper and work directories).
@@ -532,6 +555,7 @@ pub(crate) mod tests {
                 start_time: 2,
             },
             restart: RestartPolicy::No,
+            log_limits: LogLimits::DEFAULT,
             restart_count: 0,
             stop_requested: false,
             pid: None,
@@ -563,6 +587,32 @@ pub(crate) mod tests {
         store.remove(&web.id).unwrap();
         store.remove(&web.id).unwrap();
         assert_eq!(store.list().unwrap().len(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn remove_takes_every_rotated_log_file_and_no_other_containers() {
+        let (store, dir) = temp_store("rotated");
+        let (web, other) = (record("abcdef", "web1"), record("abcdef0", "web2"));
+        store.save(&web).unwrap();
+        store.save(&other).unwrap();
+        let logs = dir.join("logs");
+        let ours = [
+            "abcdef.log",
+            "abcdef.log.1",
+            "abcdef.log.7",
+            "abcdef.log.new",
+        ];
+        let theirs = ["abcdef0.log", "abcdef0.log.1", "abcdef0.monitor.log"];
+        for name in ours.iter().chain(&theirs).chain(&["abcdef.monitor.log"]) {
+            fs::write(logs.join(name), b"{}\n").unwrap();
+        }
+        store.remove(&web.id).unwrap();
+        let mut left: Vec<String> = (fs::read_dir(&logs).unwrap())
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, theirs);
         fs::remove_dir_all(dir).unwrap();
     }
 
