@@ -12,7 +12,6 @@ pub mod registry;
 pub mod scratch;
 
 pub use mounts::{cgroup2_mount, remove_scratch};
-pub use registry::Registry;
 use scratch::ScratchHost;
 use std::{
     net::TcpStream,

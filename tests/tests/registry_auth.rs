@@ -16,8 +16,8 @@ use std::{
 
 use hostnetd_tests::{
     describe,
-    registry::{Secure, TestCa},
-    sample_image, skip_unless_root, stderr, stdout, Registry, TestHost,
+    registry::{Registry, Secure, TestCa},
+    sample_image, skip_unless_root, stderr, stdout, TestHost,
 };
 
 const PORT: u16 = 28100;
@@ -50,7 +50,7 @@ fn refused_with(output: &Output, expected: &str) {
 }
 
 /// Every regular file under `dir` (but `skip`) whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &str, skip: &[PathBuf]) -> Vec<PathBuf> {
+fn files_containing(dir: &Path, needle: &str, skip: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
@@ -59,7 +59,7 @@ fn files_containing(dir: &Path, needle: &str, skip: &[PathBuf]) -> Vec<PathBuf> 
         };
         if kind.is_dir() {
             found.extend(files_containing(&path, needle, skip));
-        } else if kind.is_file() && !skip.contains(&path) {
+        } else if kind.is_file() && path != skip {
             let bytes = fs::read(&path).unwrap_or_default();
             if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
                 found.push(path);
@@ -200,7 +200,7 @@ fn private_registry_over_tls_needs_its_ca_and_a_checked_login() {
         !log.contains(&password),
         "the daemon log holds the password"
     );
-    let leaks = files_containing(host.scratch(), &password, &[auth_file.clone()]);
+    let leaks = files_containing(host.scratch(), &password, &auth_file);
     assert!(leaks.is_empty(), "the password is in {leaks:?}");
     let removed = host.exec(&["rm", "-f", "private"]);
     assert!(removed.status.success(), "rm: {}", describe(&removed));
