@@ -10,6 +10,8 @@
 //! runc = "runc"
 //! log_level = "info"
 //! insecure_registries = ["registry.lan:5000"]   # reached over plain HTTP
+//! auth_file = "/var/lib/hostnetd/auth.json"     # `hostnetd login`'s, docker's config.json format
+//! certs_dir = "/etc/hostnetd/certs.d"           # HOST:PORT/ca.crt: a registry's own CA
 //! host_protection = true    # false: host processes may bind container-owned ports
 //! metrics_addr = "127.0.0.1:9323"   # serve Prometheus metrics there (off when absent)
 //! tc_attach = "auto"        # tcx, or netlink (a clsact qdisc); auto: TCX where the kernel has it
@@ -26,10 +28,12 @@ use serde::Deserialize;
 use crate::{
     datapath::{BpfLogLevel, TcAttach},
     host::HostConfig,
+    images::PullOptions,
     policy::logs::{check_max_file, parse_size, LogLimits},
 };
 
 pub const DEFAULT_CONFIG: &str = "/etc/hostnetd/config.toml";
+pub const DEFAULT_CERTS_DIR: &str = "/etc/hostnetd/certs.d";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +47,10 @@ pub struct Settings {
     pub runc: Option<PathBuf>,
     pub log_level: Option<String>,
     pub insecure_registries: Option<Vec<String>>,
+    /// Registry credentials (`hostnetd login`), in docker's config.json format.
+    pub auth_file: Option<PathBuf>,
+    /// CAs trusted for one registry each: `HOST:PORT/*.crt`, docker's certs.d layout.
+    pub certs_dir: Option<PathBuf>,
     /// Whether host processes are kept off container-owned ports (default true).
     pub host_protection: Option<bool>,
     /// Where the daemon serves Prometheus metrics: `HOST:PORT`, or a port on 127.0.0.1.
@@ -112,6 +120,8 @@ impl Settings {
             runc: self.runc.or(fallback.runc),
             log_level: self.log_level.or(fallback.log_level),
             insecure_registries: self.insecure_registries.or(fallback.insecure_registries),
+            auth_file: self.auth_file.or(fallback.auth_file),
+            certs_dir: self.certs_dir.or(fallback.certs_dir),
             host_protection: self.host_protection.or(fallback.host_protection),
             metrics_addr: self.metrics_addr.or(fallback.metrics_addr),
             bpf_log_level: self.bpf_log_level.or(fallback.bpf_log_level),
@@ -181,6 +191,28 @@ impl Settings {
             .map_or(Ok(BpfLogLevel::Off), str::parse)
     }
 
+    /// How the daemon reaches registries: plain HTTP, CAs and credentials.
+    pub fn pull_options(&self) -> PullOptions {
+        PullOptions {
+            insecure_registries: self.insecure_registries.clone().unwrap_or_default(),
+            certs_dir: self.certs_dir(),
+            auth_file: self.auth_file(),
+        }
+    }
+
+    /// `auth_file`, or auth.json in the state directory (root's alone, as the state is).
+    pub fn auth_file(&self) -> PathBuf {
+        self.auth_file
+            .clone()
+            .unwrap_or_else(|| self.host_config().state_dir.join("auth.json"))
+    }
+
+    pub fn certs_dir(&self) -> PathBuf {
+        self.certs_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CERTS_DIR.into())
+    }
+
     fn run_dir(&self) -> PathBuf {
         self.run_dir
             .clone()
@@ -206,6 +238,8 @@ impl Settings {
         let mut args = self.host_config().to_args();
         args.extend(["--socket".into(), self.socket().into_os_string()]);
         args.extend(["--log-level".into(), self.log_level().into()]);
+        args.extend(["--auth-file".into(), self.auth_file().into_os_string()]);
+        args.extend(["--certs-dir".into(), self.certs_dir().into_os_string()]);
         if let Some(addr) = &self.metrics_addr {
             args.extend(["--metrics-addr".into(), addr.into()]);
         }

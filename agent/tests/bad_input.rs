@@ -71,6 +71,16 @@ const CLI_CASES: &[CliCase] = &[
     cli(&["exec", "-e", "=x", "web", "sh"], REFUSED, "hostnetd: invalid environment entry \"=x\": use KEY=VALUE"),
     cli(&["exec", "web", ""], REFUSED, "hostnetd: no command to run: give it after the container, e.g. `hostnetd exec web sh`"),
     cli(&["exec", "-it", "web", "sh"], REFUSED, "hostnetd: the input device is not a TTY: leave out -t to pipe input to the process, or run `hostnetd exec -it` in a terminal"),
+    cli(&["login", "-u", "alice", "-p", "pw", "--password-stdin", "registry.lan:5000"], USAGE, "error: the argument '--password <PASSWORD>' cannot be used with '--password-stdin'"),
+    cli(&["login", "-p", "pw", "registry.lan:5000"], REFUSED, "hostnetd: no username: give -u USER (standard input is not a terminal to ask on)"),
+    cli(&["login", "-u", "alice", "registry.lan:5000"], REFUSED, "hostnetd: no password: give --password-stdin and pipe it in (standard input is not a terminal to ask on)"),
+    cli(&["login", "--password-stdin", "registry.lan:5000"], REFUSED, "hostnetd: --password-stdin needs --username: standard input carries the password"),
+    cli(&["login", "-u", "alice", "--password-stdin", "registry.lan:5000"], REFUSED, "hostnetd: no password on standard input: pipe it in, as `hostnetd login -u USER --password-stdin REGISTRY < FILE`"),
+    cli(&["login", "-u", "alice", "-p", "", "registry.lan:5000"], REFUSED, "hostnetd: empty password: give the password (--password-stdin reads it from standard input)"),
+    cli(&["login", "-u", "alice", "-p", "pw", "registry.lan/team"], REFUSED, "hostnetd: invalid registry name \"registry.lan/team\": give HOST[:PORT], as registry.example.com:5000"),
+    cli(&["login", "-u", "alice", "-p", "pw", "registry.lan:99999"], REFUSED, "hostnetd: invalid registry name \"registry.lan:99999\": give HOST[:PORT], as registry.example.com:5000"),
+    cli(&["logout", "-registry.lan"], USAGE, "error: unexpected argument '-r' found"),
+    cli(&["logout", "registry_lan"], REFUSED, "hostnetd: invalid registry name \"registry_lan\": give HOST[:PORT], as registry.example.com:5000"),
     cli(&["kill", "-s", "NOPE", "web"], REFUSED, "hostnetd: invalid signal \"NOPE\": use a name such as TERM, KILL, HUP or a number from 1 to 64"),
     cli(&["kill", "-s", "65", "web"], REFUSED, "hostnetd: invalid signal \"65\": use a name such as TERM, KILL, HUP or a number from 1 to 64"),
     // Log options.
@@ -303,6 +313,11 @@ const API_CASES: &[ApiCase] = &[
     // Images.
     api("POST", "/v1/images/pull", r#"{"reference":"UPPER/Case"}"#, "invalid image reference \"UPPER/Case\": invalid reference format; use [REGISTRY[:PORT]/]REPOSITORY[:TAG|@sha256:DIGEST] in lowercase"),
     api("POST", "/v1/images/pull", r#"{"ref":"nginx"}"#, "invalid request body: unknown field `ref`, expected `reference` or `insecure_registries` at line 1 column 6"),
+    api("POST", "/v1/auth", r#"{"registry":"registry.lan/team","username":"alice","password":"pw"}"#, "invalid registry name \"registry.lan/team\": give HOST[:PORT], as registry.example.com:5000"),
+    api("POST", "/v1/auth", r#"{"registry":"registry.lan","password":"pw"}"#, "no username: give -u USER"),
+    api("POST", "/v1/auth", r#"{"registry":"registry.lan","username":"alice"}"#, "empty password: give the password (--password-stdin reads it from standard input)"),
+    api("POST", "/v1/auth", r#"{"registry":"registry.lan","user":"alice"}"#, "invalid request body: unknown field `user`, expected one of `registry`, `username`, `password`, `insecure_registries` at line 1 column 33"),
+    api("DELETE", "/v1/auth/registry.lan:0", "", "invalid registry name \"registry.lan:0\": give HOST[:PORT], as registry.example.com:5000"),
     api("POST", "/v1/images/load", r#"{"path":"image.tar"}"#, "the archive path image.tar must be absolute (it is read by the daemon)"),
 ];
 
@@ -335,7 +350,7 @@ impl InProcessApi {
             .block_on(async { tokio::net::UnixListener::bind(&socket) })
             .expect("bind");
         runtime.spawn(async move {
-            axum::serve(listener, hostnetd::daemon::api(host, Vec::new())).await
+            axum::serve(listener, hostnetd::daemon::api(host, Default::default())).await
         });
         Self {
             socket,

@@ -8,6 +8,7 @@
 pub mod cri;
 pub mod engines;
 pub mod mounts;
+pub mod registry;
 pub mod scratch;
 
 pub use mounts::{cgroup2_mount, remove_scratch};
@@ -581,73 +582,4 @@ pub fn sample_image(file: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A real OCI registry (Debian's docker-registry) on a loopback port, storing in a scratch
-/// directory; killed on drop.
-pub struct Registry {
-    pub address: String,
-    pub storage: PathBuf,
-    child: Child,
-}
-
-impl Registry {
-    pub fn start(scratch: &Path, port: u16) -> Self {
-        let dir = scratch.join(format!("registry-{port}"));
-        let storage = dir.join("data");
-        std::fs::create_dir_all(&storage).expect("registry dir");
-        let address = format!("127.0.0.1:{port}");
-        let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
-                storage.display()
-            ),
-        )
-        .expect("registry config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry (installed by `cargo xtask setup`)");
-        let registry = Self {
-            address,
-            storage,
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&registry.address).is_err() {
-            assert!(Instant::now() < deadline, "the registry never listened");
-            thread::sleep(Duration::from_millis(50));
-        }
-        registry
-    }
-
-    /// Pushes an oci-archive to `REGISTRY/repository` with skopeo; returns the reference.
-    pub fn push(&self, archive: &Path, repository: &str) -> String {
-        let reference = format!("{}/{repository}", self.address);
-        let output = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .arg(format!("docker://{reference}"))
-            .output()
-            .expect("run skopeo (installed by `cargo xtask setup`)");
-        assert!(
-            output.status.success(),
-            "skopeo push: {}",
-            describe(&output)
-        );
-        reference
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -3,8 +3,8 @@
 use std::{fs, path::Path, process::Command};
 
 use hostnetd_tests::{
-    describe, fetch, probe_on_host, sample_image, skip_unless_root, stderr, stdout, taken,
-    Registry, TestHost,
+    describe, fetch, probe_on_host, registry::Registry, sample_image, skip_unless_root, stderr,
+    stdout, taken, TestHost,
 };
 
 fn images_json(host: &TestHost) -> Vec<serde_json::Value> {

@@ -33,7 +33,8 @@ use crate::{
 pub struct ApiError {
     /// Stable, machine-readable: not_found, ambiguous, invalid_argument, name_in_use,
     /// port_conflict, table_full, container_running, not_running, engine_owned, start_failed,
-    /// exec_failed, no_such_image, image_in_use, registry_error, corrupt_image, internal.
+    /// exec_failed, no_such_image, image_in_use, registry_error, unauthorized, corrupt_image,
+    /// internal.
     pub code: String,
     pub message: String,
 }
@@ -57,6 +58,7 @@ impl ApiError {
             "no_such_image" => 404,
             "image_in_use" => 409,
             "registry_error" => 502,
+            "unauthorized" => 401,
             _ => 500,
         }
     }
@@ -89,14 +91,18 @@ impl From<&HostError> for ApiError {
 fn image_error_code(error: &ImageError) -> &'static str {
     match error {
         ImageError::NotFound(_) => "no_such_image",
-        ImageError::InvalidReference { .. } => "invalid_argument",
+        ImageError::InvalidReference { .. } | ImageError::InvalidRegistry { .. } => {
+            "invalid_argument"
+        }
+        ImageError::Unauthorized { .. } => "unauthorized",
+        ImageError::Login { .. } => "registry_error",
         ImageError::Ambiguous { .. } => "ambiguous",
         ImageError::InUse { .. } => "image_in_use",
         ImageError::Registry { .. } => "registry_error",
         ImageError::DigestMismatch { .. } | ImageError::Corrupt(_) | ImageError::Layer(_) => {
             "corrupt_image"
         }
-        ImageError::File(_) | ImageError::Io { .. } => "internal",
+        ImageError::File(_) | ImageError::Io { .. } | ImageError::Credentials(_) => "internal",
     }
 }
 
@@ -385,6 +391,37 @@ pub struct PullRequest {
     pub reference: String,
     /// Registries (`host[:port]`) to reach over plain HTTP, besides the daemon's own list.
     pub insecure_registries: Vec<String>,
+}
+
+/// The body of `POST /v1/auth`. Its Debug form hides the password.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginRequest {
+    /// `host[:port]` [default: docker.io].
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+    /// Registries (`host[:port]`) to reach over plain HTTP, besides the daemon's own list.
+    pub insecure_registries: Vec<String>,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// The answer to `POST /v1/auth` and `DELETE /v1/auth/REGISTRY`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthReply {
+    /// The registry as stored: `host[:port]`.
+    pub registry: String,
+    /// `Login Succeeded`, `Removed`, or `Not logged in`.
+    pub status: String,
 }
 
 /// The body of `POST /v1/images/load`.

@@ -221,16 +221,19 @@ pub fn rmi(client: &Client, args: RmiArgs) -> anyhow::Result<ExitCode> {
 
 /// The API path of an image; references keep their `/`, `:` and `@`.
 pub fn image_path(reference: &str) -> String {
-    let encoded: String = reference
-        .bytes()
+    format!("/v1/images/{}", path_encode(reference))
+}
+
+/// `text` for a URL path, percent-encoding all but what names and references are made of.
+pub fn path_encode(text: &str) -> String {
+    text.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' | b':' | b'@' => {
                 (b as char).to_string()
             }
             other => format!("%{other:02X}"),
         })
-        .collect();
-    format!("/v1/images/{encoded}")
+        .collect()
 }
 
 fn split_tag(name: &str) -> (String, String) {

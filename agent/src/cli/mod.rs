@@ -7,6 +7,7 @@ mod events;
 mod exec;
 mod images;
 mod info;
+mod login;
 mod run;
 mod stats;
 mod terminal;
@@ -64,6 +65,14 @@ struct GlobalArgs {
     /// Daemon log level: error, warn, info, debug or trace [default: info].
     #[arg(long, global = true, env = "HOSTNETD_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Registry credentials of `hostnetd login`, in docker's config.json format
+    /// [default: STATE_DIR/auth.json].
+    #[arg(long, global = true, env = "HOSTNETD_AUTH_FILE", value_name = "FILE")]
+    auth_file: Option<PathBuf>,
+    /// CAs trusted for one registry each, as docker's certs.d: DIR/HOST:PORT/ca.crt
+    /// [default: /etc/hostnetd/certs.d].
+    #[arg(long, global = true, env = "HOSTNETD_CERTS_DIR", value_name = "DIR")]
+    certs_dir: Option<PathBuf>,
     /// Let host processes bind container-owned ports (containers still keep off each other's).
     #[arg(long, global = true, env = "HOSTNETD_NO_HOST_PROTECTION")]
     no_host_protection: bool,
@@ -111,6 +120,10 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Pull an image from a registry.
     Pull(images::PullArgs),
+    /// Log in to a registry: the credentials are checked, then stored for pull and run.
+    Login(login::LoginArgs),
+    /// Forget a registry's stored credentials.
+    Logout(login::LogoutArgs),
     /// Load images from a docker-archive or oci-archive tarball.
     Load(images::LoadArgs),
     /// List stored images.
@@ -191,6 +204,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 &options,
             )
         }
+        Command::Login(args) => {
+            // Credentials are gathered (and bad ones refused) before any daemon is started.
+            let request = login::request(args)?;
+            login::login(
+                &Client::connect_or_start(&settings, &global_args)?,
+                &request,
+            )
+        }
         Command::Update(args) => {
             let (container, body) = containers::update_request(args)?;
             let client = Client::connect_or_start(&settings, &global_args)?;
@@ -221,11 +242,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Load(args) => images::load(&client, args),
                 Command::Images(args) => images::images(&client, args),
                 Command::Rmi(args) => images::rmi(&client, args),
+                Command::Logout(args) => login::logout(&client, args),
                 Command::Daemon
                 | Command::Monitor { .. }
                 | Command::Teardown
                 | Command::Run(_)
                 | Command::Update(_)
+                | Command::Login(_)
                 | Command::Completion { .. }
                 | Command::Manpages { .. } => unreachable!("handled above"),
             }
@@ -243,6 +266,7 @@ fn check_locally(command: &Command) -> anyhow::Result<()> {
         Command::Rename(args) => args.check(),
         Command::Pull(args) => args.check(),
         Command::Load(args) => args.check(),
+        Command::Logout(args) => args.check(),
         _ => Ok(()),
     }
 }
@@ -265,6 +289,8 @@ impl GlobalArgs {
             runc: self.runc,
             log_level: self.log_level,
             insecure_registries: None,
+            auth_file: self.auth_file,
+            certs_dir: self.certs_dir,
             host_protection: self.no_host_protection.then_some(false),
             metrics_addr: self.metrics_addr,
             bpf_log_level: self.bpf_log_level,

@@ -104,7 +104,7 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
     tracing::info!(socket = %socket.display(), "serving the API");
     let daemon = Arc::new(Daemon {
         host,
-        insecure_registries: settings.insecure_registries.clone().unwrap_or_default(),
+        registries: settings.pull_options(),
         shutdown: tokio::sync::Notify::new(),
         events: Arc::new(EventHub::default()),
     });

@@ -19,11 +19,11 @@ use crate::{
         engine::EngineAdmission,
         exec::{ExecPlan, ExecSpec},
         run::validate_name,
-        ApiError, AttachEvent, ContainerView, Created, EngineRelease, ImageView, Info, LoadRequest,
-        PolicyUpdate, PortEntry, PullRequest, RunSpec,
+        ApiError, AttachEvent, AuthReply, ContainerView, Created, EngineRelease, ImageView, Info,
+        LoadRequest, LoginRequest, PolicyUpdate, PortEntry, PullRequest, RunSpec,
     },
     host::{Host, HostError},
-    images::PullOptions,
+    images::{Credentials, PullOptions},
     runtime::logs::{LogEntry, LogReader},
     store::ContainerRecord,
     sys::time::parse_since,
@@ -31,20 +31,29 @@ use crate::{
 
 pub(super) struct Daemon {
     pub(super) host: Host,
-    /// Registries reached over plain HTTP, from the config file.
-    pub(super) insecure_registries: Vec<String>,
+    /// How registries are reached (plain HTTP, CAs, credentials), from the settings.
+    pub(super) registries: PullOptions,
     pub(super) shutdown: tokio::sync::Notify,
     pub(super) events: Arc<EventHub>,
 }
 
 pub(super) type Shared = Arc<Daemon>;
 
+impl Daemon {
+    /// The daemon's registry settings, with more plain-HTTP registries named by a request.
+    fn registry_options(&self, insecure_registries: Vec<String>) -> PullOptions {
+        let mut options = self.registries.clone();
+        options.insecure_registries.extend(insecure_registries);
+        options
+    }
+}
+
 /// The API over `host`, to serve on any listener: [`serve`] without the socket, the signals
 /// and the reconciliation (tests serve it in-process).
-pub fn api(host: Host, insecure_registries: Vec<String>) -> Router {
+pub fn api(host: Host, registries: PullOptions) -> Router {
     router(Arc::new(Daemon {
         host,
-        insecure_registries,
+        registries,
         shutdown: tokio::sync::Notify::new(),
         events: Arc::new(EventHub::default()),
     }))
@@ -69,6 +78,8 @@ pub(super) fn router(daemon: Shared) -> Router {
         .route("/v1/images", get(list_images))
         .route("/v1/images/pull", post(pull_image))
         .route("/v1/images/load", post(load_images))
+        .route("/v1/auth", post(login))
+        .route("/v1/auth/{registry}", axum::routing::delete(logout))
         .route(
             "/v1/images/{*reference}",
             get(inspect_image).delete(remove_image),
@@ -259,13 +270,7 @@ async fn remove_image(
 
 async fn pull_image(State(daemon): State<Shared>, body: Bytes) -> Reply {
     let request: PullRequest = parse_body(&body)?;
-    let options = PullOptions {
-        insecure_registries: [
-            request.insecure_registries,
-            daemon.insecure_registries.clone(),
-        ]
-        .concat(),
-    };
+    let options = daemon.registry_options(request.insecure_registries);
     tracing::info!(reference = %request.reference, "pulling");
     let image = daemon
         .host
@@ -277,6 +282,49 @@ async fn pull_image(State(daemon): State<Shared>, body: Bytes) -> Reply {
         })?;
     tracing::info!(id = %image.id, "pulled");
     Ok(Json(ImageView::from(&image)).into_response())
+}
+
+/// `POST /v1/auth`: the password is checked against the registry, stored, and never logged.
+async fn login(State(daemon): State<Shared>, body: Bytes) -> Reply {
+    let request: LoginRequest = parse_body(&body)?;
+    let options = daemon.registry_options(request.insecure_registries);
+    let credentials = Credentials {
+        username: request.username,
+        secret: request.password,
+    };
+    let registry = if request.registry.is_empty() {
+        "docker.io"
+    } else {
+        &request.registry
+    };
+    let registry = daemon
+        .host
+        .login(registry, &credentials, &options)
+        .await
+        .map_err(|error| {
+            tracing::warn!(registry, %error, "login failed");
+            ApiError::from(&error)
+        })?;
+    tracing::info!(%registry, username = %credentials.username, "logged in");
+    Ok(Json(AuthReply {
+        registry,
+        status: "Login Succeeded".into(),
+    })
+    .into_response())
+}
+
+/// `DELETE /v1/auth/REGISTRY`.
+async fn logout(State(daemon): State<Shared>, UrlPath(registry): UrlPath<String>) -> Reply {
+    let options = daemon.registries.clone();
+    let (registry, removed) =
+        blocking(&daemon, move |host| host.logout(&registry, &options)).await?;
+    tracing::info!(%registry, removed, "logged out");
+    let status = if removed { "Removed" } else { "Not logged in" };
+    Ok(Json(AuthReply {
+        registry,
+        status: status.into(),
+    })
+    .into_response())
 }
 
 async fn load_images(State(daemon): State<Shared>, body: Bytes) -> Reply {

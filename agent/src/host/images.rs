@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{Host, HostError};
-use crate::images::{self, ImageRecord, ImageUsers, PullOptions, Removed};
+use crate::images::{self, Credentials, ImageError, ImageRecord, ImageUsers, PullOptions, Removed};
 
 impl Host {
     pub fn images(&self) -> Result<Vec<ImageRecord>, HostError> {
@@ -20,6 +20,44 @@ impl Host {
         options: &PullOptions,
     ) -> Result<ImageRecord, HostError> {
         Ok(images::registry::pull(&self.images, reference, options).await?)
+    }
+
+    /// `login`: the credentials are checked against the registry, then stored; returns the
+    /// registry's name as stored (`host[:port]`).
+    pub async fn login(
+        &self,
+        registry: &str,
+        credentials: &Credentials,
+        options: &PullOptions,
+    ) -> Result<String, HostError> {
+        let registry = images::registry_name(registry)?;
+        if credentials.username.is_empty() {
+            return Err(HostError::Invalid("no username: give -u USER".into()));
+        }
+        if credentials.secret.is_empty() {
+            return Err(HostError::Invalid(
+                "empty password: give the password (--password-stdin reads it from standard input)"
+                    .into(),
+            ));
+        }
+        images::login::check(&registry, credentials, options).await?;
+        tokio::task::block_in_place(|| options.credentials().store(&registry, credentials))
+            .map_err(ImageError::from)?;
+        Ok(registry)
+    }
+
+    /// `logout`: the registry's stored credentials forgotten; false when there were none.
+    pub fn logout(
+        &self,
+        registry: &str,
+        options: &PullOptions,
+    ) -> Result<(String, bool), HostError> {
+        let registry = images::registry_name(registry)?;
+        let erased = options
+            .credentials()
+            .erase(&registry)
+            .map_err(ImageError::from)?;
+        Ok((registry, erased))
     }
 
     pub fn load_images(&self, archive: &Path) -> Result<Vec<ImageRecord>, HostError> {

@@ -1,7 +1,7 @@
 //! What the image store, a pull or a load can fail with.
 use std::{io, path::PathBuf};
 
-use super::{digest::Digest, layers::LayerError};
+use super::{credentials::CredentialError, digest::Digest, layers::LayerError};
 use crate::sys::files::FileError;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,14 @@ pub enum ImageError {
     Corrupt(String),
     #[error("cannot pull {reference}: {message}")]
     Registry { reference: String, message: String },
+    #[error("invalid registry name {name:?}: give HOST[:PORT], as registry.example.com:5000")]
+    InvalidRegistry { name: String },
+    #[error("login to {registry} refused: {reason}")]
+    Unauthorized { registry: String, reason: String },
+    #[error("cannot log in to {registry}: {message}")]
+    Login { registry: String, message: String },
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
     #[error("image {image} is used by {containers}: remove {them} first (`hostnetd rm`){force}")]
     InUse {
         image: String,

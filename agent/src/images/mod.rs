@@ -12,18 +12,22 @@
 //! registry) leaves nothing behind. Blobs and layers no image references are collected at
 //! each commit and removal.
 pub mod archive;
+mod certs;
 mod config;
+pub mod credentials;
 mod digest;
 mod error;
 mod layers;
+pub mod login;
 mod reference;
 pub mod registry;
 mod store;
 
 pub use config::{ImageConfigFile, RunConfig};
+pub use credentials::Credentials;
 pub use digest::Digest;
 pub use error::ImageError;
 pub use layers::LayerError;
-pub use reference::{display_name, normalize};
+pub use reference::{display_name, normalize, registry_name};
 pub use registry::PullOptions;
 pub use store::{ImageLock, ImageRecord, ImageStore, ImageUsers, LayerRecord, Removed, Staging};

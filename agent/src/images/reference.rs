@@ -30,9 +30,72 @@ pub fn display_name(full: &str) -> String {
     short.to_string()
 }
 
+/// A registry as `login` and `logout` take it: `host[:port]`, also written as docker writes
+/// config.json keys (`https://index.docker.io/v1/`); Docker Hub's aliases are `docker.io`.
+pub fn registry_name(text: &str) -> Result<String, ImageError> {
+    let invalid = || ImageError::InvalidRegistry { name: text.into() };
+    let bare = (text.strip_prefix("https://"))
+        .or_else(|| text.strip_prefix("http://"))
+        .unwrap_or(text);
+    let (host, path) = bare.split_once('/').unwrap_or((bare, ""));
+    if !matches!(path.trim_end_matches('/'), "" | "v1" | "v2") {
+        return Err(invalid());
+    }
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') => (name, Some(port)),
+        _ => (host, None),
+    };
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port > 0));
+    let ipv6 = (name.strip_prefix('['))
+        .and_then(|inner| inner.strip_suffix(']'))
+        .is_some_and(|inner| inner.parse::<std::net::Ipv6Addr>().is_ok());
+    let name_ok = ipv6
+        || name.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !port_ok || !name_ok {
+        return Err(invalid());
+    }
+    let host = host.to_ascii_lowercase();
+    Ok(match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
+        _ => host,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_names_are_hosts_with_ports() {
+        for (given, name) in [
+            ("registry.lan:5000", "registry.lan:5000"),
+            ("127.0.0.1:28100", "127.0.0.1:28100"),
+            ("https://index.docker.io/v1/", "docker.io"),
+            ("http://Registry.LAN/", "registry.lan"),
+            ("localhost", "localhost"),
+            ("[::1]:5000", "[::1]:5000"),
+        ] {
+            assert_eq!(registry_name(given).unwrap(), name, "{given}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            "-x.lan",
+            "x.lan:0",
+            "x.lan:99999",
+            "x.lan:",
+            "x_y.lan",
+            "x.lan/v3",
+        ] {
+            assert!(registry_name(bad).is_err(), "{bad:?} was taken");
+        }
+    }
 
     #[test]
     fn references_normalise_as_docker_does() {

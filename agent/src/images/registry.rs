@@ -1,27 +1,48 @@
-//! `hostnetd pull`: the OCI distribution protocol through oci-client (token auth, image
-//! indexes resolved to this host's platform). Every blob is verified by digest, and the image
-//! is committed only once all of it is staged.
-use std::{error::Error as _, time::Duration};
+//! `hostnetd pull`: the OCI distribution protocol through oci-client (basic and token auth
+//! with the credentials of `hostnetd login`, image indexes resolved to this host's platform,
+//! the registry's own CAs from certs.d). Every blob is verified by digest, and the image is
+//! committed only once all of it is staged.
+use std::{path::PathBuf, time::Duration};
 
 use oci_client::{
-    client::{current_platform_resolver, ClientConfig, ClientProtocol},
+    client::{
+        current_platform_resolver, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
+    },
+    errors::{OciDistributionError, OciErrorCode},
     manifest::OciDescriptor,
     secrets::RegistryAuth,
     Client, Reference,
 };
 
 use super::{
+    certs::{is_unknown_ca, registry_cas, unknown_ca_hint},
     config::ImageConfigFile,
+    credentials::AuthFile,
     digest::Digest,
     error::ImageError,
     reference::{display_name, parse},
     store::{io_error, ImageRecord, ImageStore, LayerRecord, Staging},
 };
 
-/// Registries (`host[:port]`) reached over plain HTTP rather than HTTPS.
+/// How the daemon reaches registries.
 #[derive(Clone, Debug, Default)]
 pub struct PullOptions {
+    /// Registries (`host[:port]`) reached over plain HTTP rather than HTTPS.
     pub insecure_registries: Vec<String>,
+    /// docker's certs.d layout: `HOST:PORT/*.crt` are CAs trusted for that registry alone.
+    pub certs_dir: PathBuf,
+    /// The credentials of `hostnetd login`, in docker's config.json format; read at each pull.
+    pub auth_file: PathBuf,
+}
+
+impl PullOptions {
+    pub fn is_insecure(&self, registry: &str) -> bool {
+        self.insecure_registries.iter().any(|name| name == registry)
+    }
+
+    pub fn credentials(&self) -> AuthFile {
+        AuthFile::new(&self.auth_file)
+    }
 }
 
 /// Pulls `reference` into `store` and returns the stored image.
@@ -36,15 +57,23 @@ pub async fn pull(
         reference: display_name(&full),
         message,
     };
-    let insecure = options
-        .insecure_registries
-        .iter()
-        .any(|registry| registry == parsed.registry());
-    let client = client(insecure);
+    let registry = parsed.registry().to_string();
+    let credentials = tokio::task::block_in_place(|| options.credentials().get(&registry))?;
+    let auth = credentials.as_ref().map_or(RegistryAuth::Anonymous, |c| {
+        RegistryAuth::Basic(c.username.clone(), c.secret.clone())
+    });
+    let client = client(&registry, options)?;
     let (manifest, manifest_digest, config_json) = client
-        .pull_manifest_and_config(&parsed, &RegistryAuth::Anonymous)
+        .pull_manifest_and_config(&parsed, &auth)
         .await
-        .map_err(|error| registry_error(explain(describe(&error), &parsed, insecure)))?;
+        .map_err(|error| {
+            let context = Context {
+                reference: &parsed,
+                options,
+                logged_in: credentials.is_some(),
+            };
+            registry_error(context.explain(&error))
+        })?;
     let mut staging = store.stage()?;
     let config_digest = parse_digest(&manifest.config.digest, "the manifest's config")?;
     let config_path = staging.download_path("config");
@@ -143,32 +172,69 @@ fn check_layer_media_type(media_type: &str) -> Result<(), ImageError> {
     }
 }
 
-/// Adds what to do to the errors users meet most.
-fn explain(message: String, reference: &Reference, insecure: bool) -> String {
-    if message.contains("manifest unknown") || message.contains("NAME_UNKNOWN") {
-        return format!(
-            "not found in the registry {} ({message})",
-            reference.registry()
-        );
-    }
-    let tls_to_plain_http = message.contains("InvalidContentType")
-        || message.contains("corrupt message")
-        || message.contains("wrong version number");
-    if tls_to_plain_http && !insecure {
-        return format!(
-            "{message}; the registry seems to speak plain HTTP: if you trust it, give --insecure-registry {}",
-            reference.registry()
-        );
-    }
-    message
+/// What a failed pull is explained with.
+struct Context<'a> {
+    reference: &'a Reference,
+    options: &'a PullOptions,
+    logged_in: bool,
 }
 
-fn client(insecure: bool) -> Client {
-    // reqwest is built without a default crypto provider so that only ring is compiled in;
-    // installing it twice is harmless (the second attempt reports the first).
+impl Context<'_> {
+    /// Adds what to do to the errors users meet most.
+    fn explain(&self, error: &OciDistributionError) -> String {
+        let message = describe(error);
+        let registry = self.reference.registry();
+        if is_unauthorized(error) {
+            return if self.logged_in {
+                format!("{message}; the registry refused the credentials stored for {registry}: log in again with `hostnetd login {registry}`")
+            } else {
+                format!("{message}; the registry wants credentials: log in with `hostnetd login {registry}`")
+            };
+        }
+        if message.contains("manifest unknown") || message.contains("NAME_UNKNOWN") {
+            return format!("not found in the registry {registry} ({message})");
+        }
+        if is_unknown_ca(&message) {
+            let hint = unknown_ca_hint(&self.options.certs_dir, registry);
+            return format!("{message}; {hint}");
+        }
+        let tls_to_plain_http = message.contains("InvalidContentType")
+            || message.contains("corrupt message")
+            || message.contains("wrong version number");
+        if tls_to_plain_http && !self.options.is_insecure(registry) {
+            return format!(
+                "{message}; the registry seems to speak plain HTTP: if you trust it, give --insecure-registry {registry}"
+            );
+        }
+        message
+    }
+}
+
+/// A 401 from the registry, or a token server that refused.
+fn is_unauthorized(error: &OciDistributionError) -> bool {
+    match error {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => true,
+        OciDistributionError::RegistryError { envelope, .. } => {
+            (envelope.errors.iter()).any(|error| error.code == OciErrorCode::Unauthorized)
+        }
+        _ => false,
+    }
+}
+
+/// reqwest is built without a default crypto provider so that only ring is compiled in;
+/// installing it twice is harmless (the second attempt reports the first).
+pub(super) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::new(ClientConfig {
-        protocol: if insecure {
+}
+
+/// A client for `registry`: plain HTTP when it is named insecure, else HTTPS trusting its
+/// certs.d CAs besides the system's.
+fn client(registry: &str, options: &PullOptions) -> Result<Client, ImageError> {
+    install_crypto_provider();
+    let cas = registry_cas(&options.certs_dir, registry)?;
+    let config = ClientConfig {
+        protocol: if options.is_insecure(registry) {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https
@@ -176,7 +242,21 @@ fn client(insecure: bool) -> Client {
         platform_resolver: Some(Box::new(current_platform_resolver)),
         connect_timeout: Some(Duration::from_secs(15)),
         read_timeout: Some(Duration::from_secs(60)),
+        extra_root_certificates: (cas.into_iter())
+            .map(|pem| Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem,
+            })
+            .collect(),
         ..Default::default()
+    };
+    Client::try_from(config).map_err(|error| ImageError::Registry {
+        reference: registry.into(),
+        message: format!(
+            "cannot set up the connection with the CAs of {}: {}",
+            super::certs::registry_dir(&options.certs_dir, registry).display(),
+            describe(&error)
+        ),
     })
 }
 
@@ -187,7 +267,12 @@ fn parse_digest(text: &str, what: &str) -> Result<Digest, ImageError> {
 
 /// The error with its causes, which is where reqwest puts the useful part ("Connection
 /// refused").
-fn describe(error: &oci_client::errors::OciDistributionError) -> String {
+fn describe(error: &OciDistributionError) -> String {
+    with_causes(error)
+}
+
+/// An error and its causes on one line, each said once.
+pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -199,6 +199,8 @@ fn settings(config: Option<&Path>) -> Result<Settings, String> {
         cgroup_parent: text_env("HOSTNETD_CGROUP_PARENT"),
         runc: path_env("HOSTNETD_RUNC"),
         log_level: text_env("HOSTNETD_LOG_LEVEL"),
+        auth_file: path_env("HOSTNETD_AUTH_FILE"),
+        certs_dir: path_env("HOSTNETD_CERTS_DIR"),
         ..Settings::default()
     };
     Ok(flags.or(file))

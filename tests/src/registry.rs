@@ -1,0 +1,227 @@
+//! A real OCI registry (Debian's docker-registry) on a loopback port, storing in a scratch
+//! directory: plain HTTP, or HTTPS with a CA made for the test and htpasswd users. Killed on
+//! drop.
+use std::{
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+
+use crate::describe;
+
+pub struct Registry {
+    pub address: String,
+    pub storage: PathBuf,
+    /// How skopeo pushes to it: the CA's directory and the user, for a secure one.
+    secure: Option<Secure>,
+    child: Child,
+}
+
+/// What makes a registry secure: its TLS files and its one user.
+#[derive(Clone, Debug)]
+pub struct Secure {
+    pub tls: TestCa,
+    pub username: String,
+    pub password: String,
+}
+
+impl Registry {
+    /// A plain-HTTP registry without authentication.
+    pub fn start(scratch: &Path, port: u16) -> Self {
+        Self::start_with(scratch, port, None)
+    }
+
+    /// An HTTPS registry (its certificate signed by `secure.tls`'s CA) that lets only
+    /// `secure.username` in, with htpasswd (bcrypt) authentication.
+    pub fn start_secure(scratch: &Path, port: u16, secure: &Secure) -> Self {
+        Self::start_with(scratch, port, Some(secure.clone()))
+    }
+
+    fn start_with(scratch: &Path, port: u16, secure: Option<Secure>) -> Self {
+        let dir = scratch.join(format!("registry-{port}"));
+        let storage = dir.join("data");
+        std::fs::create_dir_all(&storage).expect("registry dir");
+        let address = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+            storage.display()
+        );
+        if let Some(secure) = &secure {
+            let htpasswd = dir.join("htpasswd");
+            let hash = bcrypt::hash(&secure.password, 4).expect("bcrypt");
+            std::fs::write(&htpasswd, format!("{}:{hash}\n", secure.username)).unwrap();
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: hostnetd-test\n    path: {}\n",
+                secure.tls.server_cert.display(),
+                secure.tls.server_key.display(),
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.join("config.yml");
+        std::fs::write(&config_path, config).expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry (installed by `cargo xtask setup`)");
+        let registry = Self {
+            address,
+            storage,
+            secure,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&registry.address).is_err() {
+            assert!(Instant::now() < deadline, "the registry never listened");
+            thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    /// Pushes an oci-archive to `REGISTRY/repository` with skopeo; returns the reference. To
+    /// a secure registry, skopeo trusts the test's CA and reads the user from an auth file
+    /// (removed after), so the password is in no process's arguments.
+    pub fn push(&self, archive: &Path, repository: &str) -> String {
+        let reference = format!("{}/{repository}", self.address);
+        let mut command = Command::new("skopeo");
+        command.args(["copy", "--quiet"]);
+        let auth_file = self.secure.as_ref().map(|secure| {
+            let path = secure.tls.dir.join("skopeo-auth.json");
+            let auth = BASE64.encode(format!("{}:{}", secure.username, secure.password));
+            let json = serde_json::json!({ "auths": { &self.address: { "auth": auth } } });
+            std::fs::write(&path, json.to_string()).unwrap();
+            command
+                .arg("--dest-cert-dir")
+                .arg(&secure.tls.ca_dir)
+                .arg("--dest-authfile")
+                .arg(&path);
+            path
+        });
+        if auth_file.is_none() {
+            command.arg("--dest-tls-verify=false");
+        }
+        let output = command
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{reference}"))
+            .output()
+            .expect("run skopeo (installed by `cargo xtask setup`)");
+        if let Some(path) = auth_file {
+            let _ = std::fs::remove_file(path);
+        }
+        assert!(
+            output.status.success(),
+            "skopeo push: {}",
+            describe(&output)
+        );
+        reference
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CA made for one test with the openssl CLI, and a certificate for 127.0.0.1 it signed.
+#[derive(Clone, Debug)]
+pub struct TestCa {
+    pub dir: PathBuf,
+    /// Holds only `ca.crt`: what goes in certs.d (and skopeo's --dest-cert-dir).
+    pub ca_dir: PathBuf,
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path) -> Self {
+        let ca_dir = dir.join("ca");
+        std::fs::create_dir_all(&ca_dir).expect("CA dir");
+        let ca = Self {
+            dir: dir.to_path_buf(),
+            ca_cert: ca_dir.join("ca.crt"),
+            ca_dir,
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+        };
+        let ca_key = dir.join("ca.key");
+        let csr = dir.join("server.csr");
+        let extensions = dir.join("server.ext");
+        std::fs::write(
+            &extensions,
+            "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\nbasicConstraints = CA:FALSE\n",
+        )
+        .unwrap();
+        let path = |path: &PathBuf| path.to_string_lossy().into_owned();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=hostnetd test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            &path(&ca_key),
+            "-out",
+            &path(&ca.ca_cert),
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &path(&ca.server_key),
+            "-out",
+            &path(&csr),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &path(&csr),
+            "-CA",
+            &path(&ca.ca_cert),
+            "-CAkey",
+            &path(&ca_key),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &path(&extensions),
+            "-out",
+            &path(&ca.server_cert),
+        ]);
+        ca
+    }
+}
+
+fn openssl(args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        describe(&output)
+    );
+}
