@@ -235,7 +235,7 @@ fn a_failing_start_releases_everything() {
     let output = host.run_to_end("20310/tcp,20311/udp", &[], &["/nonexistent/binary"]);
     assert!(!output.status.success(), "{}", describe(&output));
     assert!(
-        stderr(&output).contains("runc create"),
+        stderr(&output).contains("runc run "),
         "{}",
         describe(&output)
     );

@@ -86,11 +86,11 @@ fn a_daemon_killed_during_run_leaves_the_container_to_its_monitor() {
         return;
     }
     let mut host = TestHost::new();
-    // runc create takes two seconds: the daemon dies while the monitor is starting it.
+    // runc run takes two seconds: the daemon dies while the monitor is starting it.
     let runc = fake_runc(
         &host,
         "slow-runc",
-        "for a; do [ \"$a\" = create ] && sleep 2; done",
+        "for a; do [ \"$a\" = run ] && sleep 2; done",
     );
     host.set_env("HOSTNETD_RUNC", &runc.display().to_string());
     assert!(host.exec(&["ps"]).status.success());
@@ -235,9 +235,9 @@ fn runc_failing_to_start_leaves_nothing_behind() {
         return;
     }
     let mut host = TestHost::new();
-    // runc create succeeds (the container's process exists, waiting), then start fails.
-    let body =
-        "for a; do [ \"$a\" = start ] && { echo 'fake runc: start refused' >&2; exit 1; }; done";
+    // runc run fails, saying why in its log as runc does.
+    let body = "log=; previous=; for a; do [ \"$previous\" = --log ] && log=$a; previous=$a; done
+for a; do [ \"$a\" = run ] && { echo '{\"level\":\"error\",\"msg\":\"fake runc: run refused\"}' >> \"$log\"; exit 1; }; done";
     let runc = fake_runc(&host, "failing-runc", body);
     host.set_env("HOSTNETD_RUNC", &runc.display().to_string());
     let probe = netprobe();
@@ -259,10 +259,10 @@ fn runc_failing_to_start_leaves_nothing_behind() {
         assert_eq!(output.status.code(), Some(125), "{}", describe(&output));
         let message = stderr(&output);
         assert!(
-            message.starts_with("hostnetd: the container failed to start: runc start ")
+            message.starts_with("hostnetd: the container failed to start: runc run ")
                 && message
                     .trim_end()
-                    .ends_with(" failed: fake runc: start refused"),
+                    .ends_with(" failed: fake runc: run refused"),
             "{message}"
         );
         assert!(

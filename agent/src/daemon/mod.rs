@@ -81,6 +81,13 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
     // A kernel below the floor is refused before anything on the host changes.
     config.datapath_options()?;
     let _only_daemon = only_daemon(&config.run_dir, &socket)?;
+    // The state files the daemon writes reach the disk in the background, off every
+    // command's path.
+    crate::sys::files::BackgroundSync::start().map_err(|source| DaemonError::Io {
+        action: "start the state files' sync for",
+        path: config.state_dir.clone(),
+        source,
+    })?;
     // A detached `exec` is re-parented here when its runc exits, and reaped here.
     crate::runtime::supervise::become_subreaper().map_err(|source| DaemonError::Io {
         action: "become the subreaper of",
@@ -129,6 +136,7 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await;
+    crate::sys::files::BackgroundSync::flush();
     let _ = fs::remove_file(&socket);
     let _ = fs::remove_file(&pid_file);
     served.map_err(|source| DaemonError::Io {

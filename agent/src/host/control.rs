@@ -124,7 +124,7 @@ impl Host {
         let mut record = self.own_container(self.store.find(reference)?, "stop")?;
         if record.state.is_live() {
             record.stop_requested = true;
-            self.store.save(&record)?;
+            self.store.save_until_reboot(&record)?;
         }
         Ok(record)
     }

@@ -102,7 +102,8 @@ impl Host {
             tty: false,
             open_stdin: false,
         };
-        self.store.save(&record)?;
+        // An engine's container ends with the machine: its record is forgotten then.
+        self.store.save_until_reboot(&record)?;
         if let Err(error) = self.enforce(&mut datapath, &record, &ports, &cgroup) {
             self.release(&mut datapath, &record, Disposition::Forget)?;
             return Err(error);

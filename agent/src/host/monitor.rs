@@ -75,7 +75,7 @@ impl Host {
             supervisor: Host::identity(),
             ..record
         };
-        self.store.save(&record)?;
+        self.store.save_until_reboot(&record)?;
         Ok(record)
     }
 
@@ -88,7 +88,7 @@ impl Host {
     ) -> Result<i32, HostError> {
         let mut first = true;
         loop {
-            let (pid, relays) = self.start_once(&record, io)?;
+            let (pid, relays) = self.start_once(&record, io, !first)?;
             if std::mem::take(&mut first) {
                 let _ = writeln!(report, "{MONITOR_RUNNING} {pid}");
             }
@@ -115,22 +115,26 @@ impl Host {
         }
     }
 
+    /// Runs the container once; `restart`: it ran before under this id.
     fn start_once(
         &self,
         record: &ContainerRecord,
         io: &ContainerIo,
+        restart: bool,
     ) -> Result<(u32, Relays), HostError> {
         let bundle = self.bundle_dir(&record.id);
         let pid_file = bundle.join("pid");
         let _ = fs::remove_file(&pid_file);
-        // A restart reuses the id: runc must forget the previous run first.
-        self.runc.delete(&record.id).map_err(RuntimeError::from)?;
+        if restart {
+            // A restart reuses the id: runc must forget the previous run first.
+            self.runc.delete(&record.id).map_err(RuntimeError::from)?;
+        }
         let console =
             attach::socket_path(&self.config.run_dir, &record.id).with_extension("console");
         let mut run_io = RunIo::prepare(record.tty, record.open_stdin, &console)
             .map_err(|e| io_error("prepare the stdio of", &record.id, e))?;
         let stdio = run_io.for_runc().expect("stdio taken once");
-        (self.runc.create(
+        (self.runc.run_detached(
             &record.id,
             &bundle,
             &pid_file,
@@ -141,8 +145,7 @@ impl Host {
         let relays = (run_io.connect(io.attachments, io.log))
             .map_err(|e| io_error("connect the stdio of", &record.id, e))?;
         let pid = read_pid(&pid_file)?;
-        self.runc.start(&record.id).map_err(RuntimeError::from)?;
-        // Only now has it run: a failed `runc start` leaves a container that never ran, which
+        // Only now has it run: a failed `runc run` leaves a container that never ran, which
         // `finish` forgets rather than keeping it as exited.
         self.update(&record.id, |r| {
             r.state = ContainerState::Running;
@@ -174,7 +177,7 @@ impl Host {
             .get(id)?
             .ok_or_else(|| HostError::Invalid(format!("container {id} was removed")))?;
         change(&mut record);
-        self.store.save(&record)?;
+        self.store.save_until_reboot(&record)?;
         Ok(record)
     }
 

@@ -88,7 +88,8 @@ impl Host {
             ..record
         };
         let previous_exit = record.exit_code;
-        if let Err(error) = self.store.save(&record) {
+        // Until it has run again, the exited record on disk is the one a reboot should find.
+        if let Err(error) = self.store.save_until_reboot(&record) {
             let _ = cgroup.remove();
             return Err(error.into());
         }

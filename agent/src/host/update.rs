@@ -93,7 +93,7 @@ impl Host {
             Some(&own),
         )?;
         check_room(&datapath, &updated, &records)?;
-        self.store.save(&updated)?;
+        self.store.save_until_reboot(&updated)?;
         match self.stage_and_switch(&mut datapath, &updated, &held, &added) {
             Ok(staged) => self.settle(&mut datapath, updated, staged),
             Err(failed) => Err(self.restore(record, failed)),
@@ -164,7 +164,7 @@ impl Host {
             update_in_progress: false,
             ..updated
         };
-        self.store.save(&settled)?;
+        self.store.save_until_reboot(&settled)?;
         ownership::sync_reserved_ports(&self.store, &self.reserved, &self.store.list()?)?;
         Ok(settled)
     }
@@ -177,7 +177,10 @@ impl Host {
             update_in_progress: record.update_in_progress || !failed.cleared,
             ..record
         };
-        let saved = self.store.save(&restored).map_err(HostError::from);
+        let saved = self
+            .store
+            .save_until_reboot(&restored)
+            .map_err(HostError::from);
         let synced = saved.and_then(|()| {
             let records = self.store.list()?;
             Ok(ownership::sync_reserved_ports(

@@ -1,4 +1,4 @@
-//! The runc command line: create, start, kill, delete.
+//! The runc command line: run, kill, delete (and exec, in `exec`).
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -43,10 +43,13 @@ impl Runc {
         }
     }
 
-    /// Creates the container, which waits for `start`, with `stdio`; runc's own messages go
-    /// to `log_file`: reading runc's stderr would read the container's, and waiting for it to
-    /// close would wait for the container.
-    pub fn create(
+    /// Creates and starts the container in one command (`runc run --detach`), with `stdio`;
+    /// its init, once runc exits, is the caller's child if the caller is a subreaper. runc's
+    /// own messages go to `log_file`: reading runc's stderr would read the container's, and
+    /// waiting for it to close would wait for the container. The container's cgroup parent
+    /// holds its hooks already, so its first instruction runs under them: no `create`, hook,
+    /// `start` sequence is needed (and one runc command fewer is 10 ms of every start).
+    pub fn run_detached(
         &self,
         id: &str,
         bundle: &Path,
@@ -66,8 +69,7 @@ impl Runc {
             .arg(log_file)
             .args(["--log-format", "json"]);
         command
-            .arg("create")
-            .arg("--bundle")
+            .args(["run", "--detach", "--bundle"])
             .arg(bundle)
             .arg("--pid-file")
             .arg(pid_file);
@@ -83,10 +85,15 @@ impl Runc {
             return Ok(());
         }
         let log = std::fs::read_to_string(log_file).unwrap_or_default();
+        let errors = runc_json_errors(&log);
         Err(RuncError::Failed {
-            action: "create",
+            action: "run",
             id: id.to_string(),
-            stderr: runc_json_errors(&log),
+            // runc says "runc run failed: ..." itself: once is enough.
+            stderr: errors
+                .strip_prefix("runc run failed: ")
+                .unwrap_or(&errors)
+                .to_string(),
         })
     }
 
@@ -101,16 +108,6 @@ impl Runc {
             Err(RuncError::Failed { stderr, .. }) if init_already_gone(&stderr) => Ok(()),
             other => other,
         }
-    }
-
-    pub fn start(&self, id: &str) -> Result<(), RuncError> {
-        let mut command = self.command();
-        command
-            .arg("start")
-            .arg(id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        self.check("start", id, command)
     }
 
     /// Force-deletes the container: kills what runs and removes runc's state. A container runc
@@ -240,7 +237,7 @@ mod tests {
     #[test]
     fn a_missing_runc_binary_says_how_to_install_it() {
         let runc = Runc::new("/nonexistent/runc", "/tmp");
-        let error = runc.start("x").unwrap_err().to_string();
+        let error = runc.delete("x").unwrap_err().to_string();
         assert!(error.contains("install runc"), "{error}");
     }
 }

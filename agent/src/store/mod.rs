@@ -32,7 +32,7 @@ use crate::{
     policy::{logs::LogLimits, restart::RestartPolicy, OwnedPort},
     sys::{
         cgroup::ContainerCgroup,
-        files::{self, lock_file, read_json, write_json, FileError},
+        files::{self, lock_file, read_json, write_json, write_json_with, Durability, FileError},
         process::ProcessIdentity,
     },
 };
@@ -330,8 +330,16 @@ impl Store {
         }
     }
 
+    /// Saves a record that must outlive a reboot: a new container, a new name, an exit.
     pub fn save(&self, record: &ContainerRecord) -> Result<(), StoreError> {
         Ok(write_json(&self.record_path(&record.id), record)?)
+    }
+
+    /// Saves what only a running machine needs (a running container's pid and state, an
+    /// update under way): a reboot makes it moot, so it is never waited for on disk.
+    pub fn save_until_reboot(&self, record: &ContainerRecord) -> Result<(), StoreError> {
+        let path = self.record_path(&record.id);
+        Ok(write_json_with(&path, record, Durability::UntilReboot)?)
     }
 
     /// The record with exactly this id, if it still exists.
@@ -443,7 +451,9 @@ impl Store {
     }
 
     pub fn save_reserved_by_us(&self, ports: &BTreeSet<u16>) -> Result<(), StoreError> {
-        Ok(write_json(&self.dir.join("reserved-ports.json"), ports)?)
+        // The kernel forgets its reserved ports at a reboot too.
+        let path = self.dir.join("reserved-ports.json");
+        Ok(write_json_with(&path, ports, Durability::UntilReboot)?)
     }
 
     fn record_path(&self, id: &str) -> PathBuf {

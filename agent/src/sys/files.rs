@@ -71,18 +71,45 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, FileError> {
     parse_json(path, &text)
 }
 
-/// Writes `value` as JSON to a temporary sibling, fsyncs it, and renames it into place.
+/// What a state file must survive besides a crash of the process that writes it (which
+/// the page cache survives: every write is whole or not at all, by a rename).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// A power loss too: the file and its directory are fsynced, in the background where a
+    /// process runs a [`BackgroundSync`] (the daemon: off the path of every command), else
+    /// before the write returns.
+    Durable,
+    /// Only while the machine runs: facts a reboot makes moot (a running container's pid and
+    /// state, the ports reserved in the kernel), which the kernel forgets as well.
+    UntilReboot,
+}
+
+/// Writes `value` as JSON to a temporary sibling and renames it into place, made durable as
+/// [`Durability::Durable`] says.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), FileError> {
+    write_json_with(path, value, Durability::Durable)
+}
+
+pub fn write_json_with<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durability: Durability,
+) -> Result<(), FileError> {
     let json = serde_json::to_vec_pretty(value).map_err(|source| FileError::Corrupt {
         path: path.to_path_buf(),
         source,
     })?;
     let tmp = path.with_extension("json.tmp");
+    let deferred = durability == Durability::Durable && BackgroundSync::running();
+    let sync_now = durability == Durability::Durable && !deferred;
     let written = File::create(&tmp)
         .map_err(io_error("create", &tmp))
         .and_then(|mut file| {
             file.write_all(&json).map_err(io_error("write", &tmp))?;
-            file.sync_all().map_err(io_error("sync", &tmp))
+            if sync_now {
+                file.sync_all().map_err(io_error("sync", &tmp))?;
+            }
+            Ok(())
         })
         .and_then(|()| fs::rename(&tmp, path).map_err(io_error("rename", path)));
     if let Err(error) = written {
@@ -90,10 +117,95 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), FileError>
         let _ = fs::remove_file(&tmp);
         return Err(error);
     }
-    if let Some(parent) = path.parent() {
-        File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io_error("sync", parent))?;
+    if deferred {
+        BackgroundSync::note(path);
+    } else if sync_now {
+        if let Some(parent) = path.parent() {
+            File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io_error("sync", parent))?;
+        }
     }
     Ok(())
+}
+
+/// Makes durable, a moment after they were written, the files this process wrote: one
+/// thread, which fsyncs each file written since its last round and then each of their
+/// directories. A command never waits for the disk (an fsync costs milliseconds, each
+/// command wrote several); a power loss within that moment loses a change only to state
+/// the power loss ended anyway.
+pub struct BackgroundSync;
+
+static PENDING: std::sync::Mutex<Option<std::collections::BTreeSet<PathBuf>>> =
+    std::sync::Mutex::new(None);
+static WAKE: std::sync::Condvar = std::sync::Condvar::new();
+/// How long the thread waits after a first write for more to sync in the same round.
+const SYNC_BATCH: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl BackgroundSync {
+    /// Starts the thread (once per process).
+    pub fn start() -> io::Result<()> {
+        let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_some() {
+            return Ok(());
+        }
+        std::thread::Builder::new()
+            .name("sync".into())
+            .spawn(Self::run)?;
+        *pending = Some(std::collections::BTreeSet::new());
+        Ok(())
+    }
+
+    fn running() -> bool {
+        PENDING.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    fn note(path: &Path) {
+        let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(paths) = pending.as_mut() {
+            paths.insert(path.to_path_buf());
+            WAKE.notify_one();
+        }
+    }
+
+    /// Waits until everything written so far is on disk (tests, and a daemon that stops).
+    pub fn flush() {
+        Self::sync(Self::take());
+    }
+
+    fn take() -> std::collections::BTreeSet<PathBuf> {
+        let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+        pending.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn run() {
+        loop {
+            {
+                let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+                while pending.as_ref().is_some_and(|paths| paths.is_empty()) {
+                    pending = WAKE.wait(pending).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            std::thread::sleep(SYNC_BATCH);
+            Self::sync(Self::take());
+        }
+    }
+
+    fn sync(paths: std::collections::BTreeSet<PathBuf>) {
+        let mut directories = std::collections::BTreeSet::new();
+        for path in paths {
+            // A file removed or replaced since is fine: the replacement was noted too.
+            if let Ok(file) = File::open(&path) {
+                let _ = file.sync_all();
+            }
+            if let Some(parent) = path.parent() {
+                directories.insert(parent.to_path_buf());
+            }
+        }
+        for directory in directories {
+            if let Ok(dir) = File::open(&directory) {
+                let _ = dir.sync_all();
+            }
+        }
+    }
 }
