@@ -39,6 +39,7 @@ impl Host {
     /// The monitor's whole life; `report` receives one line once the container first runs or
     /// fails to.
     pub fn monitor(&self, id: &str, mut report: impl io::Write) -> Result<(), HostError> {
+        leave_the_daemons_session().map_err(|e| io_error("start a session for", id, e))?;
         become_subreaper().map_err(|e| io_error("become subreaper for", id, e))?;
         let record = self.adopt(id)?;
         let log_path = self.store.log_path(id);
@@ -229,6 +230,17 @@ impl Host {
         let text = code.map_or_else(|| "failed".to_string(), |c| c.to_string());
         let _ = fs::write(path, text);
     }
+}
+
+/// A session of its own, as the monitor's first act: it outlives the daemon and never gets the
+/// signals of a terminal the daemon was started from.
+fn leave_the_daemons_session() -> io::Result<()> {
+    // SAFETY: setsid takes no arguments; it fails only for a process group leader, which a
+    // process the daemon spawned is not.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn read_pid(path: &std::path::Path) -> Result<u32, HostError> {

@@ -288,7 +288,7 @@ impl Host {
         Ok(bundle)
     }
 
-    /// Starts `hostnetd monitor ID` in its own session, so it outlives the daemon.
+    /// Starts `hostnetd monitor ID`, which outlives the daemon in a session of its own.
     pub(crate) fn start_monitor(&self, record: &ContainerRecord) -> Result<Child, HostError> {
         let exe =
             std::env::current_exe().map_err(|e| io_error("find", "the hostnetd binary", e))?;
@@ -300,11 +300,12 @@ impl Host {
             .args(self.config.to_args())
             .arg("monitor")
             .arg(&record.id);
+        // No pre_exec: the monitor makes its own session as it starts (`begin_monitor`), so
+        // that the spawn takes posix_spawn's fast path rather than a fork of the daemon.
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
-        supervise::in_new_session(&mut command);
         command
             .spawn()
             .map_err(|e| io_error("start", "hostnetd monitor", e))

@@ -144,10 +144,15 @@ impl ReservedPorts {
         let current = self.read()?;
         let plan = plan(&current, ours, wanted);
         if plan.sysctl != current {
-            remember(&ours.union(&plan.ours).copied().collect())?;
+            let before_and_after: BTreeSet<u16> = ours.union(&plan.ours).copied().collect();
+            if before_and_after != *ours {
+                remember(&before_and_after)?;
+            }
             self.write(&plan.sysctl)?;
         }
-        remember(&plan.ours)?;
+        if plan.ours != *ours {
+            remember(&plan.ours)?;
+        }
         Ok(plan.ours)
     }
 

@@ -321,7 +321,7 @@ fn mounts(volumes: &[Volume]) -> Value {
     ];
     mounts.extend(read_only_cgroup_tree(
         kernel_has_mount_setattr(),
-        &cgroup_submounts(&mounts::host().unwrap_or_default()),
+        host_cgroup_submounts(),
     ));
     mounts.extend([
         json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
@@ -372,8 +372,23 @@ fn cgroup_submounts(table: &[Mount]) -> Vec<String> {
     below
 }
 
+/// The host's mounts below the cgroup root, read once per process: the host's mount table
+/// grows with every container's root filesystem, and reading it whole for each new container
+/// made every start slower than the one before. A hierarchy mounted after the daemon started
+/// stays out of containers until it restarts (the /sys bind is not recursive): the safe side.
+fn host_cgroup_submounts() -> &'static [String] {
+    static SUBMOUNTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    SUBMOUNTS.get_or_init(|| cgroup_submounts(&mounts::host().unwrap_or_default()))
+}
+
 /// mount_setattr(-1, "", 0, NULL, 0) answers EBADF where the call exists, ENOSYS where not.
+/// Asked once per process.
 fn kernel_has_mount_setattr() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(probe_mount_setattr)
+}
+
+fn probe_mount_setattr() -> bool {
     // SAFETY: a system call with invalid arguments, which the kernel refuses before using them.
     let rc = unsafe {
         libc::syscall(
