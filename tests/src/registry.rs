@@ -11,6 +11,7 @@ use std::{
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 
+pub use crate::tls::TestCa;
 use crate::{describe, token_server::TokenServer};
 
 pub struct Registry {
@@ -47,7 +48,13 @@ impl Registry {
     /// of a token server on `token_port`, which gives them to `secure.username` alone.
     pub fn start_token_auth(scratch: &Path, port: u16, token_port: u16, secure: &Secure) -> Self {
         let dir = scratch.join(format!("token-server-{token_port}"));
-        let token_server = TokenServer::start(&dir, token_port, secure);
+        let token_server = TokenServer::start(
+            &dir,
+            token_port,
+            &secure.tls,
+            &secure.username,
+            &secure.password,
+        );
         Self::start_with(scratch, port, Some(secure.clone()), Some(token_server))
     }
 
@@ -168,99 +175,4 @@ fn token_auth_config(tokens: &TokenServer) -> String {
         crate::token_server::ISSUER,
         tokens.signing_cert.display()
     )
-}
-
-/// A CA made for one test with the openssl CLI, and a certificate for 127.0.0.1 it signed.
-#[derive(Clone, Debug)]
-pub struct TestCa {
-    pub dir: PathBuf,
-    /// Holds only `ca.crt`: what goes in certs.d (and skopeo's --dest-cert-dir).
-    pub ca_dir: PathBuf,
-    pub ca_cert: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-}
-
-impl TestCa {
-    pub fn new(dir: &Path) -> Self {
-        let ca_dir = dir.join("ca");
-        std::fs::create_dir_all(&ca_dir).expect("CA dir");
-        let ca = Self {
-            dir: dir.to_path_buf(),
-            ca_cert: ca_dir.join("ca.crt"),
-            ca_dir,
-            server_cert: dir.join("server.crt"),
-            server_key: dir.join("server.key"),
-        };
-        let ca_key = dir.join("ca.key");
-        let csr = dir.join("server.csr");
-        let extensions = dir.join("server.ext");
-        std::fs::write(
-            &extensions,
-            "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\nbasicConstraints = CA:FALSE\n",
-        )
-        .unwrap();
-        let path = |path: &PathBuf| path.to_string_lossy().into_owned();
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=hostnetd test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout",
-            &path(&ca_key),
-            "-out",
-            &path(&ca.ca_cert),
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            &path(&ca.server_key),
-            "-out",
-            &path(&csr),
-        ]);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &path(&csr),
-            "-CA",
-            &path(&ca.ca_cert),
-            "-CAkey",
-            &path(&ca_key),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &path(&extensions),
-            "-out",
-            &path(&ca.server_cert),
-        ]);
-        ca
-    }
-}
-
-pub(crate) fn openssl(args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        describe(&output)
-    );
 }

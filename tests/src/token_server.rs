@@ -31,7 +31,7 @@ use rustls::{
     ServerConfig, ServerConnection, StreamOwned,
 };
 
-use crate::registry::{openssl, Secure};
+use crate::tls::{self_signed, TestCa};
 
 /// The registry's name for itself (`aud` of its tokens) and the token server's (`iss`).
 pub const SERVICE: &str = "hostnetd-test-registry";
@@ -62,37 +62,27 @@ struct Issuer {
 }
 
 impl TokenServer {
-    /// Serves tokens to `secure.username` on `port`, its TLS certificate from `secure.tls`;
-    /// keys and certificates go in `dir`.
-    pub fn start(dir: &Path, port: u16, secure: &Secure) -> Self {
+    /// Serves tokens to `username` (with `password`) on `port`, its TLS certificate signed by
+    /// `tls`'s CA; its signing key and certificate go in `dir`.
+    pub fn start(dir: &Path, port: u16, tls: &TestCa, username: &str, password: &str) -> Self {
         std::fs::create_dir_all(dir).expect("token server dir");
         let signing_cert = dir.join("token-signer.crt");
         let signing_key = dir.join("token-signer.key");
-        let path = |path: &PathBuf| path.to_string_lossy().into_owned();
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=hostnetd test token signer",
-            "-keyout",
-            &path(&signing_key),
-            "-out",
-            &path(&signing_cert),
-        ]);
+        self_signed(
+            "hostnetd test token signer",
+            &signing_key,
+            &signing_cert,
+            &[],
+        );
         let address = format!("127.0.0.1:{port}");
         let listener = TcpListener::bind(&address).expect("bind the token server");
         let grants = Arc::new(Mutex::new(Vec::new()));
         let issuer = Issuer {
-            tls: tls_config(&secure.tls.server_cert, &secure.tls.server_key),
+            tls: tls_config(&tls.server_cert, &tls.server_key),
             key: rsa_key(&signing_key),
             x5c: BASE64.encode(CertificateDer::from_pem_file(&signing_cert).expect("signer PEM")),
-            username: secure.username.clone(),
-            password: secure.password.clone(),
+            username: username.into(),
+            password: password.into(),
             grants: grants.clone(),
         };
         let stop = Arc::new(AtomicBool::new(false));

@@ -36,6 +36,16 @@ fn host_with_certs_dir() -> (TestHost, PathBuf) {
     (host, certs)
 }
 
+/// A user with a password of this run's (`PREFIX<pid>-Zq8`), and a CA made in the host's scratch
+/// directory for the registry's certificate.
+fn user_with_ca(host: &TestHost, username: &str, password_prefix: &str) -> Secure {
+    Secure {
+        tls: TestCa::new(&host.scratch().join("tls")),
+        username: username.into(),
+        password: format!("{password_prefix}{}-Zq8", std::process::id()),
+    }
+}
+
 /// `hostnetd login -u USER --password-stdin REGISTRY` with `password` piped in.
 fn login(host: &TestHost, registry: &str, username: &str, password: &str) -> Output {
     let mut child = host
@@ -109,6 +119,28 @@ impl CmdlineWatch {
     }
 }
 
+/// A pull of `image` without credentials is refused with the way to give them; a login with a
+/// wrong password with `refusal`, storing nothing; then the right password is taken.
+fn private_until_logged_in(
+    host: &TestHost,
+    image: &str,
+    secure: &Secure,
+    auth_file: &Path,
+    refusal: &str,
+) {
+    let address = image.split('/').next().unwrap();
+    refused_with(
+        &host.exec(&["pull", image]),
+        &format!("log in with `hostnetd login {address}`"),
+    );
+    let wrong = login(host, address, &secure.username, "not-the-password");
+    refused_with(&wrong, &format!("login to {address} refused: {refusal}"));
+    assert!(!auth_file.exists(), "a refused login stored credentials");
+    let right = login(host, address, &secure.username, &secure.password);
+    assert!(right.status.success(), "login: {}", describe(&right));
+    assert_eq!(stdout(&right), "Login Succeeded\n");
+}
+
 /// pull and run (which pulls what is missing) with the stored credentials, no command line
 /// showing the password; leaves the container `private` running for the checks after.
 fn pull_and_run_with_stored_credentials(host: &TestHost, image: &str, password: &str) {
@@ -178,12 +210,8 @@ fn private_registry_over_tls_needs_its_ca_and_a_checked_login() {
         return;
     }
     let (host, certs) = host_with_certs_dir();
-    let password = format!("pw-{}-Zq8", std::process::id());
-    let secure = Secure {
-        tls: TestCa::new(&host.scratch().join("tls")),
-        username: "hostnetd-user".into(),
-        password: password.clone(),
-    };
+    let secure = user_with_ca(&host, "hostnetd-user", "pw-");
+    let password = secure.password.clone();
     let registry = Registry::start_secure(host.scratch(), PORT, &secure);
     let image = registry.push(&sample_image("busybox.tar"), "private/busybox:v1");
     let address = registry.address.as_str();
@@ -206,24 +234,14 @@ fn private_registry_over_tls_needs_its_ca_and_a_checked_login() {
     fs::create_dir_all(ca_home.parent().unwrap()).unwrap();
     fs::copy(&secure.tls.ca_cert, &ca_home).unwrap();
 
-    // Trusted now, but private: no credentials, no image, and the way to give them.
-    let anonymous = host.exec(&["pull", &image]);
-    refused_with(
-        &anonymous,
-        &format!("log in with `hostnetd login {address}`"),
+    // Trusted now, but private; a wrong password gets the registry's reason.
+    private_until_logged_in(
+        &host,
+        &image,
+        &secure,
+        &auth_file,
+        "unauthorized: authentication required",
     );
-
-    // A wrong password: the registry's reason, nothing stored.
-    let wrong = login(&host, address, &secure.username, "not-the-password");
-    refused_with(
-        &wrong,
-        &format!("login to {address} refused: unauthorized: authentication required"),
-    );
-    assert!(!auth_file.exists(), "a refused login stored credentials");
-
-    let right = login(&host, address, &secure.username, &password);
-    assert!(right.status.success(), "login: {}", describe(&right));
-    assert_eq!(stdout(&right), "Login Succeeded\n");
     let stored: serde_json::Value = serde_json::from_slice(&fs::read(&auth_file).unwrap()).unwrap();
     assert!(stored["auths"][address]["auth"].is_string(), "{stored}");
     let mode =
@@ -248,12 +266,8 @@ fn a_credential_helper_keeps_the_secret() {
         return;
     }
     let (mut host, certs) = host_with_certs_dir();
-    let password = format!("helper-pw-{}", std::process::id());
-    let secure = Secure {
-        tls: TestCa::new(&host.scratch().join("tls")),
-        username: "helper-user".into(),
-        password: password.clone(),
-    };
+    let secure = user_with_ca(&host, "helper-user", "helper-pw-");
+    let password = secure.password.clone();
     let registry = Registry::start_secure(host.scratch(), PORT + 1, &secure);
     let image = registry.push(&sample_image("busybox.tar"), "private/helper:v1");
     let address = registry.address.as_str();
@@ -314,12 +328,8 @@ fn a_token_auth_registry_hands_out_pulls_for_a_checked_login() {
         return;
     }
     let (host, certs) = host_with_certs_dir();
-    let password = format!("token-pw-{}-Xk3", std::process::id());
-    let secure = Secure {
-        tls: TestCa::new(&host.scratch().join("tls")),
-        username: "token-user".into(),
-        password: password.clone(),
-    };
+    let secure = user_with_ca(&host, "token-user", "token-pw-");
+    let password = secure.password.clone();
     let registry = Registry::start_token_auth(host.scratch(), TOKEN_PORT, TOKEN_PORT + 1, &secure);
     let image = registry.push(&sample_image("busybox.tar"), "private/tokens:v1");
     let tokens = registry.token_server.as_ref().unwrap();
@@ -335,23 +345,15 @@ fn a_token_auth_registry_hands_out_pulls_for_a_checked_login() {
     fs::create_dir_all(&ca_home).unwrap();
     fs::copy(&secure.tls.ca_cert, ca_home.join("ca.crt")).unwrap();
 
-    // Anonymous: the realm gives a token that grants nothing, the registry says 401.
-    refused_with(
-        &host.exec(&["pull", &image]),
-        &format!("log in with `hostnetd login {address}`"),
+    // Anonymous, the realm gives a token that grants nothing and the registry says 401; a
+    // wrong password gets the token server's reason.
+    private_until_logged_in(
+        &host,
+        &image,
+        &secure,
+        &auth_file,
+        &format!("{WRONG_PASSWORD} (401 Unauthorized)"),
     );
-
-    // A wrong password: the token server's reason, nothing stored.
-    let wrong = login(&host, address, &secure.username, "not-the-password");
-    refused_with(
-        &wrong,
-        &format!("login to {address} refused: {WRONG_PASSWORD} (401 Unauthorized)"),
-    );
-    assert!(!auth_file.exists(), "a refused login stored credentials");
-
-    let right = login(&host, address, &secure.username, &password);
-    assert!(right.status.success(), "login: {}", describe(&right));
-    assert_eq!(stdout(&right), "Login Succeeded\n");
     let granted = tokens.grants().len();
 
     pull_and_run_with_stored_credentials(&host, &image, &password);
@@ -366,14 +368,14 @@ fn a_token_auth_registry_hands_out_pulls_for_a_checked_login() {
     assert_password_nowhere_but(&host, &password, &auth_file);
     logout_makes_it_private_again(&host, address, &image, &auth_file);
 
-    // Stored credentials the token server no longer takes (a changed password): refused,
-    // saying to log in again.
+    // Stored credentials the token server no longer takes (a changed password): refused with
+    // its reason, saying to log in again.
     let stale = format!("{}:an-old-password", secure.username);
     let auths = serde_json::json!({ "auths": { address: { "auth": BASE64.encode(stale) } } });
     fs::write(&auth_file, auths.to_string()).unwrap();
     refused_with(
         &host.exec(&["pull", &image]),
-        &format!("the registry refused the credentials stored for {address}: log in again"),
+        &format!("the token server says: {WRONG_PASSWORD}; the registry refused the credentials stored for {address}: log in again"),
     );
     host.assert_no_container_left();
 }
