@@ -10,6 +10,8 @@ pub mod engines;
 pub mod mounts;
 pub mod registry;
 pub mod scratch;
+pub mod tls;
+pub mod token_server;
 
 pub use mounts::{cgroup2_mount, remove_scratch};
 use scratch::ScratchHost;

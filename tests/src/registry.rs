@@ -1,6 +1,6 @@
 //! A real OCI registry (Debian's docker-registry) on a loopback port, storing in a scratch
-//! directory: plain HTTP, or HTTPS with a CA made for the test and htpasswd users. Killed on
-//! drop.
+//! directory: plain HTTP, or HTTPS with a CA made for the test and one user, checked by
+//! htpasswd or by a token server of the test's (bearer-token auth). Killed on drop.
 use std::{
     net::TcpStream,
     path::{Path, PathBuf},
@@ -11,13 +11,16 @@ use std::{
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 
-use crate::describe;
+pub use crate::tls::TestCa;
+use crate::{describe, token_server::TokenServer};
 
 pub struct Registry {
     pub address: String,
     pub storage: PathBuf,
     /// How skopeo pushes to it: the CA's directory and the user, for a secure one.
     secure: Option<Secure>,
+    /// Hands out the tokens of a registry with token auth; stops with the registry.
+    pub token_server: Option<TokenServer>,
     child: Child,
 }
 
@@ -32,16 +35,35 @@ pub struct Secure {
 impl Registry {
     /// A plain-HTTP registry without authentication.
     pub fn start(scratch: &Path, port: u16) -> Self {
-        Self::start_with(scratch, port, None)
+        Self::start_with(scratch, port, None, None)
     }
 
     /// An HTTPS registry (its certificate signed by `secure.tls`'s CA) that lets only
     /// `secure.username` in, with htpasswd (bcrypt) authentication.
     pub fn start_secure(scratch: &Path, port: u16, secure: &Secure) -> Self {
-        Self::start_with(scratch, port, Some(secure.clone()))
+        Self::start_with(scratch, port, Some(secure.clone()), None)
     }
 
-    fn start_with(scratch: &Path, port: u16, secure: Option<Secure>) -> Self {
+    /// An HTTPS registry (its certificate signed by `secure.tls`'s CA) that takes only tokens
+    /// of a token server on `token_port`, which gives them to `secure.username` alone.
+    pub fn start_token_auth(scratch: &Path, port: u16, token_port: u16, secure: &Secure) -> Self {
+        let dir = scratch.join(format!("token-server-{token_port}"));
+        let token_server = TokenServer::start(
+            &dir,
+            token_port,
+            &secure.tls,
+            &secure.username,
+            &secure.password,
+        );
+        Self::start_with(scratch, port, Some(secure.clone()), Some(token_server))
+    }
+
+    fn start_with(
+        scratch: &Path,
+        port: u16,
+        secure: Option<Secure>,
+        token_server: Option<TokenServer>,
+    ) -> Self {
         let dir = scratch.join(format!("registry-{port}"));
         let storage = dir.join("data");
         std::fs::create_dir_all(&storage).expect("registry dir");
@@ -51,15 +73,15 @@ impl Registry {
             storage.display()
         );
         if let Some(secure) = &secure {
-            let htpasswd = dir.join("htpasswd");
-            let hash = bcrypt::hash(&secure.password, 4).expect("bcrypt");
-            std::fs::write(&htpasswd, format!("{}:{hash}\n", secure.username)).unwrap();
             config.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: hostnetd-test\n    path: {}\n",
+                "  tls:\n    certificate: {}\n    key: {}\n",
                 secure.tls.server_cert.display(),
                 secure.tls.server_key.display(),
-                htpasswd.display()
             ));
+            config.push_str(&match &token_server {
+                Some(tokens) => token_auth_config(tokens),
+                None => htpasswd_config(&dir, secure),
+            });
         }
         let config_path = dir.join("config.yml");
         std::fs::write(&config_path, config).expect("registry config");
@@ -75,6 +97,7 @@ impl Registry {
             address,
             storage,
             secure,
+            token_server,
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -131,97 +154,25 @@ impl Drop for Registry {
     }
 }
 
-/// A CA made for one test with the openssl CLI, and a certificate for 127.0.0.1 it signed.
-#[derive(Clone, Debug)]
-pub struct TestCa {
-    pub dir: PathBuf,
-    /// Holds only `ca.crt`: what goes in certs.d (and skopeo's --dest-cert-dir).
-    pub ca_dir: PathBuf,
-    pub ca_cert: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
+/// `auth: htpasswd` with `secure`'s user alone, its file in `dir`.
+fn htpasswd_config(dir: &Path, secure: &Secure) -> String {
+    let htpasswd = dir.join("htpasswd");
+    let hash = bcrypt::hash(&secure.password, 4).expect("bcrypt");
+    std::fs::write(&htpasswd, format!("{}:{hash}\n", secure.username)).unwrap();
+    format!(
+        "auth:\n  htpasswd:\n    realm: hostnetd-test\n    path: {}\n",
+        htpasswd.display()
+    )
 }
 
-impl TestCa {
-    pub fn new(dir: &Path) -> Self {
-        let ca_dir = dir.join("ca");
-        std::fs::create_dir_all(&ca_dir).expect("CA dir");
-        let ca = Self {
-            dir: dir.to_path_buf(),
-            ca_cert: ca_dir.join("ca.crt"),
-            ca_dir,
-            server_cert: dir.join("server.crt"),
-            server_key: dir.join("server.key"),
-        };
-        let ca_key = dir.join("ca.key");
-        let csr = dir.join("server.csr");
-        let extensions = dir.join("server.ext");
-        std::fs::write(
-            &extensions,
-            "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\nbasicConstraints = CA:FALSE\n",
-        )
-        .unwrap();
-        let path = |path: &PathBuf| path.to_string_lossy().into_owned();
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=hostnetd test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout",
-            &path(&ca_key),
-            "-out",
-            &path(&ca.ca_cert),
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            &path(&ca.server_key),
-            "-out",
-            &path(&csr),
-        ]);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &path(&csr),
-            "-CA",
-            &path(&ca.ca_cert),
-            "-CAkey",
-            &path(&ca_key),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &path(&extensions),
-            "-out",
-            &path(&ca.server_cert),
-        ]);
-        ca
-    }
-}
-
-fn openssl(args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        describe(&output)
-    );
+/// `auth: token`: clients get tokens at the token server's realm; the registry trusts those
+/// signed by the key its certificate names.
+fn token_auth_config(tokens: &TokenServer) -> String {
+    format!(
+        "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+        tokens.realm,
+        crate::token_server::SERVICE,
+        crate::token_server::ISSUER,
+        tokens.signing_cert.display()
+    )
 }

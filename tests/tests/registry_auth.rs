@@ -1,7 +1,8 @@
 //! Registry credentials and TLS: a real docker-registry behind HTTPS (a CA the test makes) with
-//! htpasswd users. Its CA is trusted only once it is in certs.d; its images pull only after
-//! `hostnetd login`, which checks the password first; the password shows nowhere. Ports
-//! 28100-28199.
+//! htpasswd users, or with bearer-token auth (a token server of the test's). Its CA is trusted
+//! only once it is in certs.d; its images pull only after `hostnetd login`, which checks the
+//! password first; the password shows nowhere. Ports 28100-28199 (htpasswd) and 28400-28449
+//! (token auth).
 use std::{
     fs,
     io::Write as _,
@@ -14,13 +15,18 @@ use std::{
     thread,
 };
 
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use hostnetd_tests::{
     describe,
     registry::{Registry, Secure, TestCa},
-    sample_image, skip_unless_root, stderr, stdout, TestHost,
+    sample_image, skip_unless_root, stderr, stdout,
+    token_server::WRONG_PASSWORD,
+    TestHost,
 };
 
 const PORT: u16 = 28100;
+/// The token-auth registry and its token server.
+const TOKEN_PORT: u16 = 28400;
 
 /// A host whose certs.d is in its scratch directory (its auth file is there by default).
 fn host_with_certs_dir() -> (TestHost, PathBuf) {
@@ -28,6 +34,16 @@ fn host_with_certs_dir() -> (TestHost, PathBuf) {
     let certs = host.scratch().join("certs.d");
     host.set_env("HOSTNETD_CERTS_DIR", &certs.to_string_lossy());
     (host, certs)
+}
+
+/// A user with a password of this run's (`PREFIX<pid>-Zq8`), and a CA made in the host's scratch
+/// directory for the registry's certificate.
+fn user_with_ca(host: &TestHost, username: &str, password_prefix: &str) -> Secure {
+    Secure {
+        tls: TestCa::new(&host.scratch().join("tls")),
+        username: username.into(),
+        password: format!("{password_prefix}{}-Zq8", std::process::id()),
+    }
 }
 
 /// `hostnetd login -u USER --password-stdin REGISTRY` with `password` piped in.
@@ -103,18 +119,99 @@ impl CmdlineWatch {
     }
 }
 
+/// A pull of `image` without credentials is refused with the way to give them; a login with a
+/// wrong password with `refusal`, storing nothing; then the right password is taken.
+fn private_until_logged_in(
+    host: &TestHost,
+    image: &str,
+    secure: &Secure,
+    auth_file: &Path,
+    refusal: &str,
+) {
+    let address = image.split('/').next().unwrap();
+    refused_with(
+        &host.exec(&["pull", image]),
+        &format!("log in with `hostnetd login {address}`"),
+    );
+    let wrong = login(host, address, &secure.username, "not-the-password");
+    refused_with(&wrong, &format!("login to {address} refused: {refusal}"));
+    assert!(!auth_file.exists(), "a refused login stored credentials");
+    let right = login(host, address, &secure.username, &secure.password);
+    assert!(right.status.success(), "login: {}", describe(&right));
+    assert_eq!(stdout(&right), "Login Succeeded\n");
+}
+
+/// pull and run (which pulls what is missing) with the stored credentials, no command line
+/// showing the password; leaves the container `private` running for the checks after.
+fn pull_and_run_with_stored_credentials(host: &TestHost, image: &str, password: &str) {
+    let watch = CmdlineWatch::start(password);
+    let pulled = host.exec(&["pull", image]);
+    assert!(pulled.status.success(), "pull: {}", describe(&pulled));
+    let removed = host.exec(&["rmi", image]);
+    assert!(removed.status.success(), "rmi: {}", describe(&removed));
+    let ran = host.exec(&["run", "--rm", image, "echo", "from the private registry"]);
+    assert!(ran.status.success(), "run: {}", describe(&ran));
+    assert_eq!(stdout(&ran), "from the private registry\n");
+    let started = host.exec(&["run", "-d", "--name", "private", image, "sleep", "60"]);
+    assert!(started.status.success(), "run -d: {}", describe(&started));
+    let seen = watch.finish();
+    assert!(
+        seen.is_empty(),
+        "the password was in a command line: {seen:?}"
+    );
+}
+
+/// The password is in no answer, log or file but the auth file; removes `private` after.
+fn assert_password_nowhere_but(host: &TestHost, password: &str, auth_file: &Path) {
+    for args in [
+        &["ps", "-a"][..],
+        &["inspect", "private"],
+        &["images", "--format", "json"],
+        &["info"],
+    ] {
+        let output = host.exec(args);
+        assert!(output.status.success(), "{args:?}: {}", describe(&output));
+        let text = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(!text.contains(password), "{args:?} shows the password");
+    }
+    let log = fs::read_to_string(host.scratch().join("run/hostnetd.log")).unwrap();
+    assert!(log.contains("logged in"), "the daemon logs logins: {log}");
+    assert!(!log.contains(password), "the daemon log holds the password");
+    let leaks = files_containing(host.scratch(), password, auth_file);
+    assert!(leaks.is_empty(), "the password is in {leaks:?}");
+    let removed = host.exec(&["rm", "-f", "private"]);
+    assert!(removed.status.success(), "rm: {}", describe(&removed));
+}
+
+/// logout: private again; a second logout says there was nothing.
+fn logout_makes_it_private_again(host: &TestHost, address: &str, image: &str, auth_file: &Path) {
+    let logout = host.exec(&["logout", address]);
+    assert!(logout.status.success(), "logout: {}", describe(&logout));
+    assert_eq!(
+        stdout(&logout),
+        format!("Removing login credentials for {address}\n")
+    );
+    let stored: serde_json::Value = serde_json::from_slice(&fs::read(auth_file).unwrap()).unwrap();
+    assert_eq!(stored["auths"], serde_json::json!({}));
+    let removed = host.exec(&["rmi", image]);
+    assert!(removed.status.success(), "rmi: {}", describe(&removed));
+    refused_with(
+        &host.exec(&["pull", image]),
+        &format!("hostnetd login {address}"),
+    );
+    let again = host.exec(&["logout", address]);
+    assert!(again.status.success(), "logout: {}", describe(&again));
+    assert_eq!(stdout(&again), format!("Not logged in to {address}\n"));
+}
+
 #[test]
 fn private_registry_over_tls_needs_its_ca_and_a_checked_login() {
     if skip_unless_root() {
         return;
     }
     let (host, certs) = host_with_certs_dir();
-    let password = format!("pw-{}-Zq8", std::process::id());
-    let secure = Secure {
-        tls: TestCa::new(&host.scratch().join("tls")),
-        username: "hostnetd-user".into(),
-        password: password.clone(),
-    };
+    let secure = user_with_ca(&host, "hostnetd-user", "pw-");
+    let password = secure.password.clone();
     let registry = Registry::start_secure(host.scratch(), PORT, &secure);
     let image = registry.push(&sample_image("busybox.tar"), "private/busybox:v1");
     let address = registry.address.as_str();
@@ -137,24 +234,14 @@ fn private_registry_over_tls_needs_its_ca_and_a_checked_login() {
     fs::create_dir_all(ca_home.parent().unwrap()).unwrap();
     fs::copy(&secure.tls.ca_cert, &ca_home).unwrap();
 
-    // Trusted now, but private: no credentials, no image, and the way to give them.
-    let anonymous = host.exec(&["pull", &image]);
-    refused_with(
-        &anonymous,
-        &format!("log in with `hostnetd login {address}`"),
+    // Trusted now, but private; a wrong password gets the registry's reason.
+    private_until_logged_in(
+        &host,
+        &image,
+        &secure,
+        &auth_file,
+        "unauthorized: authentication required",
     );
-
-    // A wrong password: the registry's reason, nothing stored.
-    let wrong = login(&host, address, &secure.username, "not-the-password");
-    refused_with(
-        &wrong,
-        &format!("login to {address} refused: unauthorized: authentication required"),
-    );
-    assert!(!auth_file.exists(), "a refused login stored credentials");
-
-    let right = login(&host, address, &secure.username, &password);
-    assert!(right.status.success(), "login: {}", describe(&right));
-    assert_eq!(stdout(&right), "Login Succeeded\n");
     let stored: serde_json::Value = serde_json::from_slice(&fs::read(&auth_file).unwrap()).unwrap();
     assert!(stored["auths"][address]["auth"].is_string(), "{stored}");
     let mode =
@@ -165,64 +252,9 @@ fn private_registry_over_tls_needs_its_ca_and_a_checked_login() {
     refused_with(&login(&host, address, &secure.username, "nope"), "refused");
     assert_eq!(fs::read(&auth_file).unwrap(), stored_text);
 
-    // pull and run (which pulls what is missing) use them; no command line shows the password.
-    let watch = CmdlineWatch::start(&password);
-    let pulled = host.exec(&["pull", &image]);
-    assert!(pulled.status.success(), "pull: {}", describe(&pulled));
-    let removed = host.exec(&["rmi", &image]);
-    assert!(removed.status.success(), "rmi: {}", describe(&removed));
-    let ran = host.exec(&["run", "--rm", &image, "echo", "from the private registry"]);
-    assert!(ran.status.success(), "run: {}", describe(&ran));
-    assert_eq!(stdout(&ran), "from the private registry\n");
-    let started = host.exec(&["run", "-d", "--name", "private", &image, "sleep", "60"]);
-    assert!(started.status.success(), "run -d: {}", describe(&started));
-    let seen = watch.finish();
-    assert!(
-        seen.is_empty(),
-        "the password was in a command line: {seen:?}"
-    );
-
-    // The password is in no answer, log or file but the auth file.
-    for args in [
-        &["ps", "-a"][..],
-        &["inspect", "private"],
-        &["images", "--format", "json"],
-        &["info"],
-    ] {
-        let output = host.exec(args);
-        assert!(output.status.success(), "{args:?}: {}", describe(&output));
-        let text = format!("{}{}", stdout(&output), stderr(&output));
-        assert!(!text.contains(&password), "{args:?} shows the password");
-    }
-    let log = fs::read_to_string(host.scratch().join("run/hostnetd.log")).unwrap();
-    assert!(log.contains("logged in"), "the daemon logs logins: {log}");
-    assert!(
-        !log.contains(&password),
-        "the daemon log holds the password"
-    );
-    let leaks = files_containing(host.scratch(), &password, &auth_file);
-    assert!(leaks.is_empty(), "the password is in {leaks:?}");
-    let removed = host.exec(&["rm", "-f", "private"]);
-    assert!(removed.status.success(), "rm: {}", describe(&removed));
-
-    // logout: private again; a second logout says there was nothing.
-    let logout = host.exec(&["logout", address]);
-    assert!(logout.status.success(), "logout: {}", describe(&logout));
-    assert_eq!(
-        stdout(&logout),
-        format!("Removing login credentials for {address}\n")
-    );
-    let stored: serde_json::Value = serde_json::from_slice(&fs::read(&auth_file).unwrap()).unwrap();
-    assert_eq!(stored["auths"], serde_json::json!({}));
-    let removed = host.exec(&["rmi", &image]);
-    assert!(removed.status.success(), "rmi: {}", describe(&removed));
-    refused_with(
-        &host.exec(&["pull", &image]),
-        &format!("hostnetd login {address}"),
-    );
-    let again = host.exec(&["logout", address]);
-    assert!(again.status.success(), "logout: {}", describe(&again));
-    assert_eq!(stdout(&again), format!("Not logged in to {address}\n"));
+    pull_and_run_with_stored_credentials(&host, &image, &password);
+    assert_password_nowhere_but(&host, &password, &auth_file);
+    logout_makes_it_private_again(&host, address, &image, &auth_file);
     host.assert_no_container_left();
 }
 
@@ -234,12 +266,8 @@ fn a_credential_helper_keeps_the_secret() {
         return;
     }
     let (mut host, certs) = host_with_certs_dir();
-    let password = format!("helper-pw-{}", std::process::id());
-    let secure = Secure {
-        tls: TestCa::new(&host.scratch().join("tls")),
-        username: "helper-user".into(),
-        password: password.clone(),
-    };
+    let secure = user_with_ca(&host, "helper-user", "helper-pw-");
+    let password = secure.password.clone();
     let registry = Registry::start_secure(host.scratch(), PORT + 1, &secure);
     let image = registry.push(&sample_image("busybox.tar"), "private/helper:v1");
     let address = registry.address.as_str();
@@ -289,4 +317,65 @@ fn a_credential_helper_keeps_the_secret() {
         format!("Removing login credentials for {address}\n")
     );
     assert!(!vault.exists(), "the helper was not asked to erase");
+}
+
+/// Bearer-token auth, as Docker Hub, GitLab and Harbor do it: the registry takes only tokens
+/// of a token server (its realm), which checks the credentials. login asks the realm; pull and
+/// run get their tokens there with the stored credentials.
+#[test]
+fn a_token_auth_registry_hands_out_pulls_for_a_checked_login() {
+    if skip_unless_root() {
+        return;
+    }
+    let (host, certs) = host_with_certs_dir();
+    let secure = user_with_ca(&host, "token-user", "token-pw-");
+    let password = secure.password.clone();
+    let registry = Registry::start_token_auth(host.scratch(), TOKEN_PORT, TOKEN_PORT + 1, &secure);
+    let image = registry.push(&sample_image("busybox.tar"), "private/tokens:v1");
+    let tokens = registry.token_server.as_ref().unwrap();
+    assert_eq!(
+        tokens.grants(),
+        ["token-user repository:private/tokens:pull,push"],
+        "skopeo pushed with a token of the user's"
+    );
+    let address = registry.address.as_str();
+    let auth_file = host.scratch().join("state/auth.json");
+    // The CA signs the registry's and the realm's certificates alike.
+    let ca_home = certs.join(address);
+    fs::create_dir_all(&ca_home).unwrap();
+    fs::copy(&secure.tls.ca_cert, ca_home.join("ca.crt")).unwrap();
+
+    // Anonymous, the realm gives a token that grants nothing and the registry says 401; a
+    // wrong password gets the token server's reason.
+    private_until_logged_in(
+        &host,
+        &image,
+        &secure,
+        &auth_file,
+        &format!("{WRONG_PASSWORD} (401 Unauthorized)"),
+    );
+    let granted = tokens.grants().len();
+
+    pull_and_run_with_stored_credentials(&host, &image, &password);
+    let pulls: Vec<String> = tokens.grants().split_off(granted);
+    assert!(
+        !pulls.is_empty()
+            && pulls
+                .iter()
+                .all(|grant| grant == "token-user repository:private/tokens:pull"),
+        "pull and run asked the realm for pull tokens with the stored credentials: {pulls:?}"
+    );
+    assert_password_nowhere_but(&host, &password, &auth_file);
+    logout_makes_it_private_again(&host, address, &image, &auth_file);
+
+    // Stored credentials the token server no longer takes (a changed password): refused with
+    // its reason, saying to log in again.
+    let stale = format!("{}:an-old-password", secure.username);
+    let auths = serde_json::json!({ "auths": { address: { "auth": BASE64.encode(stale) } } });
+    fs::write(&auth_file, auths.to_string()).unwrap();
+    refused_with(
+        &host.exec(&["pull", &image]),
+        &format!("the token server says: {WRONG_PASSWORD}; the registry refused the credentials stored for {address}: log in again"),
+    );
+    host.assert_no_container_left();
 }

@@ -4,12 +4,13 @@
 //! realm with the credentials). A refusal carries the registry's own reason.
 use std::time::Duration;
 
-use reqwest::{header::WWW_AUTHENTICATE, Response, StatusCode};
+use reqwest::{header::WWW_AUTHENTICATE, Response};
 
 use super::{
     certs::{is_unknown_ca, registry_cas, unknown_ca_hint},
     credentials::Credentials,
     error::ImageError,
+    refusal::reason_of,
     registry::PullOptions,
 };
 
@@ -92,41 +93,11 @@ fn unreachable(registry: &str, options: &PullOptions, error: &reqwest::Error) ->
     }
 }
 
-/// The registry's reason for a refusal: the errors of its JSON body (`unauthorized:
-/// authentication required`), a token server's `details`, or the status.
+/// The registry's (or token server's) reason for a refusal, with the status.
 async fn reason(response: Response) -> String {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     reason_of(status, &body)
-}
-
-fn reason_of(status: StatusCode, body: &str) -> String {
-    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    let errors: Vec<String> = (json["errors"].as_array().into_iter().flatten())
-        .map(|error| {
-            let code = error["code"].as_str().unwrap_or_default().to_lowercase();
-            let message = error["message"].as_str().unwrap_or_default();
-            [code.as_str(), message]
-                .into_iter()
-                .filter(|part| !part.is_empty())
-                .collect::<Vec<_>>()
-                .join(": ")
-        })
-        .filter(|text| !text.is_empty())
-        .collect();
-    let said = if errors.is_empty() {
-        json["details"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| body.trim().chars().take(200).collect())
-    } else {
-        errors.join("; ")
-    };
-    if said.is_empty() {
-        status.to_string()
-    } else {
-        format!("{said} ({status})")
-    }
 }
 
 /// A `WWW-Authenticate` challenge, as far as login needs it.
@@ -212,22 +183,5 @@ mod tests {
                 service: None,
             }
         );
-    }
-
-    #[test]
-    fn refusals_carry_the_registry_reason() {
-        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}"#;
-        assert_eq!(
-            reason_of(StatusCode::UNAUTHORIZED, body),
-            "unauthorized: authentication required (401 Unauthorized)"
-        );
-        assert_eq!(
-            reason_of(
-                StatusCode::UNAUTHORIZED,
-                r#"{"details":"incorrect username or password"}"#
-            ),
-            "incorrect username or password (401 Unauthorized)"
-        );
-        assert_eq!(reason_of(StatusCode::FORBIDDEN, ""), "403 Forbidden");
     }
 }

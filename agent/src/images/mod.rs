@@ -20,6 +20,7 @@ mod error;
 mod layers;
 pub mod login;
 mod reference;
+mod refusal;
 pub mod registry;
 mod store;
 

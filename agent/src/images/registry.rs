@@ -11,7 +11,7 @@ use oci_client::{
     errors::{OciDistributionError, OciErrorCode},
     manifest::OciDescriptor,
     secrets::RegistryAuth,
-    Client, Reference,
+    Client, Reference, RegistryOperation,
 };
 
 use super::{
@@ -21,6 +21,7 @@ use super::{
     digest::Digest,
     error::ImageError,
     reference::{display_name, parse},
+    refusal::said,
     store::{io_error, ImageRecord, ImageStore, LayerRecord, Staging},
 };
 
@@ -63,17 +64,21 @@ pub async fn pull(
         RegistryAuth::Basic(c.username.clone(), c.secret.clone())
     });
     let client = client(&registry, options)?;
+    let context = Context {
+        reference: &parsed,
+        options,
+        logged_in: credentials.is_some(),
+    };
+    if credentials.is_some() {
+        // Left to itself, oci-client drops a token server's refusal and goes on without a
+        // token, so the registry's bare 401 would hide the token server's reason.
+        (client.auth(&parsed, &auth, RegistryOperation::Pull).await)
+            .map_err(|error| registry_error(context.explain(&error)))?;
+    }
     let (manifest, manifest_digest, config_json) = client
         .pull_manifest_and_config(&parsed, &auth)
         .await
-        .map_err(|error| {
-            let context = Context {
-                reference: &parsed,
-                options,
-                logged_in: credentials.is_some(),
-            };
-            registry_error(context.explain(&error))
-        })?;
+        .map_err(|error| registry_error(context.explain(&error)))?;
     let mut staging = store.stage()?;
     let config_digest = parse_digest(&manifest.config.digest, "the manifest's config")?;
     let config_path = staging.download_path("config");
@@ -182,7 +187,10 @@ struct Context<'a> {
 impl Context<'_> {
     /// Adds what to do to the errors users meet most.
     fn explain(&self, error: &OciDistributionError) -> String {
-        let message = describe(error);
+        let message = match error {
+            OciDistributionError::AuthenticationFailure(body) => token_refusal(body),
+            _ => describe(error),
+        };
         let registry = self.reference.registry();
         if is_unauthorized(error) {
             return if self.logged_in {
@@ -207,6 +215,16 @@ impl Context<'_> {
             );
         }
         message
+    }
+}
+
+/// A token server's refusal in its own words (oci-client gives its body, not its status).
+fn token_refusal(body: &str) -> String {
+    let reason = said(body);
+    if reason.is_empty() {
+        "the token server gave no reason".into()
+    } else {
+        format!("the token server says: {reason}")
     }
 }
 
@@ -284,4 +302,33 @@ pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_servers_refusal_keeps_its_reason_and_says_to_log_in_again() {
+        let reference: Reference = "registry.lan:5000/team/app:v1".parse().unwrap();
+        let options = PullOptions::default();
+        let context = Context {
+            reference: &reference,
+            options: &options,
+            logged_in: true,
+        };
+        let hint = "the registry refused the credentials stored for registry.lan:5000: log in again with `hostnetd login registry.lan:5000`";
+        let refused = OciDistributionError::AuthenticationFailure(
+            r#"{"details":"incorrect username or password"}"#.into(),
+        );
+        assert_eq!(
+            context.explain(&refused),
+            format!("the token server says: incorrect username or password; {hint}")
+        );
+        let silent = OciDistributionError::AuthenticationFailure(String::new());
+        assert_eq!(
+            context.explain(&silent),
+            format!("the token server gave no reason; {hint}")
+        );
+    }
 }
