@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     attach::{proxy_signals, require_terminal, session},
-    images::{image_path, pull_image},
+    images::pull_image,
     terminal::window_size,
 };
 use hostnetd::{
@@ -109,10 +109,33 @@ pub struct RunOptions {
     pub insecure_registries: Vec<String>,
 }
 
+/// Runs the container; a missing image is pulled first (`--pull missing`, as docker does:
+/// the daemon says it is missing, then it is pulled and the run asked again, so that a stored
+/// image costs no extra question), or always, or never.
 pub fn run(client: &Client, spec: &RunSpec, options: &RunOptions) -> anyhow::Result<ExitCode> {
-    if let Some(image) = &spec.image {
-        ensure_image(client, image, options)?;
+    let image = spec.image.as_deref();
+    if let (Some(image), "always") = (image, options.pull.as_str()) {
+        pull_image(client, image, &options.insecure_registries, false)?;
     }
+    match start(client, spec, options) {
+        Err(error) if options.pull == "missing" && is_missing_image(&error) => {
+            let image = image.unwrap_or_default();
+            eprintln!("Unable to find image '{image}' here");
+            pull_image(client, image, &options.insecure_registries, false)?;
+            start(client, spec, options)
+        }
+        other => other,
+    }
+}
+
+fn is_missing_image(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<ClientError>(),
+        Some(ClientError::Api(api)) if api.code == "no_such_image"
+    )
+}
+
+fn start(client: &Client, spec: &RunSpec, options: &RunOptions) -> anyhow::Result<ExitCode> {
     if options.detach || spec.tty || spec.interactive {
         let created: Created = client.post("/v1/containers", Some(spec))?;
         if options.detach {
@@ -174,26 +197,6 @@ fn attached(client: &Client, id: &str, with_stdin: bool) -> anyhow::Result<ExitC
         Err(error) => return Err(error.into()),
     };
     session(client, &point, with_stdin, true)
-}
-
-/// Pulls the image as `--pull` says: when it is not stored (as docker does), always, or never.
-fn ensure_image(client: &Client, image: &str, options: &RunOptions) -> anyhow::Result<()> {
-    let pull = match options.pull.as_str() {
-        "always" => true,
-        "never" => false,
-        _ => match client.get::<serde_json::Value>(&image_path(image)) {
-            Ok(_) => false,
-            Err(ClientError::Api(error)) if error.code == "no_such_image" => {
-                eprintln!("Unable to find image '{image}' here");
-                true
-            }
-            Err(error) => return Err(error.into()),
-        },
-    };
-    if pull {
-        pull_image(client, image, &options.insecure_registries, false)?;
-    }
-    Ok(())
 }
 
 /// The request, and what else to do; a bad `--policy` file is an error here.

@@ -10,9 +10,9 @@ use std::{
 
 use hostnetd_common::Proto;
 
-use crate::sys::sock_diag;
+use crate::sys::sock_diag::{self, States};
 
-const TCP_TIME_WAIT: u8 = 0x06;
+const TCP_LISTEN: u8 = 0x0a;
 const TABLES: [(&str, Proto); 4] = [
     ("tcp", Proto::Tcp),
     ("tcp6", Proto::Tcp),
@@ -191,12 +191,13 @@ fn diag_bound(wanted: &[(Proto, u16)]) -> io::Result<Vec<BoundSocket>> {
             continue;
         }
         let ranges = sock_diag::ranges_of(ports);
-        let ipproto = match proto {
-            Proto::Tcp => libc::IPPROTO_TCP,
-            Proto::Udp => libc::IPPROTO_UDP,
-        } as u8;
+        let (ipproto, states) = match proto {
+            Proto::Tcp => (libc::IPPROTO_TCP, States::Listening),
+            Proto::Udp => (libc::IPPROTO_UDP, States::All),
+        };
         for family in [libc::AF_INET, libc::AF_INET6] {
-            let found = match sock_diag::bound_sockets(family as u8, ipproto, &ranges) {
+            let found = sock_diag::bound_sockets(family as u8, ipproto as u8, states, &ranges);
+            let found = match found {
                 // No IPv6 on this host: nothing bound there.
                 Err(error) if family == libc::AF_INET6 && is_unsupported(&error) => continue,
                 other => other?,
@@ -252,14 +253,16 @@ fn read_in_large_chunks(path: &Path) -> io::Result<String> {
     String::from_utf8(buffer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// One row of /proc/net/{tcp,udp}{,6}; None for headers, unbound and lingering sockets.
+/// One row of /proc/net/{tcp,udp}{,6}, for a socket that holds its port as a service does:
+/// a TCP listener, or any bound UDP socket. None for headers, unbound sockets and TCP
+/// connections (what sock_diag is asked for too: [`States::Listening`]).
 fn parse_row(row: &str, proto: Proto) -> Option<BoundSocket> {
     let fields: Vec<&str> = row.split_whitespace().collect();
     let local = parse_address(fields.get(1)?)?;
     let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
     let inode: u64 = fields.get(9)?.parse().ok()?;
-    let lingering = proto == Proto::Tcp && (state == TCP_TIME_WAIT || inode == 0);
-    (local.port() != 0 && !lingering).then_some(BoundSocket {
+    let holds_port = proto == Proto::Udp || state == TCP_LISTEN;
+    (local.port() != 0 && holds_port).then_some(BoundSocket {
         proto,
         local,
         inode,
@@ -319,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn bound_sockets_skip_time_wait_lingering_and_unbound() {
+    fn bound_sockets_are_listeners_and_bound_udp_sockets() {
         let root = fake_proc("bound");
         let tcp = [
             row("0100007F:4E20", "0A", 11),
@@ -429,7 +432,8 @@ mod tests {
         diag.sort();
         proc.sort();
         assert_eq!(diag, proc);
-        assert_eq!(diag.len(), 4, "{diag:?}");
+        // The two listeners and the UDP socket; the connections do not hold their ports.
+        assert_eq!(diag.len(), 3, "{diag:?}");
     }
 
     #[test]
