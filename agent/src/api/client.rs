@@ -147,6 +147,10 @@ impl Client {
                 return Ok(());
             }
             if let Ok(Some(status)) = child.try_wait() {
+                // Another daemon (one a command started without this one's lock) may answer.
+                if self.ping().is_ok() {
+                    return Ok(());
+                }
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 let last = log
                     .lines()

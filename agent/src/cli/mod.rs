@@ -12,7 +12,10 @@ mod run;
 mod stats;
 mod terminal;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
@@ -178,7 +181,12 @@ enum Command {
     Manpages { dir: PathBuf },
     /// The per-container monitor the daemon starts (not for direct use).
     #[command(hide = true)]
-    Monitor { id: String },
+    Monitor {
+        id: String,
+        /// The cgroup2 mount the daemon works in.
+        #[arg(long)]
+        cgroup2: Option<PathBuf>,
+    },
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -192,7 +200,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let global_args = settings.daemon_args();
     match cli.command {
         Command::Daemon => daemon(settings),
-        Command::Monitor { id } => monitor(&settings, &id),
+        Command::Monitor { id, cgroup2 } => monitor(&settings, &id, cgroup2.as_deref()),
         Command::Teardown => containers::teardown(&settings),
         Command::Run(args) => {
             // Bad input is refused before any daemon is started: it changes nothing.
@@ -324,12 +332,15 @@ fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the daemon's runtime")?;
-    runtime.block_on(hostnetd::daemon::serve(settings))?;
+    let served = runtime.block_on(hostnetd::daemon::serve(settings));
+    // Threads that never end (the BPF log's reader) must not keep a daemon that failed alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn monitor(settings: &Settings, id: &str) -> anyhow::Result<ExitCode> {
-    let host = Host::open(settings.host_config())?;
+fn monitor(settings: &Settings, id: &str, cgroup2: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let host = Host::open_in(settings.host_config(), cgroup2)?;
     host.monitor(id, std::io::stdout())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -95,6 +95,7 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
         source,
     })?;
     let host = Host::open(config.clone())?;
+    host.watch_records()?;
     let (loaded_log_level, program_id) = {
         let (_lock, mut datapath) = host.lock_datapath()?;
         host.reconcile(&mut datapath)?;
@@ -181,13 +182,35 @@ fn only_daemon(run_dir: &Path, socket: &Path) -> Result<fs::File, DaemonError> {
         source,
     };
     fs::create_dir_all(run_dir).map_err(|e| io("create the directory of", e))?;
-    match crate::sys::files::lock_file(&path, libc::LOCK_EX | libc::LOCK_NB) {
-        Ok(file) => Ok(file),
-        Err(error) if error.raw_os_error() == Some(libc::EWOULDBLOCK) => {
-            Err(DaemonError::AlreadyRunning(socket.to_path_buf()))
+    // A daemon being killed holds the lock for a moment after it stopped answering, while its
+    // files close: a command that found no daemon and started this one must not fail on that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match crate::sys::files::lock_file(&path, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(file) => return Ok(file),
+            Err(error) if error.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(DaemonError::AlreadyRunning(socket.to_path_buf()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => return Err(io("lock", error)),
         }
-        Err(error) => Err(io("lock", error)),
     }
+}
+
+/// Whether something keeps answering on `socket` for a second. The caller holds the daemon
+/// lock, so a hostnetd daemon that answers is one being killed: it gives its lock back as it
+/// exits before it closes its socket, and stops answering a moment later.
+async fn still_answers(socket: &Path) -> bool {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while tokio::net::UnixStream::connect(socket).await.is_ok() {
+        if tokio::time::Instant::now() >= deadline {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
 }
 
 /// Binds the API socket, root-only. A socket left by a dead daemon is replaced; one that
@@ -202,7 +225,7 @@ async fn bind_socket(socket: &Path) -> Result<UnixListener, DaemonError> {
         fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
     }
     if socket.exists() {
-        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+        if still_answers(socket).await {
             return Err(DaemonError::AlreadyRunning(socket.to_path_buf()));
         }
         fs::remove_file(socket).map_err(|e| io("remove the stale socket", e))?;

@@ -201,8 +201,17 @@ pub struct Host {
 
 impl Host {
     pub fn open(config: HostConfig) -> Result<Self, HostError> {
+        Self::open_in(config, None)
+    }
+
+    /// A host working in the cgroup2 mount `cgroup2` when a parent process found it already
+    /// (a monitor's daemon), else in the one the mount table names.
+    pub fn open_in(config: HostConfig, cgroup2: Option<&Path>) -> Result<Self, HostError> {
+        let cgroup = match cgroup2 {
+            Some(mount) => Cgroup2::at(mount)?,
+            None => Cgroup2::host()?,
+        };
         let store = Store::open(&config.state_dir)?;
-        let cgroup = Cgroup2::host()?;
         let runc = Runc::new(&config.runc, config.run_dir.join("runc"));
         let images = ImageStore::open(&config.state_dir)?;
         Ok(Self {
@@ -220,6 +229,12 @@ impl Host {
 
     /// Takes the host lock and opens (loading if need be) the datapath, as this kernel's
     /// features allow.
+    /// Keeps this process's listing of the records whole, reading again only what changed
+    /// (the daemon's: it lists them on every command).
+    pub fn watch_records(&self) -> Result<(), HostError> {
+        Ok(self.store.watch()?)
+    }
+
     pub(crate) fn lock_datapath(&self) -> Result<(HostLock, Datapath), HostError> {
         let options = self.config.datapath_options()?;
         let lock = self.store.lock()?;
@@ -339,7 +354,7 @@ impl Host {
                 state: ContainerState::Exited,
                 exit_code,
                 pid: None,
-                finished_at: Some(now()),
+                finished_at: last_finish(record),
                 final_traffic,
                 ..record.clone()
             })?,
@@ -392,4 +407,13 @@ pub(crate) enum Disposition {
 /// Removes a directory tree, never crossing into another mount (see `safe_remove`).
 pub(crate) fn remove_dir_all(path: &Path) -> Result<(), HostError> {
     safe_remove::remove_tree(path).map_err(|error| HostError::Invalid(error.to_string()))
+}
+
+/// When the container stopped running: the monitor recorded its exit already (an event was
+/// dated from it), unless the container was lost while running.
+fn last_finish(record: &ContainerRecord) -> Option<u64> {
+    match (record.state, record.finished_at) {
+        (ContainerState::Running, _) | (_, None) => Some(now()),
+        (_, finished) => finished,
+    }
 }

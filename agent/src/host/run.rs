@@ -299,6 +299,8 @@ impl Host {
         command
             .args(self.config.to_args())
             .arg("monitor")
+            .arg("--cgroup2")
+            .arg(self.cgroup.mount())
             .arg(&record.id);
         // No pre_exec: the monitor makes its own session as it starts (`begin_monitor`), so
         // that the spawn takes posix_spawn's fast path rather than a fork of the daemon.

@@ -13,6 +13,7 @@
 //! Every file is written to a temporary sibling, fsynced and renamed over the old one, so a
 //! crash mid-write leaves the old or the new content, never a torn one.
 pub mod traffic;
+mod watch;
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -214,6 +215,13 @@ pub struct Store {
     /// Records as last read, by file name: the daemon lists every record on each command, and
     /// parsing hundreds of unchanged files again made each command slower with every container.
     cache: Mutex<HashMap<OsString, (FileStamp, ContainerRecord)>>,
+    /// The daemon's listing, kept whole while inotify names no change ([`Store::watch`]).
+    watched: Mutex<Option<WatchedRecords>>,
+}
+
+struct WatchedRecords {
+    watch: watch::DirectoryWatch,
+    records: HashMap<OsString, ContainerRecord>,
 }
 
 /// What tells one version of a record file from another. Records are never written in place
@@ -260,6 +268,7 @@ impl Store {
         Ok(Self {
             dir: dir.to_path_buf(),
             cache: Mutex::default(),
+            watched: Mutex::default(),
         })
     }
 
@@ -277,9 +286,74 @@ impl Store {
         Some(FileStamp::of(&metadata))
     }
 
+    /// From now on, this process's listing is kept whole and only records that inotify says
+    /// changed are read again: for the daemon, which lists the records on every command.
+    pub fn watch(&self) -> Result<(), StoreError> {
+        let dir = self.dir.join("containers");
+        // Watching first: a record written meanwhile is read again, never missed.
+        let watch = watch::DirectoryWatch::new(&dir).map_err(io_error("watch", &dir))?;
+        let records = self.read_all()?;
+        *self.watched.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(WatchedRecords { watch, records });
+        Ok(())
+    }
+
     /// Every record, oldest first. Files unchanged since this process last read them are not
     /// read again.
     pub fn list(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut records: Vec<ContainerRecord> = match watched.as_mut() {
+            Some(watched) => {
+                self.catch_up(watched)?;
+                watched.records.values().cloned().collect()
+            }
+            None => {
+                drop(watched);
+                return self.list_unwatched();
+            }
+        };
+        records.sort_by_key(|record| record.created_at);
+        Ok(records)
+    }
+
+    /// Reads again the records inotify named since the last listing.
+    fn catch_up(&self, watched: &mut WatchedRecords) -> Result<(), StoreError> {
+        let dir = self.dir.join("containers");
+        match watched.watch.changes() {
+            watch::Changes::Unknown => watched.records = self.read_all()?,
+            watch::Changes::Named(names) => {
+                for name in names {
+                    if Path::new(&name).extension().is_none_or(|ext| ext != "json") {
+                        continue;
+                    }
+                    match read_stamped(&dir.join(&name))? {
+                        Some((_, record)) => watched.records.insert(name, record),
+                        None => watched.records.remove(&name),
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every record file, read.
+    fn read_all(&self) -> Result<HashMap<OsString, ContainerRecord>, StoreError> {
+        let dir = self.dir.join("containers");
+        let mut records = HashMap::new();
+        for entry in fs::read_dir(&dir).map_err(io_error("read", &dir))? {
+            let entry = entry.map_err(io_error("read", &dir))?;
+            let path = entry.path();
+            if path.extension().is_none_or(|ext| ext != "json") {
+                continue;
+            }
+            if let Some((_, record)) = read_stamped(&path)? {
+                records.insert(entry.file_name(), record);
+            }
+        }
+        Ok(records)
+    }
+
+    fn list_unwatched(&self) -> Result<Vec<ContainerRecord>, StoreError> {
         let dir = self.dir.join("containers");
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let mut records = Vec::new();
@@ -623,6 +697,26 @@ pub(crate) mod tests {
             .collect();
         left.sort();
         assert_eq!(left, theirs);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_watched_listing_follows_what_other_processes_write_and_remove() {
+        let (daemon, dir) = temp_store("watched");
+        let monitor = Store::open(&dir).unwrap();
+        daemon.save(&record("a1", "web")).unwrap();
+        daemon.watch().unwrap();
+        assert_eq!(daemon.list().unwrap(), [record("a1", "web")]);
+        // Another process (a monitor) changes a record, adds one, and one goes.
+        let mut running = record("a1", "web");
+        running.state = ContainerState::Running;
+        monitor.save_until_reboot(&running).unwrap();
+        let mut second = record("b2", "db");
+        second.created_at += 1;
+        monitor.save(&second).unwrap();
+        assert_eq!(daemon.list().unwrap(), [running.clone(), second]);
+        monitor.remove("b2").unwrap();
+        assert_eq!(daemon.list().unwrap(), [running]);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -42,6 +42,23 @@ impl Cgroup2 {
         Self::from_mount_table(&table).ok_or_else(|| CgroupError::NoCgroup2(mounts.to_path_buf()))
     }
 
+    /// The cgroup2 mount at `mount`, as a parent process found it (one statfs, not a read of
+    /// the mount table, which grows with every container's root filesystem).
+    pub fn at(mount: &Path) -> Result<Self, CgroupError> {
+        const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+        let path = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes())
+            .map_err(|_| CgroupError::NoCgroup2(mount.to_path_buf()))?;
+        // SAFETY: statfs writes into a zeroed struct we own; the path is NUL-terminated.
+        let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statfs(path.as_ptr(), &mut stat) };
+        if rc != 0 || stat.f_type as i64 != CGROUP2_SUPER_MAGIC {
+            return Err(CgroupError::NoCgroup2(mount.to_path_buf()));
+        }
+        Ok(Self {
+            mount: mount.to_path_buf(),
+        })
+    }
+
     pub fn host() -> Result<Self, CgroupError> {
         Self::discover(Path::new(mounts::HOST_MOUNT_TABLE))
     }
