@@ -153,7 +153,19 @@ impl DockerBridge {
                 published.push(format!("127.0.0.1:{port}:{port}/udp"));
             }
             let mut run = self.run_args(name, &address, &published);
-            run.extend(["-v", "/:/host:ro", "--entrypoint", "chroot"].map(String::from));
+            // A private writable /tmp, as runc gives H1's `--rootfs /` (iperf3 keeps its
+            // buffers in a temporary file).
+            run.extend(
+                [
+                    "-v",
+                    "/:/host:ro",
+                    "--tmpfs",
+                    "/host/tmp",
+                    "--entrypoint",
+                    "chroot",
+                ]
+                .map(String::from),
+            );
             run.push(IMAGE.into());
             run.push("/host".into());
             run.extend(args);

@@ -62,7 +62,8 @@ use self::{
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Short durations and two rounds, to check the harness (docs/PERFORMANCE.md is left alone).
+    /// Short durations and one round, to check the harness in under 2 minutes (too few rounds
+    /// for intervals; docs/PERFORMANCE.md is left alone).
     #[arg(long)]
     quick: bool,
     /// The ports the benchmark may use, FIRST-LAST: its servers, and the control-plane
@@ -297,5 +298,25 @@ impl Drop for Scratch {
         // Never through a mount: a container's rootfs left mounted here (`--rootfs /` binds
         // the host's root) would make a recursive removal descend into the host.
         hostnetd_tests::mounts::remove_scratch(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_configuration_goes_first_in_turn() {
+        let group = [Config::H0, Config::Nat, Config::DockerBridge];
+        let firsts: Vec<Config> = (0..4).map(|round| rotated(&group, round)[0]).collect();
+        assert_eq!(
+            firsts,
+            [Config::H0, Config::Nat, Config::DockerBridge, Config::H0]
+        );
+        assert_eq!(
+            rotated(&group, 1),
+            [Config::Nat, Config::DockerBridge, Config::H0]
+        );
+        assert!(rotated(&[], 3).is_empty());
     }
 }

@@ -216,6 +216,12 @@ fn ahead_of(samples: &Samples, medians: &Medians, peer: Config) -> Target {
     if !unresolved.is_empty() {
         figure.push_str(&format!("; not resolved: {}", unresolved.join(", ")));
     }
+    if samples
+        .get(&(HEADLINE[0], peer))
+        .is_some_and(|rounds| rounds.len() < stats::MIN_SAMPLES)
+    {
+        figure.push_str(" (no interval: too few rounds)");
+    }
     Target {
         name,
         figure,
