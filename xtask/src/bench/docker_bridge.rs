@@ -46,8 +46,9 @@ impl DockerBridges {
         let mut running = vec![DockerBridge::start(env, Config::DockerBridge)?];
         let absent = if docker_iptables_chains_exist() {
             Some(
-                "not measured: iptables already has DOCKER chains (another dockerd writes \
-                 them), which a dockerd of the benchmark would share"
+                "not measured: iptables already has DOCKER chains, which a dockerd of the \
+                 benchmark would share (another dockerd writes them; or a benchmark run was \
+                 killed before it could remove its own: see `iptables -t nat -S`)"
                     .to_string(),
             )
         } else {

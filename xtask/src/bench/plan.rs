@@ -194,7 +194,7 @@ impl Plan {
             syscall_duration: Duration::from_millis(if quick { 200 } else { 500 }),
             profile_duration: Duration::from_secs(if quick { 1 } else { 2 }),
             startup_samples: if quick { 3 } else { 15 },
-            tc_rounds: if quick { 3 } else { 9 },
+            tc_rounds: if quick { 2 } else { 9 },
             engine_rounds: if quick { 3 } else { 30 },
             peer_rounds: if quick { 3 } else { 15 },
             scale_counts: counts,

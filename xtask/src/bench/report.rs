@@ -461,25 +461,17 @@ fn startup_chart(results: &Results) -> Chart<'static> {
     Chart {
         title: "Start-up, ms (median): hostnetd beside each peer (lower is better)",
         y_label: "ms",
-        series: &["hostnetd", "peer"],
+        series: &["hostnetd (hostnetd-runc under Docker)", "the peer"],
         groups: vec![
+            group("vs docker run -d", &peers.hostnetd_ms, &peers.docker_ms),
+            group("vs podman run -d", &peers.hostnetd_ms, &peers.podman_ms),
             group(
-                "docker run -d (host net)",
-                &peers.hostnetd_ms,
-                &peers.docker_ms,
-            ),
-            group(
-                "podman run -d (host net)",
-                &peers.hostnetd_ms,
-                &peers.podman_ms,
-            ),
-            group(
-                "runc run -d, to 1st conn.",
+                "vs runc run -d (to 1st conn.)",
                 &control.startup_hostnetd_ms,
                 &control.startup_runc_ms,
             ),
             group(
-                "runc under docker",
+                "docker: hostnetd-runc vs runc",
                 &engines.hostnetd_runc_ms,
                 &engines.runc_ms,
             ),
