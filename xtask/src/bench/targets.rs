@@ -559,6 +559,22 @@ mod tests {
         assert!(host.figure.contains("stream"), "{}", host.figure);
     }
 
+    /// The p50 target judged on rounds of H0 and H1.
+    fn p50_target(h0: Vec<f64>, h1: Vec<f64>) -> Target {
+        let samples = Samples::from([
+            ((Metric::RrP50, Config::H0), h0),
+            ((Metric::RrP50, Config::H1), h1),
+        ]);
+        let medians = medians_of(&samples);
+        ratio_target(
+            &samples,
+            &medians,
+            "p50",
+            Metric::RrP50,
+            (1.03, Want::AtMost),
+        )
+    }
+
     #[test]
     fn a_ratio_near_its_threshold_in_noisy_rounds_is_not_resolved() {
         // H1 at 102% of H0's latency, rounds varying by +-10% on their own: the interval
@@ -566,18 +582,7 @@ mod tests {
         let noisy = [1.0, 1.1, 0.9, 1.05, 0.95, 1.08, 0.92, 1.0];
         let h1: Vec<f64> = noisy.iter().map(|f| 51.0 * f).collect();
         let h0: Vec<f64> = noisy.iter().rev().map(|f| 50.0 * f).collect();
-        let samples = Samples::from([
-            ((Metric::RrP50, Config::H0), h0),
-            ((Metric::RrP50, Config::H1), h1),
-        ]);
-        let medians = medians_of(&samples);
-        let target = ratio_target(
-            &samples,
-            &medians,
-            "p50",
-            Metric::RrP50,
-            (1.03, Want::AtMost),
-        );
+        let target = p50_target(h0, h1);
         assert_eq!(target.verdict, Verdict::NotResolved, "{}", target.figure);
         assert!(
             target.figure.starts_with("102.0% (95% CI"),
@@ -585,18 +590,7 @@ mod tests {
             target.figure
         );
         // The same ratio in quiet rounds is met.
-        let samples = Samples::from([
-            ((Metric::RrP50, Config::H0), rounds(50.0)),
-            ((Metric::RrP50, Config::H1), rounds(51.0)),
-        ]);
-        let medians = medians_of(&samples);
-        let target = ratio_target(
-            &samples,
-            &medians,
-            "p50",
-            Metric::RrP50,
-            (1.03, Want::AtMost),
-        );
+        let target = p50_target(rounds(50.0), rounds(51.0));
         assert_eq!(target.verdict, Verdict::Met, "{}", target.figure);
     }
 }
