@@ -11,6 +11,7 @@ use anyhow::bail;
 pub enum Part {
     Datapath,
     Programs,
+    /// Start-up (beside runc, Docker and podman), admission and bind with many containers.
     ControlPlane,
     /// TCX against clsact: the TC programs' per-packet cost attached either way.
     TcAttach,

@@ -90,12 +90,19 @@ fn engines_section(md: &mut String, startup: &super::engines::EngineStartup) {
          | runtime | ms | spread |\n| --- | ---: | ---: |\n\
          | runc | {runc:.1} | {:.0}% |\n\
          | hostnetd-runc (`-l io.hostnetd.ports=P`) | {hostnetd:.1} | {:.0}% |\n\n\
-         hostnetd-runc adds {:+.1} ms ({:+.0}%).\n",
+         hostnetd-runc adds {:+.1} ms ({:+.0}%){}.\n",
         startup.runc_ms.len(),
         relative_range(&startup.runc_ms) * 100.0,
         relative_range(&startup.hostnetd_runc_ms) * 100.0,
         hostnetd - runc,
-        (hostnetd / runc - 1.0) * 100.0
+        (hostnetd / runc - 1.0) * 100.0,
+        stats::difference_interval(&startup.hostnetd_runc_ms, &startup.runc_ms, true).map_or(
+            String::new(),
+            |i| format!(
+                " (95% interval {:+.1} to {:+.1} ms, paired by round)",
+                i.low, i.high
+            )
+        ),
     );
 }
 
