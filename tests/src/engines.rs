@@ -16,6 +16,21 @@ pub struct TestDocker {
     cgroup_parent: String,
     daemon: Option<Child>,
     live_restore: bool,
+    networking: DockerNetworking,
+}
+
+/// How a private dockerd networks its containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DockerNetworking {
+    /// Host networking only: no bridge, no iptables rules (the engine tests').
+    HostOnly,
+    /// User-defined bridge networks with ports published by `-p`. `iptables`: dockerd writes
+    /// its DNAT rules (global chains named DOCKER*: one such dockerd on a host at a time);
+    /// `userland_proxy`: docker-proxy carries the published ports' loopback connections.
+    Bridge {
+        iptables: bool,
+        userland_proxy: bool,
+    },
 }
 
 impl TestDocker {
@@ -28,21 +43,36 @@ impl TestDocker {
     /// A dockerd whose runtime `hostnetd` is hostnetd-runc pointed at `host` (the test's or
     /// the benchmark's), in `host`'s scratch directory.
     pub fn start_for(host: &ScratchHost, live_restore: bool) -> Self {
-        let dir = host.scratch().join("docker");
+        Self::start_named(host, "docker", live_restore, DockerNetworking::HostOnly)
+    }
+
+    /// A dockerd in `host`'s scratch directory `name` (several may run side by side, each
+    /// named apart), networking its containers as `networking` says.
+    pub fn start_named(
+        host: &ScratchHost,
+        name: &str,
+        live_restore: bool,
+        networking: DockerNetworking,
+    ) -> Self {
+        let dir = host.scratch().join(name);
         std::fs::create_dir_all(&dir).expect("docker dir");
         let runtime = write_runtime_wrapper(host, &dir);
         let config = dir.join("daemon.json");
-        let registration = serde_json::json!({
+        let mut registration = serde_json::json!({
             "runtimes": {"hostnetd": {"path": runtime}},
             "live-restore": live_restore,
         });
+        if let DockerNetworking::Bridge { userland_proxy, .. } = networking {
+            registration["userland-proxy"] = userland_proxy.into();
+        }
         std::fs::write(&config, registration.to_string()).expect("daemon.json");
         let mut docker = Self {
             socket: dir.join("docker.sock"),
-            cgroup_parent: format!("{}-docker", host.name),
+            cgroup_parent: format!("{}-{name}", host.name),
             dir,
             daemon: None,
             live_restore,
+            networking,
         };
         docker.launch();
         docker
@@ -65,7 +95,7 @@ impl TestDocker {
             .arg(self.dir.join("docker.pid"))
             .arg("-H")
             .arg(format!("unix://{}", self.socket.display()))
-            .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
+            .args(self.network_flags())
             .args(["--cgroup-parent", &self.cgroup_parent])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -89,6 +119,17 @@ impl TestDocker {
                 panic!("dockerd did not come up ({exited:?}): {}", self.log());
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The default bridge is always off (docker0 would be shared with any other dockerd):
+    /// bridge-networked containers join user-defined networks with bridges named apart.
+    fn network_flags(&self) -> Vec<&'static str> {
+        match self.networking {
+            DockerNetworking::Bridge { iptables: true, .. } => {
+                vec!["--iptables=true", "--ip-masq=true", "--bridge=none"]
+            }
+            _ => vec!["--iptables=false", "--ip-masq=false", "--bridge=none"],
         }
     }
 
@@ -162,12 +203,89 @@ impl Drop for TestDocker {
                     eprintln!("docker rm -f: {}", describe(&removed));
                 }
             }
+            if self.networking != DockerNetworking::HostOnly {
+                // Each network's bridge and rules go with it.
+                let _ = self.docker(&["network", "prune", "--force"]);
+            }
         }
         self.stop_daemon();
+        if let DockerNetworking::Bridge { iptables: true, .. } = self.networking {
+            remove_docker_iptables();
+        }
         // The managed containerd and the shims name this directory on their command lines.
         kill_processes_naming(&self.dir);
         mounts::remove_scratch(&self.dir);
         remove_cgroup_everywhere(&self.cgroup_parent);
+    }
+}
+
+/// Chains dockerd makes when it writes iptables rules; their names are fixed.
+const DOCKER_CHAIN_PREFIX: &str = "DOCKER";
+
+/// Whether a dockerd has written its iptables chains on this host (one of ours that was not
+/// cleaned up, or another engine's): a second one would share them.
+pub fn docker_iptables_chains_exist() -> bool {
+    ["nat", "filter"].into_iter().any(|table| {
+        iptables_rules(table)
+            .iter()
+            .any(|rule| rule.starts_with(&format!("-N {DOCKER_CHAIN_PREFIX}")))
+    })
+}
+
+/// `iptables -t TABLE -S`, one rule per line.
+fn iptables_rules(table: &str) -> Vec<String> {
+    Command::new("iptables")
+        .args(["-t", table, "-S"])
+        .output()
+        .map(|output| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Undoes what an iptables-writing dockerd leaves once stopped (it keeps its chains and the
+/// jumps to them for its next start): the jumps from the built-in chains, then the DOCKER*
+/// chains themselves. Only started when no such chain existed before, so they are ours.
+fn remove_docker_iptables() {
+    for table in ["nat", "filter"] {
+        let rules = iptables_rules(table);
+        for rule in &rules {
+            let Some(spec) = rule.strip_prefix("-A ") else {
+                continue;
+            };
+            let jumps_to_docker = [" -j ", " -g "]
+                .iter()
+                .any(|jump| spec.contains(&format!("{jump}{DOCKER_CHAIN_PREFIX}")));
+            if spec.starts_with(DOCKER_CHAIN_PREFIX) || !jumps_to_docker {
+                continue;
+            }
+            let mut args = vec!["-t", table, "-D"];
+            args.extend(spec.split_whitespace());
+            iptables_quiet(&args);
+        }
+        let chains: Vec<&str> = (rules.iter())
+            .filter_map(|rule| rule.strip_prefix("-N "))
+            .filter(|chain| chain.starts_with(DOCKER_CHAIN_PREFIX))
+            .collect();
+        for chain in &chains {
+            iptables_quiet(&["-t", table, "-F", chain]);
+        }
+        for chain in &chains {
+            iptables_quiet(&["-t", table, "-X", chain]);
+        }
+    }
+}
+
+fn iptables_quiet(args: &[&str]) {
+    match Command::new("iptables").args(args).output() {
+        Ok(output) if !output.status.success() => {
+            eprintln!("iptables {}: {}", args.join(" "), describe(&output));
+        }
+        Err(error) => eprintln!("iptables {}: {error}", args.join(" ")),
+        Ok(_) => {}
     }
 }
 
@@ -468,6 +586,14 @@ impl Drop for TestContainerd {
     }
 }
 
+/// podman's default ulimits exceed some hosts' hard limits, which runc then cannot set.
+const LOW_ULIMITS: [&str; 4] = [
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
 /// podman with its own storage, run directory and cgroup parent; hostnetd-runc given per
 /// container (`podman run --runtime`).
 pub struct TestPodman {
@@ -479,13 +605,28 @@ pub struct TestPodman {
 
 impl TestPodman {
     pub fn new(host: &TestHost) -> Self {
+        Self::new_for(&host.host)
+    }
+
+    /// podman in `host`'s scratch directory (the test's or the benchmark's).
+    pub fn new_for(host: &ScratchHost) -> Self {
         let dir = host.scratch().join("podman");
         std::fs::create_dir_all(&dir).expect("podman dir");
         Self {
-            runtime: write_runtime_wrapper(&host.host, &dir),
+            runtime: write_runtime_wrapper(host, &dir),
             cgroup_parent: format!("{}-podman", host.name),
             dir,
         }
+    }
+
+    /// `podman run -d` with podman's own runtime (runc here) on the host network, in this
+    /// harness's cgroup parent, with the ulimits [`Self::run_detached`] explains.
+    pub fn run_detached_plain(&self, image_and_command: &[&str]) -> Output {
+        let mut args = vec!["run", "-d", "--runtime", "runc", "--network", "host"];
+        args.extend(["--cgroup-parent", &self.cgroup_parent]);
+        args.extend(LOW_ULIMITS);
+        args.extend(image_and_command);
+        self.podman(&args)
     }
 
     /// `podman ARGS` against this storage, to completion.
@@ -521,12 +662,7 @@ impl TestPodman {
         let runtime = self.runtime.to_string_lossy().into_owned();
         let mut args = vec!["run", "-d", "--runtime", &runtime, "--network", "host"];
         args.extend(["--cgroup-parent", &self.cgroup_parent]);
-        args.extend([
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ]);
+        args.extend(LOW_ULIMITS);
         args.extend(extra);
         args.extend(image_and_command);
         self.podman(&args)

@@ -9,3 +9,10 @@ pub fn build() -> anyhow::Result<PathBuf> {
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     Ok(workspace_root().join("target"))
 }
+
+/// Builds `hostnetd` and `hostnetd-runc` as they ship (release); returns target/release.
+pub fn build_release() -> anyhow::Result<PathBuf> {
+    say("building hostnetd and hostnetd-runc (release)");
+    run(cargo().args(["build", "--release", "-p", "hostnetd", "--bins"]))?;
+    Ok(workspace_root().join("target/release"))
+}

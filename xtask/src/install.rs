@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::shell::{cargo, run, say, workspace_root};
+use crate::shell::{run, say, workspace_root};
 
 const BINARIES: [&str; 2] = ["hostnetd", "hostnetd-runc"];
 const UNIT: &str = "hostnetd.service";
@@ -75,11 +75,11 @@ impl Layout {
 
 pub fn install(args: InstallArgs) -> anyhow::Result<()> {
     let layout = Layout::new(&args)?;
-    if !args.no_build {
-        say("building hostnetd and hostnetd-runc (release)");
-        run(cargo().args(["build", "--release", "-p", "hostnetd", "--bins"]))?;
-    }
-    let release = workspace_root().join("target/release");
+    let release = if args.no_build {
+        workspace_root().join("target/release")
+    } else {
+        crate::build::build_release()?
+    };
     fs::create_dir_all(&layout.bin)
         .with_context(|| format!("cannot create {}", layout.bin.display()))?;
     for binary in BINARIES {

@@ -41,6 +41,8 @@ pub struct ControlPlane {
 pub struct ScalePoint {
     pub containers: usize,
     pub admission_ms: f64,
+    /// Every refused admission's milliseconds, for the growth target's interval.
+    pub admission_samples_ms: Vec<f64>,
     pub create_ms: f64,
     pub remove_ms: f64,
     pub bind_ns: f64,
@@ -51,8 +53,7 @@ pub fn measure(env: &Env, plan: &Plan) -> anyhow::Result<ControlPlane> {
     let ps_ms = (0..plan.startup_samples)
         .map(|_| timed_ms(|| env.host.exec(&["ps"]).map(drop)))
         .collect::<anyhow::Result<_>>()?;
-    let (startup_hostnetd_ms, config) = hostnetd_startups(env, plan.startup_samples)?;
-    let startup_runc_ms = runc_startups(env, plan.startup_samples, &config)?;
+    let (startup_hostnetd_ms, startup_runc_ms) = startups(env, plan.startup_samples)?;
     let (scale, create_ms_by_count) = scale(env, plan)?;
     env.host.down()?;
     Ok(ControlPlane {
@@ -64,39 +65,55 @@ pub fn measure(env: &Env, plan: &Plan) -> anyhow::Result<ControlPlane> {
     })
 }
 
-/// Start-up times, and the OCI config hostnetd wrote for the last container (for runc alone).
-fn hostnetd_startups(env: &Env, samples: usize) -> anyhow::Result<(Vec<f64>, Value)> {
+/// Start-up times of `hostnetd run -d` and of `runc run -d` with the config hostnetd wrote,
+/// alternately (the first of each pair alternating), after one hostnetd start that warms the
+/// caches and yields the config.
+fn startups(env: &Env, samples: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    env.host.exec(&["ps"])?; // the daemon is up before the clock starts
+    let (_, config) = hostnetd_startup(env, "warm-up")?;
+    let bundle = RuncBundle::create(&env.scratch.join("runc-alone"))?;
+    let (mut hostnetd, mut runc) = (Vec::new(), Vec::new());
+    for sample in 0..samples {
+        check_interrupted()?;
+        let runc_first = sample % 2 == 1;
+        if runc_first {
+            runc.push(runc_startup(env, &bundle, sample, &config)?);
+        }
+        hostnetd.push(hostnetd_startup(env, &sample.to_string())?.0);
+        if !runc_first {
+            runc.push(runc_startup(env, &bundle, sample, &config)?);
+        }
+    }
+    Ok((hostnetd, runc))
+}
+
+/// One start-up time, and the OCI config hostnetd wrote for the container (for runc alone).
+fn hostnetd_startup(env: &Env, sample: &str) -> anyhow::Result<(f64, Value)> {
     let port = env.ports.startup();
     let peer = env.benchpeer.display().to_string();
     let (owned, listen) = (format!("{port}/tcp"), port.to_string());
-    env.host.exec(&["ps"])?; // the daemon is up before the clock starts
-    let mut times = Vec::new();
-    let mut config = Value::Null;
-    for sample in 0..samples {
-        let name = format!("hnbench-startup-{sample}");
-        let mut command = env.host.command();
-        command
-            .args([
-                "run", "-d", "--name", &name, "--rootfs", "/", "--ports", &owned,
-            ])
-            .args(H1_POLICY_FLAGS)
-            .args(["--", &peer, "accept", &listen])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let (elapsed, output) = time_to_listening(&mut command, port)?;
-        let id = String::from_utf8_lossy(&output).trim().to_string();
-        config = read_json(
-            &env.host
-                .run_dir()
-                .join("containers")
-                .join(&id)
-                .join("config.json"),
-        )?;
-        env.host.exec(&["rm", "-f", &name])?;
-        wait_closed(port)?;
-        times.push(elapsed);
-    }
-    Ok((times, config))
+    let name = format!("hnbench-startup-{sample}");
+    let mut command = env.host.command();
+    command
+        .args([
+            "run", "-d", "--name", &name, "--rootfs", "/", "--ports", &owned,
+        ])
+        .args(H1_POLICY_FLAGS)
+        .args(["--", &peer, "accept", &listen])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (elapsed, output) = time_to_listening(&mut command, port)?;
+    let id = String::from_utf8_lossy(&output).trim().to_string();
+    let config = read_json(
+        &env.host
+            .run_dir()
+            .join("containers")
+            .join(&id)
+            .join("config.json"),
+    )?;
+    env.host.exec(&["rm", "-f", &name])?;
+    wait_closed(port)?;
+    Ok((elapsed, config))
 }
 
 /// Spawns `command`, polls 127.0.0.1:`port` until a connection is accepted; the time that
@@ -151,32 +168,32 @@ fn read_json(path: &Path) -> anyhow::Result<Value> {
 }
 
 /// `runc run -d` of hostnetd's own config, its cgroup moved to a parent of the benchmark's.
-fn runc_startups(env: &Env, samples: usize, config: &Value) -> anyhow::Result<Vec<f64>> {
+fn runc_startup(
+    env: &Env,
+    bundle: &RuncBundle,
+    sample: usize,
+    config: &Value,
+) -> anyhow::Result<f64> {
     let port = env.ports.startup();
-    let bundle = RuncBundle::create(&env.scratch.join("runc-alone"))?;
-    let cgroup_parent = &bundle.cgroup_parent;
-    let mut times = Vec::new();
-    for sample in 0..samples {
-        let id = format!("hnbench-runc-{sample}");
-        let mut config = config.clone();
-        config["root"] = serde_json::json!({ "path": "rootfs", "readonly": true });
-        config["linux"]["cgroupsPath"] = format!("/{cgroup_parent}/{id}").into();
-        std::fs::write(bundle.dir.join("config.json"), config.to_string())?;
-        let mut command = bundle.runc();
-        // Not pipes: runc hands its output to the container, which would hold them open.
-        let log = std::fs::File::create(env.logs.join("runc-alone.log"))?;
-        command
-            .args(["run", "-d", "--bundle"])
-            .arg(&bundle.dir)
-            .arg(&id)
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let result = time_to_listening(&mut command, port);
-        let _ = bundle.runc().args(["delete", "-f", &id]).output();
-        times.push(result?.0);
-        wait_closed(port)?;
-    }
-    Ok(times)
+    let id = format!("hnbench-runc-{sample}");
+    let mut config = config.clone();
+    config["root"] = serde_json::json!({ "path": "rootfs", "readonly": true });
+    config["linux"]["cgroupsPath"] = format!("/{}/{id}", bundle.cgroup_parent).into();
+    std::fs::write(bundle.dir.join("config.json"), config.to_string())?;
+    let mut command = bundle.runc();
+    // Not pipes: runc hands its output to the container, which would hold them open.
+    let log = std::fs::File::create(env.logs.join("runc-alone.log"))?;
+    command
+        .args(["run", "-d", "--bundle"])
+        .arg(&bundle.dir)
+        .arg(&id)
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let result = time_to_listening(&mut command, port);
+    let _ = bundle.runc().args(["delete", "-f", &id]).output();
+    let elapsed = result?.0;
+    wait_closed(port)?;
+    Ok(elapsed)
 }
 
 /// A bundle whose rootfs is a private read-only view of / (as hostnetd's `--rootfs /`
@@ -286,6 +303,7 @@ fn measure_at(env: &Env, plan: &Plan, count: usize) -> anyhow::Result<ScalePoint
     Ok(ScalePoint {
         containers: count,
         admission_ms: super::stats::median(&admission),
+        admission_samples_ms: admission,
         create_ms: super::stats::median(&create),
         remove_ms: super::stats::median(&remove),
         bind_ns,

@@ -14,5 +14,7 @@ pub struct Env {
     pub logs: PathBuf,
     pub nginx: Nginx,
     pub nginx_image: PathBuf,
+    /// The sample images' directory (busybox.tar for the start-up peers).
+    pub images: PathBuf,
     pub scratch: PathBuf,
 }

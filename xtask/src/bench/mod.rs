@@ -6,16 +6,21 @@
 //! - H0+daemon: the same host processes while hostnetd runs the H1 containers (host traffic
 //!   of no container must not change);
 //! - H1: the servers in hostnetd containers with port ownership and [`host::H1_POLICY_FLAGS`];
-//! - NAT: the servers in a network namespace behind a bridge and iptables DNAT ([`nat`]).
+//! - NAT: the servers in a network namespace behind a bridge and iptables DNAT ([`nat`]);
+//! - docker-bridge and docker-bridge-noproxy: the servers in Docker containers on a bridge
+//!   network, published with `-p` through docker-proxy and through dockerd's own DNAT
+//!   ([`docker_bridge`]).
 //!
-//! Each round measures every workload in every configuration, the order alternating between
+//! Each round measures every workload in every configuration, the order rotating between
 //! rounds, so that the machine's other load falls on all of them alike; medians over rounds
-//! are reported. Then a profiling pass reads the programs' costs from the kernel's BPF
+//! are reported, and every ratio a target judges gets a bootstrap confidence interval over
+//! the rounds ([`stats`]). Then a profiling pass reads the programs' costs from the kernel's BPF
 //! statistics, the control plane is timed, and the TC programs' per-packet cost is compared
 //! attached as TCX links and as clsact filters ([`tc_attach`]). Results go to target/bench/ (report.md,
 //! results.json, SVG plots) and, in full mode, to docs/PERFORMANCE.md.
 mod bpfstats;
 mod control;
+mod docker_bridge;
 mod engines;
 mod env;
 mod host;
@@ -28,6 +33,7 @@ mod plot;
 mod report;
 mod results;
 mod servers;
+mod startup_peers;
 mod stats;
 mod targets;
 mod tc_attach;
@@ -56,7 +62,8 @@ use self::{
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Short durations and two rounds, to check the harness (docs/PERFORMANCE.md is left alone).
+    /// Short durations and one round, to check the harness in under 2 minutes (too few rounds
+    /// for intervals; docs/PERFORMANCE.md is left alone).
     #[arg(long)]
     quick: bool,
     /// The ports the benchmark may use, FIRST-LAST: its servers, and the control-plane
@@ -88,6 +95,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             logs: out.join("logs"),
             nginx: Nginx::prepare(&images.join("nginx.tar"), &scratch.0)?,
             nginx_image: images.join("nginx.tar"),
+            images: images.clone(),
             scratch: scratch.0.clone(),
         };
         run_all(&env, &plan)?
@@ -118,13 +126,19 @@ fn run_all(env: &Env, plan: &Plan) -> anyhow::Result<Results> {
         servers::start_on_host(env, &mut processes)?;
         servers::start_in_namespace(env, &env.nat, &mut processes)?;
         if wanted(Part::Datapath) {
+            let docker = docker_bridge::DockerBridges::start(env)?;
+            results.docker_noproxy_absent = docker.absent.clone();
+            let hostnetd_down: Vec<Config> = [Config::H0, Config::Nat]
+                .into_iter()
+                .chain(docker.configs())
+                .collect();
             for round in 0..plan.rounds {
                 say(&format!("datapath: round {} of {}", round + 1, plan.rounds));
                 results.load_per_round.push(machine::load_average());
                 (results.foreign_hooks_per_round).push(bpfstats::hooks_on_every_path(
                     &hostnetd_tests::mounts::cgroup2_mount(),
                 ));
-                datapath_round(env, plan, round, &mut results.samples)?;
+                datapath_round(env, plan, round, &hostnetd_down, &mut results.samples)?;
                 processes.check_alive(&env.logs)?;
             }
         }
@@ -138,6 +152,8 @@ fn run_all(env: &Env, plan: &Plan) -> anyhow::Result<Results> {
     if wanted(Part::ControlPlane) {
         say("control plane: start-up, admission and bind with many containers");
         results.control = control::measure(env, plan)?;
+        say("control plane: start-up beside docker run -d and podman run -d");
+        results.startup_peers = startup_peers::measure(env, plan)?;
     }
     if wanted(Part::TcAttach) {
         say("TC attach modes: loopback packets with no TC program, TCX links, clsact filters");
@@ -150,32 +166,35 @@ fn run_all(env: &Env, plan: &Plan) -> anyhow::Result<Results> {
     Ok(results)
 }
 
-/// One round: H0 and NAT with hostnetd down, then H1 and H0+daemon with it up; the order
-/// within each pair alternates between rounds.
+/// One round: the configurations of `hostnetd_down` (H0, NAT, Docker's) with hostnetd down,
+/// then H1 and H0+daemon with it up; the order within each group rotates between rounds.
 fn datapath_round(
     env: &Env,
     plan: &Plan,
     round: usize,
+    hostnetd_down: &[Config],
     samples: &mut BTreeMap<(Metric, Config), Vec<f64>>,
 ) -> anyhow::Result<()> {
-    let flip = |pair: [Config; 2]| {
-        if round.is_multiple_of(2) {
-            pair
-        } else {
-            [pair[1], pair[0]]
-        }
-    };
-    for config in flip([Config::H0, Config::Nat]) {
+    for config in rotated(hostnetd_down, round) {
         measure_config(env, plan, config, samples)?;
     }
     servers::start_in_containers(env, &env.host)?;
     settle(plan);
-    for config in flip([Config::H1, Config::H0d]) {
+    for config in rotated(&[Config::H1, Config::H0d], round) {
         measure_config(env, plan, config, samples)?;
     }
     env.host.down()?;
     settle(plan);
     Ok(())
+}
+
+/// `configs` rotated left by `round`: each goes first, second... in turn.
+fn rotated(configs: &[Config], round: usize) -> Vec<Config> {
+    let mut order = configs.to_vec();
+    if !order.is_empty() {
+        order.rotate_left(round % configs.len());
+    }
+    order
 }
 
 /// A pause after starting or removing containers: the kernel finishes tearing down cgroups,
@@ -194,7 +213,9 @@ fn measure_config(
     config: Config,
     samples: &mut BTreeMap<(Metric, Config), Vec<f64>>,
 ) -> anyhow::Result<()> {
-    for workload in Workload::DATAPATH {
+    let workloads = (Workload::DATAPATH.into_iter())
+        .filter(|workload| config.runs_syscall_loops() || !workload.is_syscall());
+    for workload in workloads {
         let duration = if workload.is_syscall() {
             plan.syscall_duration
         } else {
@@ -277,5 +298,25 @@ impl Drop for Scratch {
         // Never through a mount: a container's rootfs left mounted here (`--rootfs /` binds
         // the host's root) would make a recursive removal descend into the host.
         hostnetd_tests::mounts::remove_scratch(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_configuration_goes_first_in_turn() {
+        let group = [Config::H0, Config::Nat, Config::DockerBridge];
+        let firsts: Vec<Config> = (0..4).map(|round| rotated(&group, round)[0]).collect();
+        assert_eq!(
+            firsts,
+            [Config::H0, Config::Nat, Config::DockerBridge, Config::H0]
+        );
+        assert_eq!(
+            rotated(&group, 1),
+            [Config::Nat, Config::DockerBridge, Config::H0]
+        );
+        assert!(rotated(&[], 3).is_empty());
     }
 }

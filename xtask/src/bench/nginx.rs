@@ -36,7 +36,7 @@ impl Nginx {
     }
 
     /// Writes the config for `config`; returns its path as the server sees it (inside the
-    /// chroot for H0 and NAT, the host directory mounted at /bench for H1).
+    /// chroot for H0 and NAT, the host directory mounted at /bench in a container).
     pub fn config_for(&self, config: Config, port: u16) -> anyhow::Result<PathBuf> {
         let name = format!("nginx-{}.conf", config.key());
         let text = format!(
@@ -48,7 +48,7 @@ impl Nginx {
              server {{\n    listen {port};\n    root /usr/share/nginx/html;\n    index index.html;\n  }}\n}}\n",
             key = config.key()
         );
-        if config == Config::H1 {
+        if config.is_containerized() {
             fs::create_dir_all(&self.confs)?;
             let path = self.confs.join(name);
             fs::write(&path, text)?;

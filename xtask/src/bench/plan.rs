@@ -11,6 +11,7 @@ use anyhow::bail;
 pub enum Part {
     Datapath,
     Programs,
+    /// Start-up (beside runc, Docker and podman), admission and bind with many containers.
     ControlPlane,
     /// TCX against clsact: the TC programs' per-packet cost attached either way.
     TcAttach,
@@ -18,13 +19,17 @@ pub enum Part {
     Engines,
 }
 
-/// The four configurations, in the report's column order.
+/// The configurations, in the report's column order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Config {
     H0,
     H0d,
     H1,
     Nat,
+    /// Docker's default: a bridge network, `-p` served by docker-proxy.
+    DockerBridge,
+    /// Docker with `"userland-proxy": false`: `-p` by dockerd's own iptables DNAT.
+    DockerNoProxy,
 }
 
 impl Config {
@@ -34,6 +39,8 @@ impl Config {
             Self::H0d => "H0+daemon",
             Self::H1 => "H1",
             Self::Nat => "NAT",
+            Self::DockerBridge => "docker-bridge",
+            Self::DockerNoProxy => "docker-bridge-noproxy",
         }
     }
 
@@ -43,7 +50,20 @@ impl Config {
             Self::H0d => "h0d",
             Self::H1 => "h1",
             Self::Nat => "nat",
+            Self::DockerBridge => "docker_bridge",
+            Self::DockerNoProxy => "docker_bridge_noproxy",
         }
+    }
+
+    /// Docker's configurations run the network workloads only: the socket-call loops measure
+    /// hostnetd's programs, which a Docker container does not pass.
+    pub fn runs_syscall_loops(self) -> bool {
+        !matches!(self, Self::DockerBridge | Self::DockerNoProxy)
+    }
+
+    /// Whose servers run in a container with a config file mounted from the host.
+    pub fn is_containerized(self) -> bool {
+        matches!(self, Self::H1 | Self::DockerBridge | Self::DockerNoProxy)
     }
 }
 
@@ -82,6 +102,8 @@ impl PortRange {
             Config::H0 | Config::H0d => 0,
             Config::H1 => 10,
             Config::Nat => 20,
+            Config::DockerBridge => 60,
+            Config::DockerNoProxy => 70,
         };
         ServerPorts::starting_at(self.first + offset)
     }
@@ -129,7 +151,9 @@ impl PortRange {
     }
 }
 
-/// Durations and repetitions: full (about 15 minutes on 2 cores) or quick.
+/// Durations and repetitions: full (about 20 minutes on 2 cores) or quick (under 2).
+/// Rounds are many and short: a ratio's bootstrap interval narrows with the number of rounds
+/// and hardly with their length, as the rounds' spread is the machine's, not the clients'.
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub quick: bool,
@@ -147,6 +171,9 @@ pub struct Plan {
     pub tc_rounds: usize,
     /// Rounds of the engine comparison (each: one start with runc, one with hostnetd-runc).
     pub engine_rounds: usize,
+    /// Rounds of the start-up peers (each: `hostnetd run -d`, `docker run -d` and
+    /// `podman run -d` of the busybox image, in a rotating order).
+    pub peer_rounds: usize,
 }
 
 impl Plan {
@@ -163,13 +190,14 @@ impl Plan {
         Self {
             quick,
             only,
-            rounds: if quick { 2 } else { 5 },
-            duration: Duration::from_secs(if quick { 1 } else { 4 }),
-            syscall_duration: Duration::from_millis(if quick { 300 } else { 1000 }),
+            rounds: if quick { 1 } else { 8 },
+            duration: Duration::from_secs(if quick { 1 } else { 2 }),
+            syscall_duration: Duration::from_millis(if quick { 200 } else { 500 }),
             profile_duration: Duration::from_secs(if quick { 1 } else { 2 }),
-            startup_samples: if quick { 3 } else { 10 },
-            tc_rounds: if quick { 3 } else { 9 },
-            engine_rounds: if quick { 5 } else { 30 },
+            startup_samples: if quick { 3 } else { 15 },
+            tc_rounds: if quick { 2 } else { 9 },
+            engine_rounds: if quick { 3 } else { 30 },
+            peer_rounds: if quick { 3 } else { 15 },
             scale_counts: counts,
             scale_counts_asked: asked,
             scale_samples: if quick { 3 } else { 7 },

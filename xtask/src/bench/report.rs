@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::stats::{median, relative_range};
+use super::stats::{self, median, relative_range};
 use super::tc_attach::{Attachment, TcAttachSamples};
 use super::{
     machine::Machine,
@@ -22,6 +22,7 @@ const BEGIN: &str = "<!-- bench results: begin (written by `cargo xtask bench`) 
 const END: &str = "<!-- bench results: end -->";
 const DATAPATH_SVG: &str = "performance-datapath.svg";
 const CONTROL_SVG: &str = "performance-control-plane.svg";
+const STARTUP_SVG: &str = "performance-startup.svg";
 
 pub fn write(out: &Path, plan: &Plan, machine: &Machine, results: &Results) -> anyhow::Result<()> {
     let medians: Medians = (results.samples.iter())
@@ -29,10 +30,11 @@ pub fn write(out: &Path, plan: &Plan, machine: &Machine, results: &Results) -> a
         .collect();
     let programs = targets::aggregate(&results.programs);
     let verdicts = targets::evaluate(
-        &medians,
+        &results.samples,
         &programs,
         results.floors.as_ref(),
         &results.control,
+        &results.startup_peers,
     );
     let markdown = render(plan, machine, results, &medians, &programs, &verdicts);
     fs::write(out.join("report.md"), &markdown)?;
@@ -42,6 +44,7 @@ pub fn write(out: &Path, plan: &Plan, machine: &Machine, results: &Results) -> a
     )?;
     fs::write(out.join(DATAPATH_SVG), datapath_chart(&medians).to_svg())?;
     fs::write(out.join(CONTROL_SVG), control_chart(results).to_svg())?;
+    fs::write(out.join(STARTUP_SVG), startup_chart(results).to_svg())?;
     println!("{markdown}");
     say(&format!(
         "report, results.json and plots written to {}",
@@ -87,12 +90,19 @@ fn engines_section(md: &mut String, startup: &super::engines::EngineStartup) {
          | runtime | ms | spread |\n| --- | ---: | ---: |\n\
          | runc | {runc:.1} | {:.0}% |\n\
          | hostnetd-runc (`-l io.hostnetd.ports=P`) | {hostnetd:.1} | {:.0}% |\n\n\
-         hostnetd-runc adds {:+.1} ms ({:+.0}%).\n",
+         hostnetd-runc adds {:+.1} ms ({:+.0}%){}.\n",
         startup.runc_ms.len(),
         relative_range(&startup.runc_ms) * 100.0,
         relative_range(&startup.hostnetd_runc_ms) * 100.0,
         hostnetd - runc,
-        (hostnetd / runc - 1.0) * 100.0
+        (hostnetd / runc - 1.0) * 100.0,
+        stats::difference_interval(&startup.hostnetd_runc_ms, &startup.runc_ms, true).map_or(
+            String::new(),
+            |i| format!(
+                " (95% interval {:+.1} to {:+.1} ms, paired by round)",
+                i.low, i.high
+            )
+        ),
     );
 }
 
@@ -179,25 +189,54 @@ fn foreign_hooks(rounds: &[Vec<String>]) -> String {
     listed.join("; ")
 }
 
+/// The datapath configurations, in column order; Docker's appear when they were measured.
+const COLUMNS: [Config; 6] = [
+    Config::H0,
+    Config::H0d,
+    Config::H1,
+    Config::Nat,
+    Config::DockerBridge,
+    Config::DockerNoProxy,
+];
+/// H1 over each of these, with a 95% interval.
+const RATIO_BASES: [Config; 4] = [
+    Config::H0,
+    Config::Nat,
+    Config::DockerBridge,
+    Config::DockerNoProxy,
+];
+
 fn datapath_section(md: &mut String, plan: &Plan, results: &Results, medians: &Medians) {
+    let measured = |config: Config| medians.keys().any(|(_, c)| *c == config);
+    let columns: Vec<Config> = COLUMNS.into_iter().filter(|&c| measured(c)).collect();
+    let bases: Vec<Config> = RATIO_BASES.into_iter().filter(|&c| measured(c)).collect();
+    let header: Vec<String> = (columns.iter().map(|c| c.label().to_string()))
+        .chain(bases.iter().map(|b| format!("H1/{}", b.label())))
+        .collect();
     let _ = writeln!(
         md,
         "### Datapath (medians of {} rounds)\n\n\
-         | workload | unit | H0 | H0+daemon | H1 | NAT | H1/H0 | H1/NAT | spread |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        plan.rounds
+         | workload | unit | {} | spread |\n| --- | --- |{} ---: |",
+        plan.rounds,
+        header.join(" | "),
+        " ---: |".repeat(header.len()),
     );
-    let measured = Metric::ALL
+    let metrics = Metric::ALL
         .into_iter()
         .filter(|&metric| medians.keys().any(|(m, _)| *m == metric));
-    for metric in measured {
-        let cell = |config| {
-            medians
-                .get(&(metric, config))
-                .map_or("-".into(), |&v| format_value(v))
-        };
-        let ratio =
-            |base| targets::ratio(medians, metric, base).map_or("-".into(), |r| format!("{r:.3}"));
+    for metric in metrics {
+        let cells: Vec<String> = (columns.iter())
+            .map(|&config| {
+                medians
+                    .get(&(metric, config))
+                    .map_or("-".into(), |&v| format_value(v))
+            })
+            .chain(
+                bases
+                    .iter()
+                    .map(|&base| ratio_cell(results, medians, metric, base)),
+            )
+            .collect();
         let arrow = if metric.higher_is_better() {
             "↑"
         } else {
@@ -205,23 +244,33 @@ fn datapath_section(md: &mut String, plan: &Plan, results: &Results, medians: &M
         };
         let _ = writeln!(
             md,
-            "| {} | {} {arrow} | {} | {} | {} | {} | {} | {} | {:.0}% |",
+            "| {} | {} {arrow} | {} | {:.0}% |",
             metric.label(),
             metric.unit(),
-            cell(Config::H0),
-            cell(Config::H0d),
-            cell(Config::H1),
-            cell(Config::Nat),
-            ratio(Config::H0),
-            ratio(Config::Nat),
+            cells.join(" | "),
             spread(results, metric) * 100.0,
         );
     }
     md.push_str(
-        "\n↑ higher is better, ↓ lower is better. Spread: the widest range (max - min) over \
-         the rounds of any one configuration, relative to its median; ratios closer to 1 than \
-         that are within the noise of this run.\n\n",
+        "\n↑ higher is better, ↓ lower is better. Ratios: the medians' ratio, under it its 95% \
+         bootstrap interval over the rounds, paired by round. Spread: the widest range \
+         (max - min) over the rounds of any one configuration, relative to its median.\n",
     );
+    if let Some(why) = &results.docker_noproxy_absent {
+        let _ = writeln!(md, "\ndocker-bridge-noproxy: {why}.");
+    }
+    md.push('\n');
+}
+
+/// "1.051<br>0.99-1.10": H1 over `base`, and its interval.
+fn ratio_cell(results: &Results, medians: &Medians, metric: Metric, base: Config) -> String {
+    let Some(ratio) = targets::ratio(medians, metric, base) else {
+        return "-".into();
+    };
+    match targets::ratio_interval(&results.samples, metric, Config::H1, base) {
+        Some(i) => format!("{ratio:.3}<br>{:.2}-{:.2}", i.low, i.high),
+        None => format!("{ratio:.3}"),
+    }
 }
 
 /// The largest (max - min) / median of the rounds' samples among the configurations.
@@ -243,14 +292,20 @@ fn format_value(value: f64) -> String {
 fn targets_section(md: &mut String, verdicts: &[Target]) {
     md.push_str("### Targets\n\n| target | measured | result |\n| --- | --- | --- |\n");
     for target in verdicts {
-        let result = match target.met {
-            Some(true) => "met",
-            Some(false) => "**missed**",
-            None => "n/a",
-        };
-        let _ = writeln!(md, "| {} | {} | {result} |", target.name, target.figure);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            target.name,
+            target.figure,
+            target.verdict.label()
+        );
     }
-    md.push('\n');
+    md.push_str(
+        "\nIntervals: 95% percentile bootstrap over the rounds (4000 resamples, fixed seed), \
+         paired by round where both figures were measured in every round. Met: the whole \
+         interval is on the target's side of its threshold; missed: wholly on the other side; \
+         not resolved: it straddles the threshold, and this run cannot tell.\n\n",
+    );
 }
 
 fn programs_section(md: &mut String, programs: &[AggregateCost], floors: Option<&targets::Floors>) {
@@ -318,7 +373,7 @@ fn control_section(md: &mut String, plan: &Plan, results: &Results) {
     let _ = writeln!(
         md,
         "### Control plane\n\n\
-         Start-up to the first accepted connection (median of {} each):\n\n\
+         Start-up to the first accepted connection (median of {} each, the two alternating):\n\n\
          | command | ms |\n| --- | ---: |\n\
          | `hostnetd run -d --rootfs / --ports P ...` | {hostnetd:.1} |\n\
          | `runc run -d` of the same OCI config | {runc:.1} |\n\
@@ -328,6 +383,7 @@ fn control_section(md: &mut String, plan: &Plan, results: &Results) {
         hostnetd - runc,
         median(&control.ps_ms),
     );
+    startup_peers_table(md, plan, results);
     let counts: Vec<String> = plan
         .scale_counts_asked
         .iter()
@@ -359,9 +415,88 @@ fn control_section(md: &mut String, plan: &Plan, results: &Results) {
     md.push('\n');
 }
 
+/// `hostnetd run -d` beside `docker run -d` and `podman run -d` of the same image.
+fn startup_peers_table(md: &mut String, plan: &Plan, results: &Results) {
+    let peers = &results.startup_peers;
+    if peers.hostnetd_ms.is_empty() {
+        return;
+    }
+    let hostnetd = median(&peers.hostnetd_ms);
+    let row = |command: &str, values: &[f64], paired_base: bool| {
+        let value = median(values);
+        let against = if paired_base {
+            "".to_string()
+        } else {
+            match stats::ratio_interval(&peers.hostnetd_ms, values, true) {
+                Some(i) => format!("{:.2} ({:.2}-{:.2})", hostnetd / value, i.low, i.high),
+                None => format!("{:.2}", hostnetd / value),
+            }
+        };
+        format!(
+            "| {command} | {value:.1} | {:.0}% | {against} |\n",
+            relative_range(values) * 100.0
+        )
+    };
+    let _ = writeln!(
+        md,
+        "Start-up beside other engines: `run -d` of the busybox sample image (`sleep 600`) on \
+         the host network, from the command to its return, each engine once per round in a \
+         rotating order, the container removed after each; medians of {} rounds. Docker and \
+         podman are Debian's (Engine 20.10 on a private dockerd, podman 4.3), both with runc:\n\n\
+         | command | ms | spread | hostnetd over it (95% CI) |\n| --- | ---: | ---: | ---: |\n{}{}{}",
+        plan.peer_rounds,
+        row("`hostnetd run -d --ports P busybox`", &peers.hostnetd_ms, true),
+        row("`docker run -d --network host busybox`", &peers.docker_ms, false),
+        row(
+            "`podman run -d --network host busybox`",
+            &peers.podman_ms,
+            false
+        ),
+    );
+}
+
+/// Start-up medians in milliseconds: hostnetd beside each peer.
+fn startup_chart(results: &Results) -> Chart<'static> {
+    let peers = &results.startup_peers;
+    let control = &results.control;
+    let engines = &results.engines;
+    let value = |values: &[f64]| (!values.is_empty()).then(|| median(values));
+    let group = |label: &str, hostnetd: &[f64], peer: &[f64]| Group {
+        label: label.to_string(),
+        values: vec![value(hostnetd), value(peer)],
+    };
+    Chart {
+        title: "Start-up, ms (median): hostnetd beside each peer (lower is better)",
+        y_label: "ms",
+        series: &["hostnetd (hostnetd-runc under Docker)", "the peer"],
+        groups: vec![
+            group("vs docker run -d", &peers.hostnetd_ms, &peers.docker_ms),
+            group("vs podman run -d", &peers.hostnetd_ms, &peers.podman_ms),
+            group(
+                "vs runc run -d (to 1st conn.)",
+                &control.startup_hostnetd_ms,
+                &control.startup_runc_ms,
+            ),
+            group(
+                "docker: hostnetd-runc vs runc",
+                &engines.hostnetd_runc_ms,
+                &engines.runc_ms,
+            ),
+        ],
+        reference: None,
+        y_max: 1000.0,
+    }
+}
+
 /// Relative performance against H0, oriented so that above 100% is better.
 fn datapath_chart(medians: &Medians) -> Chart<'static> {
-    const SERIES: [Config; 3] = [Config::H0d, Config::H1, Config::Nat];
+    const SERIES: [Config; 5] = [
+        Config::H0d,
+        Config::H1,
+        Config::Nat,
+        Config::DockerBridge,
+        Config::DockerNoProxy,
+    ];
     let groups = Metric::ALL
         .iter()
         .filter(|&&metric| medians.contains_key(&(metric, Config::H0)))
@@ -386,7 +521,13 @@ fn datapath_chart(medians: &Medians) -> Chart<'static> {
         title:
             "Datapath: performance relative to bare host processes (H0 = 100%, higher is better)",
         y_label: "% of H0",
-        series: &["H0+daemon", "H1 (hostnetd)", "NAT (bridge+DNAT)"],
+        series: &[
+            "H0+daemon",
+            "H1 (hostnetd)",
+            "NAT (bridge+DNAT)",
+            "docker-bridge (proxy)",
+            "docker-bridge-noproxy",
+        ],
         groups,
         reference: Some((100.0, "H0")),
         y_max: 150.0,
@@ -451,7 +592,8 @@ fn to_json(machine: &Machine, results: &Results, medians: &Medians) -> serde_jso
         .map(|p| {
             json!({ "containers": p.containers, "admission_ms": p.admission_ms,
                     "create_ms": p.create_ms, "remove_ms": p.remove_ms, "bind_ns": p.bind_ns,
-                    "bind_program_ns": p.bind_program_ns })
+                    "bind_program_ns": p.bind_program_ns,
+                    "admission_samples_ms": p.admission_samples_ms })
         })
         .collect();
     json!({
@@ -463,6 +605,12 @@ fn to_json(machine: &Machine, results: &Results, medians: &Medians) -> serde_jso
         "tc_attach_ns_per_packet": (results.tc_attach.iter())
             .map(|(attachment, values)| (attachment.key(), values.clone()))
             .collect::<BTreeMap<_, _>>(),
+        "startup_peers_ms": {
+            "hostnetd": results.startup_peers.hostnetd_ms,
+            "docker": results.startup_peers.docker_ms,
+            "podman": results.startup_peers.podman_ms,
+        },
+        "docker_bridge_noproxy_absent": results.docker_noproxy_absent,
         "engine_startup_ms": {
             "runc": results.engines.runc_ms,
             "hostnetd_runc": results.engines.hostnetd_runc_ms,
@@ -485,7 +633,8 @@ fn update_docs(out: &Path, markdown: &str) -> anyhow::Result<()> {
     let path = docs.join("PERFORMANCE.md");
     let text = fs::read_to_string(&path).unwrap_or_default();
     let section = format!(
-        "{BEGIN}\n\n{markdown}\n![datapath]({DATAPATH_SVG})\n\n![control plane]({CONTROL_SVG})\n\n{END}"
+        "{BEGIN}\n\n{markdown}\n![datapath]({DATAPATH_SVG})\n\n![control plane]({CONTROL_SVG})\n\n\
+         ![start-up]({STARTUP_SVG})\n\n{END}"
     );
     let updated = match (text.find(BEGIN), text.find(END)) {
         (Some(begin), Some(end)) if begin < end => {
@@ -494,7 +643,7 @@ fn update_docs(out: &Path, markdown: &str) -> anyhow::Result<()> {
         _ => format!("{}# Performance\n\n{section}\n", text),
     };
     fs::write(&path, updated).with_context(|| format!("cannot write {}", path.display()))?;
-    for svg in [DATAPATH_SVG, CONTROL_SVG] {
+    for svg in [DATAPATH_SVG, CONTROL_SVG, STARTUP_SVG] {
         fs::copy(out.join(svg), docs.join(svg))?;
     }
     say(&format!("{} updated with these results", path.display()));

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use super::{
     bpfstats, control, engines,
     plan::Config,
-    targets, tc_attach,
+    startup_peers, targets, tc_attach,
     workloads::{Metric, Workload},
 };
 
@@ -23,6 +23,10 @@ pub struct Results {
     pub tc_attach: tc_attach::TcAttachSamples,
     /// `docker run -d` with runc and with hostnetd-runc.
     pub engines: engines::EngineStartup,
+    /// `hostnetd run -d`, `docker run -d` and `podman run -d` of the same image.
+    pub startup_peers: startup_peers::StartupPeers,
+    /// Why docker-bridge-noproxy was not measured, if it was not.
+    pub docker_noproxy_absent: Option<String>,
     pub load_per_round: Vec<f64>,
     /// BPF programs others had attached on every process's or every loopback packet's path
     /// at the start of each round, while hostnetd was down.

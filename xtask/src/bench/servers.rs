@@ -79,7 +79,7 @@ impl Processes {
 }
 
 /// Each server's command line (pinned), given its port; nginx is apart (a config file).
-fn server_commands(env: &Env, ports: &ServerPorts) -> Vec<(&'static str, Vec<String>)> {
+pub fn server_commands(env: &Env, ports: &ServerPorts) -> Vec<(&'static str, Vec<String>)> {
     let pinned = |args: &[&str]| -> Vec<String> {
         ["taskset", "-c", SERVER_CPU]
             .iter()
@@ -155,7 +155,7 @@ pub fn start_in_containers(env: &Env, host: &BenchHost) -> anyhow::Result<()> {
     wait_listening(&ports.tcp())
 }
 
-fn port_of(name: &str, ports: &ServerPorts) -> u16 {
+pub fn port_of(name: &str, ports: &ServerPorts) -> u16 {
     match name {
         "sockperf" => ports.rr,
         "accept" => ports.conn,
@@ -199,7 +199,7 @@ fn ensure_image_loaded(env: &Env, host: &BenchHost) -> anyhow::Result<()> {
 }
 
 /// nginx in the foreground with the benchmark's config (a path inside its root).
-fn nginx_args(conf: &Path) -> Vec<String> {
+pub fn nginx_args(conf: &Path) -> Vec<String> {
     vec![
         "/usr/sbin/nginx".into(),
         "-c".into(),
@@ -211,17 +211,22 @@ fn nginx_args(conf: &Path) -> Vec<String> {
 
 /// Waits until every port accepts connections on 127.0.0.1.
 pub fn wait_listening(ports: &[u16]) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
     for &port in ports {
-        while TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))
-            .is_err()
-        {
-            check_interrupted()?;
-            if Instant::now() > deadline {
-                bail!("no server listens on 127.0.0.1:{port} after 20s: see target/bench/logs");
-            }
-            thread::sleep(Duration::from_millis(20));
+        wait_listening_at("127.0.0.1", port)?;
+    }
+    Ok(())
+}
+
+/// Waits (20 s at most) until `address`:`port` accepts connections.
+pub fn wait_listening_at(address: &str, port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let target: std::net::SocketAddr = format!("{address}:{port}").parse()?;
+    while TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_err() {
+        check_interrupted()?;
+        if Instant::now() > deadline {
+            bail!("no server listens on {target} after 20s: see target/bench/logs");
         }
+        thread::sleep(Duration::from_millis(20));
     }
     Ok(())
 }

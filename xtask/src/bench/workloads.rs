@@ -297,6 +297,9 @@ fn syscall_loop(env: &Env, config: Config, op: &str, duration: Duration) -> anyh
             command.args(&pinned[1..]);
             command
         }
+        Config::DockerBridge | Config::DockerNoProxy => {
+            bail!("{} runs no socket-call loop", config.label())
+        }
         Config::H1 => {
             let mut command = env.host.command();
             let owned =
