@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{describe, mounts, sample_image, scratch::ScratchHost, TestHost};
+use crate::{describe, mounts, run_ok, sample_image, scratch::ScratchHost, TestHost};
 
 pub struct TestDocker {
     dir: PathBuf,
@@ -293,17 +293,9 @@ fn iptables_quiet(args: &[&str]) {
 /// (skopeo converts it), for the engines that load only that format.
 fn docker_archive(dir: &Path, file: &str, name: &str) -> PathBuf {
     let archive = dir.join(format!("{file}.docker"));
-    let converted = Command::new("skopeo")
-        .arg("copy")
-        .arg(format!("oci-archive:{}", sample_image(file).display()))
-        .arg(format!("docker-archive:{}:{name}", archive.display()))
-        .output()
-        .expect("run skopeo (cargo xtask setup installs it)");
-    assert!(
-        converted.status.success(),
-        "skopeo: {}",
-        describe(&converted)
-    );
+    let source = format!("oci-archive:{}", sample_image(file).display());
+    let target = format!("docker-archive:{}:{name}", archive.display());
+    run_ok(&["skopeo", "copy", &source, &target]);
     archive
 }
 

@@ -1,11 +1,8 @@
 //! TLS for the test registries: a CA made for one test with the openssl CLI, and the
 //! certificates it signs.
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::path::{Path, PathBuf};
 
-use crate::describe;
+use crate::run_ok;
 
 /// A CA made for one test with the openssl CLI, and a certificate for 127.0.0.1 it signed.
 #[derive(Clone, Debug)]
@@ -96,13 +93,5 @@ pub fn self_signed(common_name: &str, key: &Path, cert: &Path, extra: &[&str]) {
 }
 
 pub(crate) fn openssl(args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        describe(&output)
-    );
+    run_ok(&[&["openssl"], args].concat());
 }

@@ -227,14 +227,14 @@ impl Host {
         })
     }
 
-    /// Takes the host lock and opens (loading if need be) the datapath, as this kernel's
-    /// features allow.
     /// Keeps this process's listing of the records whole, reading again only what changed
     /// (the daemon's: it lists them on every command).
     pub fn watch_records(&self) -> Result<(), HostError> {
         Ok(self.store.watch()?)
     }
 
+    /// Takes the host lock and opens (loading if need be) the datapath, as this kernel's
+    /// features allow.
     pub(crate) fn lock_datapath(&self) -> Result<(HostLock, Datapath), HostError> {
         let options = self.config.datapath_options()?;
         let lock = self.store.lock()?;

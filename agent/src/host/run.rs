@@ -302,7 +302,7 @@ impl Host {
             .arg("--cgroup2")
             .arg(self.cgroup.mount())
             .arg(&record.id);
-        // No pre_exec: the monitor makes its own session as it starts (`begin_monitor`), so
+        // No pre_exec: the monitor makes its own session as it starts (`Host::monitor`), so
         // that the spawn takes posix_spawn's fast path rather than a fork of the daemon.
         command
             .stdin(Stdio::null())

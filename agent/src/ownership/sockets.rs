@@ -10,9 +10,8 @@ use std::{
 
 use hostnetd_common::Proto;
 
-use crate::sys::sock_diag::{self, States};
+use crate::sys::sock_diag::{self, States, TCP_LISTEN};
 
-const TCP_LISTEN: u8 = 0x0a;
 const TABLES: [(&str, Proto); 4] = [
     ("tcp", Proto::Tcp),
     ("tcp6", Proto::Tcp),

@@ -10,8 +10,10 @@
 //! images/                  the image store (see crate::images)
 //! reserved-ports.json      ports hostnetd added to net.ipv4.ip_local_reserved_ports
 //! ```
-//! Every file is written to a temporary sibling, fsynced and renamed over the old one, so a
-//! crash mid-write leaves the old or the new content, never a torn one.
+//! Every file is written to a temporary sibling and renamed over the old one, so a crash
+//! mid-write leaves the old or the new content, never a torn one. What must survive a power
+//! loss is fsynced too (by the daemon's background thread, off the command's path); what a
+//! reboot makes moot is not ([`Durability`]).
 pub mod traffic;
 mod watch;
 
@@ -224,6 +226,10 @@ struct WatchedRecords {
     records: HashMap<OsString, ContainerRecord>,
 }
 
+fn is_record_file(name: &Path) -> bool {
+    name.extension().is_some_and(|ext| ext == "json")
+}
+
 /// What tells one version of a record file from another. Records are never written in place
 /// (a new file is renamed over the old), so a new version has a new inode; a cached version is
 /// trusted only once its modification time is [`FileStamp::SETTLED`] old, so that an inode
@@ -323,7 +329,7 @@ impl Store {
             watch::Changes::Unknown => watched.records = self.read_all()?,
             watch::Changes::Named(names) => {
                 for name in names {
-                    if Path::new(&name).extension().is_none_or(|ext| ext != "json") {
+                    if !is_record_file(Path::new(&name)) {
                         continue;
                     }
                     match read_stamped(&dir.join(&name))? {
@@ -338,32 +344,34 @@ impl Store {
 
     /// Every record file, read.
     fn read_all(&self) -> Result<HashMap<OsString, ContainerRecord>, StoreError> {
-        let dir = self.dir.join("containers");
         let mut records = HashMap::new();
-        for entry in fs::read_dir(&dir).map_err(io_error("read", &dir))? {
-            let entry = entry.map_err(io_error("read", &dir))?;
-            let path = entry.path();
-            if path.extension().is_none_or(|ext| ext != "json") {
-                continue;
-            }
-            if let Some((_, record)) = read_stamped(&path)? {
+        for entry in self.record_files()? {
+            if let Some((_, record)) = read_stamped(&entry.path())? {
                 records.insert(entry.file_name(), record);
             }
         }
         Ok(records)
     }
 
-    fn list_unwatched(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+    /// The entries of the records' directory that are records (not a write's temporary file).
+    fn record_files(&self) -> Result<Vec<fs::DirEntry>, StoreError> {
         let dir = self.dir.join("containers");
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_error("read", &dir))? {
+            let entry = entry.map_err(io_error("read", &dir))?;
+            if is_record_file(Path::new(&entry.file_name())) {
+                files.push(entry);
+            }
+        }
+        Ok(files)
+    }
+
+    fn list_unwatched(&self) -> Result<Vec<ContainerRecord>, StoreError> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let mut records = Vec::new();
         let mut listed = HashSet::new();
-        for entry in fs::read_dir(&dir).map_err(io_error("read", &dir))? {
-            let entry = entry.map_err(io_error("read", &dir))?;
+        for entry in self.record_files()? {
             let path = entry.path();
-            if path.extension().is_none_or(|ext| ext != "json") {
-                continue;
-            }
             let name = entry.file_name();
             // Through the directory's descriptor (fstatat), not the whole path again.
             let Some(record) = read_cached(&mut cache, &name, &path, entry.metadata())? else {

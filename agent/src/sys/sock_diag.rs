@@ -17,7 +17,8 @@ const INET_DIAG_BC_JMP: u8 = 1;
 const INET_DIAG_BC_S_GE: u8 = 2;
 const INET_DIAG_BC_S_LE: u8 = 3;
 
-const TCP_LISTEN: u8 = 10;
+/// The kernel's TCP_LISTEN state, as sock_diag and /proc/net/tcp both give it.
+pub const TCP_LISTEN: u8 = 10;
 
 /// Which sockets a dump asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -326,7 +327,8 @@ mod tests {
         let just = [(tcp_port, tcp_port)];
 
         let all = bound_sockets(v4, tcp, States::All, &just).unwrap();
-        // The listener and the accepted connection hold the port; the client's end does not.
+        // Every state: the listener and the accepted connection are on the port; the client's
+        // end is on another.
         assert_eq!(all.len(), 2, "{all:?}");
         assert!(all
             .iter()
