@@ -13,6 +13,7 @@
 //! auth_file = "/var/lib/hostnetd/auth.json"     # `hostnetd login`'s, docker's config.json format
 //! certs_dir = "/etc/hostnetd/certs.d"           # HOST:PORT/ca.crt: a registry's own CA
 //! host_protection = true    # false: host processes may bind container-owned ports
+//! manage_qdisc = "eth0"     # put fq on these interfaces (or "all"), so bandwidth limits pace
 //! metrics_addr = "127.0.0.1:9323"   # serve Prometheus metrics there (off when absent)
 //! tc_attach = "auto"        # tcx, or netlink (a clsact qdisc); auto: TCX where the kernel has it
 //! log_max_size = "10m"      # containers' logs rotate at this size (--log-opt max-size)
@@ -53,6 +54,8 @@ pub struct Settings {
     pub certs_dir: Option<PathBuf>,
     /// Whether host processes are kept off container-owned ports (default true).
     pub host_protection: Option<bool>,
+    /// The interfaces the daemon puts fq on, comma-separated, or `all` (default none).
+    pub manage_qdisc: Option<String>,
     /// Where the daemon serves Prometheus metrics: `HOST:PORT`, or a port on 127.0.0.1.
     pub metrics_addr: Option<String>,
     /// Debug logging from the eBPF programs: off (default), error, warn, info, debug, trace.
@@ -123,6 +126,7 @@ impl Settings {
             auth_file: self.auth_file.or(fallback.auth_file),
             certs_dir: self.certs_dir.or(fallback.certs_dir),
             host_protection: self.host_protection.or(fallback.host_protection),
+            manage_qdisc: self.manage_qdisc.or(fallback.manage_qdisc),
             metrics_addr: self.metrics_addr.or(fallback.metrics_addr),
             bpf_log_level: self.bpf_log_level.or(fallback.bpf_log_level),
             tc_attach: self.tc_attach.or(fallback.tc_attach),
@@ -151,6 +155,7 @@ impl Settings {
             .to_string(),
             runc: self.runc.clone().unwrap_or_else(|| "runc".into()),
             host_protection: self.host_protection.unwrap_or(true),
+            manage_qdisc: self.manage_qdisc.clone().unwrap_or_default(),
             bpf_log_level: (self.bpf_log_level.as_deref())
                 .and_then(|text| text.parse().ok())
                 .unwrap_or_default(),

@@ -115,7 +115,8 @@ const CLI_CASES: &[CliCase] = &[
     cli(&["run", "--rootfs", "/", "--egress-deny", "10.0.0.0/8,,10.1.0.0/16", "--", "true"], REFUSED, "hostnetd: invalid egress rule \"\": it is empty; use CIDR[:PORT[-PORT]][/tcp|/udp], e.g. 10.0.0.0/8:5432/tcp or [2001:db8::/32]:443"),
     cli(&["run", "--rootfs", "/", "--egress-deny", "nonsense", "--", "true"], REFUSED, "hostnetd: invalid egress rule \"nonsense\": \"nonsense\" is not an IP address; use CIDR[:PORT[-PORT]][/tcp|/udp], e.g. 10.0.0.0/8:5432/tcp or [2001:db8::/32]:443"),
     cli(&["update", "--egress-allow", "10.0.0.0/8:70000", "web"], REFUSED, "hostnetd: invalid egress rule \"10.0.0.0/8:70000\": port \"70000\" is not a number from 1 to 65535; use CIDR[:PORT[-PORT]][/tcp|/udp], e.g. 10.0.0.0/8:5432/tcp or [2001:db8::/32]:443"),
-    cli(&["update", "web"], REFUSED, "hostnetd: nothing to update: give --ports SPEC (or --no-ports), --egress-allow, --egress-deny RULE (or --no-egress-rules) and/or --ingress-allow RULE (or --no-ingress-rules)"),
+    cli(&["update", "web"], REFUSED, "hostnetd: nothing to update: give --ports SPEC (or --no-ports), --egress-allow, --egress-deny RULE (or --no-egress-rules), --ingress-allow RULE (or --no-ingress-rules) and/or --egress-rate, --ingress-rate RATE (or --no-egress-rate, --no-ingress-rate)"),
+    cli(&["update", "--egress-rate", "12 parsecs", "web"], REFUSED, "hostnetd: egress_rate: \"12 parsecs\" is not a rate: use a number with a unit as tc writes it (kbit, mbit, gbit, or bytes per second with kbps, mbps), e.g. 200mbit or 200mbit:2mb"),
     // Policy files.
     cli(&["run", "--rootfs", "/", "--policy", "{dir}/missing.toml", "--", "true"], REFUSED, "hostnetd: cannot read policy file {dir}/missing.toml: No such file or directory (os error 2)"),
     cli(&["run", "--rootfs", "/", "--policy", "{dir}/unknown-key.toml", "--", "true"], REFUSED, "hostnetd: policy file {dir}/unknown-key.toml, line 2: unknown field `portz`, expected one of `ports`, `raw_sockets`, `egress`, `ingress`"),
@@ -271,7 +272,7 @@ const API_CASES: &[ApiCase] = &[
     api("POST", "/v1/containers", "{not json", "invalid request body: key must be a string at line 1 column 2"),
     api("POST", "/v1/containers", "", "invalid request body: EOF while parsing a value at line 1 column 0"),
     api("POST", "/v1/containers", "\"busybox\"", "invalid request body: invalid type: string \"busybox\", expected struct RunSpec at line 1 column 9"),
-    api("POST", "/v1/containers", r#"{"image":"busybox","bogus":1}"#, "invalid request body: unknown field `bogus`, expected one of `name`, `image`, `rootfs`, `command`, `entrypoint`, `ports`, `env`, `volumes`, `workdir`, `user`, `cap_add`, `cap_drop`, `egress_allow`, `egress_deny`, `ingress_allow`, `restart`, `log_opts`, `auto_remove`, `tty`, `interactive`, `terminal_size` at line 1 column 26"),
+    api("POST", "/v1/containers", r#"{"image":"busybox","bogus":1}"#, "invalid request body: unknown field `bogus`, expected one of `name`, `image`, `rootfs`, `command`, `entrypoint`, `ports`, `env`, `volumes`, `workdir`, `user`, `cap_add`, `cap_drop`, `egress_allow`, `egress_deny`, `ingress_allow`, `egress_rate`, `ingress_rate`, `restart`, `log_opts`, `auto_remove`, `tty`, `interactive`, `terminal_size` at line 1 column 26"),
     api("POST", "/v1/containers/web/exec", r#"{"command":[]}"#, "no command to run: give it after the container, e.g. `hostnetd exec web sh`"),
     api("POST", "/v1/containers/web/exec", r#"{"command":["sh"],"tty":"yes"}"#, "invalid request body: invalid type: string \"yes\", expected a boolean at line 1 column 29"),
     api("POST", "/v1/containers", r#"{"image":"busybox","terminal_size":[0]}"#, "invalid request body: invalid length 1, expected an array of length 2 at line 1 column 38"),
@@ -308,7 +309,7 @@ const API_CASES: &[ApiCase] = &[
     api("DELETE", "/v1/images/busybox?force=maybe", "", "invalid query \"force=maybe\": Failed to deserialize query string: force: provided string was not `true` or `false`"),
     // Policy updates.
     api("POST", "/v1/containers/web/update", r#"{"egress_allow":["nonsense"]}"#, "invalid egress rule \"nonsense\": \"nonsense\" is not an IP address; use CIDR[:PORT[-PORT]][/tcp|/udp], e.g. 10.0.0.0/8:5432/tcp or [2001:db8::/32]:443"),
-    api("POST", "/v1/containers/web/update", r#"{"egress":[]}"#, "invalid request body: unknown field `egress`, expected one of `ports`, `egress_allow`, `egress_deny`, `ingress_allow` at line 1 column 9"),
+    api("POST", "/v1/containers/web/update", r#"{"egress":[]}"#, "invalid request body: unknown field `egress`, expected one of `ports`, `egress_allow`, `egress_deny`, `ingress_allow`, `egress_rate`, `ingress_rate` at line 1 column 9"),
     api("POST", "/v1/containers/web/update", r#"{"egress_deny":"10.0.0.0/8"}"#, "invalid request body: invalid type: string \"10.0.0.0/8\", expected a sequence at line 1 column 27"),
     // Images.
     api("POST", "/v1/images/pull", r#"{"reference":"UPPER/Case"}"#, "invalid image reference \"UPPER/Case\": invalid reference format; use [REGISTRY[:PORT]/]REPOSITORY[:TAG|@sha256:DIGEST] in lowercase"),
@@ -339,6 +340,7 @@ impl InProcessApi {
             cgroup_parent: host.cgroup_parent().to_string(),
             runc: "/nonexistent/runc".into(),
             host_protection: true,
+            manage_qdisc: String::new(),
             bpf_log_level: Default::default(),
             tc_attach: Default::default(),
             log_limits: Default::default(),

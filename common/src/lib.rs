@@ -7,12 +7,13 @@
 #![no_std]
 
 pub mod bind;
+pub mod limit;
 pub mod packet;
 pub mod rules;
 pub mod traffic;
 
 /// Version of the map layouts below; pins live under `<bpffs>/hostnetd/v<ABI_VERSION>`.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Slots per protocol in [`PORT_OWNERS`](MapName::PortOwners): one per port number.
 pub const PORTS_PER_PROTO: u32 = 65536;
@@ -155,8 +156,15 @@ pub struct DatapathSettings {
     /// Changes whenever any container's policy does: the ingress hooks cache their verdicts
     /// per CPU and trust only those taken under the epoch in force.
     pub policy_epoch: u32,
+    /// `SETTINGS_*` flags.
+    pub flags: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<DatapathSettings>() == 8);
+const _: () = assert!(core::mem::size_of::<DatapathSettings>() == 16);
+
+/// Some container has a bandwidth limit: only then do the packet hooks look for one, so that
+/// hosts without limits pay nothing for them.
+pub const SETTINGS_LIMITS: u32 = 1 << 0;
 
 /// How many different cgroup depths containers may sit at, at once: each costs the hooks one
 /// more lookup for a socket of no container.
@@ -297,6 +305,8 @@ pub enum MapName {
     Denials,
     Events,
     DatapathStats,
+    Limits,
+    PacedDevices,
 }
 
 impl MapName {
@@ -313,6 +323,8 @@ impl MapName {
             Self::Denials => "DENIALS",
             Self::Events => "EVENTS",
             Self::DatapathStats => "DATAPATH_STATS",
+            Self::Limits => "LIMITS",
+            Self::PacedDevices => "PACED_DEVICES",
         }
     }
 }
@@ -347,6 +359,8 @@ mod pod {
     unsafe impl aya::Pod for super::traffic::DeviceCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::traffic::Denials {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::limit::ContainerLimits {}
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ pub struct IpHeader {
     pub l4_offset: u32,
     /// A fragment after the first: no transport header to read.
     pub later_fragment: bool,
+    /// The ECN field: 0 for a packet of a flow that did not negotiate ECN.
+    pub ecn: u8,
 }
 
 impl IpHeader {
@@ -25,12 +27,14 @@ impl IpHeader {
                 ipproto: head[9],
                 l4_offset: ipv4_header_len(head[0]),
                 later_fragment: u16::from_be_bytes([head[6], head[7]]) & 0x1fff != 0,
+                ecn: head[1] & 0b11,
             }),
             6 => Some(Self {
                 family: 6,
                 ipproto: head[6],
                 l4_offset: 40,
                 later_fragment: false,
+                ecn: (head[1] >> 4) & 0b11,
             }),
             _ => None,
         }
@@ -128,6 +132,20 @@ mod tests {
             (6, 17, 40)
         );
         assert_eq!(IpHeader::parse([0x50; 10]), None);
+    }
+
+    #[test]
+    fn the_ecn_field_is_read_from_either_family() {
+        let mut v4 = [0u8; 10];
+        v4[0] = 0x45;
+        v4[1] = 0xb8 | 0b10; // DSCP EF, ECT(0)
+        assert_eq!(IpHeader::parse(v4).unwrap().ecn, 0b10);
+        let mut v6 = [0u8; 10];
+        v6[0] = 0x6b; // traffic class 0xb8 | 0b01 spans the first two bytes
+        v6[1] = 0x90;
+        assert_eq!(IpHeader::parse(v6).unwrap().ecn, 0b01);
+        v6[1] = 0x80;
+        assert_eq!(IpHeader::parse(v6).unwrap().ecn, 0);
     }
 
     #[test]

@@ -13,6 +13,8 @@ mod container;
 #[cfg(target_arch = "bpf")]
 mod ingress;
 #[cfg(target_arch = "bpf")]
+mod limit;
+#[cfg(target_arch = "bpf")]
 mod lsm;
 #[cfg(target_arch = "bpf")]
 mod maps;
@@ -24,6 +26,8 @@ mod report;
 mod skb;
 #[cfg(target_arch = "bpf")]
 mod sock;
+#[cfg(target_arch = "bpf")]
+mod sock_ops;
 #[cfg(target_arch = "bpf")]
 mod sockaddr;
 #[cfg(target_arch = "bpf")]

@@ -1,9 +1,10 @@
 //! Every map the programs share, pinned by name under the agent's versioned bpffs directory.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use hostnetd_common::{
+    limit::{ContainerLimits, PacedSocket},
     packet::{CachedVerdict, VERDICT_SLOT_BITS},
     traffic::{Denials, DeviceCounters, TrafficCounters, TrafficKey, DATAPATH_STATS as STATS},
     BindAddrKey, ContainerPolicy, DatapathSettings, PortOwner, PrefixKey, PrefixRules,
@@ -13,6 +14,11 @@ use hostnetd_common::{
 
 /// Capacity of the per-container tables.
 const MAX_CONTAINERS: u32 = 16384;
+/// Limited containers' TCP sockets followed at once; beyond, the least recent is forgotten
+/// (it keeps the cap it has).
+const MAX_PACED_SOCKETS: u32 = 65536;
+/// Devices fq paces, at most.
+const MAX_PACED_DEVICES: u32 = 4096;
 /// Rows are created as traffic appears, so memory follows what is counted.
 const BPF_F_NO_PREALLOC: u32 = 1;
 /// Room for about 4000 pending denial events.
@@ -71,3 +77,17 @@ pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 /// The datapath's own health counters (`STAT_*`), per CPU.
 #[map]
 pub static DATAPATH_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STATS, 0);
+
+/// Each limited container's bandwidth limits and their schedules, by cgroup id. Shared by all
+/// CPUs: a container's rate is one rate, whichever CPU sends.
+#[map]
+pub static LIMITS: HashMap<u64, ContainerLimits> = HashMap::pinned(MAX_CONTAINERS, 0);
+
+/// The devices whose root qdisc is fq (by ifindex): a limited container's packets leaving
+/// through one are paced by departure time; through any other, policed.
+#[map]
+pub static PACED_DEVICES: HashMap<u32, u32> = HashMap::pinned(MAX_PACED_DEVICES, 0);
+
+/// Limited containers' TCP sockets, by socket cookie, and the pacing cap set on each.
+#[map]
+pub static PACED_SOCKETS: LruHashMap<u64, PacedSocket> = LruHashMap::pinned(MAX_PACED_SOCKETS, 0);

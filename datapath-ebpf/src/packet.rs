@@ -31,6 +31,8 @@ pub struct Packet {
     /// of an outgoing one; 0 for protocols without ports.
     pub local_port: u16,
     l4_offset: u32,
+    /// The IP header's ECN field.
+    pub ecn: u8,
 }
 
 impl Packet {
@@ -45,6 +47,7 @@ impl Packet {
             ipproto: header.ipproto,
             local_port: 0,
             l4_offset: header.l4_offset,
+            ecn: header.ecn,
         };
         // Only a first fragment carries the transport header.
         if packet.has_ports() && !header.later_fragment {
@@ -151,7 +154,7 @@ pub fn add_plain(
 }
 
 #[inline(always)]
-fn atomic_add(word: &mut u64, value: u64) {
+pub fn atomic_add(word: &mut u64, value: u64) {
     // The BPF target has no atomic read-modify-write types in core, only the instruction
     // (BPF_ATOMIC | BPF_ADD), which this intrinsic emits when its result is unused.
     // SAFETY: `word` is a valid, aligned, exclusive reference for the duration of the call.

@@ -7,12 +7,17 @@ use hostnetd_common::traffic::{TrafficKey, CLASS_OTHER};
 use crate::{
     container::socket_container,
     ingress::{admits, row},
+    limit::{self, any_limits, Fate},
     maps::{SETTINGS, TRAFFIC},
     packet::{count_at_socket, Direction, Packet},
 };
 
 const PASS: i32 = 1;
 const DROP: i32 = 0;
+/// Egress verdicts with congestion notification: the sending socket learns it went too fast
+/// (TCP reduces its window, as on a local queue drop) without the packet counting as lost.
+const PASS_SLOWER: i32 = 3;
+const DROP_SLOWER: i32 = 2;
 
 #[cgroup_skb(ingress)]
 pub fn skb_ingress(ctx: SkBuffContext) -> i32 {
@@ -53,8 +58,17 @@ fn account(ctx: &SkBuffContext, direction: Direction) -> i32 {
         return DROP;
     }
     let key = TrafficKey::new(cgroup_id, own_port, packet.class());
-    count(&key, direction, packet.wire_size());
-    PASS
+    let size = packet.wire_size();
+    let mut verdict = PASS;
+    if direction == Direction::Egress && any_limits(settings) {
+        match limit::egress(&packet, cgroup_id, size.1) {
+            Fate::Go => {}
+            Fate::GoSlower => verdict = PASS_SLOWER,
+            Fate::Drop => return DROP_SLOWER,
+        }
+    }
+    count(&key, direction, size);
+    verdict
 }
 
 #[inline(always)]

@@ -7,7 +7,8 @@ use hostnetd_common::traffic::TrafficKey;
 
 use crate::{
     ingress::{admits, row},
-    maps::DEVICE_TRAFFIC,
+    limit::{self, any_limits, Fate},
+    maps::{DEVICE_TRAFFIC, SETTINGS},
     packet::{add_plain, Direction, Packet},
 };
 
@@ -51,6 +52,15 @@ fn at_device(ctx: &TcContext, direction: Direction) -> i32 {
         );
         return DROP;
     }
+    if direction == Direction::Ingress && over_ingress_limit(&packet, owner.cgroup_id, size.1) {
+        return DROP;
+    }
     add_plain(&mut counters.traffic, direction, size);
     NEXT
+}
+
+#[inline(always)]
+fn over_ingress_limit(packet: &Packet, cgroup_id: u64, bytes: u64) -> bool {
+    let limited = SETTINGS.get(0).is_some_and(any_limits);
+    limited && limit::ingress(packet, cgroup_id, bytes) == Fate::Drop
 }

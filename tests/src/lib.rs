@@ -8,6 +8,7 @@
 pub mod cri;
 pub mod engines;
 pub mod mounts;
+pub mod peer;
 pub mod registry;
 pub mod scratch;
 pub mod tls;

@@ -9,7 +9,7 @@ use crate::shell::{cargo, cargo_bin_dir, run, say};
 /// loopback); docker.io, containerd and podman are the engines the engine tests drive
 /// hostnetd-runc through (each test starts its own private daemon or storage); the rest build
 /// bpf-linker, and g++ libFuzzer (libfuzzer-sys compiles it).
-const APT_PACKAGES: [&str; 16] = [
+const APT_PACKAGES: [&str; 17] = [
     "runc",
     "skopeo",
     "docker-registry",
@@ -30,6 +30,8 @@ const APT_PACKAGES: [&str; 16] = [
     "g++",
     // The registry-credential tests make their own CA and registry certificate.
     "openssl",
+    // The bandwidth tests measure a limited container's TCP stream.
+    "iperf3",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The version `cargo xtask fuzz` was checked with.

@@ -207,6 +207,12 @@ pub struct PolicyView {
     pub ingress_allow: Vec<String>,
     /// "allowed" with --cap-add NET_RAW, else "denied (EPERM)".
     pub raw_sockets: String,
+    /// The output limit, `RATE[:BURST]`; None: unlimited.
+    #[serde(default)]
+    pub egress_rate: Option<String>,
+    /// The limit on what reaches the owned ports.
+    #[serde(default)]
+    pub ingress_rate: Option<String>,
 }
 
 impl From<&ContainerRecord> for ContainerView {
@@ -249,6 +255,8 @@ impl From<&ContainerRecord> for ContainerView {
                 } else {
                     "denied (EPERM)".into()
                 },
+                egress_rate: record.egress_rate.clone(),
+                ingress_rate: record.ingress_rate.clone(),
             },
             monitor_pid: record.supervisor.pid,
             engine: record.engine.as_ref().map(|engine| engine.engine.clone()),
@@ -324,6 +332,9 @@ pub struct Info {
     /// The kernel's BPF features as probed, and what hostnetd does with or without each.
     #[serde(default)]
     pub features: Vec<crate::datapath::FeatureReport>,
+    /// Each interface's root qdisc and how bandwidth limits work through it.
+    #[serde(default)]
+    pub devices: Vec<crate::datapath::DevicePacing>,
 }
 
 #[cfg(test)]

@@ -5,12 +5,16 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    datapath::Bandwidth,
     host::{
         run::{ContainerSource, RunRequest},
         HostError,
     },
     images,
-    policy::{logs::LogOptions, parse_declarations, restart::RestartPolicy, rules::RuleSet},
+    policy::{
+        logs::LogOptions, parse_declarations, rate::RateLimit, restart::RestartPolicy,
+        rules::RuleSet,
+    },
     runtime::{Capabilities, RootfsSource, Volume},
 };
 
@@ -47,6 +51,10 @@ pub struct RunSpec {
     /// rest is dropped.
     #[serde(default)]
     pub ingress_allow: Vec<String>,
+    /// The container's output limit, `RATE[:BURST]` as tc writes it (`200mbit`, `1gbit:2mb`).
+    pub egress_rate: Option<String>,
+    /// The limit on what reaches its owned ports, likewise.
+    pub ingress_rate: Option<String>,
     /// `no`, `on-failure[:N]` or `always`.
     pub restart: Option<String>,
     /// `--log-opt` values, `max-size=SIZE` (`100k`, `10m`, `1g`) or `max-file=N`; what is not
@@ -143,6 +151,10 @@ impl RunSpec {
             egress: RuleSet::parse(&self.egress_allow, &self.egress_deny)
                 .map_err(|e| invalid(e.to_string()))?,
             ingress: RuleSet::parse_ingress(&self.ingress_allow).map_err(invalid)?,
+            bandwidth: Bandwidth {
+                egress: rate_flag("--egress-rate", self.egress_rate.as_deref())?,
+                ingress: rate_flag("--ingress-rate", self.ingress_rate.as_deref())?,
+            },
             restart: match &self.restart {
                 Some(text) => text.parse().map_err(invalid)?,
                 None => RestartPolicy::No,
@@ -154,6 +166,12 @@ impl RunSpec {
             terminal_size: self.terminal_size.map(|[rows, cols]| (rows, cols)),
         })
     }
+}
+
+/// A `--egress-rate`/`--ingress-rate` value, parsed; the error names the flag.
+pub fn rate_flag(flag: &str, text: Option<&str>) -> Result<Option<RateLimit>, HostError> {
+    let parsed = text.map(str::parse::<RateLimit>).transpose();
+    parsed.map_err(|error| HostError::Invalid(format!("{flag}: {error}")))
 }
 
 /// Container names as docker accepts them: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 long.

@@ -2,6 +2,7 @@
 //! applies.
 use serde::{Deserialize, Serialize};
 
+use super::run::rate_flag;
 use crate::{
     host::{update::PolicyChange, HostError},
     policy::{parse_declarations, rules::RuleSet},
@@ -25,7 +26,16 @@ pub struct PolicyUpdate {
     /// The new ingress rules, replacing the old ones (`[]`: every source may reach the ports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress_allow: Option<Vec<String>>,
+    /// The new output limit, `RATE[:BURST]`; [`NO_LIMIT`] removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_rate: Option<String>,
+    /// The new limit on what reaches the owned ports, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_rate: Option<String>,
 }
+
+/// The rate that removes a limit in an update.
+pub const NO_LIMIT: &str = "none";
 
 impl PolicyUpdate {
     /// Checks the update before anything is touched: a bad port spec or rule changes nothing.
@@ -34,9 +44,12 @@ impl PolicyUpdate {
             let allow = self.egress_allow.clone().unwrap_or_default();
             (allow, self.egress_deny.clone().unwrap_or_default())
         });
-        if self.ports.is_none() && egress.is_none() && self.ingress_allow.is_none() {
+        let rates_given = self.egress_rate.is_some() || self.ingress_rate.is_some();
+        if self.ports.is_none() && egress.is_none() && self.ingress_allow.is_none() && !rates_given
+        {
             return Err(HostError::Invalid(
-                "nothing to update: give the new ports, egress rules or ingress rules".into(),
+                "nothing to update: give the new ports, egress rules, ingress rules or rates"
+                    .into(),
             ));
         }
         if let Some((allow, deny)) = &egress {
@@ -53,7 +66,22 @@ impl PolicyUpdate {
             ports,
             egress,
             ingress: self.ingress_allow.clone(),
+            egress_rate: new_rate("egress_rate", self.egress_rate.as_deref())?,
+            ingress_rate: new_rate("ingress_rate", self.ingress_rate.as_deref())?,
         })
+    }
+}
+
+/// A rate field of an update: None keeps the limit, Some(None) removes it, Some(Some) sets it
+/// (in its canonical text).
+fn new_rate(field: &str, text: Option<&str>) -> Result<Option<Option<String>>, HostError> {
+    match text {
+        None => Ok(None),
+        Some(NO_LIMIT) => Ok(Some(None)),
+        Some(text) => {
+            let limit = rate_flag(field, Some(text))?;
+            Ok(Some(limit.map(|limit| limit.to_string())))
+        }
     }
 }
 
@@ -73,6 +101,8 @@ mod tests {
             egress_allow: allow.map(owned),
             egress_deny: deny.map(owned),
             ingress_allow: None,
+            egress_rate: None,
+            ingress_rate: None,
         }
     }
 

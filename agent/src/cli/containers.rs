@@ -4,7 +4,7 @@ use std::{io::Write as _, process::ExitCode};
 
 use hostnetd::{
     api::client::{Client, ClientError},
-    api::{ContainerView, PolicyUpdate, PortEntry, ProcessInfo},
+    api::{update::NO_LIMIT, ContainerView, PolicyUpdate, PortEntry, ProcessInfo},
     config::Settings,
     runtime::logs::{LogEntry, Stream},
     Host,
@@ -210,6 +210,18 @@ pub struct UpdateArgs {
     /// Remove every ingress rule: any source may reach the owned ports.
     #[arg(long = "no-ingress-rules", conflicts_with = "ingress_allow")]
     no_ingress_rules: bool,
+    /// The new output limit, RATE[:BURST] (200mbit, 1gbit:2mb), in force at once.
+    #[arg(long = "egress-rate", value_name = "RATE[:BURST]")]
+    egress_rate: Option<String>,
+    /// Remove the output limit.
+    #[arg(long = "no-egress-rate", conflicts_with = "egress_rate")]
+    no_egress_rate: bool,
+    /// The new limit on what reaches the owned ports.
+    #[arg(long = "ingress-rate", value_name = "RATE[:BURST]")]
+    ingress_rate: Option<String>,
+    /// Remove the limit on what reaches the owned ports.
+    #[arg(long = "no-ingress-rate", conflicts_with = "ingress_rate")]
+    no_ingress_rate: bool,
     container: String,
 }
 
@@ -220,17 +232,26 @@ pub fn update_request(args: UpdateArgs) -> anyhow::Result<(String, PolicyUpdate)
     let egress =
         args.no_egress_rules || !args.egress_allow.is_empty() || !args.egress_deny.is_empty();
     let ingress = args.no_ingress_rules || !args.ingress_allow.is_empty();
+    let rate = |given: Option<String>, removed: bool| match removed {
+        true => Some(NO_LIMIT.to_string()),
+        false => given,
+    };
+    let egress_rate = rate(args.egress_rate, args.no_egress_rate);
+    let ingress_rate = rate(args.ingress_rate, args.no_ingress_rate);
     anyhow::ensure!(
-        ports || egress || ingress,
+        ports || egress || ingress || egress_rate.is_some() || ingress_rate.is_some(),
         "nothing to update: give --ports SPEC (or --no-ports), --egress-allow, \
-         --egress-deny RULE (or --no-egress-rules) and/or --ingress-allow RULE \
-         (or --no-ingress-rules)"
+         --egress-deny RULE (or --no-egress-rules), --ingress-allow RULE \
+         (or --no-ingress-rules) and/or --egress-rate, --ingress-rate RATE \
+         (or --no-egress-rate, --no-ingress-rate)"
     );
     let body = PolicyUpdate {
         ports: ports.then_some(args.ports),
         egress_allow: egress.then_some(args.egress_allow),
         egress_deny: egress.then_some(args.egress_deny),
         ingress_allow: ingress.then_some(args.ingress_allow),
+        egress_rate,
+        ingress_rate,
     };
     body.validate()?;
     Ok((args.container, body))

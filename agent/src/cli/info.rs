@@ -33,5 +33,13 @@ fn text(info: &Info) -> String {
             feature.name, available, feature.effect
         );
     }
+    out += &format!("\n{:<16}  {:<10}  {}\n", "DEVICE", "QDISC", "RATE LIMITS");
+    for device in &info.devices {
+        let mode = match device.egress_limits.as_str() {
+            "edt" => "paced (EDT: fq holds packets until their departure time)",
+            _ => "policed (above the rate: dropped, or ECN-marked)",
+        };
+        out += &format!("{:<16}  {:<10}  {mode}\n", device.device, device.qdisc);
+    }
     out
 }

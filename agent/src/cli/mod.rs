@@ -79,6 +79,16 @@ struct GlobalArgs {
     /// Let host processes bind container-owned ports (containers still keep off each other's).
     #[arg(long, global = true, env = "HOSTNETD_NO_HOST_PROTECTION")]
     no_host_protection: bool,
+    /// Put fq as the root qdisc of these interfaces (comma-separated, or `all`: every one but
+    /// loopback), so that bandwidth limits pace instead of police; what it replaced is put
+    /// back once an interface is no longer listed.
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTNETD_MANAGE_QDISC",
+        value_name = "IFACES"
+    )]
+    manage_qdisc: Option<String>,
     /// Serve Prometheus metrics at ADDR (HOST:PORT, or a port on 127.0.0.1) [default: off].
     #[arg(
         long,
@@ -300,6 +310,7 @@ impl GlobalArgs {
             auth_file: self.auth_file,
             certs_dir: self.certs_dir,
             host_protection: self.no_host_protection.then_some(false),
+            manage_qdisc: self.manage_qdisc,
             metrics_addr: self.metrics_addr,
             bpf_log_level: self.bpf_log_level,
             tc_attach: self.tc_attach,

@@ -78,6 +78,13 @@ pub struct RunArgs {
     /// rest is dropped (and counted) before the socket lookup.
     #[arg(long = "ingress-allow", value_name = "RULE")]
     ingress_allow: Vec<String>,
+    /// Limit the container's output to RATE[:BURST], as tc writes rates (200mbit, 1gbit:2mb,
+    /// 500kbps): paced where fq is the device's qdisc, policed elsewhere.
+    #[arg(long = "egress-rate", value_name = "RATE[:BURST]")]
+    egress_rate: Option<String>,
+    /// Limit what reaches the owned ports to RATE[:BURST] (policed at the host's interfaces).
+    #[arg(long = "ingress-rate", value_name = "RATE[:BURST]")]
+    ingress_rate: Option<String>,
     /// Ports and policy from a TOML file (see docs/policy.md), added to the flags' own.
     #[arg(long, value_name = "FILE.toml")]
     policy: Option<PathBuf>,
@@ -210,6 +217,9 @@ pub fn spec(mut args: RunArgs) -> anyhow::Result<(RunSpec, RunOptions)> {
         args.egress_allow.extend(file.egress_allow);
         args.egress_deny.extend(file.egress_deny);
         args.ingress_allow.extend(file.ingress_allow);
+        // A flag given on the command line wins over the file.
+        args.egress_rate = args.egress_rate.or(file.egress_rate);
+        args.ingress_rate = args.ingress_rate.or(file.ingress_rate);
         if file.raw_sockets {
             args.cap_add.push("NET_RAW".into());
         }
@@ -242,6 +252,8 @@ pub fn spec(mut args: RunArgs) -> anyhow::Result<(RunSpec, RunOptions)> {
         egress_allow: args.egress_allow,
         egress_deny: args.egress_deny,
         ingress_allow: args.ingress_allow,
+        egress_rate: args.egress_rate,
+        ingress_rate: args.ingress_rate,
         restart: args.restart,
         log_opts: args.log_opts,
         auto_remove: args.rm,

@@ -1,5 +1,11 @@
 //! `hostnetd stats`: traffic, packets, processes and denials per container, in docker's style.
-use std::{io::IsTerminal as _, process::ExitCode, thread, time::Duration};
+use std::{
+    collections::HashMap,
+    io::IsTerminal as _,
+    process::ExitCode,
+    thread,
+    time::{Duration, Instant},
+};
 
 use hostnetd::api::{client::Client, ContainerStats, Info};
 
@@ -25,8 +31,17 @@ pub fn stats(client: &Client, args: StatsArgs) -> anyhow::Result<ExitCode> {
         args.containers.join(",")
     );
     let redraw = !args.no_stream && std::io::stdout().is_terminal() && args.format == "table";
+    let mut rates = Rates::default();
     loop {
-        let stats: Vec<ContainerStats> = client.get(&path)?;
+        let mut stats: Vec<ContainerStats> = client.get(&path)?;
+        rates.sample(&stats);
+        let limited = stats.iter().any(|container| container.limits.is_some());
+        if args.no_stream && limited && args.format == "table" {
+            // A current rate needs two samples, as docker's CPU percentage does.
+            thread::sleep(Duration::from_secs(1));
+            stats = client.get(&path)?;
+            rates.sample(&stats);
+        }
         let warning = uncounted(client).map(|packets| {
             format!(
                 "warning: {packets} packets were not counted because a traffic table was full; see `hostnetd_traffic_table_full_total` in docs/metrics.md"
@@ -42,7 +57,7 @@ pub fn stats(client: &Client, args: StatsArgs) -> anyhow::Result<ExitCode> {
                 // Clear the screen and home the cursor, as `docker stats` does.
                 print!("\x1b[2J\x1b[H");
             }
-            print!("{}", table(&stats));
+            print!("{}", table(&stats, &rates));
             if let Some(warning) = &warning {
                 println!("{warning}");
             }
@@ -61,7 +76,82 @@ fn uncounted(client: &Client) -> Option<u64> {
     info.traffic_table_full.filter(|packets| *packets > 0)
 }
 
-fn table(stats: &[ContainerStats]) -> String {
+/// Each container's bytes each way at the last two samples, for the current rates.
+#[derive(Default)]
+struct Rates {
+    samples: HashMap<String, [(Instant, u64, u64); 2]>,
+}
+
+impl Rates {
+    fn sample(&mut self, stats: &[ContainerStats]) {
+        let now = Instant::now();
+        for container in stats {
+            let total = &container.traffic.total;
+            let latest = (now, total.tx_bytes, total.rx_bytes);
+            let entry = self
+                .samples
+                .entry(container.id.clone())
+                .or_insert([latest; 2]);
+            *entry = [entry[1], latest];
+        }
+    }
+
+    /// Bits per second out and in between the last two samples; None after only one.
+    fn of(&self, id: &str) -> Option<(u64, u64)> {
+        let [(then, tx0, rx0), (now, tx1, rx1)] = self.samples.get(id)?;
+        let seconds = now.duration_since(*then).as_secs_f64();
+        (seconds > 0.0).then(|| {
+            let bits = |bytes: u64| (bytes as f64 * 8.0 / seconds) as u64;
+            (
+                bits(tx1.saturating_sub(*tx0)),
+                bits(rx1.saturating_sub(*rx0)),
+            )
+        })
+    }
+}
+
+/// One line per limited direction: the limit, the rate now, and what the limit held back.
+fn limit_lines(container: &ContainerStats, rates: &Rates) -> String {
+    let Some(limits) = &container.limits else {
+        return String::new();
+    };
+    let now = rates.of(&container.id);
+    let directions = [
+        ("egress", &limits.egress, now.map(|(tx, _)| tx)),
+        ("ingress", &limits.ingress, now.map(|(_, rx)| rx)),
+    ];
+    let mut out = String::new();
+    for (direction, limit, rate) in directions {
+        let Some(limit) = limit else { continue };
+        let rate = rate.map_or_else(|| "-".to_string(), bit_rate);
+        out += &format!(
+            "  {direction} limit {}  now {rate}  delayed {}  dropped {} ({})  marked {}\n",
+            limit.limit,
+            size(limit.delayed_bytes),
+            limit.dropped_packets,
+            size(limit.dropped_bytes),
+            limit.marked_packets,
+        );
+    }
+    out
+}
+
+/// Bits per second as tc writes rates: `198.4mbit`.
+fn bit_rate(bits: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [
+        (1_000_000_000, "gbit"),
+        (1_000_000, "mbit"),
+        (1_000, "kbit"),
+    ];
+    for (scale, unit) in UNITS {
+        if bits >= scale {
+            return format!("{:.1}{unit}", bits as f64 / scale as f64);
+        }
+    }
+    format!("{bits}bit")
+}
+
+fn table(stats: &[ContainerStats], rates: &Rates) -> String {
     let mut out = format!(
         "{:<12}  {:<20}  {:<10}  {:<21}  {:<21}  {:>5}  {:>7}\n",
         "CONTAINER ID", "NAME", "STATE", "NET I/O", "PACKETS", "PIDS", "DENIED"
@@ -91,6 +181,7 @@ fn table(stats: &[ContainerStats]) -> String {
                 port.device.dropped_packets,
             );
         }
+        out += &limit_lines(container, rates);
     }
     out
 }

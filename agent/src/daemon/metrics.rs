@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
-    host::stats::{ContainerStats, MetricsSnapshot as Snapshot},
+    host::stats::{ContainerStats, DirectionLimit, MetricsSnapshot as Snapshot},
     store::traffic::{Counters, DenialCounts},
 };
 
@@ -68,6 +68,7 @@ pub fn render(snapshot: &Snapshot) -> String {
     protocol_families(&mut page, &snapshot.stats);
     port_families(&mut page, &snapshot.stats);
     denial_family(&mut page, snapshot);
+    limit_families(&mut page, &snapshot.stats);
     inventory_families(&mut page, snapshot);
     page.finish()
 }
@@ -185,6 +186,70 @@ fn denial_family(page: &mut Exposition, snapshot: &Snapshot) {
     );
 }
 
+/// A limit family's name, type, help, and which figure of a direction's limit it reads.
+type LimitFigure = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&DirectionLimit) -> u64,
+);
+
+const LIMIT_FIGURES: [LimitFigure; 6] = [
+    (
+        "hostnetd_bandwidth_limit_bytes_per_second",
+        "gauge",
+        "The configured limit.",
+        |l| l.limit_bytes_per_second,
+    ),
+    (
+        "hostnetd_bandwidth_delayed_bytes_total",
+        "counter",
+        "Bytes held back by EDT pacing.",
+        |l| l.delayed_bytes,
+    ),
+    (
+        "hostnetd_bandwidth_delayed_packets_total",
+        "counter",
+        "Packets held back by EDT pacing.",
+        |l| l.delayed_packets,
+    ),
+    (
+        "hostnetd_bandwidth_dropped_bytes_total",
+        "counter",
+        "Bytes dropped above the limit.",
+        |l| l.dropped_bytes,
+    ),
+    (
+        "hostnetd_bandwidth_dropped_packets_total",
+        "counter",
+        "Packets dropped above the limit.",
+        |l| l.dropped_packets,
+    ),
+    (
+        "hostnetd_bandwidth_marked_packets_total",
+        "counter",
+        "Packets ECN-marked above the limit instead of dropped.",
+        |l| l.marked_packets,
+    ),
+];
+
+/// Each limited container's limits, by direction (`egress`, `ingress`).
+fn limit_families(page: &mut Exposition, stats: &[ContainerStats]) {
+    for (name, kind, help, value) in LIMIT_FIGURES {
+        let samples = stats.iter().flat_map(|c| {
+            let limits = c.limits.clone().unwrap_or_default();
+            [("egress", limits.egress), ("ingress", limits.ingress)]
+                .into_iter()
+                .filter_map(move |(direction, limit)| {
+                    let mut labels = who(c);
+                    labels.push(("direction", direction.to_string()));
+                    Some((labels, value(&limit?)))
+                })
+        });
+        page.family(name, kind, help, samples);
+    }
+}
+
 fn inventory_families(page: &mut Exposition, snapshot: &Snapshot) {
     let live = snapshot.records.iter().filter(|r| r.state.is_live());
     page.family(
@@ -229,7 +294,7 @@ fn inventory_families(page: &mut Exposition, snapshot: &Snapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::DatapathHealth;
+    use crate::{datapath::DatapathHealth, host::stats::LimitStats};
 
     #[test]
     fn label_values_are_escaped() {
@@ -266,6 +331,15 @@ mod tests {
             state: "running".into(),
             pids: 1,
             traffic: Default::default(),
+            limits: Some(LimitStats {
+                egress: Some(DirectionLimit {
+                    limit: "200mbit".into(),
+                    limit_bytes_per_second: 25_000_000,
+                    dropped_packets: 4,
+                    ..Default::default()
+                }),
+                ingress: None,
+            }),
         };
         stats.traffic.total.tx_packets = 7;
         stats.traffic.denials.binds = 2;
@@ -282,5 +356,12 @@ mod tests {
         );
         assert!(page.contains("hostnetd_denials_total{id=\"abc\",name=\"web1\",kind=\"bind\"} 2\n"));
         assert!(page.contains("hostnetd_containers{state=\"running\"} 0\n"));
+        assert!(page.contains(
+            "hostnetd_bandwidth_limit_bytes_per_second{id=\"abc\",name=\"web1\",direction=\"egress\"} 25000000\n"
+        ));
+        assert!(page.contains(
+            "hostnetd_bandwidth_dropped_packets_total{id=\"abc\",name=\"web1\",direction=\"egress\"} 4\n"
+        ));
+        assert!(!page.contains("direction=\"ingress\""));
     }
 }

@@ -100,6 +100,7 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
         let (_lock, mut datapath) = host.lock_datapath()?;
         host.reconcile(&mut datapath)?;
         host.restore_policies(&mut datapath)?;
+        host.manage_qdiscs(&mut datapath)?;
         datapath
             .log_source()
             .map_err(crate::host::HostError::from)?

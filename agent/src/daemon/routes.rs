@@ -146,7 +146,9 @@ async fn info(State(daemon): State<Shared>) -> Json<Info> {
     let pin_root = crate::datapath::Datapath::pin_root(&config.bpf_dir);
     let health = tokio::task::spawn_blocking(move || crate::datapath::read_health(&pin_root)).await;
     let health = health.ok().and_then(Result::ok);
+    let devices = tokio::task::spawn_blocking(crate::datapath::device_pacing).await;
     Json(Info {
+        devices: devices.ok().and_then(Result::ok).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
         bpf_dir: config.bpf_dir.display().to_string(),

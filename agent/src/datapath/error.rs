@@ -45,6 +45,11 @@ pub enum DatapathError {
     MissingFeatures(#[from] MissingFeatures),
     #[error(transparent)]
     NoTcx(#[from] NoTcx),
+    #[error("cannot {what} (rtnetlink): {source}")]
+    Netlink {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("port {port} is owned by cgroup {cgroup_id}, not by this container")]
     PortTaken { port: String, cgroup_id: u64 },
 }

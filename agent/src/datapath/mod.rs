@@ -25,11 +25,15 @@ mod clsact;
 mod devices;
 mod error;
 mod features;
+mod interfaces;
+mod limits;
 mod log_level;
+mod netlink;
 mod owners;
 mod pins;
 mod policies;
 mod programs;
+mod qdisc;
 mod ring;
 mod syscall;
 mod traffic;
@@ -45,7 +49,7 @@ use aya::{
     programs::{
         links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
         CgroupSockAddr, CgroupSockAddrAttachType, CgroupSockAttachType, Lsm, ProgramError,
-        SchedClassifier,
+        SchedClassifier, SockOps,
     },
     EbpfLoader,
 };
@@ -54,9 +58,11 @@ use hostnetd_common::ABI_VERSION;
 pub use bpffs::ensure_bpffs;
 pub use error::DatapathError;
 pub use features::{FeatureReport, KernelFeatures, MissingFeatures, NoTcx, TcAttach, TcMode};
+pub use limits::{device_pacing, Bandwidth, DevicePacing, LimitTable, LimitUsage};
 pub use log_level::BpfLogLevel;
 pub use owners::OwnerTable;
 pub use policies::{KernelPolicy, PolicyTable};
+pub use qdisc::{remove_fq_root, replace_root_with_fq, root_qdiscs, PacingMode, RootQdisc};
 pub use ring::{read_health, EventRing};
 pub use traffic::{traffic_stats, DatapathHealth, TrafficRow, TrafficTable};
 
@@ -84,6 +90,7 @@ enum Attach {
     SockAddr(CgroupSockAddrAttachType),
     Sock(CgroupSockAttachType),
     Skb(CgroupSkbAttachType),
+    SockOps,
 }
 
 const fn sock_addr(name: &'static str, attach: CgroupSockAddrAttachType) -> Hook {
@@ -100,7 +107,7 @@ const fn skb(name: &'static str, attach: CgroupSkbAttachType) -> Hook {
     }
 }
 
-const CONTAINER_HOOKS: [Hook; 9] = [
+const CONTAINER_HOOKS: [Hook; 10] = [
     sock_addr("bind4", CgroupSockAddrAttachType::Bind4),
     sock_addr("bind6", CgroupSockAddrAttachType::Bind6),
     sock_addr("connect4", CgroupSockAddrAttachType::Connect4),
@@ -113,6 +120,10 @@ const CONTAINER_HOOKS: [Hook; 9] = [
     },
     skb("skb_ingress", CgroupSkbAttachType::Ingress),
     skb("skb_egress", CgroupSkbAttachType::Egress),
+    Hook {
+        name: "sock_ops",
+        attach: Attach::SockOps,
+    },
 ];
 const HOST_HOOKS: [Hook; 2] = [
     sock_addr("host_bind4", CgroupSockAddrAttachType::Bind4),
@@ -183,6 +194,7 @@ impl Datapath {
             datapath.detach_host_protection()?;
         }
         datapath.attach_devices(Path::new(programs::SYS_CLASS_NET), options.tc_mode)?;
+        datapath.policies.sync_paced_devices()?;
         if options.bpf_lsm {
             datapath.attach_lsm()?;
         }
@@ -207,6 +219,11 @@ impl Datapath {
 
     pub fn traffic_ref(&self) -> &TrafficTable {
         &self.traffic
+    }
+
+    /// The containers' bandwidth limits and what they did.
+    pub fn limits(&self) -> &LimitTable {
+        self.policies.limits()
     }
 
     /// Attaches the container hooks to its cgroup and pins the links; idempotent.
@@ -346,6 +363,11 @@ impl Datapath {
             Attach::SockAddr(attach) => attach_single!(CgroupSockAddr, attach, cgroup_dir, single),
             Attach::Sock(attach) => attach_single!(CgroupSock, attach, cgroup_dir, single),
             Attach::Skb(attach) => attach_single!(CgroupSkb, attach, cgroup_dir, attach, single),
+            Attach::SockOps => {
+                let mut prog = SockOps::from_pin(&prog_pin).map_err(program)?;
+                let link_id = prog.attach(cgroup_dir, single).map_err(program)?;
+                FdLink::try_from(prog.take_link(link_id).map_err(program)?)
+            }
         };
         let link = link.map_err(|source| DatapathError::Link {
             path: pin.into(),
@@ -419,6 +441,7 @@ fn load_and_pin(root: &Path, options: &DatapathOptions) -> Result<(), DatapathEr
             Attach::SockAddr(_) => load_as!(CgroupSockAddr),
             Attach::Sock(_) => load_as!(CgroupSock),
             Attach::Skb(_) => load_as!(CgroupSkb),
+            Attach::SockOps => load_as!(SockOps),
         };
         pinned.map_err(|source| DatapathError::Pin { path: pin, source })?;
     }

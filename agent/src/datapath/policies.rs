@@ -6,12 +6,14 @@ use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
 use hostnetd_common::{
     ContainerPolicy, DatapathSettings, MapName, PortRule, PrefixKey, PrefixRules,
     POLICY_ALLOW_RAW_SOCKETS, POLICY_EGRESS_DEFAULT_DENY, POLICY_EGRESS_RULES,
-    POLICY_INGRESS_RULES, PREFIX_KEY_HEADER_BITS,
+    POLICY_INGRESS_RULES, PREFIX_KEY_HEADER_BITS, SETTINGS_LIMITS,
 };
 
 use super::{
     error::{map_error, DatapathError},
+    limits::{Bandwidth, LimitTable},
     pins::open_map,
+    qdisc::RootQdisc,
 };
 use crate::policy::rules::{Net, RuleSet};
 
@@ -22,6 +24,15 @@ pub struct KernelPolicy {
     /// Sources allowed to reach the owned ports (allow rules only).
     pub ingress: RuleSet,
     pub allow_raw_sockets: bool,
+    pub bandwidth: Bandwidth,
+}
+
+/// What putting a staged policy in force writes: the switches (with the generation) and the
+/// bandwidth limits, which have no generations (a rate is one value, replaced in place).
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyEntry {
+    switches: ContainerPolicy,
+    bandwidth: Bandwidth,
 }
 
 pub struct PolicyTable {
@@ -29,6 +40,7 @@ pub struct PolicyTable {
     policies: HashMap<MapData, u64, ContainerPolicy>,
     egress: LpmTrie<MapData, PrefixKey, PrefixRules>,
     ingress: LpmTrie<MapData, PrefixKey, PrefixRules>,
+    limits: LimitTable,
 }
 
 impl PolicyTable {
@@ -43,6 +55,7 @@ impl PolicyTable {
                 .map_err(error("EGRESS_RULES"))?,
             ingress: LpmTrie::try_from(open_map(maps, MapName::IngressRules.as_str())?)
                 .map_err(error("INGRESS_RULES"))?,
+            limits: LimitTable::open(maps)?,
         })
     }
 
@@ -113,7 +126,7 @@ impl PolicyTable {
         cgroup_id: u64,
         generation: u32,
         policy: &KernelPolicy,
-    ) -> Result<ContainerPolicy, DatapathError> {
+    ) -> Result<PolicyEntry, DatapathError> {
         self.remove_generation(cgroup_id, generation)?;
         write_rules(
             &mut self.egress,
@@ -129,23 +142,53 @@ impl PolicyTable {
             generation,
             &policy.ingress,
         )?;
-        Ok(ContainerPolicy {
-            flags: flags_of(policy),
-            generation,
+        Ok(PolicyEntry {
+            switches: ContainerPolicy {
+                flags: flags_of(policy),
+                generation,
+            },
+            bandwidth: policy.bandwidth,
         })
     }
 
-    /// One map update: the hooks read the whole entry at once, so the switches and the
-    /// generation change together.
+    /// One map update for the switches: the hooks read the whole entry at once, so they and
+    /// the generation change together. Then the limits, in one update of their own.
     pub(super) fn put_in_force(
         &mut self,
         cgroup_id: u64,
-        entry: ContainerPolicy,
+        entry: PolicyEntry,
     ) -> Result<(), DatapathError> {
         self.policies
-            .insert(cgroup_id, entry, 0)
+            .insert(cgroup_id, entry.switches, 0)
             .map_err(map_error("CONTAINER_POLICIES"))?;
+        self.limits.write(cgroup_id, &entry.bandwidth)?;
+        self.flag_limits()?;
         self.start_policy_epoch()
+    }
+
+    /// Tells the packet hooks whether any container has a limit, so that without one they
+    /// never look.
+    fn flag_limits(&mut self) -> Result<(), DatapathError> {
+        let mut settings = self.settings()?;
+        let flags = match self.limits.limited().is_empty() {
+            true => settings.flags & !SETTINGS_LIMITS,
+            false => settings.flags | SETTINGS_LIMITS,
+        };
+        if flags != settings.flags {
+            settings.flags = flags;
+            self.write_settings(settings)?;
+        }
+        Ok(())
+    }
+
+    /// The container's limits and what they did so far.
+    pub fn limits(&self) -> &LimitTable {
+        &self.limits
+    }
+
+    /// Finds which devices fq paces now; returns every device's root qdisc.
+    pub fn sync_paced_devices(&mut self) -> Result<Vec<RootQdisc>, DatapathError> {
+        self.limits.sync_paced_devices()
     }
 
     /// Removes the container's egress and ingress rules of `generation`.
@@ -164,7 +207,7 @@ impl PolicyTable {
         let Ok(current) = self.policies.get(&cgroup_id, 0) else {
             return Ok(false);
         };
-        if current.flags != flags_of(policy) {
+        if current.flags != flags_of(policy) || !self.limits.holds(cgroup_id, &policy.bandwidth) {
             return Ok(false);
         }
         let generation = current.generation;
@@ -188,6 +231,8 @@ impl PolicyTable {
         if self.policies.remove(&cgroup_id).is_ok() {
             self.start_policy_epoch()?;
         }
+        self.limits.remove(cgroup_id)?;
+        self.flag_limits()?;
         self.remove_rules(cgroup_id, None)
     }
 
@@ -198,6 +243,11 @@ impl PolicyTable {
             .collect();
         for id in stale {
             self.remove(id)?;
+        }
+        for id in self.limits.limited() {
+            if !live.contains(&id) {
+                self.remove(id)?;
+            }
         }
         for trie in [&mut self.egress, &mut self.ingress] {
             let orphaned: Vec<Key<PrefixKey>> = (trie.keys().filter_map(Result::ok))

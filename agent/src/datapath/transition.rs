@@ -8,10 +8,11 @@
 //! whole old policy or the whole new one, never neither nor a mix, and everyone else finds
 //! every port of either set owned until the switch is over. See [`super::barrier`] for why
 //! the hooks cannot straddle the flip.
-use hostnetd_common::ContainerPolicy;
-
 use super::{
-    barrier::wait_for_running_programs, error::DatapathError, policies::KernelPolicy, Datapath,
+    barrier::wait_for_running_programs,
+    error::DatapathError,
+    policies::{KernelPolicy, PolicyEntry},
+    Datapath,
 };
 use crate::{policy::OwnedPort, store::PortClaim, sys::cgroup::ContainerCgroup};
 
@@ -21,7 +22,7 @@ use crate::{policy::OwnedPort, store::PortClaim, sys::cgroup::ContainerCgroup};
 pub struct StagedPolicy {
     cgroup_id: u64,
     previous: u32,
-    entry: ContainerPolicy,
+    entry: PolicyEntry,
     /// Every port the container may hold a slot for: before, after, and leftovers.
     touched: Vec<OwnedPort>,
     /// The ports of the staged policy.
@@ -76,7 +77,7 @@ impl Datapath {
         next: u32,
         ports: &[PortClaim],
         policy: &KernelPolicy,
-    ) -> Result<ContainerPolicy, DatapathError> {
+    ) -> Result<PolicyEntry, DatapathError> {
         for claim in ports {
             self.owners.grant(cgroup, next, claim)?;
         }

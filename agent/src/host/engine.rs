@@ -64,6 +64,7 @@ impl Host {
             egress: request.egress.clone(),
             ingress: request.ingress.clone(),
             allow_raw_sockets: false,
+            bandwidth: Default::default(),
         };
         check_room_for(&datapath, &policy, &request.ports, &records, &ports)?;
         let cgroup = self.cgroup.open(&request.cgroup)?;
@@ -82,6 +83,8 @@ impl Host {
             egress_deny: request.egress.texts(Action::Deny),
             ingress_allow: request.ingress.texts(Action::Allow),
             allow_raw_sockets: false,
+            egress_rate: None,
+            ingress_rate: None,
             cgroup: CgroupRecord::from(&cgroup),
             update_in_progress: false,
             state: ContainerState::Running,

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod exec;
 pub mod images;
 pub mod monitor;
+mod qdisc;
 pub mod run;
 pub mod start;
 pub mod stats;
@@ -58,6 +59,9 @@ pub struct HostConfig {
     pub runc: PathBuf,
     /// Keep host processes off container-owned ports (`--no-host-protection` turns it off).
     pub host_protection: bool,
+    /// The interfaces to put fq on so that bandwidth limits pace, comma-separated, or `all`
+    /// (`--manage-qdisc`); empty: none.
+    pub manage_qdisc: String,
     /// aya-log level the programs are loaded with.
     pub bpf_log_level: BpfLogLevel,
     /// How the TC programs attach to the host's interfaces (`--tc-attach`).
@@ -166,6 +170,10 @@ impl HostConfig {
         flag("--runc", self.runc.as_os_str());
         if !self.host_protection {
             args.push("--no-host-protection".into());
+        }
+        if !self.manage_qdisc.is_empty() {
+            args.push("--manage-qdisc".into());
+            args.push(self.manage_qdisc.clone().into());
         }
         if self.bpf_log_level != BpfLogLevel::Off {
             args.push("--bpf-log-level".into());
@@ -381,6 +389,7 @@ impl Host {
             )));
         }
         ownership::sync_reserved_ports(&self.store, &self.reserved, &[])?;
+        self.restore_qdiscs();
         datapath.unload()?;
         let parent = self.cgroup.path_of(&self.config.cgroup_parent);
         let _ = fs::remove_dir(parent);

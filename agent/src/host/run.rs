@@ -10,7 +10,7 @@ use std::{
 
 use super::{Disposition, Host, HostError};
 use crate::{
-    datapath::{Datapath, KernelPolicy},
+    datapath::{Bandwidth, Datapath, KernelPolicy},
     images::{self, ImageRecord, RunConfig},
     ownership::{
         self,
@@ -19,6 +19,7 @@ use crate::{
     policy::{
         self,
         logs::LogOptions,
+        rate::RateLimit,
         restart::RestartPolicy,
         rules::{Action, RuleSet},
         OwnedPort, PortDeclarations,
@@ -50,6 +51,7 @@ pub struct RunRequest {
     pub capabilities: Capabilities,
     pub egress: RuleSet,
     pub ingress: RuleSet,
+    pub bandwidth: Bandwidth,
     pub restart: RestartPolicy,
     /// `--log-opt`s given; the host's defaults fill in the rest.
     pub log_options: LogOptions,
@@ -193,6 +195,8 @@ impl Host {
             egress_deny: request.egress.texts(Action::Deny),
             ingress_allow: request.ingress.texts(Action::Allow),
             allow_raw_sockets: request.capabilities.contains("CAP_NET_RAW"),
+            egress_rate: request.bandwidth.egress.map(|limit| limit.to_string()),
+            ingress_rate: request.bandwidth.ingress.map(|limit| limit.to_string()),
             cgroup: CgroupRecord::from(&cgroup),
             update_in_progress: false,
             state: ContainerState::Created,
@@ -366,6 +370,7 @@ fn check_room(
         egress: request.egress.clone(),
         ingress: request.ingress.clone(),
         allow_raw_sockets: false,
+        bandwidth: request.bandwidth,
     };
     check_room_for(datapath, &policy, &resolved.ports, records, ports)
 }
@@ -484,7 +489,15 @@ pub(crate) fn kernel_policy(record: &ContainerRecord) -> Result<KernelPolicy, Ho
             .map_err(|e| HostError::Invalid(e.to_string()))?,
         ingress: RuleSet::parse_ingress(&record.ingress_allow).map_err(HostError::Invalid)?,
         allow_raw_sockets: record.allow_raw_sockets,
+        bandwidth: Bandwidth {
+            egress: parse_rate(record.egress_rate.as_deref())?,
+            ingress: parse_rate(record.ingress_rate.as_deref())?,
+        },
     })
+}
+
+fn parse_rate(text: Option<&str>) -> Result<Option<RateLimit>, HostError> {
+    (text.map(str::parse::<RateLimit>).transpose()).map_err(|e| HostError::Invalid(e.to_string()))
 }
 
 /// The monitor's first line on stdout.

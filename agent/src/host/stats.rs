@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use hostnetd_common::traffic::HOST_CGROUP;
+use hostnetd_common::{limit::Pace, traffic::HOST_CGROUP};
 
 use super::{Host, HostError};
 use crate::{
@@ -25,6 +25,48 @@ pub struct ContainerStats {
     pub pids: u64,
     #[serde(flatten)]
     pub traffic: TrafficStats,
+    /// What its bandwidth limits did, for a live container that has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitStats>,
+}
+
+/// A limited container's limits, each way it has one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitStats {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<DirectionLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<DirectionLimit>,
+}
+
+/// One direction's limit and what it did since the container started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionLimit {
+    /// As configured, `RATE[:BURST]`.
+    pub limit: String,
+    pub limit_bytes_per_second: u64,
+    /// Held back by EDT pacing (they went, later).
+    pub delayed_packets: u64,
+    pub delayed_bytes: u64,
+    /// Dropped above the rate.
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    /// Marked Congestion Experienced instead of dropped.
+    pub marked_packets: u64,
+}
+
+impl DirectionLimit {
+    fn new(limit: &str, pace: &Pace) -> Self {
+        Self {
+            limit: limit.to_string(),
+            limit_bytes_per_second: pace.bytes_per_second,
+            delayed_packets: pace.delayed_packets,
+            delayed_bytes: pace.delayed_bytes,
+            dropped_packets: pace.dropped_packets,
+            dropped_bytes: pace.dropped_bytes,
+            marked_packets: pace.marked_packets,
+        }
+    }
 }
 
 impl Host {
@@ -106,6 +148,21 @@ fn container_stats(
         state: record.state.as_str().to_string(),
         pids: count_pids(&record.cgroup.path),
         traffic,
+        limits: limit_stats(datapath, record),
+    })
+}
+
+fn limit_stats(datapath: &Datapath, record: &ContainerRecord) -> Option<LimitStats> {
+    if !record.state.is_live() {
+        return None;
+    }
+    let usage = datapath.limits().usage(record.cgroup.id)?;
+    let direction = |limit: &Option<String>, pace: &Pace| {
+        (limit.as_deref()).map(|limit| DirectionLimit::new(limit, pace))
+    };
+    Some(LimitStats {
+        egress: direction(&record.egress_rate, &usage.egress),
+        ingress: direction(&record.ingress_rate, &usage.ingress),
     })
 }
 

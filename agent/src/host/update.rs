@@ -30,6 +30,9 @@ pub struct PolicyChange {
     /// The allow and deny rules, as given.
     pub egress: Option<(Vec<String>, Vec<String>)>,
     pub ingress: Option<Vec<String>>,
+    /// A new limit each way (None inside: no limit any more), in canonical text.
+    pub egress_rate: Option<Option<String>>,
+    pub ingress_rate: Option<Option<String>>,
 }
 
 impl PolicyChange {
@@ -46,6 +49,12 @@ impl PolicyChange {
         }
         if let Some(allow) = &self.ingress {
             updated.ingress_allow = allow.clone();
+        }
+        if let Some(rate) = &self.egress_rate {
+            updated.egress_rate = rate.clone();
+        }
+        if let Some(rate) = &self.ingress_rate {
+            updated.ingress_rate = rate.clone();
         }
         updated
     }

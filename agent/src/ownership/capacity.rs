@@ -420,6 +420,7 @@ mod tests {
             .unwrap(),
             ingress: RuleSet::parse_ingress(&rules(&["192.168.0.0/16"])).unwrap(),
             allow_raw_sockets: false,
+            bandwidth: Default::default(),
         };
         let claims = [
             PortClaim {

@@ -9,9 +9,11 @@
 //! [egress]
 //! allow = ["10.0.0.0/8:5432/tcp", "[2001:db8::/32]:443"]
 //! deny = ["10.1.0.0/16"]
+//! rate = "200mbit:2mb"
 //!
 //! [ingress]
 //! allow = ["10.0.0.0/8", "192.168.1.0/24:443/tcp"]
+//! rate = "1gbit"
 //! ```
 use std::path::Path;
 
@@ -20,6 +22,7 @@ use toml::Spanned;
 
 use super::{
     parse_port_specs,
+    rate::RateLimit,
     rules::{Action, Rule, RuleSet},
 };
 
@@ -31,6 +34,9 @@ pub struct PolicyFile {
     pub egress_deny: Vec<String>,
     pub ingress_allow: Vec<String>,
     pub raw_sockets: bool,
+    /// Bandwidth limits, as written.
+    pub egress_rate: Option<String>,
+    pub ingress_rate: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +57,8 @@ struct Raw {
 struct RawIngress {
     #[serde(default)]
     allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    rate: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -60,6 +68,8 @@ struct RawEgress {
     allow: Vec<Spanned<String>>,
     #[serde(default)]
     deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    rate: Option<Spanned<String>>,
 }
 
 impl PolicyFile {
@@ -95,7 +105,12 @@ impl PolicyFile {
             RuleSet::parse_ingress(std::slice::from_ref(rule.get_ref()))
                 .map_err(|error| (at(rule), error))?;
         }
+        for rate in [&raw.egress.rate, &raw.ingress.rate].into_iter().flatten() {
+            (rate.get_ref().parse::<RateLimit>()).map_err(|error| (at(rate), error.to_string()))?;
+        }
         let file = Self {
+            egress_rate: raw.egress.rate.map(Spanned::into_inner),
+            ingress_rate: raw.ingress.rate.map(Spanned::into_inner),
             ports: raw.ports.into_iter().map(Spanned::into_inner).collect(),
             egress_allow: raw
                 .egress

@@ -7,6 +7,7 @@
 //! means its IPv4 address; an unspecified one (`0.0.0.0`, `[::]`) means any address.
 pub mod file;
 pub mod logs;
+pub mod rate;
 pub mod restart;
 pub mod rules;
 

@@ -134,6 +134,11 @@ pub struct ContainerRecord {
     /// Raw and packet sockets allowed (`--cap-add NET_RAW`).
     #[serde(default)]
     pub allow_raw_sockets: bool,
+    /// Bandwidth limits (`--egress-rate`, `--ingress-rate`), in their canonical text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_rate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_rate: Option<String>,
     pub cgroup: CgroupRecord,
     /// An update of the container's policy began and has not finished: the owner table may
     /// hold slots of this container that `ports` does not list, so its next update or release
@@ -626,6 +631,8 @@ pub(crate) mod tests {
             egress_deny: Vec::new(),
             ingress_allow: Vec::new(),
             allow_raw_sockets: false,
+            egress_rate: None,
+            ingress_rate: None,
             command: vec!["true".into()],
             port_specs: vec!["127.0.0.1:20080/tcp".into()],
             ports: vec![PortClaim {

@@ -39,8 +39,9 @@ const MODULES: [&str; 7] = [
 
 /// Host programs the tests and hostnetd run, copied with their libraries (busybox has applets
 /// of some, too limited: its tc knows no clsact).
-const TOOLS: [&str; 8] = [
+const TOOLS: [&str; 9] = [
     "runc",
+    "iperf3",
     "ip",
     "tc",
     "ethtool",

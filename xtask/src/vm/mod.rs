@@ -74,6 +74,7 @@ const TEST_BINARIES: [(&str, &[&str]); 3] = [
             "daemon",
             "policy",
             "faults",
+            "bandwidth",
         ],
     ),
     (

@@ -23,6 +23,8 @@
 //!                                  "ok" or "errno 11" (EAGAIN, nothing came back)
 //! netprobe udpburst LADDR LPORT PADDR PPORT COUNT SIZE   from LADDR:LPORT send COUNT
 //!                                  datagrams of SIZE bytes to the peer, then receive COUNT
+//! netprobe udpsend ADDR PORT COUNT SIZE  send COUNT datagrams of SIZE bytes as fast as the
+//!                                  socket takes them; prints "sent N" (the sends that succeeded)
 //! netprobe tcpclient ADDR PORT SEND RECV  connect, send SEND bytes in large writes, read RECV
 //!                                  bytes and the peer's close, then close (the passive side)
 //! netprobe tcpserver ADDR PORT RECV SEND  accept one connection, read RECV bytes, send SEND
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Some("trace") => probe_trace(&args[1..]),
         Some("sleep") => sleep(&args[1..]),
         Some("udpburst") => udp_burst(&args[1..]),
+        Some("udpsend") => udp_send(&args[1..]),
         Some("connectfrom") => connect_from(&args[1..]),
         Some("udpecho") => udp_echo(&args[1..]),
         Some("udpfrom") => udp_from(&args[1..]),
@@ -510,6 +513,26 @@ fn udp_burst(args: &[String]) -> Result<(), String> {
         socket.recv(&mut buffer).map_err(|e| format!("echo: {e}"))?;
     }
     println!("done");
+    Ok(())
+}
+
+fn udp_send(args: &[String]) -> Result<(), String> {
+    let [addr, port, count, size] = args else {
+        return Err("usage: netprobe udpsend ADDR PORT COUNT SIZE".into());
+    };
+    let target = parse_target(addr, port)?;
+    let [count, size] = numbers(&[count.clone(), size.clone()])?;
+    let any: IpAddr = match target.0 {
+        IpAddr::V4(_) => "0.0.0.0".parse().expect("address"),
+        IpAddr::V6(_) => "::".parse().expect("address"),
+    };
+    // Unconnected: a connected socket would fail a send with the ICMP error of an earlier one.
+    let socket = std::net::UdpSocket::bind((any, 0)).map_err(|e| e.to_string())?;
+    let payload = vec![7u8; size];
+    let sent = (0..count)
+        .filter(|_| socket.send_to(&payload, target).is_ok())
+        .count();
+    println!("sent {sent}");
     Ok(())
 }
 
