@@ -65,20 +65,31 @@ const _: () = assert!(core::mem::size_of::<PacedSocket>() == 16);
 pub const UNCAPPED: u32 = u32::MAX;
 
 /// The pacing cap (bytes per second) that keeps a local TCP sender within `bytes_per_second`
-/// of IP packets; [`UNCAPPED`] for no limit. TCP paces its payload with one header per GSO
-/// super-packet, while the limit counts every segment's IP and TCP headers: a full segment
-/// carries 1448 bytes of payload in 1500 over IPv4 (96.5%), 1428 over IPv6 (95.2%). The cap
-/// is 95.5% of the limit, under the first and close to the second.
+/// of IP packets; [`UNCAPPED`] for no limit. TCP paces its payload with one TCP header per GSO
+/// super-packet, while the limit counts every segment's IP and TCP headers: a full segment of
+/// `mss` payload bytes is `mss + headers` on the wire (1448 in 1500 over IPv4 with
+/// timestamps; 65483 in 65535 on loopback), so the cap is 99% of the limit's payload share.
+/// Before the handshake has set the MSS (0), the share of a 1500-byte path is assumed.
 ///
 /// Policing alone cannot hold a local TCP stream to a rate: with a round trip of microseconds
 /// no window is small enough, and a locally dropped segment stalls the sender until a timer
 /// fires. Paced, it stays under.
 #[inline(always)]
-pub fn pacing_cap(bytes_per_second: u64) -> u32 {
+pub fn pacing_cap(bytes_per_second: u64, mss: u32, ipv6: bool) -> u32 {
     if bytes_per_second == 0 {
         return UNCAPPED;
     }
-    let cap = bytes_per_second / 200 * 191;
+    // IP, TCP and its timestamp option.
+    let headers: u64 = if ipv6 { 40 + 32 } else { 20 + 32 };
+    let mss = if mss == 0 { 1500 - headers } else { mss as u64 };
+    // Far above any rate a limit takes, and small enough that the product fits.
+    let rate = if bytes_per_second > 1 << 44 {
+        1 << 44
+    } else {
+        bytes_per_second
+    };
+    // 1% under, so that the pacer's own rounding never runs into the policer.
+    let cap = rate * mss / (mss + headers) / 100 * 99;
     if cap >= UNCAPPED as u64 {
         UNCAPPED - 1
     } else if cap == 0 {
@@ -247,11 +258,26 @@ mod tests {
     }
 
     #[test]
-    fn the_pacing_cap_leaves_room_for_ip_headers() {
-        assert_eq!(pacing_cap(MBIT_100), 11_937_500);
-        assert_eq!(pacing_cap(0), UNCAPPED);
-        assert_eq!(pacing_cap(u64::MAX), UNCAPPED - 1);
-        assert_eq!(pacing_cap(10), 1);
+    fn the_pacing_cap_is_the_payload_share_of_the_limit() {
+        // 100 Mbit/s over a 1500-byte IPv4 path: 1448 of every 1500 bytes.
+        assert_eq!(
+            pacing_cap(MBIT_100, 1448, false),
+            (12_500_000u64 * 1448 / 1500 / 100 * 99) as u32
+        );
+        assert_eq!(
+            pacing_cap(MBIT_100, 0, false),
+            pacing_cap(MBIT_100, 1448, false)
+        );
+        assert_eq!(
+            pacing_cap(MBIT_100, 0, true),
+            (12_500_000u64 * 1428 / 1500 / 100 * 99) as u32
+        );
+        // Loopback's 64 KiB segments leave almost all of it.
+        assert!(pacing_cap(MBIT_100, 65483, false) > 12_350_000);
+        assert_eq!(pacing_cap(0, 1448, false), UNCAPPED);
+        assert_eq!(pacing_cap(u64::MAX, 65483, false), UNCAPPED - 1);
+        assert_eq!(pacing_cap(1000, 1448, false), 891);
+        assert_eq!(pacing_cap(1, 1448, false), 1);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::{
 };
 
 const SOL_SOCKET: i32 = 1;
+const AF_INET6: u32 = 10;
 const SO_MAX_PACING_RATE: i32 = 47;
 const FOLLOW_FLAGS: u32 = BPF_SOCK_OPS_RTT_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG;
 
@@ -71,7 +72,7 @@ fn start_pacing(ctx: &SockOpsContext, cgroup_id: u64) {
     if limits.egress.bytes_per_second == 0 {
         return;
     }
-    let cap = pacing_cap(limits.egress.bytes_per_second);
+    let cap = cap_of(ctx, limits.egress.bytes_per_second);
     let socket = PacedSocket {
         cgroup_id,
         pacing_rate: cap as u64,
@@ -92,7 +93,7 @@ fn follow_limit(ctx: &SockOpsContext) {
     let socket = unsafe { &mut *socket };
     // SAFETY: only read.
     let rate = unsafe { LIMITS.get(&socket.cgroup_id) }.map_or(0, |l| l.egress.bytes_per_second);
-    let cap = pacing_cap(rate);
+    let cap = cap_of(ctx, rate);
     if cap as u64 == socket.pacing_rate || !set_cap(ctx, cap) {
         return;
     }
@@ -101,6 +102,16 @@ fn follow_limit(ctx: &SockOpsContext) {
         let _ = PACED_SOCKETS.remove(&key);
         let _ = ctx.set_cb_flags((ctx.cb_flags() & !FOLLOW_FLAGS) as i32);
     }
+}
+
+/// The socket's cap for `rate`, from its MSS as the handshake left it (an RTT sample after
+/// the handshake corrects the guess a connect starts with).
+#[inline(always)]
+fn cap_of(ctx: &SockOpsContext, rate: u64) -> u32 {
+    // SAFETY: the kernel hands every sock_ops program a valid context; mss_cache reads as 0
+    // for a socket that is not a full one.
+    let mss = unsafe { (*ctx.ops).mss_cache };
+    pacing_cap(rate, mss, ctx.family() == AF_INET6)
 }
 
 #[inline(always)]

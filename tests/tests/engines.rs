@@ -151,6 +151,17 @@ fn docker_containers_on_the_host_network_own_their_declared_ports() {
     );
     assert!(!names(&host).contains("docker/second"));
 
+    // A bandwidth limit, from a label like the rest.
+    let limited = run_args(
+        "limited",
+        "io.hostnetd.egress-rate=10mbit",
+        &["sleep", "60"],
+    );
+    docker.ok(&limited);
+    let inspect = host.inspect("docker/limited");
+    assert_eq!(inspect["policy"]["egress_rate"], "10mbit", "{inspect}");
+    docker.ok(&["rm", "-f", "limited"]);
+
     // Undeclared: the container owns nothing and binds nothing.
     let undeclared = docker.docker(&[
         "run",
@@ -207,6 +218,10 @@ fn bad_declarations_fail_the_engines_create_and_leave_nothing() {
         (
             "io.hostnetd.egress-allow=10.0.0.0/33",
             "io.hostnetd.egress-allow",
+        ),
+        (
+            "io.hostnetd.egress-rate=12parsecs",
+            "io.hostnetd.egress-rate: \"12parsecs\" is not a rate",
         ),
     ] {
         let run = docker.docker(&run_args("bad", declaration, &["sleep", "60"]));

@@ -2,7 +2,9 @@
 //! container, after `runc create`) and its validation into the request the Host admits.
 use serde::{Deserialize, Serialize};
 
+use super::run::rate_flag;
 use crate::{
+    datapath::Bandwidth,
     host::{engine::EngineRequest, HostError},
     policy::{parse_declarations, rules::RuleSet},
     store::EngineContainer,
@@ -31,6 +33,9 @@ pub struct EngineAdmission {
     pub egress_allow: Vec<String>,
     pub egress_deny: Vec<String>,
     pub ingress_allow: Vec<String>,
+    /// Bandwidth limits, `RATE[:BURST]`.
+    pub egress_rate: Option<String>,
+    pub ingress_rate: Option<String>,
 }
 
 /// The label and annotation names that declare an engine's container's policy.
@@ -38,6 +43,8 @@ pub const PORTS_KEY: &str = "io.hostnetd.ports";
 pub const EGRESS_ALLOW_KEY: &str = "io.hostnetd.egress-allow";
 pub const EGRESS_DENY_KEY: &str = "io.hostnetd.egress-deny";
 pub const INGRESS_ALLOW_KEY: &str = "io.hostnetd.ingress-allow";
+pub const EGRESS_RATE_KEY: &str = "io.hostnetd.egress-rate";
+pub const INGRESS_RATE_KEY: &str = "io.hostnetd.ingress-rate";
 
 impl EngineAdmission {
     pub fn validate(&self) -> Result<EngineRequest, HostError> {
@@ -78,6 +85,10 @@ impl EngineAdmission {
             .map_err(|e| invalid(format!("{EGRESS_ALLOW_KEY}/{EGRESS_DENY_KEY}: {e}")))?;
         let ingress = RuleSet::parse_ingress(&self.ingress_allow)
             .map_err(|e| invalid(format!("{INGRESS_ALLOW_KEY}: {e}")))?;
+        let bandwidth = Bandwidth {
+            egress: rate_flag(EGRESS_RATE_KEY, self.egress_rate.as_deref())?,
+            ingress: rate_flag(INGRESS_RATE_KEY, self.ingress_rate.as_deref())?,
+        };
         Ok(EngineRequest {
             id: self.id.clone(),
             engine: EngineContainer {
@@ -91,6 +102,7 @@ impl EngineAdmission {
             ports,
             egress,
             ingress,
+            bandwidth,
         })
     }
 }

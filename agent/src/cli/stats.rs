@@ -124,14 +124,21 @@ fn limit_lines(container: &ContainerStats, rates: &Rates) -> String {
     for (direction, limit, rate) in directions {
         let Some(limit) = limit else { continue };
         let rate = rate.map_or_else(|| "-".to_string(), bit_rate);
-        out += &format!(
-            "  {direction} limit {}  now {rate}  delayed {}  dropped {} ({})  marked {}\n",
-            limit.limit,
-            size(limit.delayed_bytes),
+        let dropped = format!(
+            "dropped {} ({})",
             limit.dropped_packets,
-            size(limit.dropped_bytes),
-            limit.marked_packets,
+            size(limit.dropped_bytes)
         );
+        // Ingress is only ever policed: nothing is delayed or marked there.
+        let held = match direction {
+            "egress" => format!(
+                "delayed {}  {dropped}  marked {}",
+                size(limit.delayed_bytes),
+                limit.marked_packets
+            ),
+            _ => dropped,
+        };
+        out += &format!("  {direction} limit {}  now {rate}  {held}\n", limit.limit);
     }
     out
 }
@@ -207,7 +214,41 @@ fn size(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::size;
+    use hostnetd::api::ContainerStats;
+
+    use super::{bit_rate, limit_lines, size, Rates};
+
+    #[test]
+    fn rates_read_as_tc_writes_them() {
+        assert_eq!(bit_rate(999), "999bit");
+        assert_eq!(bit_rate(198_400_000), "198.4mbit");
+        assert_eq!(bit_rate(1_000_000_000), "1.0gbit");
+    }
+
+    #[test]
+    fn a_limited_container_gets_a_line_per_direction_with_its_rate_now() {
+        let container: ContainerStats = serde_json::from_value(serde_json::json!({
+            "id": "abc", "name": "web", "state": "running", "pids": 1,
+            "rx_bytes": 0, "rx_packets": 0, "tx_bytes": 0, "tx_packets": 0,
+            "protocols": {}, "ports": [],
+            "denials": {"binds": 0, "connects": 0, "sends": 0, "raw_sockets": 0, "ingress_drops": 0},
+            "limits": {
+                "egress": {"limit": "10mbit", "limit_bytes_per_second": 1250000,
+                           "delayed_packets": 2, "delayed_bytes": 3000, "dropped_packets": 1,
+                           "dropped_bytes": 1500, "marked_packets": 4},
+                "ingress": {"limit": "1gbit", "limit_bytes_per_second": 125000000,
+                            "delayed_packets": 0, "delayed_bytes": 0, "dropped_packets": 0,
+                            "dropped_bytes": 0, "marked_packets": 0}
+            }
+        }))
+        .unwrap();
+        let rates = Rates::default();
+        assert_eq!(
+            limit_lines(&container, &rates),
+            "  egress limit 10mbit  now -  delayed 3kB  dropped 1 (1.5kB)  marked 4\n  \
+             ingress limit 1gbit  now -  dropped 0 (0B)\n"
+        );
+    }
 
     #[test]
     fn sizes_read_like_dockers() {

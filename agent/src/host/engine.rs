@@ -4,7 +4,7 @@
 //! owns the ports and the policy, exactly as for its own containers.
 use super::{run::check_room_for, Disposition, Host, HostError};
 use crate::{
-    datapath::KernelPolicy,
+    datapath::{Bandwidth, KernelPolicy},
     ownership,
     policy::{
         rules::{Action, RuleSet},
@@ -30,6 +30,7 @@ pub struct EngineRequest {
     pub ports: PortDeclarations,
     pub egress: RuleSet,
     pub ingress: RuleSet,
+    pub bandwidth: Bandwidth,
 }
 
 impl EngineRequest {
@@ -64,7 +65,7 @@ impl Host {
             egress: request.egress.clone(),
             ingress: request.ingress.clone(),
             allow_raw_sockets: false,
-            bandwidth: Default::default(),
+            bandwidth: request.bandwidth,
         };
         check_room_for(&datapath, &policy, &request.ports, &records, &ports)?;
         let cgroup = self.cgroup.open(&request.cgroup)?;
@@ -83,8 +84,8 @@ impl Host {
             egress_deny: request.egress.texts(Action::Deny),
             ingress_allow: request.ingress.texts(Action::Allow),
             allow_raw_sockets: false,
-            egress_rate: None,
-            ingress_rate: None,
+            egress_rate: request.bandwidth.egress.map(|limit| limit.to_string()),
+            ingress_rate: request.bandwidth.ingress.map(|limit| limit.to_string()),
             cgroup: CgroupRecord::from(&cgroup),
             update_in_progress: false,
             state: ContainerState::Running,

@@ -18,6 +18,7 @@
 //! statistics, the control plane is timed, and the TC programs' per-packet cost is compared
 //! attached as TCX links and as clsact filters ([`tc_attach`]). Results go to target/bench/ (report.md,
 //! results.json, SVG plots) and, in full mode, to docs/PERFORMANCE.md.
+mod bandwidth;
 mod bpfstats;
 mod control;
 mod docker_bridge;
@@ -162,6 +163,10 @@ fn run_all(env: &Env, plan: &Plan) -> anyhow::Result<Results> {
     if wanted(Part::Engines) {
         say("engines: docker run -d with runc and with hostnetd-runc, alternately");
         results.engines = engines::measure(env, plan)?;
+    }
+    if wanted(Part::Bandwidth) {
+        say("bandwidth limits: limited streams over loopback, and a limit's cost per packet");
+        results.bandwidth = bandwidth::measure(env, plan)?;
     }
     Ok(results)
 }

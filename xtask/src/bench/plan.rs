@@ -17,6 +17,8 @@ pub enum Part {
     TcAttach,
     /// What hostnetd-runc adds to `docker run -d` over runc.
     Engines,
+    /// Bandwidth limits: achieved against set, and the limit's cost per packet.
+    Bandwidth,
 }
 
 /// The configurations, in the report's column order.
@@ -140,6 +142,11 @@ impl PortRange {
         self.first + 50
     }
 
+    /// The bandwidth benchmark's iperf3 server (on the host, owned by nobody).
+    pub fn bandwidth_port(&self) -> u16 {
+        self.first + 51
+    }
+
     /// The first of the five port numbers the scale test's container `index` owns.
     pub fn scale_container(&self, index: usize) -> u16 {
         self.first + SCALE_OFFSET + index as u16 * SCALE_PORTS_PER_CONTAINER
@@ -174,6 +181,8 @@ pub struct Plan {
     /// Rounds of the start-up peers (each: `hostnetd run -d`, `docker run -d` and
     /// `podman run -d` of the busybox image, in a rotating order).
     pub peer_rounds: usize,
+    /// Seconds of each limited stream.
+    pub bandwidth_seconds: u32,
 }
 
 impl Plan {
@@ -197,6 +206,7 @@ impl Plan {
             startup_samples: if quick { 3 } else { 15 },
             tc_rounds: if quick { 2 } else { 9 },
             engine_rounds: if quick { 3 } else { 30 },
+            bandwidth_seconds: if quick { 2 } else { 10 },
             peer_rounds: if quick { 3 } else { 15 },
             scale_counts: counts,
             scale_counts_asked: asked,

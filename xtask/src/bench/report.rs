@@ -72,7 +72,44 @@ fn render(
     control_section(&mut md, plan, results);
     tc_attach_section(&mut md, &results.tc_attach);
     engines_section(&mut md, &results.engines);
+    bandwidth_section(&mut md, &results.bandwidth);
     md
+}
+
+/// Limited streams against the rate set, and what a limit costs per packet.
+fn bandwidth_section(md: &mut String, bandwidth: &super::bandwidth::BandwidthResults) {
+    if bandwidth.rates.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "### Bandwidth limits\n\n\
+         A TCP stream (iperf3) over loopback from a container with `--egress-rate`, policed \
+         (loopback has no qdisc to pace) with the socket paced under the limit; the payload \
+         rate the receiver saw. Loopback's 64 KiB segments make the payload nearly all of the \
+         IP bytes the limit counts.\n\n\
+         | set | achieved | achieved / set |\n| ---: | ---: | ---: |"
+    );
+    for run in &bandwidth.rates {
+        let set = f64::from(run.set_mbit) * 1e6;
+        let _ = writeln!(
+            md,
+            "| {} Mbit/s | {:.1} Mbit/s | {:.3} |",
+            run.set_mbit,
+            run.achieved_bps / 1e6,
+            run.achieved_bps / set
+        );
+    }
+    if let Some(cost) = &bandwidth.cost {
+        let _ = writeln!(
+            md,
+            "\n`skb_egress` per run (BPF statistics, the same stream): {:.0} ns without a \
+             limit, {:.0} ns with one that never binds: the limit adds {:+.0} ns per packet.\n",
+            cost.unlimited_ns,
+            cost.limited_ns,
+            cost.limited_ns - cost.unlimited_ns
+        );
+    }
 }
 
 /// What hostnetd-runc adds to `docker run -d`.
@@ -614,6 +651,14 @@ fn to_json(machine: &Machine, results: &Results, medians: &Medians) -> serde_jso
         "engine_startup_ms": {
             "runc": results.engines.runc_ms,
             "hostnetd_runc": results.engines.hostnetd_runc_ms,
+        },
+        "bandwidth": {
+            "achieved_bps_by_set_mbit": (results.bandwidth.rates.iter())
+                .map(|run| (run.set_mbit.to_string(), run.achieved_bps))
+                .collect::<BTreeMap<_, _>>(),
+            "skb_egress_ns": results.bandwidth.cost.as_ref().map(|cost| {
+                serde_json::json!({"unlimited": cost.unlimited_ns, "limited": cost.limited_ns})
+            }),
         },
         "empty_program_ns": results.floors.as_ref().map(|f| f.test_run_ns),
         "empty_program_in_place_ns": results.floors.as_ref().map(|f| &f.in_place_ns),

@@ -2,7 +2,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    bpfstats, control, engines,
+    bandwidth, bpfstats, control, engines,
     plan::Config,
     startup_peers, targets, tc_attach,
     workloads::{Metric, Workload},
@@ -23,6 +23,8 @@ pub struct Results {
     pub tc_attach: tc_attach::TcAttachSamples,
     /// `docker run -d` with runc and with hostnetd-runc.
     pub engines: engines::EngineStartup,
+    /// Limited streams, and a limit's cost per packet.
+    pub bandwidth: bandwidth::BandwidthResults,
     /// `hostnetd run -d`, `docker run -d` and `podman run -d` of the same image.
     pub startup_peers: startup_peers::StartupPeers,
     /// Why docker-bridge-noproxy was not measured, if it was not.

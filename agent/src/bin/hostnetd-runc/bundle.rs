@@ -9,7 +9,8 @@ use std::{
 };
 
 use hostnetd::api::engine::{
-    EngineAdmission, EGRESS_ALLOW_KEY, EGRESS_DENY_KEY, INGRESS_ALLOW_KEY, PORTS_KEY,
+    EngineAdmission, EGRESS_ALLOW_KEY, EGRESS_DENY_KEY, EGRESS_RATE_KEY, INGRESS_ALLOW_KEY,
+    INGRESS_RATE_KEY, PORTS_KEY,
 };
 use serde_json::Value;
 
@@ -125,6 +126,8 @@ impl Bundle {
             egress_allow: declared(EGRESS_ALLOW_KEY).unwrap_or_default(),
             egress_deny: declared(EGRESS_DENY_KEY).unwrap_or_default(),
             ingress_allow: declared(INGRESS_ALLOW_KEY).unwrap_or_default(),
+            egress_rate: declared(EGRESS_RATE_KEY).and_then(|values| values.into_iter().next()),
+            ingress_rate: declared(INGRESS_RATE_KEY).and_then(|values| values.into_iter().next()),
             engine: engine.engine,
             name: engine.name,
         })

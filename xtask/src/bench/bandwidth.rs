@@ -1,0 +1,133 @@
+//! Bandwidth limits: the rate a limited container's TCP stream achieves against the rate set
+//! (10, 100 and 1000 Mbit/s, policed on loopback, which has no qdisc to pace), and what a
+//! limit costs `skb_egress` per packet: the same stream from a container with a limit far
+//! above it (every packet goes through the schedule, none is held back) against one without.
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+};
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+
+use super::{
+    bpfstats,
+    env::Env,
+    plan::{check_interrupted, Plan},
+};
+use crate::shell::say;
+
+/// The rates the achieved-versus-set table measures, in Mbit/s.
+const RATES_MBIT: [u32; 3] = [10, 100, 1000];
+/// A limit no loopback stream here reaches: the schedule runs, nothing waits.
+const NON_BINDING: &str = "100gbit";
+
+/// One limited stream: the rate set and the payload rate achieved.
+pub struct RateRun {
+    pub set_mbit: u32,
+    pub achieved_bps: f64,
+}
+
+/// `skb_egress`'s nanoseconds per run, without a limit and with a non-binding one.
+pub struct LimitCost {
+    pub unlimited_ns: f64,
+    pub limited_ns: f64,
+}
+
+#[derive(Default)]
+pub struct BandwidthResults {
+    pub rates: Vec<RateRun>,
+    pub cost: Option<LimitCost>,
+}
+
+pub fn measure(env: &Env, plan: &Plan) -> anyhow::Result<BandwidthResults> {
+    let port = env.ports.bandwidth_port();
+    let seconds = plan.bandwidth_seconds.to_string();
+    let mut results = BandwidthResults::default();
+    for set_mbit in RATES_MBIT {
+        check_interrupted()?;
+        say(&format!("bandwidth: a stream limited to {set_mbit} Mbit/s"));
+        let limit = format!("{set_mbit}mbit");
+        let achieved_bps = stream(env, port, &["--egress-rate", &limit], &seconds)?;
+        results.rates.push(RateRun {
+            set_mbit,
+            achieved_bps,
+        });
+    }
+    say("bandwidth: skb_egress per packet without a limit and with one that never binds");
+    let stats = bpfstats::enable()?;
+    let unlimited_ns = egress_cost(env, port, &[], &seconds)?;
+    let limited_ns = egress_cost(env, port, &["--egress-rate", NON_BINDING], &seconds)?;
+    drop(stats);
+    results.cost = Some(LimitCost {
+        unlimited_ns,
+        limited_ns,
+    });
+    env.host.down()?;
+    Ok(results)
+}
+
+/// `skb_egress`'s ns per run over one stream from a container with `limits`.
+fn egress_cost(env: &Env, port: u16, limits: &[&str], seconds: &str) -> anyhow::Result<f64> {
+    let before = bpfstats::snapshot(env.host.bpf_dir())?;
+    stream(env, port, limits, seconds)?;
+    let after = bpfstats::snapshot(env.host.bpf_dir())?;
+    let egress = (bpfstats::delta(&before, &after).into_iter())
+        .find(|program| program.name == "skb_egress")
+        .context("skb_egress did not run")?;
+    egress.ns_per_run().context("skb_egress did not run")
+}
+
+/// The payload rate (bits per second) of a TCP stream over loopback from a container with
+/// `limits` to an iperf3 server on the host.
+fn stream(env: &Env, port: u16, limits: &[&str], seconds: &str) -> anyhow::Result<f64> {
+    let port = port.to_string();
+    let _server = Server::start(&port)?;
+    let mut args = vec!["run", "--rm", "--rootfs", "/"];
+    args.extend(limits);
+    args.extend([
+        "--",
+        "iperf3",
+        "-c",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        seconds,
+        "-J",
+    ]);
+    let report: Value = serde_json::from_str(&env.host.exec(&args)?)
+        .context("iperf3 in the limited container printed no JSON report")?;
+    (report["end"]["sum_received"]["bits_per_second"].as_f64())
+        .context("iperf3's report has no received rate")
+}
+
+/// A one-test iperf3 server on loopback, killed on drop.
+struct Server(Child);
+
+impl Server {
+    fn start(port: &str) -> anyhow::Result<Self> {
+        let mut child = Command::new("iperf3")
+            .args(["-s", "-1", "--forceflush", "-B", "127.0.0.1", "-p", port])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start iperf3 (installed by `cargo xtask setup`)")?;
+        let out = child.stdout.take().context("iperf3's output")?;
+        let server = Self(child);
+        let mut lines = BufReader::new(out).lines();
+        if !lines.any(|line| line.is_ok_and(|line| line.contains("listening"))) {
+            bail!("the iperf3 server on port {port} did not start");
+        }
+        // Keep draining its output, so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(server)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
