@@ -165,6 +165,8 @@ const _: () = assert!(core::mem::size_of::<DatapathSettings>() == 16);
 /// Some container has a bandwidth limit: only then do the packet hooks look for one, so that
 /// hosts without limits pay nothing for them.
 pub const SETTINGS_LIMITS: u32 = 1 << 0;
+/// Some device's root qdisc is fq: only then does a limited packet look its device up.
+pub const SETTINGS_PACED_DEVICES: u32 = 1 << 1;
 
 /// How many different cgroup depths containers may sit at, at once: each costs the hooks one
 /// more lookup for a socket of no container.

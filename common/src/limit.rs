@@ -26,6 +26,9 @@ const NS_PER_SECOND: u64 = 1_000_000_000;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pace {
     pub bytes_per_second: u64,
+    /// Nanoseconds per byte at the rate, in 32.32 fixed point ([`ns_per_byte`]): a packet's
+    /// time is a multiplication, not a division.
+    pub ns_per_byte: u64,
     /// The burst, as the time it takes at the rate.
     pub burst_ns: u64,
     /// CLOCK_MONOTONIC time at which the schedule's next byte may leave.
@@ -40,7 +43,7 @@ pub struct Pace {
     /// Experienced when ECN-capable).
     pub marked_packets: u64,
 }
-const _: () = assert!(core::mem::size_of::<Pace>() == 64);
+const _: () = assert!(core::mem::size_of::<Pace>() == 72);
 
 /// A container's limits by direction, keyed by its cgroup id in `LIMITS`.
 #[repr(C)]
@@ -49,7 +52,7 @@ pub struct ContainerLimits {
     pub egress: Pace,
     pub ingress: Pace,
 }
-const _: () = assert!(core::mem::size_of::<ContainerLimits>() == 128);
+const _: () = assert!(core::mem::size_of::<ContainerLimits>() == 144);
 
 /// A local TCP socket of a limited container, by socket cookie in `PACED_SOCKETS`: which
 /// container it belongs to, and the pacing cap last set on it.
@@ -127,7 +130,7 @@ pub fn decide(pace: &Pace, now: u64, bytes: u64, mode: Mode) -> (Outcome, u64) {
     } else {
         earliest_with_burst
     };
-    let after = start + transmit_ns(bytes, pace.bytes_per_second);
+    let after = start + transmit_ns(bytes, pace.ns_per_byte);
     let outcome = match mode {
         _ if start <= now => Outcome::Pass,
         Mode::Edt if start - now <= EDT_HORIZON_NS => Outcome::Delay(start),
@@ -140,20 +143,32 @@ pub fn decide(pace: &Pace, now: u64, bytes: u64, mode: Mode) -> (Outcome, u64) {
     }
 }
 
-/// Nanoseconds `bytes` take at `bytes_per_second` (at least 1 for any packet, so that even a
-/// very high rate advances the schedule).
-#[inline(always)]
-pub fn transmit_ns(bytes: u64, bytes_per_second: u64) -> u64 {
+/// Nanoseconds per byte at `bytes_per_second`, in 32.32 fixed point; 0 for no rate. The
+/// remainder is under both the rate and a second's nanoseconds (2^30), so its shift fits.
+pub fn ns_per_byte(bytes_per_second: u64) -> u64 {
     if bytes_per_second == 0 {
         return 0;
     }
-    // A packet is under 4 GiB, so the product fits; the BPF target has no wide multiply.
+    let whole = NS_PER_SECOND / bytes_per_second;
+    let fraction = ((NS_PER_SECOND % bytes_per_second) << 32) / bytes_per_second;
+    // Never 0, which means no rate, however fast the rate.
+    ((whole << 32) | fraction).max(1)
+}
+
+/// Nanoseconds `bytes` take at `ns_per_byte` (32.32 fixed point), at least 1 for any packet at
+/// any rate, so that even a very high rate advances the schedule; 0 without a rate.
+#[inline(always)]
+pub fn transmit_ns(bytes: u64, ns_per_byte: u64) -> u64 {
+    if ns_per_byte == 0 {
+        return 0;
+    }
+    // A packet is under 4 GiB and the whole part under 2^30: both products fit.
     let bytes = if bytes > u32::MAX as u64 {
         u32::MAX as u64
     } else {
         bytes
     };
-    let ns = bytes * NS_PER_SECOND / bytes_per_second;
+    let ns = bytes * (ns_per_byte >> 32) + ((bytes * (ns_per_byte & 0xffff_ffff)) >> 32);
     if ns == 0 {
         1
     } else {
@@ -170,7 +185,8 @@ mod tests {
     fn pace(burst_bytes: u64) -> Pace {
         Pace {
             bytes_per_second: MBIT_100,
-            burst_ns: transmit_ns(burst_bytes, MBIT_100),
+            ns_per_byte: ns_per_byte(MBIT_100),
+            burst_ns: transmit_ns(burst_bytes, ns_per_byte(MBIT_100)),
             ..Pace::default()
         }
     }
@@ -282,8 +298,29 @@ mod tests {
 
     #[test]
     fn transmission_time_follows_the_rate() {
-        assert_eq!(transmit_ns(1250, MBIT_100), 100_000);
-        assert_eq!(transmit_ns(1, u64::MAX / 2), 1);
-        assert_eq!(transmit_ns(1500, 0), 0);
+        assert_eq!(transmit_ns(1250, ns_per_byte(MBIT_100)), 100_000);
+        assert_eq!(transmit_ns(1, ns_per_byte(u64::MAX / 2)), 1);
+        assert_eq!(transmit_ns(1500, ns_per_byte(0)), 0);
+        // The fixed point agrees with a division within a nanosecond, from a byte a second
+        // to terabits, for packets up to 64 KiB.
+        for rate in [
+            1,
+            3,
+            7,
+            1_000,
+            125_000,
+            12_345_678,
+            125_000_000,
+            1_250_000_000_000,
+        ] {
+            for bytes in [1u64, 64, 1500, 9000, 65_536] {
+                let exact = (bytes as u128 * 1_000_000_000 / rate as u128) as u64;
+                let fixed = transmit_ns(bytes, ns_per_byte(rate));
+                assert!(
+                    fixed.abs_diff(exact.max(1)) <= 1,
+                    "{bytes} B at {rate} B/s: {fixed}"
+                );
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use hostnetd_common::{
     limit::{decide, Mode, Outcome, Pace},
-    DatapathSettings, SETTINGS_LIMITS,
+    DatapathSettings, SETTINGS_LIMITS, SETTINGS_PACED_DEVICES,
 };
 
 use crate::{
@@ -33,7 +33,7 @@ pub fn any_limits(settings: &DatapathSettings) -> bool {
 /// The container's egress limit applied to `packet` of `bytes` on the wire, leaving through
 /// the packet's device: paced where fq honours departure times, policed elsewhere.
 #[inline(always)]
-pub fn egress(packet: &Packet, cgroup_id: u64, bytes: u64) -> Fate {
+pub fn egress(packet: &Packet, cgroup_id: u64, bytes: u64, settings: &DatapathSettings) -> Fate {
     let Some(limits) = LIMITS.get_ptr_mut(&cgroup_id) else {
         return Fate::Go;
     };
@@ -43,11 +43,10 @@ pub fn egress(packet: &Packet, cgroup_id: u64, bytes: u64) -> Fate {
     let skb = packet.skb;
     // SAFETY: the kernel hands every skb program a valid context.
     let ifindex = unsafe { (*skb).ifindex };
-    // SAFETY: only read.
-    let mode = match unsafe { PACED_DEVICES.get(&ifindex) } {
-        Some(_) => Mode::Edt,
-        None => Mode::Police,
-    };
+    let paced = settings.flags & SETTINGS_PACED_DEVICES != 0
+        // SAFETY: only read.
+        && unsafe { PACED_DEVICES.get(&ifindex) }.is_some();
+    let mode = if paced { Mode::Edt } else { Mode::Police };
     apply(pace, skb, bytes, mode, packet.ecn != 0)
 }
 

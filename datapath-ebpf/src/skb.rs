@@ -61,7 +61,7 @@ fn account(ctx: &SkBuffContext, direction: Direction) -> i32 {
     let size = packet.wire_size();
     let mut verdict = PASS;
     if direction == Direction::Egress && any_limits(settings) {
-        match limit::egress(&packet, cgroup_id, size.1) {
+        match limit::egress(&packet, cgroup_id, size.1, settings) {
             Fate::Go => {}
             Fate::GoSlower => verdict = PASS_SLOWER,
             Fate::Drop => return DROP_SLOWER,

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use aya::maps::{HashMap, MapData};
 use hostnetd_common::{
-    limit::{transmit_ns, ContainerLimits, Pace},
+    limit::{ns_per_byte, transmit_ns, ContainerLimits, Pace},
     MapName,
 };
 
@@ -175,11 +175,16 @@ fn configured(current: Pace, limit: Option<RateLimit>) -> Pace {
     match limit {
         Some(limit) => Pace {
             bytes_per_second: limit.bytes_per_second,
-            burst_ns: transmit_ns(limit.burst_or_default(), limit.bytes_per_second),
+            ns_per_byte: ns_per_byte(limit.bytes_per_second),
+            burst_ns: transmit_ns(
+                limit.burst_or_default(),
+                ns_per_byte(limit.bytes_per_second),
+            ),
             ..current
         },
         None => Pace {
             bytes_per_second: 0,
+            ns_per_byte: 0,
             burst_ns: 0,
             ..current
         },

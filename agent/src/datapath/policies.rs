@@ -6,14 +6,14 @@ use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
 use hostnetd_common::{
     ContainerPolicy, DatapathSettings, MapName, PortRule, PrefixKey, PrefixRules,
     POLICY_ALLOW_RAW_SOCKETS, POLICY_EGRESS_DEFAULT_DENY, POLICY_EGRESS_RULES,
-    POLICY_INGRESS_RULES, PREFIX_KEY_HEADER_BITS, SETTINGS_LIMITS,
+    POLICY_INGRESS_RULES, PREFIX_KEY_HEADER_BITS, SETTINGS_LIMITS, SETTINGS_PACED_DEVICES,
 };
 
 use super::{
     error::{map_error, DatapathError},
     limits::{Bandwidth, LimitTable},
     pins::open_map,
-    qdisc::RootQdisc,
+    qdisc::{PacingMode, RootQdisc},
 };
 use crate::policy::rules::{Net, RuleSet};
 
@@ -188,7 +188,18 @@ impl PolicyTable {
 
     /// Finds which devices fq paces now; returns every device's root qdisc.
     pub fn sync_paced_devices(&mut self) -> Result<Vec<RootQdisc>, DatapathError> {
-        self.limits.sync_paced_devices()
+        let roots = self.limits.sync_paced_devices()?;
+        let paced = roots.iter().any(|root| root.pacing() == PacingMode::Edt);
+        let mut settings = self.settings()?;
+        let flags = match paced {
+            true => settings.flags | SETTINGS_PACED_DEVICES,
+            false => settings.flags & !SETTINGS_PACED_DEVICES,
+        };
+        if flags != settings.flags {
+            settings.flags = flags;
+            self.write_settings(settings)?;
+        }
+        Ok(roots)
     }
 
     /// Removes the container's egress and ingress rules of `generation`.
