@@ -385,10 +385,12 @@ fn policed_ingress_counts_every_drop_at_the_device() {
         "{}",
         describe(&sent)
     );
+    // The veth carried every datagram (and, on some kernels, a packet or two of the peer
+    // kernel's own): the exact count below is hostnetd's, of the owned port's packets alone.
     let arrived = peer.device_counters()[0] - before[0];
-    assert_eq!(
-        arrived, COUNT,
-        "the veth lost datagrams before hostnetd saw them"
+    assert!(
+        arrived >= COUNT,
+        "the veth lost datagrams before hostnetd saw them: {arrived} of {COUNT}"
     );
     let ingress = limit_figures(&host, name, "ingress");
     let dropped = ingress["dropped_packets"]
