@@ -1,7 +1,8 @@
 //! Bandwidth limits: the rate a limited container's TCP stream achieves against the rate set
-//! (10, 100 and 1000 Mbit/s, policed on loopback, which has no qdisc to pace), and what a
-//! limit costs `skb_egress` per packet: the same stream from a container with a limit far
-//! above it (every packet goes through the schedule, none is held back) against one without.
+//! (10, 100 and 1000 Mbit/s, policed on loopback, which has no qdisc to pace); what a limit
+//! costs `skb_egress` per packet: the same stream from a container with a limit far above it
+//! (every packet goes through the schedule, none is held back) against one without; and an
+//! unlimited container's stream alone and beside a limited one, round by round.
 use std::{
     io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
@@ -34,11 +35,25 @@ pub struct LimitCost {
     pub limited_ns: f64,
 }
 
+/// An unlimited container's payload rate (bits per second), alone and beside a limited
+/// container's stream, one of each per round.
+#[derive(Default)]
+pub struct Neighbour {
+    pub alone_bps: Vec<f64>,
+    pub beside_bps: Vec<f64>,
+}
+
 #[derive(Default)]
 pub struct BandwidthResults {
     pub rates: Vec<RateRun>,
     pub cost: Option<LimitCost>,
+    pub neighbour: Neighbour,
 }
+
+/// The limited neighbour's rate: low, so that what it takes of the machine is small and what
+/// is measured is whether its limit reaches anyone else.
+const NEIGHBOUR_LIMIT: &str = "10mbit";
+const NEIGHBOUR_SECONDS: &str = "3";
 
 pub fn measure(env: &Env, plan: &Plan) -> anyhow::Result<BandwidthResults> {
     let port = env.ports.bandwidth_port();
@@ -63,8 +78,61 @@ pub fn measure(env: &Env, plan: &Plan) -> anyhow::Result<BandwidthResults> {
         unlimited_ns,
         limited_ns,
     });
+    say("bandwidth: an unlimited stream alone and beside a limited one, alternately");
+    results.neighbour = neighbour(env, plan, port)?;
     env.host.down()?;
     Ok(results)
+}
+
+/// Rounds of an unlimited stream alone and beside a limited one, the first of each pair
+/// alternating, so that the machine's drift falls on both.
+fn neighbour(env: &Env, plan: &Plan, port: u16) -> anyhow::Result<Neighbour> {
+    let mut figures = Neighbour::default();
+    for round in 0..plan.neighbour_rounds {
+        check_interrupted()?;
+        if round % 2 == 0 {
+            figures
+                .alone_bps
+                .push(stream(env, port, &[], NEIGHBOUR_SECONDS)?);
+            figures.beside_bps.push(beside_limited(env, port)?);
+        } else {
+            figures.beside_bps.push(beside_limited(env, port)?);
+            figures
+                .alone_bps
+                .push(stream(env, port, &[], NEIGHBOUR_SECONDS)?);
+        }
+    }
+    Ok(figures)
+}
+
+/// The unlimited stream while a limited container streams to a server of its own.
+fn beside_limited(env: &Env, port: u16) -> anyhow::Result<f64> {
+    let limited_port = (port + 1).to_string();
+    let _server = Server::start(&limited_port)?;
+    let name = "hnbench-limited";
+    env.host.exec(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--rootfs",
+        "/",
+        "--egress-rate",
+        NEIGHBOUR_LIMIT,
+        "--",
+        "iperf3",
+        "-c",
+        "127.0.0.1",
+        "-p",
+        &limited_port,
+        "-t",
+        "60",
+    ])?;
+    // Its stream under way before the measured one starts.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let measured = stream(env, port, &[], NEIGHBOUR_SECONDS);
+    env.host.exec(&["rm", "-f", name])?;
+    measured
 }
 
 /// `skb_egress`'s ns per run over one stream from a container with `limits`.

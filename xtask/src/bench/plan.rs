@@ -142,7 +142,8 @@ impl PortRange {
         self.first + 50
     }
 
-    /// The bandwidth benchmark's iperf3 server (on the host, owned by nobody).
+    /// The bandwidth benchmark's iperf3 server (on the host, owned by nobody); the next
+    /// port is the limited neighbour's server.
     pub fn bandwidth_port(&self) -> u16 {
         self.first + 51
     }
@@ -183,6 +184,8 @@ pub struct Plan {
     pub peer_rounds: usize,
     /// Seconds of each limited stream.
     pub bandwidth_seconds: u32,
+    /// Rounds of the unlimited stream alone and beside a limited one.
+    pub neighbour_rounds: usize,
 }
 
 impl Plan {
@@ -207,6 +210,7 @@ impl Plan {
             tc_rounds: if quick { 2 } else { 9 },
             engine_rounds: if quick { 3 } else { 30 },
             bandwidth_seconds: if quick { 2 } else { 10 },
+            neighbour_rounds: if quick { 3 } else { 7 },
             peer_rounds: if quick { 3 } else { 15 },
             scale_counts: counts,
             scale_counts_asked: asked,

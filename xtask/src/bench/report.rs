@@ -110,6 +110,35 @@ fn bandwidth_section(md: &mut String, bandwidth: &super::bandwidth::BandwidthRes
             cost.limited_ns - cost.unlimited_ns
         );
     }
+    neighbour_lines(md, &bandwidth.neighbour);
+}
+
+/// An unlimited stream beside a limited one against alone, with the verdict on 5%.
+fn neighbour_lines(md: &mut String, neighbour: &super::bandwidth::Neighbour) {
+    if neighbour.alone_bps.is_empty() {
+        return;
+    }
+    let (alone, beside) = (median(&neighbour.alone_bps), median(&neighbour.beside_bps));
+    let interval = stats::ratio_interval(&neighbour.beside_bps, &neighbour.alone_bps, true);
+    let verdict = match interval {
+        Some(i) if i.low >= 0.95 && i.high <= 1.05 => "met",
+        Some(i) if i.high < 0.95 || i.low > 1.05 => "missed",
+        _ => "not resolved (the interval is wider than the margin)",
+    };
+    let _ = writeln!(
+        md,
+        "An unlimited container's stream beside a limited one (`--egress-rate 10mbit`, \
+         streaming), against alone, {} rounds alternately: {:.2} Gbit/s against {:.2} \
+         (ratio {:.3}{}). Target: within 5%: {verdict}.\n",
+        neighbour.alone_bps.len(),
+        beside / 1e9,
+        alone / 1e9,
+        beside / alone,
+        interval.map_or(String::new(), |i| format!(
+            ", 95% interval {:.3} to {:.3}",
+            i.low, i.high
+        )),
+    );
 }
 
 /// What hostnetd-runc adds to `docker run -d`.
@@ -656,6 +685,8 @@ fn to_json(machine: &Machine, results: &Results, medians: &Medians) -> serde_jso
             "achieved_bps_by_set_mbit": (results.bandwidth.rates.iter())
                 .map(|run| (run.set_mbit.to_string(), run.achieved_bps))
                 .collect::<BTreeMap<_, _>>(),
+            "neighbour_alone_bps": results.bandwidth.neighbour.alone_bps,
+            "neighbour_beside_limited_bps": results.bandwidth.neighbour.beside_bps,
             "skb_egress_ns": results.bandwidth.cost.as_ref().map(|cost| {
                 serde_json::json!({"unlimited": cost.unlimited_ns, "limited": cost.limited_ns})
             }),
