@@ -315,12 +315,17 @@ fn udp_from_limited_container(
     (before, elapsed)
 }
 
-/// `stats --format json` of one container, the direction's limit figures.
-fn limit_figures(host: &TestHost, name: &str, direction: &str) -> Value {
+/// `stats --format json` of one container: its figures.
+fn container_stats(host: &TestHost, name: &str) -> Value {
     let output = host.exec(&["stats", "--no-stream", "--format", "json", name]);
     assert!(output.status.success(), "stats: {}", describe(&output));
     let stats: Value = serde_json::from_str(&stdout(&output)).expect("stats JSON");
-    stats[0]["limits"][direction].clone()
+    stats[0].clone()
+}
+
+/// The container's figures of its limit in `direction`.
+fn limit_figures(host: &TestHost, name: &str, direction: &str) -> Value {
+    container_stats(host, name)["limits"][direction].clone()
 }
 
 #[test]
@@ -392,14 +397,14 @@ fn policed_ingress_counts_every_drop_at_the_device() {
         arrived >= COUNT,
         "the veth lost datagrams before hostnetd saw them: {arrived} of {COUNT}"
     );
-    let ingress = limit_figures(&host, name, "ingress");
+    let stats = container_stats(&host, name);
+    let ingress = &stats["limits"]["ingress"];
     let dropped = ingress["dropped_packets"]
         .as_u64()
         .expect("dropped_packets");
     assert!(dropped > 0, "nothing was dropped at 10mbit: {ingress}");
-    let stats = host.exec(&["stats", "--no-stream", "--format", "json", name]);
-    let stats: Value = serde_json::from_str(&stdout(&stats)).expect("stats JSON");
-    let port = &stats[0]["ports"][0];
+    assert_eq!(ingress["dropped_bytes"], dropped * (SIZE + UDP_IP_HEADERS));
+    let port = &stats["ports"][0];
     let passed = port["device"]["rx_packets"]
         .as_u64()
         .expect("device rx_packets");
@@ -455,6 +460,7 @@ fn an_update_changes_the_rate_mid_stream() {
 fn wait_for_sent(host: &TestHost, name: &str, bytes: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
+        // Until the run has made the container, stats names none.
         let output = host.exec(&["stats", "--no-stream", "--format", "json", name]);
         let stats: Value = serde_json::from_str(&stdout(&output)).unwrap_or_default();
         if stats[0]["tx_bytes"]

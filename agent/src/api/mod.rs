@@ -7,6 +7,8 @@ pub mod exec;
 pub mod run;
 pub mod update;
 
+/// How bandwidth limits work through a device (`GET /v1/info`'s `devices`).
+pub use crate::datapath::PacingMode;
 pub use crate::host::{attach::AttachPoint, control::ExitStatus, stats::ContainerStats};
 /// The frames of an attach socket.
 pub use crate::runtime::attach::Frame;

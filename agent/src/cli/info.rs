@@ -1,7 +1,7 @@
 //! `hostnetd info`: the daemon, and what this kernel lets hostnetd do.
 use std::process::ExitCode;
 
-use hostnetd::api::{client::Client, Info};
+use hostnetd::api::{client::Client, Info, PacingMode};
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
@@ -35,9 +35,9 @@ fn text(info: &Info) -> String {
     }
     out += &format!("\n{:<16}  {:<10}  {}\n", "DEVICE", "QDISC", "RATE LIMITS");
     for device in &info.devices {
-        let mode = match device.egress_limits.as_str() {
-            "edt" => "paced (EDT: fq holds packets until their departure time)",
-            _ => "policed (above the rate: dropped, or ECN-marked)",
+        let mode = match device.egress_limits {
+            PacingMode::Edt => "paced (EDT: fq holds packets until their departure time)",
+            PacingMode::Police => "policed (above the rate: dropped, or ECN-marked)",
         };
         out += &format!("{:<16}  {:<10}  {mode}\n", device.device, device.qdisc);
     }

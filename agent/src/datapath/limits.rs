@@ -30,13 +30,6 @@ impl Bandwidth {
     }
 }
 
-/// What a container's limits did so far, each way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LimitUsage {
-    pub egress: Pace,
-    pub ingress: Pace,
-}
-
 pub struct LimitTable {
     limits: HashMap<MapData, u64, ContainerLimits>,
     paced: HashMap<MapData, u32, u32>,
@@ -98,24 +91,20 @@ impl LimitTable {
         self.limits.keys().filter_map(Result::ok).collect()
     }
 
-    /// What the container's limits did so far; None for an unlimited container.
-    pub fn usage(&self, cgroup_id: u64) -> Option<LimitUsage> {
-        let limits = self.limits.get(&cgroup_id, 0).ok()?;
-        Some(LimitUsage {
-            egress: limits.egress,
-            ingress: limits.ingress,
-        })
+    /// Whether any container has a limit: one look at the table, not a walk.
+    pub(super) fn any(&self) -> bool {
+        self.limits.keys().next().is_some()
     }
 
-    /// Tells the hooks which devices fq paces, from the root qdiscs in place now; returns
-    /// every device's root qdisc. Called whenever the datapath opens, as the device
-    /// attachments are.
-    pub(super) fn sync_paced_devices(&mut self) -> Result<Vec<RootQdisc>, DatapathError> {
-        let roots = root_qdiscs().map_err(|source| DatapathError::Netlink {
-            what: "list the devices' root qdiscs",
-            source,
-        })?;
-        let paced: Vec<u32> = (roots.iter())
+    /// The container's limits and what they did so far; None for an unlimited container.
+    pub fn usage(&self, cgroup_id: u64) -> Option<ContainerLimits> {
+        self.limits.get(&cgroup_id, 0).ok()
+    }
+
+    /// Tells the hooks which devices fq paces, from the root qdiscs in place now; whether
+    /// any does. Called whenever the datapath opens, as the device attachments are.
+    pub(super) fn sync_paced_devices(&mut self) -> Result<bool, DatapathError> {
+        let paced: Vec<u32> = (roots()?.iter())
             .filter(|root| root.pacing() == PacingMode::Edt)
             .map(|root| root.ifindex)
             .collect();
@@ -125,12 +114,12 @@ impl LimitTable {
         for ifindex in stale {
             let _ = self.paced.remove(&ifindex);
         }
-        for ifindex in paced {
+        for &ifindex in &paced {
             self.paced
                 .insert(ifindex, 1, 0)
                 .map_err(map_error("PACED_DEVICES"))?;
         }
-        Ok(roots)
+        Ok(!paced.is_empty())
     }
 }
 
@@ -143,28 +132,28 @@ pub struct DevicePacing {
     pub qdisc: String,
     /// `edt` (fq holds each packet until its departure time) or `police` (what exceeds the
     /// rate is dropped, or ECN-marked).
-    pub egress_limits: String,
+    pub egress_limits: PacingMode,
+}
+
+fn roots() -> Result<Vec<RootQdisc>, DatapathError> {
+    root_qdiscs().map_err(|source| DatapathError::Netlink {
+        what: "list the devices' root qdiscs",
+        source,
+    })
 }
 
 /// Every interface hostnetd attaches to, with the mode limits work in through it.
 pub fn device_pacing() -> Result<Vec<DevicePacing>, DatapathError> {
-    let roots = root_qdiscs().map_err(|source| DatapathError::Netlink {
-        what: "list the devices' root qdiscs",
-        source,
-    })?;
+    let roots = roots()?;
     let interfaces = ethernet_interfaces(Path::new(SYS_CLASS_NET));
     Ok((interfaces.into_iter())
         .map(|interface| {
             let root = roots.iter().find(|root| root.ifindex == interface.index);
-            let mode = root.map_or(PacingMode::Police, RootQdisc::pacing);
             DevicePacing {
                 device: interface.name,
                 ifindex: interface.index,
                 qdisc: root.map_or_else(|| "noqueue".to_string(), |root| root.kind.clone()),
-                egress_limits: match mode {
-                    PacingMode::Edt => "edt".into(),
-                    PacingMode::Police => "police".into(),
-                },
+                egress_limits: root.map_or(PacingMode::Police, RootQdisc::pacing),
             }
         })
         .collect())
@@ -173,15 +162,15 @@ pub fn device_pacing() -> Result<Vec<DevicePacing>, DatapathError> {
 /// `current`'s schedule and counters under the configuration of `limit` (none: zero rate).
 fn configured(current: Pace, limit: Option<RateLimit>) -> Pace {
     match limit {
-        Some(limit) => Pace {
-            bytes_per_second: limit.bytes_per_second,
-            ns_per_byte: ns_per_byte(limit.bytes_per_second),
-            burst_ns: transmit_ns(
-                limit.burst_or_default(),
-                ns_per_byte(limit.bytes_per_second),
-            ),
-            ..current
-        },
+        Some(limit) => {
+            let per_byte = ns_per_byte(limit.bytes_per_second);
+            Pace {
+                bytes_per_second: limit.bytes_per_second,
+                ns_per_byte: per_byte,
+                burst_ns: transmit_ns(limit.burst_or_default(), per_byte),
+                ..current
+            }
+        }
         None => Pace {
             bytes_per_second: 0,
             ns_per_byte: 0,

@@ -58,11 +58,11 @@ use hostnetd_common::ABI_VERSION;
 pub use bpffs::ensure_bpffs;
 pub use error::DatapathError;
 pub use features::{FeatureReport, KernelFeatures, MissingFeatures, NoTcx, TcAttach, TcMode};
-pub use limits::{device_pacing, Bandwidth, DevicePacing, LimitTable, LimitUsage};
+pub use limits::{device_pacing, Bandwidth, DevicePacing, LimitTable};
 pub use log_level::BpfLogLevel;
 pub use owners::OwnerTable;
 pub use policies::{KernelPolicy, PolicyTable};
-pub use qdisc::{remove_fq_root, replace_root_with_fq, root_qdiscs, PacingMode, RootQdisc};
+pub use qdisc::{remove_fq_root, replace_root_with_fq, PacingMode};
 pub use ring::{read_health, EventRing};
 pub use traffic::{traffic_stats, DatapathHealth, TrafficRow, TrafficTable};
 

@@ -13,7 +13,6 @@ use super::{
     error::{map_error, DatapathError},
     limits::{Bandwidth, LimitTable},
     pins::open_map,
-    qdisc::{PacingMode, RootQdisc},
 };
 use crate::policy::rules::{Net, RuleSet};
 
@@ -169,10 +168,17 @@ impl PolicyTable {
     /// Tells the packet hooks whether any container has a limit, so that without one they
     /// never look.
     fn flag_limits(&mut self) -> Result<(), DatapathError> {
+        let limited = self.limits.any();
+        self.set_flag(SETTINGS_LIMITS, limited)
+    }
+
+    /// Sets or clears one `SETTINGS_*` flag, writing the settings only when that changes them.
+    fn set_flag(&mut self, flag: u32, on: bool) -> Result<(), DatapathError> {
         let mut settings = self.settings()?;
-        let flags = match self.limits.limited().is_empty() {
-            true => settings.flags & !SETTINGS_LIMITS,
-            false => settings.flags | SETTINGS_LIMITS,
+        let flags = if on {
+            settings.flags | flag
+        } else {
+            settings.flags & !flag
         };
         if flags != settings.flags {
             settings.flags = flags;
@@ -186,20 +192,10 @@ impl PolicyTable {
         &self.limits
     }
 
-    /// Finds which devices fq paces now; returns every device's root qdisc.
-    pub fn sync_paced_devices(&mut self) -> Result<Vec<RootQdisc>, DatapathError> {
-        let roots = self.limits.sync_paced_devices()?;
-        let paced = roots.iter().any(|root| root.pacing() == PacingMode::Edt);
-        let mut settings = self.settings()?;
-        let flags = match paced {
-            true => settings.flags | SETTINGS_PACED_DEVICES,
-            false => settings.flags & !SETTINGS_PACED_DEVICES,
-        };
-        if flags != settings.flags {
-            settings.flags = flags;
-            self.write_settings(settings)?;
-        }
-        Ok(roots)
+    /// Tells the hooks which devices fq paces now.
+    pub fn sync_paced_devices(&mut self) -> Result<(), DatapathError> {
+        let any_paced = self.limits.sync_paced_devices()?;
+        self.set_flag(SETTINGS_PACED_DEVICES, any_paced)
     }
 
     /// Removes the container's egress and ingress rules of `generation`.

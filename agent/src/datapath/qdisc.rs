@@ -26,7 +26,7 @@ use super::netlink::{
 };
 
 /// How a device's egress is paced for a limited container.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PacingMode {
     /// The program sets each packet's departure time and the root qdisc holds it till then.
@@ -41,11 +41,10 @@ pub struct RootQdisc {
     pub ifindex: u32,
     /// `fq`, `mq`, `noqueue`, `pfifo_fast`, `fq_codel`, ...
     pub kind: String,
+    /// 0 for the kernel's own default root, which deleting a root of ours gives back.
     pub handle: u32,
     /// The kinds of the qdiscs right below it, in the kernel's order (for `mq`: one a queue).
     pub children: Vec<String>,
-    /// Whether the kernel attached it by itself (handle 0), so that deleting it changes nothing.
-    pub default: bool,
 }
 
 /// Multi-queue roots: each transmit queue's child qdisc alone decides when its packets leave.
@@ -71,7 +70,6 @@ impl RootQdisc {
             kind: qdisc.kind.clone(),
             handle: qdisc.handle,
             children: Vec::new(),
-            default: qdisc.handle == 0,
         }
     }
 
@@ -81,7 +79,6 @@ impl RootQdisc {
             kind: NO_QDISC.to_string(),
             handle: 0,
             children: Vec::new(),
-            default: true,
         }
     }
 }
@@ -254,7 +251,6 @@ mod tests {
             kind: kind.into(),
             handle: 0,
             children: children.iter().map(|&kind| kind.into()).collect(),
-            default: true,
         }
     }
 
@@ -351,17 +347,17 @@ mod tests {
         assert_eq!(qdiscs.len(), 9);
         let found = roots(&qdiscs, &[1, 2, 3, 4, 5]);
         let summary: Vec<_> = (found.iter())
-            .map(|r| (r.ifindex, r.kind.as_str(), r.handle, r.default, r.pacing()))
+            .map(|r| (r.ifindex, r.kind.as_str(), r.handle, r.pacing()))
             .collect();
         use PacingMode::*;
         assert_eq!(
             summary,
             [
-                (1, "noqueue", 0, true, Police),
-                (2, "mq", 0, true, Edt),
-                (3, "mq", 0x8003_0000, false, Police),
-                (4, "fq", 0x8001_0000, false, Edt),
-                (5, "noqueue", 0, true, Police),
+                (1, "noqueue", 0, Police),
+                (2, "mq", 0, Edt),
+                (3, "mq", 0x8003_0000, Police),
+                (4, "fq", 0x8001_0000, Edt),
+                (5, "noqueue", 0, Police),
             ]
         );
         assert_eq!(found[1].children, ["fq", "fq"]);

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Host, HostError};
 use crate::{
-    datapath::{device_pacing, remove_fq_root, replace_root_with_fq, Datapath, DevicePacing},
+    datapath::{
+        device_pacing, remove_fq_root, replace_root_with_fq, Datapath, DevicePacing, PacingMode,
+    },
     sys::files::{read_json, write_json},
 };
 
@@ -37,11 +39,10 @@ impl Host {
             let list = self.config.manage_qdisc.as_str();
             device != LOOPBACK && (list == ALL || list.split(',').any(|name| name.trim() == device))
         };
-        let mut replaced = self.replaced_qdiscs();
-        let (kept, released): (Vec<Replaced>, Vec<Replaced>) =
-            replaced.drain(..).partition(|entry| named(&entry.device));
+        let (mut replaced, released): (Vec<Replaced>, Vec<Replaced>) = (self.replaced_qdiscs())
+            .into_iter()
+            .partition(|entry| named(&entry.device));
         restore(&released);
-        replaced = kept;
         for device in device_pacing()? {
             if named(&device.device) {
                 pace(&device, &mut replaced);
@@ -83,7 +84,7 @@ impl Host {
 /// Puts fq on `device` unless fq paces it already, noting what it replaced. A device that
 /// refuses fq (a kernel without it) stays policed, with a warning: the daemon runs on.
 fn pace(device: &DevicePacing, replaced: &mut Vec<Replaced>) {
-    if device.egress_limits == "edt" {
+    if device.egress_limits == PacingMode::Edt {
         return;
     }
     match replace_root_with_fq(device.ifindex) {

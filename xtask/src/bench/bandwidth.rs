@@ -3,18 +3,16 @@
 //! costs `skb_egress` per packet: the same stream from a container with a limit far above it
 //! (every packet goes through the schedule, none is held back) against one without; and an
 //! unlimited container's stream alone and beside a limited one, round by round.
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
-};
+use std::process::Command;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde_json::Value;
 
 use super::{
     bpfstats,
     env::Env,
     plan::{check_interrupted, Plan},
+    servers::{wait_listening, Processes},
 };
 use crate::shell::say;
 
@@ -57,6 +55,18 @@ const NEIGHBOUR_SECONDS: &str = "3";
 
 pub fn measure(env: &Env, plan: &Plan) -> anyhow::Result<BandwidthResults> {
     let port = env.ports.bandwidth_port();
+    // The measured streams' server, and the limited neighbour's.
+    let mut servers = Processes::default();
+    for server_port in [port, port + 1] {
+        let mut iperf3 = Command::new("iperf3");
+        iperf3.args(["-s", "-B", "127.0.0.1", "-p", &server_port.to_string()]);
+        servers.spawn(
+            &format!("bandwidth-iperf3-{server_port}"),
+            iperf3,
+            &env.logs,
+        )?;
+    }
+    wait_listening(&[port, port + 1])?;
     let seconds = plan.bandwidth_seconds.to_string();
     let mut results = BandwidthResults::default();
     for set_mbit in RATES_MBIT {
@@ -108,7 +118,6 @@ fn neighbour(env: &Env, plan: &Plan, port: u16) -> anyhow::Result<Neighbour> {
 /// The unlimited stream while a limited container streams to a server of its own.
 fn beside_limited(env: &Env, port: u16) -> anyhow::Result<f64> {
     let limited_port = (port + 1).to_string();
-    let _server = Server::start(&limited_port)?;
     let name = "hnbench-limited";
     env.host.exec(&[
         "run",
@@ -150,7 +159,6 @@ fn egress_cost(env: &Env, port: u16, limits: &[&str], seconds: &str) -> anyhow::
 /// `limits` to an iperf3 server on the host.
 fn stream(env: &Env, port: u16, limits: &[&str], seconds: &str) -> anyhow::Result<f64> {
     let port = port.to_string();
-    let _server = Server::start(&port)?;
     let mut args = vec!["run", "--rm", "--rootfs", "/"];
     args.extend(limits);
     args.extend([
@@ -168,34 +176,4 @@ fn stream(env: &Env, port: u16, limits: &[&str], seconds: &str) -> anyhow::Resul
         .context("iperf3 in the limited container printed no JSON report")?;
     (report["end"]["sum_received"]["bits_per_second"].as_f64())
         .context("iperf3's report has no received rate")
-}
-
-/// A one-test iperf3 server on loopback, killed on drop.
-struct Server(Child);
-
-impl Server {
-    fn start(port: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new("iperf3")
-            .args(["-s", "-1", "--forceflush", "-B", "127.0.0.1", "-p", port])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start iperf3 (installed by `cargo xtask setup`)")?;
-        let out = child.stdout.take().context("iperf3's output")?;
-        let server = Self(child);
-        let mut lines = BufReader::new(out).lines();
-        if !lines.any(|line| line.is_ok_and(|line| line.contains("listening"))) {
-            bail!("the iperf3 server on port {port} did not start");
-        }
-        // Keep draining its output, so that it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Ok(server)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -16,7 +16,9 @@
 //! are reported, and every ratio a target judges gets a bootstrap confidence interval over
 //! the rounds ([`stats`]). Then a profiling pass reads the programs' costs from the kernel's BPF
 //! statistics, the control plane is timed, and the TC programs' per-packet cost is compared
-//! attached as TCX links and as clsact filters ([`tc_attach`]). Results go to target/bench/ (report.md,
+//! attached as TCX links and as clsact filters ([`tc_attach`]); bandwidth limits are measured
+//! against the rate set, in their cost per packet and beside an unlimited neighbour
+//! ([`bandwidth`]). Results go to target/bench/ (report.md,
 //! results.json, SVG plots) and, in full mode, to docs/PERFORMANCE.md.
 mod bandwidth;
 mod bpfstats;

@@ -54,7 +54,7 @@ fn stop(child: &mut Child) {
 }
 
 impl Processes {
-    fn spawn(&mut self, name: &str, mut command: Command, logs: &Path) -> anyhow::Result<()> {
+    pub fn spawn(&mut self, name: &str, mut command: Command, logs: &Path) -> anyhow::Result<()> {
         let log = fs::File::create(logs.join(format!("{name}.log")))?;
         let child = command
             .stdin(Stdio::null())
