@@ -16,6 +16,7 @@
 //! manage_qdisc = "eth0"     # put fq on these interfaces (or "all"), so bandwidth limits pace
 //! metrics_addr = "127.0.0.1:9323"   # serve Prometheus metrics there (off when absent)
 //! tc_attach = "auto"        # tcx, or netlink (a clsact qdisc); auto: TCX where the kernel has it
+//! traffic_rows = 16384      # owned ports counted in a per-CPU array row of their own
 //! log_max_size = "10m"      # containers' logs rotate at this size (--log-opt max-size)
 //! log_max_file = 5          # and keep this many files (--log-opt max-file)
 //! ```
@@ -27,7 +28,7 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    datapath::{BpfLogLevel, TcAttach},
+    datapath::{port_rows_bytes, BpfLogLevel, TcAttach, MAX_PORT_ROWS},
     host::HostConfig,
     images::PullOptions,
     policy::logs::{check_max_file, parse_size, LogLimits},
@@ -67,6 +68,9 @@ pub struct Settings {
     pub log_max_size: Option<String>,
     /// The log files a container keeps, unless its `--log-opt max-file` says (default 5).
     pub log_max_file: Option<u32>,
+    /// Owned ports counted in a per-CPU array row of their own (default: what 16 MiB pays
+    /// for on this host's CPUs, at most 16384); applies when the datapath is loaded.
+    pub traffic_rows: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +136,7 @@ impl Settings {
             tc_attach: self.tc_attach.or(fallback.tc_attach),
             log_max_size: self.log_max_size.or(fallback.log_max_size),
             log_max_file: self.log_max_file.or(fallback.log_max_file),
+            traffic_rows: self.traffic_rows.or(fallback.traffic_rows),
         }
     }
 
@@ -163,6 +168,7 @@ impl Settings {
                 .and_then(|text| text.parse().ok())
                 .unwrap_or_default(),
             log_limits: self.log_limits().unwrap_or_default(),
+            traffic_rows: self.traffic_rows().ok().flatten(),
         }
     }
 
@@ -180,6 +186,19 @@ impl Settings {
             None => defaults.max_file,
         };
         Ok(LogLimits { max_size, max_file })
+    }
+
+    /// Checks the row count, which `host_config` takes as given.
+    pub fn traffic_rows(&self) -> Result<Option<u32>, String> {
+        match self.traffic_rows {
+            Some(rows) if rows > MAX_PORT_ROWS => Err(format!(
+                "invalid traffic_rows {rows}: at most {MAX_PORT_ROWS} owned ports can have a \
+                 row of their own (ports beyond are still counted, in the hashes); {rows} rows \
+                 would take {} MiB on this host",
+                port_rows_bytes(rows) >> 20
+            )),
+            rows => Ok(rows),
+        }
     }
 
     /// Checks the TC attach mode, which `host_config` takes as given.

@@ -344,6 +344,7 @@ impl InProcessApi {
             bpf_log_level: Default::default(),
             tc_attach: Default::default(),
             log_limits: Default::default(),
+            traffic_rows: None,
         };
         let host = Host::open(config).expect("open the scratch host");
         let runtime = tokio::runtime::Runtime::new().expect("runtime");

@@ -141,7 +141,7 @@ mod tests {
                 .or_insert(PortOwner {
                     cgroup_id,
                     cgroup_level: 2,
-                    flags: 0,
+                    ..PortOwner::default()
                 });
             *slot = slot.with_grant(generation, grant);
             self

@@ -13,7 +13,7 @@ pub mod rules;
 pub mod traffic;
 
 /// Version of the map layouts below; pins live under `<bpffs>/hostnetd/v<ABI_VERSION>`.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// Slots per protocol in [`PORT_OWNERS`](MapName::PortOwners): one per port number.
 pub const PORTS_PER_PROTO: u32 = 65536;
@@ -67,8 +67,15 @@ pub struct PortOwner {
     /// What the owner itself may bind, once per policy generation (see [`PortOwner::grant`]):
     /// generation 0's grant in bits 8-9, generation 1's in bits 16-17. Zero grants nothing.
     pub flags: u32,
+    /// The port's counter row in [`PORT_ROWS`](MapName::PortRows), or [`NO_ROW`]: its traffic
+    /// is then counted in the per-CPU hashes, keyed by (owner, port, class).
+    pub row: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<PortOwner>() == 16);
+const _: () = assert!(core::mem::size_of::<PortOwner>() == 24);
+
+/// A [`PortOwner::row`] that names no row: the array was full when the port was claimed.
+pub const NO_ROW: u32 = 0;
 
 /// A grant: the owner may bind the port on any local address.
 pub const OWNER_ANY_ADDRESS: u32 = 1 << 0;
@@ -309,6 +316,7 @@ pub enum MapName {
     DatapathStats,
     Limits,
     PacedDevices,
+    PortRows,
 }
 
 impl MapName {
@@ -327,6 +335,7 @@ impl MapName {
             Self::DatapathStats => "DATAPATH_STATS",
             Self::Limits => "LIMITS",
             Self::PacedDevices => "PACED_DEVICES",
+            Self::PortRows => "PORT_ROWS",
         }
     }
 }
@@ -361,6 +370,8 @@ mod pod {
     unsafe impl aya::Pod for super::traffic::DeviceCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::traffic::Denials {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::traffic::PortRow {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::limit::ContainerLimits {}
 }

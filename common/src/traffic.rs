@@ -83,6 +83,19 @@ impl DeviceCounters {
     }
 }
 
+/// An owned port's counters in the per-CPU array `PORT_ROWS`, at the index its owner slot
+/// names: one array lookup per packet instead of a hash lookup. The socket hooks add to
+/// `socket`, the device hooks to `device`; `holder` is written by the agent when it gives the
+/// row to a port (on every CPU's copy), so that a row read alone says whose it is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRow {
+    pub socket: TrafficCounters,
+    pub device: DeviceCounters,
+    pub holder: TrafficKey,
+}
+const _: () = assert!(core::mem::size_of::<PortRow>() == 96);
+
 /// Calls and packets a container's policy refused, by kind (`DENIAL_*` indexes `counts`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

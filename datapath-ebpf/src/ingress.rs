@@ -1,5 +1,5 @@
 //! Shared by `skb_ingress` and `tc_ingress`: whether a packet to an owned port may reach it,
-//! and finding (or creating) a packet's counter row.
+//! and finding a packet's counter row (an owned port's own, or one created in a hash).
 //!
 //! The ingress rules are a policy hash lookup plus an LPM-trie walk per packet; every packet
 //! of a flow asks the same question, so the answer is cached per CPU in a small direct-mapped
@@ -9,12 +9,12 @@ use aya_ebpf::maps::{lpm_trie::Key, PerCpuHashMap};
 use hostnetd_common::{
     packet::CachedVerdict,
     rules::ingress_allowed,
-    traffic::{TrafficKey, DENIAL_INGRESS},
-    PrefixKey,
+    traffic::{PortRow, TrafficKey, DENIAL_INGRESS},
+    PrefixKey, NO_ROW,
 };
 
 use crate::{
-    maps::{CONTAINER_POLICIES, INGRESS_RULES, SETTINGS, VERDICTS},
+    maps::{CONTAINER_POLICIES, INGRESS_RULES, PORT_ROWS, SETTINGS, VERDICTS},
     packet::Packet,
     report::{report, table_full, Denial, BPF_NOEXIST},
 };
@@ -94,6 +94,15 @@ fn address(question: &CachedVerdict) -> [u8; 16] {
         high[0], high[1], high[2], high[3], high[4], high[5], high[6], high[7], low[0], low[1],
         low[2], low[3], low[4], low[5], low[6], low[7],
     ]
+}
+
+/// This CPU's copy of an owned port's counter row; None when the port has none.
+#[inline(always)]
+pub fn port_row(row: u32) -> Option<*mut PortRow> {
+    if row == NO_ROW {
+        return None;
+    }
+    PORT_ROWS.get_ptr_mut(row)
 }
 
 /// This CPU's counters of `key`, created zeroed on first use; None when the table is full.

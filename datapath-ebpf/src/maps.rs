@@ -6,7 +6,9 @@ use aya_ebpf::{
 use hostnetd_common::{
     limit::{ContainerLimits, PacedSocket},
     packet::{CachedVerdict, VERDICT_SLOT_BITS},
-    traffic::{Denials, DeviceCounters, TrafficCounters, TrafficKey, DATAPATH_STATS as STATS},
+    traffic::{
+        Denials, DeviceCounters, PortRow, TrafficCounters, TrafficKey, DATAPATH_STATS as STATS,
+    },
     BindAddrKey, ContainerPolicy, DatapathSettings, PortOwner, PrefixKey, PrefixRules,
     MAX_BIND_ADDRS, MAX_EGRESS_PREFIXES, MAX_INGRESS_PREFIXES, MAX_TRAFFIC_ROWS, PORTS_PER_PROTO,
     TRACKED_PROTOS,
@@ -56,12 +58,20 @@ pub static INGRESS_RULES: LpmTrie<PrefixKey, PrefixRules> =
 #[map]
 pub static VERDICTS: PerCpuArray<CachedVerdict> = PerCpuArray::pinned(1 << VERDICT_SLOT_BITS, 0);
 
-/// Each container's traffic as its sockets see it (cgroup_skb), per CPU.
+/// Owned ports' counters, per CPU, at the row each owner slot names. The agent sizes it when
+/// it loads the programs (`--traffic-rows`); ports claimed once it is full are counted in the
+/// hashes below.
+#[map]
+pub static PORT_ROWS: PerCpuArray<PortRow> = PerCpuArray::pinned(1, 0);
+
+/// Each container's traffic as its sockets see it (cgroup_skb), per CPU: the rows of owned
+/// ports without a `PORT_ROWS` row, and each protocol class's rest.
 #[map]
 pub static TRAFFIC: PerCpuHashMap<TrafficKey, TrafficCounters> =
     PerCpuHashMap::pinned(MAX_TRAFFIC_ROWS, BPF_F_NO_PREALLOC);
 
-/// Traffic to and from owned ports as the host's interfaces see it (TC), per CPU.
+/// Traffic to and from owned ports without a `PORT_ROWS` row as the host's interfaces see it
+/// (TC), per CPU.
 #[map]
 pub static DEVICE_TRAFFIC: PerCpuHashMap<TrafficKey, DeviceCounters> =
     PerCpuHashMap::pinned(MAX_TRAFFIC_ROWS, BPF_F_NO_PREALLOC);

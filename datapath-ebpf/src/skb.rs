@@ -6,7 +6,7 @@ use hostnetd_common::traffic::{TrafficKey, CLASS_OTHER};
 
 use crate::{
     container::socket_container,
-    ingress::{admits, row},
+    ingress::{admits, port_row, row},
     limit::{self, any_limits, Fate},
     maps::{SETTINGS, TRAFFIC},
     packet::{count_at_socket, Direction, Packet},
@@ -46,10 +46,8 @@ fn account(ctx: &SkBuffContext, direction: Direction) -> i32 {
         );
         return PASS;
     };
-    let own_port = packet
-        .owner()
-        .filter(|owner| owner.cgroup_id == cgroup_id)
-        .map_or(0, |_| packet.local_port);
+    let owner = packet.owner().filter(|owner| owner.cgroup_id == cgroup_id);
+    let own_port = owner.map_or(0, |_| packet.local_port);
     if direction == Direction::Ingress && own_port != 0 && !admits(&packet, cgroup_id) {
         debug!(
             ctx,
@@ -67,7 +65,15 @@ fn account(ctx: &SkBuffContext, direction: Direction) -> i32 {
             Fate::Drop => return DROP_SLOWER,
         }
     }
-    count(&key, direction, size);
+    match owner.and_then(|owner| port_row(owner.row)) {
+        // SAFETY: this CPU's copy of the row, valid for the run.
+        Some(row) => count_at_socket(
+            unsafe { core::ptr::addr_of_mut!((*row).socket) },
+            direction,
+            size,
+        ),
+        None => count(&key, direction, size),
+    }
     verdict
 }
 

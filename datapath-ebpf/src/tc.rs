@@ -6,7 +6,7 @@ use aya_log_ebpf::debug;
 use hostnetd_common::traffic::TrafficKey;
 
 use crate::{
-    ingress::{admits, row},
+    ingress::{admits, port_row, row},
     limit::{self, any_limits, Fate},
     maps::{DEVICE_TRAFFIC, SETTINGS},
     packet::{add_plain, Direction, Packet},
@@ -36,11 +36,18 @@ fn at_device(ctx: &TcContext, direction: Direction) -> i32 {
     let Some(owner) = packet.owner() else {
         return NEXT;
     };
-    let key = TrafficKey::new(owner.cgroup_id, packet.local_port, packet.class());
-    let size = packet.wire_size();
-    let Some(counters) = row(&DEVICE_TRAFFIC, &key) else {
-        return NEXT;
+    let counters = match port_row(owner.row) {
+        // SAFETY: this CPU's copy of the row, valid for the run.
+        Some(row) => unsafe { core::ptr::addr_of_mut!((*row).device) },
+        None => {
+            let key = TrafficKey::new(owner.cgroup_id, packet.local_port, packet.class());
+            let Some(counters) = row(&DEVICE_TRAFFIC, &key) else {
+                return NEXT;
+            };
+            counters
+        }
     };
+    let size = packet.wire_size();
     // SAFETY: this CPU's value, valid for the run; TC never nests on a CPU.
     let counters = unsafe { &mut *counters };
     if direction == Direction::Ingress && !admits(&packet, owner.cgroup_id) {

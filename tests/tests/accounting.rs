@@ -510,3 +510,123 @@ fn the_programs_debug_log_reaches_the_daemons_log_when_asked_for() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
+
+/// Sends `COUNT` datagrams of `SIZE` bytes from the container `name`'s port `own` to an echo on
+/// `peer` and back (`hostnetd exec`, so from the container's cgroup), over IPv4 loopback.
+fn burst_from(host: &TestHost, name: &str, own: u16, peer: u16, count: u64, size: u64) {
+    let echo = udp_echo(
+        UdpSocket::bind(("127.0.0.1", peer)).expect("peer socket"),
+        count as usize,
+    );
+    let probe = netprobe();
+    let (own, peer, count, size) = (
+        own.to_string(),
+        peer.to_string(),
+        count.to_string(),
+        size.to_string(),
+    );
+    let output = host.exec(&[
+        "exec",
+        name,
+        &probe,
+        "udpburst",
+        "127.0.0.1",
+        &own,
+        "127.0.0.1",
+        &peer,
+        &count,
+        &size,
+    ]);
+    assert!(output.status.success(), "udpburst: {}", describe(&output));
+    echo.join().expect("echo thread");
+}
+
+/// `hostnetd info --json`'s port counter rows: (capacity, given).
+fn port_rows(host: &TestHost) -> (u64, u64) {
+    let output = host.exec(&["info", "--json"]);
+    assert!(output.status.success(), "info: {}", describe(&output));
+    let info: Value = serde_json::from_slice(&output.stdout).expect("info json");
+    let rows = &info["port_rows"];
+    (
+        rows["capacity"].as_u64().expect("capacity"),
+        rows["given"].as_u64().expect("given"),
+    )
+}
+
+#[test]
+fn ports_beyond_the_counter_rows_are_counted_exactly_in_the_hashes() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut host = TestHost::new();
+    // One row: the first port claimed gets it, the second is counted in the hashes.
+    host.set_env("HOSTNETD_TRAFFIC_ROWS", "1");
+    host.run_detached(
+        "rows",
+        "21070/udp,21071/udp",
+        &[],
+        &["/bin/sh", "-c", "exec sleep 600"],
+    );
+    assert_eq!(port_rows(&host), (1, 1), "one row, given to one port");
+    const COUNT: u64 = 30;
+    const SIZE: u64 = 700;
+    burst_from(&host, "rows", 21070, 21072, COUNT, SIZE);
+    burst_from(&host, "rows", 21071, 21073, 2 * COUNT, SIZE);
+    let stats = stats(&host, "rows");
+    let wire = SIZE + UDP_HEADER + 20;
+    for (own, count) in [("21070/udp", COUNT), ("21071/udp", 2 * COUNT)] {
+        let expected = [count, count * wire, count, count * wire];
+        let row = port(&stats, own);
+        assert_eq!(counters(row), expected, "{own} socket view: {row}");
+        assert_eq!(
+            counters(&row["device"]),
+            expected,
+            "{own} device view: {row}"
+        );
+    }
+    assert!(host.exec(&["rm", "-f", "rows"]).status.success());
+    assert_eq!(port_rows(&host), (1, 0), "rm gives the row back");
+    host.assert_no_container_left();
+}
+
+#[test]
+fn a_port_an_update_takes_away_keeps_its_counts() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    host.run_detached(
+        "shrinks",
+        "21074/udp,21075/udp",
+        &[],
+        &["/bin/sh", "-c", "exec sleep 600"],
+    );
+    let given = port_rows(&host).1;
+    const COUNT: u64 = 25;
+    const SIZE: u64 = 300;
+    burst_from(&host, "shrinks", 21074, 21076, COUNT, SIZE);
+    let update = host.exec(&["update", "--ports", "21075/udp", "shrinks"]);
+    assert!(update.status.success(), "update: {}", describe(&update));
+    assert_eq!(
+        port_rows(&host).1,
+        given - 1,
+        "the port that left gave its row back"
+    );
+    burst_from(&host, "shrinks", 21075, 21077, COUNT, SIZE);
+    let stats = stats(&host, "shrinks");
+    let wire = SIZE + UDP_HEADER + 20;
+    let expected = [COUNT, COUNT * wire, COUNT, COUNT * wire];
+    for own in ["21074/udp", "21075/udp"] {
+        let row = port(&stats, own);
+        assert_eq!(counters(row), expected, "{own} socket view: {row}");
+        assert_eq!(
+            counters(&row["device"]),
+            expected,
+            "{own} device view: {row}"
+        );
+    }
+    let both = expected.map(|count| 2 * count);
+    assert_eq!(counters(&stats["protocols"]["udp"]), both, "{stats}");
+    assert!(host.exec(&["rm", "-f", "shrinks"]).status.success());
+    host.assert_no_container_left();
+}

@@ -337,6 +337,18 @@ pub struct Info {
     /// Each interface's root qdisc and how bandwidth limits work through it.
     #[serde(default)]
     pub devices: Vec<crate::datapath::DevicePacing>,
+    /// Owned ports' counter rows (`--traffic-rows`): how many there are and how many are given
+    /// (None: unreadable).
+    #[serde(default)]
+    pub port_rows: Option<PortRowUse>,
+}
+
+/// The per-CPU array of owned ports' counter rows: ports claimed once all `capacity` are
+/// given are counted in hashes, exactly but at a higher cost per packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRowUse {
+    pub capacity: u32,
+    pub given: u32,
 }
 
 #[cfg(test)]

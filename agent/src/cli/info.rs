@@ -22,9 +22,17 @@ pub fn info(client: &Client, args: InfoArgs) -> anyhow::Result<ExitCode> {
 
 fn text(info: &Info) -> String {
     let mut out = format!(
-        "hostnetd {} (daemon pid {})\npins: {}\ncgroup parent: {}\n\n",
+        "hostnetd {} (daemon pid {})\npins: {}\ncgroup parent: {}\n",
         info.version, info.pid, info.bpf_dir, info.cgroup_parent
     );
+    if let Some(rows) = info.port_rows {
+        out += &format!(
+            "port counter rows: {} of {} given (owned ports beyond are counted in hashes; \
+             --traffic-rows)\n",
+            rows.given, rows.capacity
+        );
+    }
+    out += "\n";
     out += &format!("{:<12}  {:<9}  {}\n", "FEATURE", "AVAILABLE", "EFFECT");
     for feature in &info.features {
         let available = if feature.available { "yes" } else { "no" };

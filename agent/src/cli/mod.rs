@@ -122,6 +122,11 @@ struct GlobalArgs {
     /// The log files containers keep unless their --log-opt max-file says [default: 5].
     #[arg(long, global = true, env = "HOSTNETD_LOG_MAX_FILE", value_name = "N")]
     log_max_file: Option<u32>,
+    /// Owned ports whose packets are counted in a per-CPU array row of their own, the fast
+    /// path; ports beyond are counted in hashes. Costs 96 bytes per row per CPU; applies when
+    /// the datapath is loaded (after a teardown) [default: what 16 MiB pays for, at most 16384].
+    #[arg(long, global = true, env = "HOSTNETD_TRAFFIC_ROWS", value_name = "N")]
+    traffic_rows: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -316,6 +321,7 @@ impl GlobalArgs {
             tc_attach: self.tc_attach,
             log_max_size: self.log_max_size,
             log_max_file: self.log_max_file,
+            traffic_rows: self.traffic_rows,
         };
         let settings = flags.or(file);
         // Refused here, before any command (or a daemon it would start) acts on it.
@@ -323,6 +329,7 @@ impl GlobalArgs {
         settings.bpf_log_level().map_err(anyhow::Error::msg)?;
         settings.tc_attach().map_err(anyhow::Error::msg)?;
         settings.log_limits().map_err(anyhow::Error::msg)?;
+        settings.traffic_rows().map_err(anyhow::Error::msg)?;
         Ok(settings)
     }
 }

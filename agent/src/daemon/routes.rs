@@ -144,8 +144,12 @@ fn view(record: &ContainerRecord) -> Response {
 async fn info(State(daemon): State<Shared>) -> Json<Info> {
     let config = &daemon.host.config;
     let pin_root = crate::datapath::Datapath::pin_root(&config.bpf_dir);
+    let rows_root = pin_root.clone();
     let health = tokio::task::spawn_blocking(move || crate::datapath::read_health(&pin_root)).await;
     let health = health.ok().and_then(Result::ok);
+    let rows = tokio::task::spawn_blocking(move || crate::datapath::read_row_use(&rows_root)).await;
+    let port_rows = (rows.ok().and_then(Result::ok))
+        .map(|(capacity, given)| crate::api::PortRowUse { capacity, given });
     let devices = tokio::task::spawn_blocking(crate::datapath::device_pacing).await;
     Json(Info {
         devices: devices.ok().and_then(Result::ok).unwrap_or_default(),
@@ -156,6 +160,7 @@ async fn info(State(daemon): State<Shared>) -> Json<Info> {
         events_lost: health.map(|health| health.events_lost),
         traffic_table_full: health.map(|health| health.traffic_table_full),
         features: crate::datapath::KernelFeatures::host().report(config.tc_attach),
+        port_rows,
     })
 }
 

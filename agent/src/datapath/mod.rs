@@ -7,6 +7,7 @@
 //! maps/PORT_OWNERS, maps/BIND_ADDRS     the ownership tables
 //! maps/SETTINGS, maps/CONTAINER_POLICIES, maps/EGRESS_RULES, maps/INGRESS_RULES   policy
 //! maps/VERDICTS                         the ingress hooks' per-CPU verdict cache
+//! maps/PORT_ROWS, maps/PORT_ROW_USE    owned ports' counter rows, and which are given
 //! maps/TRAFFIC, maps/DEVICE_TRAFFIC, maps/DENIALS, maps/EVENTS, maps/DATAPATH_STATS   accounting
 //! progs/<name>                          every program, by its name below
 //! links/host_bind{4,6}                  root-cgroup links: host protection
@@ -35,6 +36,7 @@ mod policies;
 mod programs;
 mod qdisc;
 mod ring;
+mod rows;
 mod syscall;
 mod traffic;
 pub mod transition;
@@ -64,6 +66,7 @@ pub use owners::OwnerTable;
 pub use policies::{KernelPolicy, PolicyTable};
 pub use qdisc::{remove_fq_root, replace_root_with_fq, PacingMode};
 pub use ring::{read_health, EventRing};
+pub use rows::{default_port_rows, port_rows_bytes, read_row_use, MAX_PORT_ROWS};
 pub use traffic::{traffic_stats, DatapathHealth, TrafficRow, TrafficTable};
 
 use pins::create_dir;
@@ -144,6 +147,8 @@ pub struct DatapathOptions {
     /// Whether BPF LSM is active, for `socket_create`.
     pub bpf_lsm: bool,
     pub tc_mode: TcMode,
+    /// Owned ports with a counter row of their own (`PORT_ROWS`), when the datapath is loaded.
+    pub traffic_rows: u32,
 }
 
 /// hostnetd's programs and maps, loaded once per host and shared through pins.
@@ -219,6 +224,21 @@ impl Datapath {
 
     pub fn traffic_ref(&self) -> &TrafficTable {
         &self.traffic
+    }
+
+    /// Every container's traffic rows, owned ports' rows and the hashes' together.
+    pub fn all_traffic_rows(
+        &self,
+    ) -> Result<std::collections::HashMap<u64, Vec<TrafficRow>>, DatapathError> {
+        self.traffic.all_rows(self.owners.rows())
+    }
+
+    /// The traffic figures of the container `cgroup_id` now.
+    pub fn traffic_stats(
+        &self,
+        cgroup_id: u64,
+    ) -> Result<crate::store::traffic::TrafficStats, DatapathError> {
+        self.traffic.stats(self.owners.rows(), cgroup_id)
     }
 
     /// The containers' bandwidth limits and what they did.
@@ -413,11 +433,15 @@ fn load_and_pin(root: &Path, options: &DatapathOptions) -> Result<(), DatapathEr
     create_dir(&maps)?;
     create_dir(&progs)?;
     let log_level = options.log_level;
+    // The array must hold row 0, which names no row, beside the rows it gives.
+    let port_rows = options.traffic_rows.min(MAX_PORT_ROWS) + 1;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps)
+        .map_max_entries(hostnetd_common::MapName::PortRows.as_str(), port_rows)
         .override_global("AYA_LOG_LEVEL", &log_level, true)
         .override_global("HOSTNETD_SET_RETVAL", &u8::from(options.set_retval), true)
         .load(DATAPATH_OBJECT)?;
+    rows::create_row_use(&maps)?;
     create_dir(&root.join(format!("{LOG_LEVEL_PREFIX}{log_level}")))?;
     for hook in CONTAINER_HOOKS.iter().chain(&HOST_HOOKS) {
         let error = |source| DatapathError::Program {

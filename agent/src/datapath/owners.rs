@@ -1,22 +1,26 @@
-//! The ownership tables: who owns each (protocol, port), and what the owner itself may bind
-//! under each of its two policy generations (any address, or the addresses listed for it).
+//! The ownership tables: who owns each (protocol, port), what the owner itself may bind under
+//! each of its two policy generations (any address, or the addresses listed for it), and the
+//! counter row each owned port is given ([`super::rows`]).
 use std::{collections::HashSet, net::IpAddr, path::Path};
 
 use aya::maps::{Array, HashMap, MapData};
 use hostnetd_common::{
-    v4_mapped, BindAddrKey, MapName, PortOwner, Proto, OWNER_ANY_ADDRESS, OWNER_LISTED_ADDRESSES,
-    PORTS_PER_PROTO,
+    traffic::{TrafficKey, CLASS_TCP, CLASS_UDP},
+    v4_mapped, BindAddrKey, MapName, PortOwner, Proto, NO_ROW, OWNER_ANY_ADDRESS,
+    OWNER_LISTED_ADDRESSES, PORTS_PER_PROTO,
 };
 
 use super::{
     error::{map_error, DatapathError},
     pins::open_map,
+    rows::PortRows,
 };
 use crate::{policy::OwnedPort, store::PortClaim, sys::cgroup::ContainerCgroup};
 
 pub struct OwnerTable {
     owners: Array<MapData, PortOwner>,
     addrs: HashMap<MapData, BindAddrKey, u8>,
+    rows: PortRows,
 }
 
 impl OwnerTable {
@@ -26,7 +30,13 @@ impl OwnerTable {
         Ok(Self {
             owners: Array::try_from(owners).map_err(map_error("PORT_OWNERS"))?,
             addrs: HashMap::try_from(addrs).map_err(map_error("BIND_ADDRS"))?,
+            rows: PortRows::open(maps)?,
         })
+    }
+
+    /// The owned ports' counter rows.
+    pub fn rows(&self) -> &PortRows {
+        &self.rows
     }
 
     /// The current owner of `port`, if any.
@@ -36,8 +46,9 @@ impl OwnerTable {
     }
 
     /// Grants `claim` to the container under `generation`, keeping whatever the other
-    /// generation grants it. The address list goes in before the slot that refers to it, so
-    /// the programs never see a grant whose addresses are not there yet.
+    /// generation grants it; a port newly owned is given a counter row. The address list and
+    /// the row go in before the slot that refers to them, so the programs never see a grant
+    /// whose addresses are not there yet, nor a row still counting for someone else.
     pub fn grant(
         &mut self,
         cgroup: &ContainerCgroup,
@@ -59,7 +70,7 @@ impl OwnerTable {
             _ => PortOwner {
                 cgroup_id: cgroup.id,
                 cgroup_level: cgroup.level,
-                flags: 0,
+                ..PortOwner::default()
             },
         };
         for addr in addresses {
@@ -68,17 +79,27 @@ impl OwnerTable {
                 .insert(key, 1, 0)
                 .map_err(map_error("BIND_ADDRS"))?;
         }
+        let owner = match owner.grants_anything() {
+            true => owner,
+            false => PortOwner {
+                row: self.rows.take(holder(cgroup.id, claim.port))?,
+                ..owner
+            },
+        };
         self.set_slot(claim.port, owner.with_grant(generation, grant))
     }
 
     /// Withdraws `generation`'s grants from those of `ports` the container owns, freeing each
-    /// slot left with no grant, and removes that generation's address lists.
+    /// slot left with no grant, and removes that generation's address lists. Returns the rows
+    /// of the freed slots, still marked given: their counts are the container's until the
+    /// caller has kept them elsewhere and given the rows back.
     pub fn revoke(
         &mut self,
         cgroup_id: u64,
         generation: u32,
         ports: &[OwnedPort],
-    ) -> Result<(), DatapathError> {
+    ) -> Result<Vec<u32>, DatapathError> {
+        let mut freed = Vec::new();
         for &port in ports {
             let owner = self.slot_value(port)?;
             if owner.cgroup_id != cgroup_id {
@@ -89,24 +110,50 @@ impl OwnerTable {
                 self.set_slot(port, left)?;
             } else {
                 self.set_slot(port, PortOwner::default())?;
+                freed.extend(Some(owner.row).filter(|&row| row != NO_ROW));
             }
         }
         self.remove_addresses(|key| {
             key.cgroup_id == cgroup_id && u32::from(key.generation) == generation & 1
         });
-        Ok(())
+        Ok(freed)
+    }
+
+    /// Marks rows [`Self::revoke`] returned free.
+    pub fn give_back(&mut self, rows: &[u32]) -> Result<(), DatapathError> {
+        self.rows.give_back(rows)
     }
 
     /// Frees those of `ports` that `cgroup_id` still owns, and all its address lists; safe to
     /// repeat after a crash.
     pub fn release(&mut self, cgroup_id: u64, ports: &[OwnedPort]) -> Result<(), DatapathError> {
+        let mut freed = Vec::new();
         for &port in ports {
-            if self.slot_value(port)?.cgroup_id == cgroup_id {
+            let owner = self.slot_value(port)?;
+            if owner.cgroup_id == cgroup_id {
                 self.set_slot(port, PortOwner::default())?;
+                freed.extend(Some(owner.row).filter(|&row| row != NO_ROW));
             }
         }
+        self.rows.give_back(&freed)?;
         self.remove_addresses(|key| key.cgroup_id == cgroup_id);
         Ok(())
+    }
+
+    /// Gives back the rows no owner slot names (a process died between marking a row and
+    /// naming it, or between freeing a slot and its row); returns how many.
+    pub fn sweep_rows(&mut self) -> Result<usize, DatapathError> {
+        let owners = &self.owners;
+        let named = |row: u32, holder: &TrafficKey| {
+            let Some(port) = port_of_holder(holder) else {
+                return Ok(false);
+            };
+            let owner = owners
+                .get(&slot(port), 0)
+                .map_err(map_error("PORT_OWNERS"))?;
+            Ok(owner.row == row && owner.cgroup_id == holder.cgroup_id)
+        };
+        Ok(self.rows.sweep(named)?.len())
     }
 
     /// Every port whose slot `cgroup_id` holds, whatever its grants: a full scan of the table,
@@ -173,6 +220,27 @@ fn port_of_slot(slot: u32) -> Option<OwnedPort> {
 
 fn slot(port: OwnedPort) -> u32 {
     port.proto.owner_slot(port.port)
+}
+
+/// The traffic key a port's row counts under: its owner, the port, the protocol's class.
+fn holder(cgroup_id: u64, port: OwnedPort) -> TrafficKey {
+    let class = match port.proto {
+        Proto::Tcp => CLASS_TCP,
+        Proto::Udp => CLASS_UDP,
+    };
+    TrafficKey::new(cgroup_id, port.port, class)
+}
+
+fn port_of_holder(holder: &TrafficKey) -> Option<OwnedPort> {
+    let proto = match holder.class {
+        CLASS_TCP => Proto::Tcp,
+        CLASS_UDP => Proto::Udp,
+        _ => return None,
+    };
+    Some(OwnedPort {
+        proto,
+        port: holder.port,
+    })
 }
 
 fn addr_key(cgroup_id: u64, generation: u32, port: OwnedPort, addr: IpAddr) -> BindAddrKey {

@@ -17,6 +17,7 @@ use hostnetd_common::{
 use super::{
     error::{map_error, DatapathError},
     pins::open_typed as open,
+    rows::PortRows,
 };
 use crate::store::traffic::{Counters, DenialCounts, DeviceTraffic, PortTraffic, TrafficStats};
 
@@ -56,14 +57,22 @@ impl TrafficTable {
     }
 
     /// Every row of the container `cgroup_id`, socket and device views joined by key.
-    pub fn rows(&self, cgroup_id: u64) -> Result<Vec<TrafficRow>, DatapathError> {
-        let mut by_container = self.rows_where(|id| id == cgroup_id)?;
+    pub fn rows(
+        &self,
+        port_rows: &PortRows,
+        cgroup_id: u64,
+    ) -> Result<Vec<TrafficRow>, DatapathError> {
+        let mut by_container = self.rows_where(port_rows, |id| id == cgroup_id)?;
         Ok(by_container.remove(&cgroup_id).unwrap_or_default())
     }
 
     /// The figures of the container `cgroup_id` now.
-    pub fn stats(&self, cgroup_id: u64) -> Result<TrafficStats, DatapathError> {
-        self.stats_of(cgroup_id, &self.rows(cgroup_id)?)
+    pub fn stats(
+        &self,
+        port_rows: &PortRows,
+        cgroup_id: u64,
+    ) -> Result<TrafficStats, DatapathError> {
+        self.stats_of(cgroup_id, &self.rows(port_rows, cgroup_id)?)
     }
 
     /// The figures of the container `cgroup_id` from its `rows` (of one [`Self::all_rows`]).
@@ -76,15 +85,20 @@ impl TrafficTable {
     }
 
     /// Every container's rows, in one pass over each map (one walk however many containers).
-    pub fn all_rows(&self) -> Result<HashMap<u64, Vec<TrafficRow>>, DatapathError> {
-        self.rows_where(|_| true)
+    pub fn all_rows(
+        &self,
+        port_rows: &PortRows,
+    ) -> Result<HashMap<u64, Vec<TrafficRow>>, DatapathError> {
+        self.rows_where(port_rows, |_| true)
     }
 
-    /// Rows of the containers `wanted` picks. Values are read only for their keys, and rows
-    /// are joined by key in a hash map: a container may have a row for each of thousands of
-    /// owned ports.
+    /// Rows of the containers `wanted` picks: the owned ports' own rows and the hashes' rows,
+    /// added up by key (a port that left and came back has counts in both). Values are read
+    /// only for their keys, and rows are joined by key in a hash map: a container may have a
+    /// row for each of thousands of owned ports.
     fn rows_where(
         &self,
+        port_rows: &PortRows,
         wanted: impl Fn(u64) -> bool,
     ) -> Result<HashMap<u64, Vec<TrafficRow>>, DatapathError> {
         let mut joined: HashMap<TrafficKey, TrafficRow> = HashMap::new();
@@ -104,6 +118,20 @@ impl TrafficTable {
             }
             if let Some(values) = value(&self.device, MapName::DeviceTraffic, &key)? {
                 row_for(&mut joined, &key).device = sum(&values, DeviceCounters::add);
+            }
+        }
+        for row in port_rows.given()?.given() {
+            let values = port_rows.read(row)?;
+            let Some(holder) = values.first().map(|copy| copy.holder) else {
+                continue;
+            };
+            if holder.cgroup_id == 0 || !wanted(holder.cgroup_id) {
+                continue;
+            }
+            let joined = row_for(&mut joined, &holder);
+            for copy in values.iter() {
+                joined.socket.add(&copy.socket);
+                joined.device.add(&copy.device);
             }
         }
         let mut rows: HashMap<u64, Vec<TrafficRow>> = HashMap::new();
@@ -135,6 +163,34 @@ impl TrafficTable {
             events_lost: stat(STAT_EVENTS_LOST)?,
             traffic_table_full: stat(STAT_TRAFFIC_TABLE_FULL)?,
         })
+    }
+
+    /// Keeps the counts of owned ports' rows that are being given back in the hashes, under
+    /// each row's holder, added to whatever the hashes hold for it already.
+    pub fn keep_rows(&mut self, port_rows: &PortRows, rows: &[u32]) -> Result<(), DatapathError> {
+        for &row in rows {
+            let values = port_rows.read(row)?;
+            let Some(holder) = values.first().map(|copy| copy.holder) else {
+                continue;
+            };
+            let socket: Vec<TrafficCounters> = values.iter().map(|copy| copy.socket).collect();
+            let device: Vec<DeviceCounters> = values.iter().map(|copy| copy.device).collect();
+            add_per_cpu(
+                &mut self.traffic,
+                MapName::Traffic,
+                &holder,
+                socket,
+                TrafficCounters::add,
+            )?;
+            add_per_cpu(
+                &mut self.device,
+                MapName::DeviceTraffic,
+                &holder,
+                device,
+                DeviceCounters::add,
+            )?;
+        }
+        Ok(())
     }
 
     /// Forgets the container's counters; already absent is fine.
@@ -192,6 +248,32 @@ fn value<V: aya::Pod>(
         Err(aya::maps::MapError::KeyNotFound) => Ok(None),
         Err(source) => Err(map_error(name.as_str())(source)),
     }
+}
+
+/// Adds `counts` (one per CPU) to the hash row `key`, creating it if absent; nothing when
+/// every count is zero.
+fn add_per_cpu<V: aya::Pod + Default + PartialEq>(
+    map: &mut PerCpuHashMap<MapData, TrafficKey, V>,
+    name: MapName,
+    key: &TrafficKey,
+    mut counts: Vec<V>,
+    add: fn(&mut V, &V),
+) -> Result<(), DatapathError> {
+    if counts.iter().all(|count| *count == V::default()) {
+        return Ok(());
+    }
+    let label = name.as_str();
+    if let Some(present) = value(map, name, key)? {
+        for (count, present) in counts.iter_mut().zip(present.iter()) {
+            add(count, present);
+        }
+    }
+    let values = PerCpuValues::try_from(counts).map_err(|source| DatapathError::Io {
+        action: "write the per-CPU values of",
+        path: label.into(),
+        source,
+    })?;
+    map.insert(key, values, 0).map_err(map_error(label))
 }
 
 fn sum<V: aya::Pod + Default>(values: &PerCpuValues<V>, add: fn(&mut V, &V)) -> V {

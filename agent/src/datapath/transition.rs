@@ -50,13 +50,13 @@ impl Datapath {
         touched.extend(&staged);
         touched.sort();
         touched.dedup();
-        self.owners.revoke(cgroup.id, next, &touched)?;
+        self.revoke(cgroup.id, next, &touched)?;
         let entry = match self.write_next(cgroup, next, ports, policy) {
             Ok(entry) => entry,
             Err(error) => {
                 // A slot granted under the next generation would keep its port owned (everyone
                 // else gets EADDRINUSE) though no record lists it: clear what was written.
-                let _ = self.owners.revoke(cgroup.id, next, &touched);
+                let _ = self.revoke(cgroup.id, next, &touched);
                 let _ = self.policies.remove_generation(cgroup.id, next);
                 return Err(error);
             }
@@ -95,15 +95,34 @@ impl Datapath {
     pub fn retire_previous(&mut self, staged: StagedPolicy) -> Result<(), DatapathError> {
         wait_for_running_programs()?;
         let (cgroup_id, previous) = (staged.cgroup_id, staged.previous);
-        self.owners.revoke(cgroup_id, previous, &staged.touched)?;
+        self.revoke(cgroup_id, previous, &staged.touched)?;
         self.policies.remove_generation(cgroup_id, previous)
+    }
+
+    /// Withdraws `generation`'s grants from the container's `ports`. The counts of a port that
+    /// leaves stay the container's: they move from the port's row to the traffic hashes, under
+    /// the same key, before the row is given back.
+    fn revoke(
+        &mut self,
+        cgroup_id: u64,
+        generation: u32,
+        ports: &[OwnedPort],
+    ) -> Result<(), DatapathError> {
+        let freed = self.owners.revoke(cgroup_id, generation, ports)?;
+        if freed.is_empty() {
+            return Ok(());
+        }
+        // A program that read a slot before it was freed may still be adding to its row.
+        wait_for_running_programs()?;
+        self.traffic.keep_rows(self.owners.rows(), &freed)?;
+        self.owners.give_back(&freed)
     }
 
     /// Undoes a staged policy that was never put in force: the ports it added are freed, the
     /// kept ones lose the grant it gave them.
     pub fn abandon_policy(&mut self, staged: StagedPolicy) -> Result<(), DatapathError> {
         let next = 1 - staged.previous;
-        self.owners.revoke(staged.cgroup_id, next, &staged.staged)?;
+        self.revoke(staged.cgroup_id, next, &staged.staged)?;
         self.policies.remove_generation(staged.cgroup_id, next)
     }
 }

@@ -89,7 +89,7 @@ impl Host {
                 .collect::<Result<_, _>>()?
         };
         // One walk of the traffic maps for every container asked about.
-        let rows = datapath.traffic_ref().all_rows()?;
+        let rows = datapath.all_traffic_rows()?;
         records
             .iter()
             .map(|record| container_stats(&datapath, &rows, record))
