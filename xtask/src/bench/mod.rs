@@ -147,8 +147,9 @@ fn run_all(env: &Env, plan: &Plan) -> anyhow::Result<Results> {
         }
         if wanted(Part::Programs) {
             say("program costs: the H1 workloads again, with BPF statistics on");
-            let (programs, floors) = profile_programs(env, plan)?;
+            let (programs, unowned, floors) = profile_programs(env, plan)?;
             results.programs = programs;
+            results.unowned = unowned;
             results.floors = Some(floors);
         }
     }
@@ -256,9 +257,13 @@ fn measure_retrying(
     })
 }
 
-/// Every H1 workload once more with the kernel's statistics on: what each program cost, and
-/// what an empty program costs as measured the same way, in a tight loop and in place.
-fn profile_programs(env: &Env, plan: &Plan) -> anyhow::Result<(ProgramRuns, targets::Floors)> {
+/// Every H1 workload once more with the kernel's statistics on: what each program cost, what
+/// the TC programs cost on host traffic (ports nobody owns), and what an empty program costs
+/// as measured the same way, in a tight loop and in place.
+fn profile_programs(
+    env: &Env,
+    plan: &Plan,
+) -> anyhow::Result<(ProgramRuns, Vec<bpfstats::ProgramStats>, targets::Floors)> {
     servers::start_in_containers(env, &env.host)?;
     let stats = bpfstats::enable()?;
     let test_run_ns = bpfstats::empty_program_ns(1_000_000)?;
@@ -275,12 +280,19 @@ fn profile_programs(env: &Env, plan: &Plan) -> anyhow::Result<(ProgramRuns, targ
                 .map(|program| (workload, program)),
         );
     }
+    let before = bpfstats::snapshot(env.host.bpf_dir())?;
+    workloads::measure(env, Config::H0d, Workload::UdpRate, plan.profile_duration)?;
+    let after = bpfstats::snapshot(env.host.bpf_dir())?;
+    let unowned = (bpfstats::delta(&before, &after).into_iter())
+        .filter(|program| program.kind == "sched_cls")
+        .collect();
     let in_place_ns = bpfstats::floors_by_kind(&empty_before, &empty.counters()?);
     drop(empty);
     drop(stats);
     env.host.down()?;
     Ok((
         programs,
+        unowned,
         targets::Floors {
             test_run_ns,
             in_place_ns,

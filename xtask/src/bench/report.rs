@@ -9,6 +9,7 @@ use serde_json::json;
 use super::stats::{self, median, relative_range};
 use super::tc_attach::{Attachment, TcAttachSamples};
 use super::{
+    bpfstats,
     machine::Machine,
     plan::{Config, Plan},
     plot::{Chart, Group},
@@ -33,6 +34,7 @@ pub fn write(out: &Path, plan: &Plan, machine: &Machine, results: &Results) -> a
         &results.samples,
         &programs,
         results.floors.as_ref(),
+        &results.unowned,
         &results.control,
         &results.startup_peers,
     );
@@ -69,6 +71,7 @@ fn render(
     datapath_section(&mut md, plan, results, medians);
     targets_section(&mut md, verdicts);
     programs_section(&mut md, programs, results.floors.as_ref());
+    unowned_section(&mut md, &results.unowned, results.floors.as_ref());
     control_section(&mut md, plan, results);
     tc_attach_section(&mut md, &results.tc_attach);
     engines_section(&mut md, &results.engines);
@@ -374,6 +377,34 @@ fn targets_section(md: &mut String, verdicts: &[Target]) {
     );
 }
 
+/// What the TC programs cost on host traffic, which only looks up the port's owner.
+fn unowned_section(
+    md: &mut String,
+    unowned: &[bpfstats::ProgramStats],
+    floors: Option<&targets::Floors>,
+) {
+    let figures: Vec<String> = (unowned.iter())
+        .filter_map(|p| {
+            let ns = p.ns_per_run()?;
+            let floor = floors.map_or(0.0, |f| f.for_kind(&p.kind));
+            Some(format!(
+                "{} {ns:.1} ns per run ({:.1} net, {} runs)",
+                p.name,
+                ns - floor,
+                p.run_cnt
+            ))
+        })
+        .collect();
+    if !figures.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nOn host traffic with the daemon running (H0+daemon, UDP rate: ports nobody owns, \
+             so each run returns after the owner lookup): {}.",
+            figures.join(", ")
+        );
+    }
+}
+
 fn programs_section(md: &mut String, programs: &[AggregateCost], floors: Option<&targets::Floors>) {
     md.push_str(
         "### Program costs (H1 workloads with BPF run-time statistics on)\n\n\
@@ -668,6 +699,10 @@ fn to_json(machine: &Machine, results: &Results, medians: &Medians) -> serde_jso
         "foreign_hooks_per_round": results.foreign_hooks_per_round,
         "datapath": samples,
         "programs": programs,
+        "unowned_programs": (results.unowned.iter())
+            .map(|p| json!({ "program": p.name, "type": p.kind, "run_cnt": p.run_cnt,
+                             "run_time_ns": p.run_time_ns }))
+            .collect::<Vec<_>>(),
         "tc_attach_ns_per_packet": (results.tc_attach.iter())
             .map(|(attachment, values)| (attachment.key(), values.clone()))
             .collect::<BTreeMap<_, _>>(),

@@ -16,6 +16,8 @@ pub type ProgramRuns = Vec<(Workload, bpfstats::ProgramStats)>;
 pub struct Results {
     pub samples: BTreeMap<(Metric, Config), Vec<f64>>,
     pub programs: ProgramRuns,
+    /// The TC programs on host traffic (ports nobody owns), with the daemon running.
+    pub unowned: Vec<bpfstats::ProgramStats>,
     /// What the statistics report for a program that does nothing (ns per run).
     pub floors: Option<targets::Floors>,
     pub control: control::ControlPlane,

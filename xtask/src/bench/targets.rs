@@ -60,7 +60,9 @@ pub const UNCHANGED_TOLERANCE: f64 = 0.03;
 /// How much a control-plane cost may rise from 1 container to the most and still count as not
 /// growing with the count.
 pub const GROWTH_TOLERANCE: f64 = 1.2;
-const SKB_NS: f64 = 50.0;
+const SKB_NS: f64 = 30.0;
+/// A TC program's cost on a packet of a port nobody owns, at most (ns, net).
+const UNOWNED_NS: f64 = 10.0;
 /// A program that ran fewer times than this in a workload (or in all) is not judged: the first
 /// runs pay for cold caches and say nothing about the steady cost.
 pub const MIN_RUNS: u64 = 1000;
@@ -112,6 +114,7 @@ pub fn evaluate(
     samples: &Samples,
     programs: &[AggregateCost],
     floors: Option<&Floors>,
+    unowned: &[ProgramStats],
     control: &ControlPlane,
     peers: &StartupPeers,
 ) -> Vec<Target> {
@@ -145,6 +148,7 @@ pub fn evaluate(
         targets.push(ahead_of(samples, &medians, peer));
     }
     targets.extend(program_targets(programs, floors));
+    targets.push(unowned_target(unowned, floors));
     targets.push(host_unchanged(samples, &medians));
     targets.extend(control_targets(control));
     targets.extend(startup_targets(control, peers));
@@ -367,7 +371,7 @@ fn program_targets(programs: &[AggregateCost], floors: Option<&Floors>) -> Vec<T
     };
     vec![
         judge(
-            "every cgroup_skb and TC program <= 50 ns per run",
+            "every cgroup_skb and TC program <= 30 ns per run",
             &["cgroup_skb", "sched_cls", "sched_act"],
             SKB_NS,
         ),
@@ -377,6 +381,36 @@ fn program_targets(programs: &[AggregateCost], floors: Option<&Floors>) -> Vec<T
             SOCK_NS,
         ),
     ]
+}
+
+/// The TC programs on packets of ports nobody owns (host traffic with the daemon running): they
+/// must return after the owner lookup.
+fn unowned_target(unowned: &[ProgramStats], floors: Option<&Floors>) -> Target {
+    let floor = |p: &ProgramStats| floors.map_or(0.0, |f| f.for_kind(&p.kind));
+    let judged: Vec<(&ProgramStats, f64)> = (unowned.iter())
+        .filter(|p| p.run_cnt >= MIN_RUNS)
+        .filter_map(|p| Some((p, p.ns_per_run()? - floor(p))))
+        .collect();
+    let figure = (judged.iter())
+        .map(|(p, net)| format!("{} {net:.1} ns net", p.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Target {
+        name: format!(
+            "TC programs on a packet of a port nobody owns <= {UNOWNED_NS:.0} ns per run, net (host \
+             traffic, H0+daemon UDP rate)"
+        ),
+        figure: if judged.is_empty() {
+            "not measured".into()
+        } else {
+            figure
+        },
+        verdict: if judged.is_empty() {
+            Verdict::NotApplicable
+        } else {
+            Verdict::from_met(judged.iter().all(|(_, net)| *net <= UNOWNED_NS))
+        },
+    }
 }
 
 fn control_targets(control: &ControlPlane) -> Vec<Target> {
@@ -499,7 +533,7 @@ mod tests {
             in_place_ns: BTreeMap::from([("cgroup_skb".to_string(), 70.0)]),
         };
         let targets = program_targets(&programs, Some(&floors));
-        // skb: 100 - 70 (in place) = 30 ns <= 50; sock_addr: 240 - 60 = 180 <= 200, `cold`
+        // skb: 100 - 70 (in place) = 30 ns <= 30; sock_addr: 240 - 60 = 180 <= 200, `cold`
         // not judged.
         assert_eq!(targets[0].verdict, Verdict::Met, "{}", targets[0].figure);
         assert_eq!(targets[1].verdict, Verdict::Met, "{}", targets[1].figure);
