@@ -20,7 +20,7 @@ impl IpHeader {
     /// Version, IHL, the IPv4 fragment offset and protocol, or the IPv6 next header: one load
     /// of ten bytes covers both. None for anything but IPv4 and IPv6.
     #[inline(always)]
-    pub fn parse(head: [u8; 10]) -> Option<Self> {
+    pub fn parse(head: &[u8; 10]) -> Option<Self> {
         match head[0] >> 4 {
             4 => Some(Self {
                 family: 4,
@@ -44,7 +44,7 @@ impl IpHeader {
 /// The host's end of a flow from the transport header's first four bytes: the destination
 /// port of an incoming packet, the source port of an outgoing one.
 #[inline(always)]
-pub fn local_port(ports: [u8; 4], incoming: bool) -> u16 {
+pub fn local_port(ports: &[u8; 4], incoming: bool) -> u16 {
     let at = if incoming { 2 } else { 0 };
     u16::from_be_bytes([ports[at], ports[at + 1]])
 }
@@ -113,25 +113,25 @@ mod tests {
         let mut v4 = [0u8; 10];
         v4[0] = 0x46; // version 4, IHL 6: options
         v4[9] = 6;
-        let header = IpHeader::parse(v4).unwrap();
+        let header = IpHeader::parse(&v4).unwrap();
         assert_eq!(
             (header.family, header.ipproto, header.l4_offset),
             (4, 6, 24)
         );
         assert!(!header.later_fragment);
         v4[6] = 0x20; // more fragments, offset 0: the first fragment has the ports
-        assert!(!IpHeader::parse(v4).unwrap().later_fragment);
+        assert!(!IpHeader::parse(&v4).unwrap().later_fragment);
         v4[7] = 0x10; // offset 16 * 8 bytes: a later fragment
-        assert!(IpHeader::parse(v4).unwrap().later_fragment);
+        assert!(IpHeader::parse(&v4).unwrap().later_fragment);
         let mut v6 = [0u8; 10];
         v6[0] = 0x60;
         v6[6] = 17;
-        let header = IpHeader::parse(v6).unwrap();
+        let header = IpHeader::parse(&v6).unwrap();
         assert_eq!(
             (header.family, header.ipproto, header.l4_offset),
             (6, 17, 40)
         );
-        assert_eq!(IpHeader::parse([0x50; 10]), None);
+        assert_eq!(IpHeader::parse(&[0x50; 10]), None);
     }
 
     #[test]
@@ -139,20 +139,20 @@ mod tests {
         let mut v4 = [0u8; 10];
         v4[0] = 0x45;
         v4[1] = 0xb8 | 0b10; // DSCP EF, ECT(0)
-        assert_eq!(IpHeader::parse(v4).unwrap().ecn, 0b10);
+        assert_eq!(IpHeader::parse(&v4).unwrap().ecn, 0b10);
         let mut v6 = [0u8; 10];
         v6[0] = 0x6b; // traffic class 0xb8 | 0b01 spans the first two bytes
         v6[1] = 0x90;
-        assert_eq!(IpHeader::parse(v6).unwrap().ecn, 0b01);
+        assert_eq!(IpHeader::parse(&v6).unwrap().ecn, 0b01);
         v6[1] = 0x80;
-        assert_eq!(IpHeader::parse(v6).unwrap().ecn, 0);
+        assert_eq!(IpHeader::parse(&v6).unwrap().ecn, 0);
     }
 
     #[test]
     fn the_local_port_is_the_destination_coming_in_and_the_source_going_out() {
         let ports = [0x1f, 0x90, 0xc3, 0x50]; // 8080 -> 50000
-        assert_eq!(local_port(ports, true), 50000);
-        assert_eq!(local_port(ports, false), 8080);
+        assert_eq!(local_port(&ports, true), 50000);
+        assert_eq!(local_port(&ports, false), 8080);
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl Packet {
     /// Parses the IP and transport headers; None for anything but IPv4 and IPv6.
     #[inline(always)]
     pub fn parse(skb: *mut __sk_buff, net_offset: u32, direction: Direction) -> Option<Self> {
-        let header = IpHeader::parse(load(skb, net_offset, 0)?)?;
+        let header = with_bytes(skb, net_offset, 0, IpHeader::parse)??;
         let mut packet = Self {
             skb,
             net_offset,
@@ -51,8 +51,10 @@ impl Packet {
         };
         // Only a first fragment carries the transport header.
         if packet.has_ports() && !header.later_fragment {
-            let ports: [u8; 4] = load(skb, net_offset, header.l4_offset)?;
-            packet.local_port = local_port(ports, direction == Direction::Ingress);
+            let incoming = direction == Direction::Ingress;
+            packet.local_port = with_bytes(skb, net_offset, header.l4_offset, |ports| {
+                local_port(ports, incoming)
+            })?;
         }
         Some(packet)
     }
@@ -163,6 +165,27 @@ pub fn atomic_add(word: &mut u64, value: u64) {
             word, value,
         );
     }
+}
+
+/// `f` of the bytes `T` (an array) at `offset` from the network header, read in place from
+/// the packet's linear data: copying them out first would cost a load and a store per byte,
+/// where `f` reads only the bytes it needs.
+#[inline(always)]
+fn with_bytes<T: Default + Copy, R>(
+    skb: *mut __sk_buff,
+    net_offset: u32,
+    offset: u32,
+    f: impl FnOnce(&T) -> R,
+) -> Option<R> {
+    // SAFETY: the kernel hands every skb program a valid context.
+    let (data, data_end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    let at = data + net_offset as usize + offset as usize;
+    if at + core::mem::size_of::<T>() <= data_end {
+        // SAFETY: the bytes are inside the packet's linear data, as just checked; `T` is a
+        // byte array, which has no alignment.
+        return Some(f(unsafe { &*(at as *const T) }));
+    }
+    copy_out::<T>(skb, offset).map(|bytes| f(&bytes))
 }
 
 /// `T` at `offset` from the network header, which starts `net_offset` bytes into the data.
