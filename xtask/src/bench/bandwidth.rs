@@ -2,7 +2,8 @@
 //! (10, 100 and 1000 Mbit/s, policed on loopback, which has no qdisc to pace); what a limit
 //! costs `skb_egress` per packet: the same stream from a container with a limit far above it
 //! (every packet goes through the schedule, none is held back) against one without; and an
-//! unlimited container's stream alone and beside a limited one, round by round.
+//! unlimited container's stream, and its request-response latency, alone and beside a limited
+//! one, round by round.
 use std::process::Command;
 
 use anyhow::Context as _;
@@ -13,6 +14,7 @@ use super::{
     env::Env,
     plan::{check_interrupted, Plan},
     servers::{wait_listening, Processes},
+    workloads::{parse_sockperf, Metric},
 };
 use crate::shell::say;
 
@@ -33,12 +35,20 @@ pub struct LimitCost {
     pub limited_ns: f64,
 }
 
-/// An unlimited container's payload rate (bits per second), alone and beside a limited
-/// container's stream, one of each per round.
+/// An unlimited container's payload rate (bits per second) and request-response p50 (µs),
+/// alone and beside a limited container's stream, one of each per round.
 #[derive(Default)]
 pub struct Neighbour {
     pub alone_bps: Vec<f64>,
     pub beside_bps: Vec<f64>,
+    pub alone_p50_us: Vec<f64>,
+    pub beside_p50_us: Vec<f64>,
+}
+
+/// What the unlimited container measures in one turn.
+struct Turn {
+    bps: f64,
+    p50_us: f64,
 }
 
 #[derive(Default)]
@@ -55,8 +65,12 @@ const NEIGHBOUR_SECONDS: &str = "3";
 
 pub fn measure(env: &Env, plan: &Plan) -> anyhow::Result<BandwidthResults> {
     let port = env.ports.bandwidth_port();
-    // The measured streams' server, and the limited neighbour's.
+    // The measured streams' server, the limited neighbour's, and the measured latency's.
     let mut servers = Processes::default();
+    let mut sockperf = Command::new("sockperf");
+    let rr_port = (port + 2).to_string();
+    sockperf.args(["server", "--tcp", "-i", "127.0.0.1", "-p", &rr_port]);
+    servers.spawn("bandwidth-sockperf", sockperf, &env.logs)?;
     for server_port in [port, port + 1] {
         let mut iperf3 = Command::new("iperf3");
         iperf3.args(["-s", "-B", "127.0.0.1", "-p", &server_port.to_string()]);
@@ -66,7 +80,7 @@ pub fn measure(env: &Env, plan: &Plan) -> anyhow::Result<BandwidthResults> {
             &env.logs,
         )?;
     }
-    wait_listening(&[port, port + 1])?;
+    wait_listening(&[port, port + 1, port + 2])?;
     let seconds = plan.bandwidth_seconds.to_string();
     let mut results = BandwidthResults::default();
     for set_mbit in RATES_MBIT {
@@ -100,23 +114,57 @@ fn neighbour(env: &Env, plan: &Plan, port: u16) -> anyhow::Result<Neighbour> {
     let mut figures = Neighbour::default();
     for round in 0..plan.neighbour_rounds {
         check_interrupted()?;
-        if round % 2 == 0 {
-            figures
-                .alone_bps
-                .push(stream(env, port, &[], NEIGHBOUR_SECONDS)?);
-            figures.beside_bps.push(beside_limited(env, port)?);
+        let (alone, beside) = if round % 2 == 0 {
+            let alone = unlimited_turn(env, port)?;
+            (alone, beside_limited(env, port)?)
         } else {
-            figures.beside_bps.push(beside_limited(env, port)?);
-            figures
-                .alone_bps
-                .push(stream(env, port, &[], NEIGHBOUR_SECONDS)?);
-        }
+            let beside = beside_limited(env, port)?;
+            (unlimited_turn(env, port)?, beside)
+        };
+        figures.alone_bps.push(alone.bps);
+        figures.alone_p50_us.push(alone.p50_us);
+        figures.beside_bps.push(beside.bps);
+        figures.beside_p50_us.push(beside.p50_us);
     }
     Ok(figures)
 }
 
-/// The unlimited stream while a limited container streams to a server of its own.
-fn beside_limited(env: &Env, port: u16) -> anyhow::Result<f64> {
+/// The unlimited container's stream, then its request-response latency.
+fn unlimited_turn(env: &Env, port: u16) -> anyhow::Result<Turn> {
+    Ok(Turn {
+        bps: stream(env, port, &[], NEIGHBOUR_SECONDS)?,
+        p50_us: rr_p50(env, port + 2)?,
+    })
+}
+
+/// The p50 round trip (µs) of sockperf's TCP ping-pong from an unlimited container.
+fn rr_p50(env: &Env, port: u16) -> anyhow::Result<f64> {
+    let port = port.to_string();
+    let output = env.host.exec(&[
+        "run",
+        "--rm",
+        "--rootfs",
+        "/",
+        "--",
+        "sockperf",
+        "ping-pong",
+        "--tcp",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        NEIGHBOUR_SECONDS,
+        "--full-rtt",
+    ])?;
+    let figures = parse_sockperf(&output)?;
+    (figures.into_iter())
+        .find_map(|(metric, value)| (metric == Metric::RrP50).then_some(value))
+        .context("sockperf printed no p50")
+}
+
+/// The unlimited container's turn while a limited container streams to a server of its own.
+fn beside_limited(env: &Env, port: u16) -> anyhow::Result<Turn> {
     let limited_port = (port + 1).to_string();
     let name = "hnbench-limited";
     env.host.exec(&[
@@ -139,7 +187,7 @@ fn beside_limited(env: &Env, port: u16) -> anyhow::Result<f64> {
     ])?;
     // Its stream under way before the measured one starts.
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let measured = stream(env, port, &[], NEIGHBOUR_SECONDS);
+    let measured = unlimited_turn(env, port);
     env.host.exec(&["rm", "-f", name])?;
     measured
 }
