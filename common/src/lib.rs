@@ -317,6 +317,7 @@ pub enum MapName {
     Limits,
     PacedDevices,
     PortRows,
+    ContainerRows,
 }
 
 impl MapName {
@@ -336,6 +337,7 @@ impl MapName {
             Self::Limits => "LIMITS",
             Self::PacedDevices => "PACED_DEVICES",
             Self::PortRows => "PORT_ROWS",
+            Self::ContainerRows => "CONTAINER_ROWS",
         }
     }
 }
@@ -372,6 +374,8 @@ mod pod {
     unsafe impl aya::Pod for super::traffic::Denials {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::traffic::PortRow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::traffic::ContainerRows {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::limit::ContainerLimits {}
 }

@@ -96,6 +96,22 @@ pub struct PortRow {
 }
 const _: () = assert!(core::mem::size_of::<PortRow>() == 96);
 
+/// Protocol classes, and so rows of a container's rest of each.
+pub const CLASSES: usize = 3;
+
+/// A container's rows for the rest of each protocol class (its traffic on no port it owns),
+/// per CPU, in the cgroup storage of its `skb_ingress` and `skb_egress` attachments: the
+/// kernel hands a program its attachment's storage without a lookup. `cgroup_id` is the
+/// container's, written by the agent when it attaches, so that the programs know whose
+/// packets they count without asking for the socket's cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainerRows {
+    pub cgroup_id: u64,
+    pub classes: [TrafficCounters; CLASSES],
+}
+const _: () = assert!(core::mem::size_of::<ContainerRows>() == 8 + 32 * CLASSES);
+
 /// Calls and packets a container's policy refused, by kind (`DENIAL_*` indexes `counts`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,13 +1,19 @@
 //! Every map the programs share, pinned by name under the agent's versioned bpffs directory.
+// Per-CPU cgroup storage (`CONTAINER_ROWS`) has no successor; see it below.
+#![allow(deprecated)]
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuCgroupStorage, PerCpuHashMap,
+        RingBuf,
+    },
 };
 use hostnetd_common::{
     limit::{ContainerLimits, PacedSocket},
     packet::{CachedVerdict, VERDICT_SLOT_BITS},
     traffic::{
-        Denials, DeviceCounters, PortRow, TrafficCounters, TrafficKey, DATAPATH_STATS as STATS,
+        ContainerRows, Denials, DeviceCounters, PortRow, TrafficCounters, TrafficKey,
+        DATAPATH_STATS as STATS,
     },
     BindAddrKey, ContainerPolicy, DatapathSettings, PortOwner, PrefixKey, PrefixRules,
     MAX_BIND_ADDRS, MAX_EGRESS_PREFIXES, MAX_INGRESS_PREFIXES, MAX_TRAFFIC_ROWS, PORTS_PER_PROTO,
@@ -64,8 +70,15 @@ pub static VERDICTS: PerCpuArray<CachedVerdict> = PerCpuArray::pinned(1 << VERDI
 #[map]
 pub static PORT_ROWS: PerCpuArray<PortRow> = PerCpuArray::pinned(1, 0);
 
-/// Each container's traffic as its sockets see it (cgroup_skb), per CPU: the rows of owned
-/// ports without a `PORT_ROWS` row, and each protocol class's rest.
+/// Each container's identity and the rest of each protocol class, per CPU, in the storage of
+/// the cgroup its `skb_ingress` or `skb_egress` is attached to (one per direction: the key is
+/// the cgroup and the attach type). The kernel's per-cgroup storage is deprecated in favour of
+/// `BPF_MAP_TYPE_CGRP_STORAGE` (6.2), which has no per-CPU kind and needs a lookup.
+#[map]
+pub static CONTAINER_ROWS: PerCpuCgroupStorage<ContainerRows> = PerCpuCgroupStorage::pinned();
+
+/// Owned ports' traffic as the sockets see it (cgroup_skb), per CPU, for ports without a
+/// `PORT_ROWS` row.
 #[map]
 pub static TRAFFIC: PerCpuHashMap<TrafficKey, TrafficCounters> =
     PerCpuHashMap::pinned(MAX_TRAFFIC_ROWS, BPF_F_NO_PREALLOC);

@@ -229,8 +229,9 @@ impl Datapath {
     /// Every container's traffic rows, owned ports' rows and the hashes' together.
     pub fn all_traffic_rows(
         &self,
+        containers: &std::collections::HashSet<u64>,
     ) -> Result<std::collections::HashMap<u64, Vec<TrafficRow>>, DatapathError> {
-        self.traffic.all_rows(self.owners.rows())
+        self.traffic.all_rows(self.owners.rows(), containers)
     }
 
     /// The traffic figures of the container `cgroup_id` now.
@@ -246,9 +247,10 @@ impl Datapath {
         self.policies.limits()
     }
 
-    /// Attaches the container hooks to its cgroup and pins the links; idempotent.
+    /// Attaches the container hooks to its cgroup and pins the links, and tells the packet
+    /// hooks whose they are; idempotent.
     pub fn attach_container(
-        &self,
+        &mut self,
         id: &str,
         cgroup: &ContainerCgroup,
     ) -> Result<(), DatapathError> {
@@ -256,7 +258,8 @@ impl Datapath {
         create_dir(&dir)?;
         CONTAINER_HOOKS
             .iter()
-            .try_for_each(|hook| self.attach_pinned(hook, &cgroup.path, &dir.join(hook.name)))
+            .try_for_each(|hook| self.attach_pinned(hook, &cgroup.path, &dir.join(hook.name)))?;
+        self.traffic.name_container(cgroup.id)
     }
 
     /// Drops the container's links: removing the last reference to a link detaches it.

@@ -1,18 +1,27 @@
 //! Reading the accounting maps: per-CPU values summed, rows of one container gathered, and
 //! rows of containers that are gone removed.
+// The per-CPU cgroup storage the packet hooks count in has no successor: the kernel's
+// `BPF_MAP_TYPE_CGRP_STORAGE` is neither per CPU nor handed to the program without a lookup.
+#![allow(deprecated)]
 use std::{
     collections::{HashMap, HashSet},
     path::Path,
 };
 
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{
+    CgroupStorageKey, MapData, PerCpuArray, PerCpuCgroupStorage, PerCpuHashMap, PerCpuValues,
+};
 use hostnetd_common::{
     traffic::{
-        Denials, DeviceCounters, TrafficCounters, TrafficKey, CLASS_TCP, CLASS_UDP, HOST_CGROUP,
-        STAT_EVENTS_LOST, STAT_TRAFFIC_TABLE_FULL,
+        ContainerRows, Denials, DeviceCounters, TrafficCounters, TrafficKey, CLASSES, CLASS_TCP,
+        CLASS_UDP, HOST_CGROUP, STAT_EVENTS_LOST, STAT_TRAFFIC_TABLE_FULL,
     },
     MapName,
 };
+
+/// The attach types whose storage holds a container's rows: `BPF_CGROUP_INET_INGRESS` and
+/// `BPF_CGROUP_INET_EGRESS` (the storage is per cgroup and attach type).
+const SKB_ATTACH_TYPES: [u32; 2] = [0, 1];
 
 use super::{
     error::{map_error, DatapathError},
@@ -40,6 +49,7 @@ pub struct DatapathHealth {
 }
 
 pub struct TrafficTable {
+    container_rows: PerCpuCgroupStorage<MapData, ContainerRows>,
     traffic: PerCpuHashMap<MapData, TrafficKey, TrafficCounters>,
     device: PerCpuHashMap<MapData, TrafficKey, DeviceCounters>,
     denials: PerCpuHashMap<MapData, u64, Denials>,
@@ -49,6 +59,7 @@ pub struct TrafficTable {
 impl TrafficTable {
     pub(super) fn open(maps: &Path) -> Result<Self, DatapathError> {
         Ok(Self {
+            container_rows: open(maps, MapName::ContainerRows.as_str())?,
             traffic: open(maps, MapName::Traffic.as_str())?,
             device: open(maps, MapName::DeviceTraffic.as_str())?,
             denials: open(maps, MapName::Denials.as_str())?,
@@ -62,7 +73,7 @@ impl TrafficTable {
         port_rows: &PortRows,
         cgroup_id: u64,
     ) -> Result<Vec<TrafficRow>, DatapathError> {
-        let mut by_container = self.rows_where(port_rows, |id| id == cgroup_id)?;
+        let mut by_container = self.rows_where(port_rows, &HashSet::from([cgroup_id]))?;
         Ok(by_container.remove(&cgroup_id).unwrap_or_default())
     }
 
@@ -84,12 +95,60 @@ impl TrafficTable {
         Ok(traffic_stats(rows, &self.denials(cgroup_id)?))
     }
 
-    /// Every container's rows, in one pass over each map (one walk however many containers).
+    /// The rows of every container of `containers`, in one pass over each map (one walk
+    /// however many containers).
     pub fn all_rows(
         &self,
         port_rows: &PortRows,
+        containers: &HashSet<u64>,
     ) -> Result<HashMap<u64, Vec<TrafficRow>>, DatapathError> {
-        self.rows_where(port_rows, |_| true)
+        self.rows_where(port_rows, containers)
+    }
+
+    /// Tells the programs of a freshly attached container whose packets they count: written
+    /// once, into storage the attachment created zeroed, before the container runs.
+    pub fn name_container(&mut self, cgroup_id: u64) -> Result<(), DatapathError> {
+        let name = MapName::ContainerRows.as_str();
+        for attach_type in SKB_ATTACH_TYPES {
+            let key = CgroupStorageKey::new(cgroup_id, attach_type);
+            let values = self.container_rows.get(key, 0).map_err(map_error(name))?;
+            if values
+                .first()
+                .is_some_and(|copy| copy.cgroup_id == cgroup_id)
+            {
+                continue;
+            }
+            let named: Vec<ContainerRows> = (values.iter())
+                .map(|copy| ContainerRows { cgroup_id, ..*copy })
+                .collect();
+            let named = PerCpuValues::try_from(named).map_err(|source| DatapathError::Io {
+                action: "write the per-CPU values of",
+                path: name.into(),
+                source,
+            })?;
+            (self.container_rows.insert(key, named, 0)).map_err(map_error(name))?;
+        }
+        Ok(())
+    }
+
+    /// The container's rows for the rest of each class, both directions added; zero once its
+    /// programs are detached (the storage goes with them).
+    fn rest_of_classes(&self, cgroup_id: u64) -> Result<[TrafficCounters; CLASSES], DatapathError> {
+        let mut classes = [TrafficCounters::default(); CLASSES];
+        for attach_type in SKB_ATTACH_TYPES {
+            let key = CgroupStorageKey::new(cgroup_id, attach_type);
+            let values = match self.container_rows.get(key, 0) {
+                Ok(values) => values,
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(source) => return Err(map_error(MapName::ContainerRows.as_str())(source)),
+            };
+            for copy in values.iter() {
+                for (sum, class) in classes.iter_mut().zip(&copy.classes) {
+                    sum.add(class);
+                }
+            }
+        }
+        Ok(classes)
     }
 
     /// Rows of the containers `wanted` picks: the owned ports' own rows and the hashes' rows,
@@ -99,8 +158,9 @@ impl TrafficTable {
     fn rows_where(
         &self,
         port_rows: &PortRows,
-        wanted: impl Fn(u64) -> bool,
+        containers: &HashSet<u64>,
     ) -> Result<HashMap<u64, Vec<TrafficRow>>, DatapathError> {
+        let wanted = |cgroup_id: u64| containers.contains(&cgroup_id);
         let mut joined: HashMap<TrafficKey, TrafficRow> = HashMap::new();
         for key in self.traffic.keys() {
             let key = key.map_err(map_error(MapName::Traffic.as_str()))?;
@@ -132,6 +192,15 @@ impl TrafficTable {
             for copy in values.iter() {
                 joined.socket.add(&copy.socket);
                 joined.device.add(&copy.device);
+            }
+        }
+        for &cgroup_id in containers {
+            let classes = self.rest_of_classes(cgroup_id)?;
+            for (class, counters) in (0u8..).zip(classes) {
+                if counters != TrafficCounters::default() {
+                    let key = TrafficKey::new(cgroup_id, 0, class);
+                    row_for(&mut joined, &key).socket.add(&counters);
+                }
             }
         }
         let mut rows: HashMap<u64, Vec<TrafficRow>> = HashMap::new();

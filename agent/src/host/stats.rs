@@ -1,6 +1,6 @@
 //! `stats`: each container's traffic, live from the kernel maps or, once it exited, from its
 //! record.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -89,7 +89,11 @@ impl Host {
                 .collect::<Result<_, _>>()?
         };
         // One walk of the traffic maps for every container asked about.
-        let rows = datapath.all_traffic_rows()?;
+        let live: HashSet<u64> = (records.iter())
+            .filter(|record| record.state.is_live())
+            .map(|record| record.cgroup.id)
+            .collect();
+        let rows = datapath.all_traffic_rows(&live)?;
         records
             .iter()
             .map(|record| container_stats(&datapath, &rows, record))
