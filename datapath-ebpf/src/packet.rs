@@ -12,6 +12,9 @@ use hostnetd_common::{
 use crate::maps::PORT_OWNERS;
 
 const BPF_HDR_START_NET: u32 = 1;
+/// The transport header starts at most this far into the packet: a 60-byte IPv4 header, or
+/// IPv6's 40 (as a mask: every offset is a multiple of 4).
+const MAX_L4_OFFSET: u32 = 0x3c;
 
 /// Which way a packet goes, seen from the host's (or a container's) sockets.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -52,7 +55,7 @@ impl Packet {
         // Only a first fragment carries the transport header.
         if packet.has_ports() && !header.later_fragment {
             let incoming = direction == Direction::Ingress;
-            packet.local_port = with_bytes(skb, net_offset, header.l4_offset, |ports| {
+            packet.local_port = with_bytes(skb, net_offset, bounded(header.l4_offset), |ports| {
                 local_port(ports, incoming)
             })?;
         }
@@ -106,16 +109,26 @@ impl Packet {
     /// IP plus transport header length, read only for super-packets.
     #[inline(always)]
     fn header_len(&self) -> u32 {
+        let l4_offset = bounded(self.l4_offset);
         let transport = match self.ipproto as u32 {
             // Two bytes (data offset and flags), not one: LLVM turns a one-byte bounds check
             // into `at < end`, which the verifier cannot use at a variable offset.
-            IPPROTO_TCP => load::<[u8; 2]>(self.skb, self.net_offset, self.l4_offset + 12)
+            IPPROTO_TCP => load::<[u8; 2]>(self.skb, self.net_offset, l4_offset + 12)
                 .map_or(20, |bytes| tcp_header_len(bytes[0])),
             IPPROTO_UDP => 8,
             _ => 0,
         };
         self.l4_offset + transport
     }
+}
+
+/// A transport header offset, bounded where the verifier sees it: LLVM carries the offset
+/// packed with other header fields, and verifiers before 6.x lose its bounds through the byte
+/// swaps of that packing (5.10 refused the packet reads at it). `black_box` keeps LLVM from
+/// proving the mask needless and dropping it.
+#[inline(always)]
+fn bounded(l4_offset: u32) -> u32 {
+    core::hint::black_box(l4_offset) & MAX_L4_OFFSET
 }
 
 /// Adds one packet seen by a container's socket hooks. Outgoing packets may be counted from a
