@@ -205,7 +205,9 @@ fn port_rows_given(host: &TestHost) -> u64 {
     let output = host.exec(&["info", "--json"]);
     assert!(output.status.success(), "info: {}", describe(&output));
     let info: Value = serde_json::from_slice(&output.stdout).expect("info json");
-    info["port_rows"]["given"].as_u64().expect("port_rows.given")
+    info["port_rows"]["given"]
+        .as_u64()
+        .expect("port_rows.given")
 }
 
 /// A map's rows, without the host's own DENIALS row (key 0).

@@ -224,10 +224,30 @@ pub fn proxy_signals(client: &Client, target: Arc<Mutex<Option<String>>>) -> any
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             if let Some(id) = id {
-                let path = format!("{}?signal={signal}", container_path(&id, "/kill"));
-                let _ = client.post::<serde_json::Value>(&path, None::<&()>);
+                send_signal(&client, &id, signal);
             }
         }
     });
     Ok(())
+}
+
+/// How long a signal waits for a container that has just started to be recorded as running.
+const START_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sends `signal` to the container. One that has just started may already print while its
+/// record still says created, and a kill is refused until it says running: the signal is
+/// sent again until it is taken, for a moment, rather than lost.
+fn send_signal(client: &Client, id: &str, signal: i32) {
+    let path = format!("{}?signal={signal}", container_path(id, "/kill"));
+    let deadline = std::time::Instant::now() + START_GRACE;
+    loop {
+        match client.post::<serde_json::Value>(&path, None::<&()>) {
+            Err(ClientError::Api(error))
+                if error.code == "not_running" && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => return,
+        }
+    }
 }
