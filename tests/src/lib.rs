@@ -307,6 +307,18 @@ impl TestHost {
         list.remove(0)
     }
 
+    /// `hostnetd info --json`'s owned ports' counter rows: (capacity, given).
+    pub fn port_rows(&self) -> (u64, u64) {
+        let output = self.exec(&["info", "--json"]);
+        assert!(output.status.success(), "info: {}", describe(&output));
+        let info: serde_json::Value = serde_json::from_slice(&output.stdout).expect("info json");
+        let rows = &info["port_rows"];
+        (
+            rows["capacity"].as_u64().expect("port_rows.capacity"),
+            rows["given"].as_u64().expect("port_rows.given"),
+        )
+    }
+
     /// The pid of this test host's daemon, when one runs.
     pub fn daemon_pid(&self) -> Option<i32> {
         self.host.daemon_pid()

@@ -541,18 +541,6 @@ fn burst_from(host: &TestHost, name: &str, own: u16, peer: u16, count: u64, size
     echo.join().expect("echo thread");
 }
 
-/// `hostnetd info --json`'s port counter rows: (capacity, given).
-fn port_rows(host: &TestHost) -> (u64, u64) {
-    let output = host.exec(&["info", "--json"]);
-    assert!(output.status.success(), "info: {}", describe(&output));
-    let info: Value = serde_json::from_slice(&output.stdout).expect("info json");
-    let rows = &info["port_rows"];
-    (
-        rows["capacity"].as_u64().expect("capacity"),
-        rows["given"].as_u64().expect("given"),
-    )
-}
-
 #[test]
 fn ports_beyond_the_counter_rows_are_counted_exactly_in_the_hashes() {
     if skip_unless_root() {
@@ -567,7 +555,7 @@ fn ports_beyond_the_counter_rows_are_counted_exactly_in_the_hashes() {
         &[],
         &["/bin/sh", "-c", "exec sleep 600"],
     );
-    assert_eq!(port_rows(&host), (1, 1), "one row, given to one port");
+    assert_eq!(host.port_rows(), (1, 1), "one row, given to one port");
     const COUNT: u64 = 30;
     const SIZE: u64 = 700;
     burst_from(&host, "rows", 21070, 21072, COUNT, SIZE);
@@ -585,7 +573,7 @@ fn ports_beyond_the_counter_rows_are_counted_exactly_in_the_hashes() {
         );
     }
     assert!(host.exec(&["rm", "-f", "rows"]).status.success());
-    assert_eq!(port_rows(&host), (1, 0), "rm gives the row back");
+    assert_eq!(host.port_rows(), (1, 0), "rm gives the row back");
     host.assert_no_container_left();
 }
 
@@ -601,14 +589,14 @@ fn a_port_an_update_takes_away_keeps_its_counts() {
         &[],
         &["/bin/sh", "-c", "exec sleep 600"],
     );
-    let given = port_rows(&host).1;
+    let given = host.port_rows().1;
     const COUNT: u64 = 25;
     const SIZE: u64 = 300;
     burst_from(&host, "shrinks", 21074, 21076, COUNT, SIZE);
     let update = host.exec(&["update", "--ports", "21075/udp", "shrinks"]);
     assert!(update.status.success(), "update: {}", describe(&update));
     assert_eq!(
-        port_rows(&host).1,
+        host.port_rows().1,
         given - 1,
         "the port that left gave its row back"
     );

@@ -172,7 +172,7 @@ fn assert_rows_while_running(host: &TestHost) {
     assert!(rows("INGRESS_RULES") >= 1, "no ingress rule rows");
     // Each container's port has a counter row of its own (the listeners' count their
     // fetches there), none in the TRAFFIC hash.
-    assert_eq!(port_rows_given(host), u64::from(CONTAINERS));
+    assert_eq!(host.port_rows().1, u64::from(CONTAINERS));
     let deadline = Instant::now() + Duration::from_secs(10);
     // Container 1 records its denial when its probe has run.
     while container_rows(host, "DENIALS").is_empty() {
@@ -183,7 +183,7 @@ fn assert_rows_while_running(host: &TestHost) {
 
 fn assert_nothing_left(host: &TestHost, daemon: i32) {
     host.assert_no_container_left();
-    assert_eq!(port_rows_given(host), 0, "port counter rows still given");
+    assert_eq!(host.port_rows().1, 0, "port counter rows still given");
     for map in PER_CONTAINER_MAPS {
         let left = container_rows(host, map);
         assert!(left.is_empty(), "{map} rows left: {left:?}");
@@ -198,16 +198,6 @@ fn assert_nothing_left(host: &TestHost, daemon: i32) {
     );
     let strays = processes_of(host.scratch(), daemon);
     assert!(strays.is_empty(), "processes left: {strays:?}");
-}
-
-/// How many owned ports have a counter row of their own (`PORT_ROWS`), as `info` says.
-fn port_rows_given(host: &TestHost) -> u64 {
-    let output = host.exec(&["info", "--json"]);
-    assert!(output.status.success(), "info: {}", describe(&output));
-    let info: Value = serde_json::from_slice(&output.stdout).expect("info json");
-    info["port_rows"]["given"]
-        .as_u64()
-        .expect("port_rows.given")
 }
 
 /// A map's rows, without the host's own DENIALS row (key 0).

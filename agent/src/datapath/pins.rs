@@ -1,7 +1,7 @@
 //! hostnetd's pins on bpffs: maps opened by their pinned name, directories made for links.
 use std::{fs, path::Path};
 
-use aya::maps::{Map, MapData};
+use aya::maps::{Map, MapData, PerCpuValues};
 
 use super::error::{map_error, DatapathError};
 
@@ -16,6 +16,18 @@ pub fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
     name: &'static str,
 ) -> Result<T, DatapathError> {
     T::try_from(open_map(maps, name)?).map_err(map_error(name))
+}
+
+/// One value per possible CPU, for writing into the per-CPU map `name`.
+pub fn per_cpu<V: aya::Pod>(
+    values: Vec<V>,
+    name: &'static str,
+) -> Result<PerCpuValues<V>, DatapathError> {
+    PerCpuValues::try_from(values).map_err(|source| DatapathError::Io {
+        action: "write the per-CPU values of",
+        path: name.into(),
+        source,
+    })
 }
 
 pub fn create_dir(path: &Path) -> Result<(), DatapathError> {

@@ -24,7 +24,7 @@ use hostnetd_common::{
 
 use super::{
     error::{map_error, DatapathError},
-    pins::open_typed,
+    pins::{open_typed, per_cpu},
 };
 
 /// The bitmap's pinned name beside the programs' maps.
@@ -200,12 +200,7 @@ impl PortRows {
             path: "/sys/devices/system/cpu/possible".into(),
             source,
         })?;
-        let values =
-            PerCpuValues::try_from(vec![fresh; cpus]).map_err(|source| DatapathError::Io {
-                action: "fill a row for every CPU of",
-                path: MapName::PortRows.as_str().into(),
-                source,
-            })?;
+        let values = per_cpu(vec![fresh; cpus], MapName::PortRows.as_str())?;
         self.rows
             .set(row, values, 0)
             .map_err(map_error(MapName::PortRows.as_str()))?;

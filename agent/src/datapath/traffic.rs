@@ -25,7 +25,7 @@ const SKB_ATTACH_TYPES: [u32; 2] = [0, 1];
 
 use super::{
     error::{map_error, DatapathError},
-    pins::open_typed as open,
+    pins::{open_typed as open, per_cpu},
     rows::PortRows,
 };
 use crate::store::traffic::{Counters, DenialCounts, DeviceTraffic, PortTraffic, TrafficStats};
@@ -121,11 +121,7 @@ impl TrafficTable {
             let named: Vec<ContainerRows> = (values.iter())
                 .map(|copy| ContainerRows { cgroup_id, ..*copy })
                 .collect();
-            let named = PerCpuValues::try_from(named).map_err(|source| DatapathError::Io {
-                action: "write the per-CPU values of",
-                path: name.into(),
-                source,
-            })?;
+            let named = per_cpu(named, name)?;
             (self.container_rows.insert(key, named, 0)).map_err(map_error(name))?;
         }
         Ok(())
@@ -337,11 +333,7 @@ fn add_per_cpu<V: aya::Pod + Default + PartialEq>(
             add(count, present);
         }
     }
-    let values = PerCpuValues::try_from(counts).map_err(|source| DatapathError::Io {
-        action: "write the per-CPU values of",
-        path: label.into(),
-        source,
-    })?;
+    let values = per_cpu(counts, label)?;
     map.insert(key, values, 0).map_err(map_error(label))
 }
 

@@ -14,7 +14,7 @@ use super::{
     env::Env,
     plan::{check_interrupted, Plan},
     servers::{wait_listening, Processes},
-    workloads::{parse_sockperf, Metric},
+    workloads::{parse_sockperf, sockperf_ping_pong, Metric},
 };
 use crate::shell::say;
 
@@ -140,23 +140,9 @@ fn unlimited_turn(env: &Env, port: u16) -> anyhow::Result<Turn> {
 /// The p50 round trip (µs) of sockperf's TCP ping-pong from an unlimited container.
 fn rr_p50(env: &Env, port: u16) -> anyhow::Result<f64> {
     let port = port.to_string();
-    let output = env.host.exec(&[
-        "run",
-        "--rm",
-        "--rootfs",
-        "/",
-        "--",
-        "sockperf",
-        "ping-pong",
-        "--tcp",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-t",
-        NEIGHBOUR_SECONDS,
-        "--full-rtt",
-    ])?;
+    let mut args = vec!["run", "--rm", "--rootfs", "/", "--"];
+    args.extend(sockperf_ping_pong(&port, NEIGHBOUR_SECONDS));
+    let output = env.host.exec(&args)?;
     let figures = parse_sockperf(&output)?;
     (figures.into_iter())
         .find_map(|(metric, value)| (metric == Metric::RrP50).then_some(value))

@@ -212,18 +212,10 @@ pub fn measure(
     let ports = env.ports.servers(config);
     let secs = seconds(duration);
     let result = match workload {
-        Workload::TcpRr => parse_sockperf(&client(&[
-            "sockperf",
-            "ping-pong",
-            "--tcp",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &ports.rr.to_string(),
-            "-t",
-            &secs,
-            "--full-rtt",
-        ])?),
+        Workload::TcpRr => {
+            let port = ports.rr.to_string();
+            parse_sockperf(&client(&sockperf_ping_pong(&port, &secs))?)
+        }
         Workload::ConnRate => {
             let peer = env.benchpeer.display().to_string();
             let out = client(&[&peer, "connect", &ports.conn.to_string(), &secs])?;
@@ -272,6 +264,22 @@ fn seconds(duration: Duration) -> String {
 }
 
 /// Runs a client pinned to the client CPU; its standard output.
+/// sockperf's TCP ping-pong against 127.0.0.1:`port` for `secs`, full round trips timed.
+pub fn sockperf_ping_pong<'a>(port: &'a str, secs: &'a str) -> [&'a str; 10] {
+    [
+        "sockperf",
+        "ping-pong",
+        "--tcp",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-t",
+        secs,
+        "--full-rtt",
+    ]
+}
+
 fn client(args: &[&str]) -> anyhow::Result<String> {
     let mut command = Command::new("taskset");
     command.args(["-c", CLIENT_CPU]).args(args);
