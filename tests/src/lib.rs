@@ -412,6 +412,7 @@ impl TestHost {
             Vec::<serde_json::Value>::new(),
             "owner table not empty"
         );
+        self.assert_monitors_gone();
         assert_empty_dir(&self.cgroup_parent_path(), "cgroups");
         assert_empty_dir(&self.pin_root().join("containers"), "link pins");
         assert_empty_dir(&self.host.scratch().join("run/containers"), "bundles");
@@ -491,6 +492,30 @@ fn run_args<'a>(ports: &'a str, extra: &[&'a str], command: &[&'a str]) -> Vec<&
     args
 }
 
+/// The cgroup the monitors run in, below the cgroup parent: not a container's.
+const MONITORS_CGROUP: &str = "monitors";
+
+impl TestHost {
+    /// Every monitor gone from the monitors' cgroup, within a few seconds: a monitor ends
+    /// just after its container is released.
+    fn assert_monitors_gone(&self) {
+        let procs = self
+            .cgroup_parent_path()
+            .join(MONITORS_CGROUP)
+            .join("cgroup.procs");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = std::fs::read_to_string(&procs).unwrap_or_default();
+            if left.trim().is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "monitors left running: {left}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Asserts that `path` has no directory but the monitors' cgroup.
 fn assert_empty_dir(path: &Path, what: &str) {
     let Ok(entries) = std::fs::read_dir(path) else {
         return;
@@ -498,6 +523,7 @@ fn assert_empty_dir(path: &Path, what: &str) {
     let names: Vec<_> = entries
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| e.file_name() != MONITORS_CGROUP)
         .map(|e| e.file_name())
         .collect();
     assert!(

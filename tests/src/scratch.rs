@@ -153,6 +153,8 @@ impl ScratchHost {
             // SAFETY: signalling the daemon this host started (checked above).
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        // Teardown removes both; after a failure half-way they may still be there, empty.
+        let _ = std::fs::remove_dir(self.cgroup_parent_path().join("monitors"));
         let _ = std::fs::remove_dir(self.cgroup_parent_path());
         teardown
     }

@@ -36,14 +36,10 @@ fn a_second_web_server_is_refused_before_start_naming_the_owner() {
     host.assert_no_container_left();
 }
 
-#[test]
-fn a_port_bound_by_a_host_process_is_refused_naming_the_process() {
-    if skip_unless_root() {
-        return;
-    }
-    let host = TestHost::new();
+/// A host process (netprobe) holding UDP `port` on every address, once it says it does.
+fn hold_udp_port(port: &str) -> std::process::Child {
     let mut holder = Command::new(netprobe())
-        .args(["bind", "udp", "0.0.0.0", "20210", "hold"])
+        .args(["bind", "udp", "0.0.0.0", port, "hold"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn holder");
@@ -54,6 +50,16 @@ fn a_port_bound_by_a_host_process_is_refused_naming_the_process() {
     )
     .expect("holder output");
     assert_eq!(line.trim(), "ok");
+    holder
+}
+
+#[test]
+fn a_port_bound_by_a_host_process_is_refused_naming_the_process() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let mut holder = hold_udp_port("20210");
     let output = host.run_to_end("20210/udp", &[], &["true"]);
     let _ = holder.kill();
     let _ = holder.wait();
@@ -65,6 +71,75 @@ fn a_port_bound_by_a_host_process_is_refused_naming_the_process() {
     );
     assert!(message.contains(&expected), "{message}");
     assert!(message.contains("netprobe"), "{message}");
+    host.assert_no_container_left();
+}
+
+/// A process this test moved into a cgroup of its own; killed, and the cgroup removed, on drop.
+struct MovedProcess {
+    child: std::process::Child,
+    cgroup: std::path::PathBuf,
+}
+
+impl Drop for MovedProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir(&self.cgroup);
+    }
+}
+
+/// A socket's holder is looked for first in the cgroup that made it; one that moved away from
+/// it since is found by the search through every process, and named all the same.
+#[test]
+fn a_port_held_from_another_cgroup_than_the_sockets_is_refused_naming_the_holder() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    let child = hold_udp_port("20212");
+    let mut parent = host.cgroup_parent_path().into_os_string();
+    parent.push("-moved");
+    let holder = MovedProcess {
+        child,
+        cgroup: parent.into(),
+    };
+    std::fs::create_dir(&holder.cgroup).expect("create the holder's new cgroup");
+    std::fs::write(
+        holder.cgroup.join("cgroup.procs"),
+        holder.child.id().to_string(),
+    )
+    .expect("move the holder");
+    let output = host.run_to_end("20212/udp", &[], &["true"]);
+    assert!(!output.status.success(), "{}", describe(&output));
+    let message = stderr(&output);
+    let expected = format!(
+        "port 20212/udp is already bound on the host by pid {}",
+        holder.child.id()
+    );
+    assert!(message.contains(&expected), "{message}");
+    drop(holder);
+    host.assert_no_container_left();
+}
+
+/// The monitors run in a cgroup of their own beside the containers', out of the daemon's.
+#[test]
+fn monitors_run_in_their_own_cgroup() {
+    if skip_unless_root() {
+        return;
+    }
+    let host = TestHost::new();
+    host.run_detached("watched", "20214/tcp", &[], &["sleep", "60"]);
+    let pid = host.inspect("watched")["monitor_pid"]
+        .as_i64()
+        .expect("monitor_pid");
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let unified = cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    assert_eq!(
+        cgroup2_mount().join(unified.trim_start_matches('/')),
+        host.cgroup_parent_path().join("monitors")
+    );
+    let output = host.exec(&["rm", "-f", "watched"]);
+    assert!(output.status.success(), "{}", describe(&output));
     host.assert_no_container_left();
 }
 

@@ -15,7 +15,7 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     net::{Ipv4Addr, Ipv6Addr},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -386,8 +386,11 @@ impl EventHub {
 
     /// Compares the store's records with the last look, publishing what changed. The first
     /// look only learns what exists: what happened before the daemon started is not news.
-    pub fn observe(&self, records: &[ContainerRecord], first_look: bool) {
-        let now: Vec<Observed> = records.iter().map(Observed::from).collect();
+    pub fn observe(&self, records: &[Arc<ContainerRecord>], first_look: bool) {
+        let now: Vec<Observed> = records
+            .iter()
+            .map(|record| Observed::from(&**record))
+            .collect();
         {
             let mut subjects = lock(&self.subjects);
             for observed in &now {

@@ -152,7 +152,11 @@ pub async fn serve(settings: Settings) -> Result<(), DaemonError> {
 fn start_event_sources(daemon: &Shared) -> Result<(), DaemonError> {
     let config = &daemon.host.config;
     let store = || Store::open(&config.state_dir).map_err(|e| DaemonError::Host(e.into()));
-    spawn_lifecycle_watch(daemon.events.clone(), store()?);
+    // Watched, as the host's own store is: a listing then reads again only the records
+    // that changed, where it read every record's metadata and each recent one whole.
+    let records = store()?;
+    records.watch().map_err(|e| DaemonError::Host(e.into()))?;
+    spawn_lifecycle_watch(daemon.events.clone(), records);
     spawn_denial_reader(daemon.events.clone(), store()?, &config.bpf_dir)
         .map_err(|e| DaemonError::Host(e.into()))
 }

@@ -229,7 +229,7 @@ async fn list(State(daemon): State<Shared>, uri: Uri) -> Reply {
     let views: Vec<ContainerView> = records
         .iter()
         .filter(|r| query.all || r.state.is_live())
-        .map(ContainerView::from)
+        .map(|record| ContainerView::from(&**record))
         .collect();
     Ok(Json(views).into_response())
 }

@@ -34,7 +34,7 @@ pub fn spawn_lifecycle_watch(hub: Arc<EventHub>, store: Store) {
     });
 }
 
-fn observe_now(hub: &EventHub, list: &dyn Fn() -> Result<Vec<ContainerRecord>, StoreError>) {
+fn observe_now(hub: &EventHub, list: &dyn Fn() -> Result<Vec<Arc<ContainerRecord>>, StoreError>) {
     // A record removed while being listed fails this look; the next one sees it gone.
     match list() {
         Ok(records) => hub.observe(&records, false),

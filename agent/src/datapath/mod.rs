@@ -63,7 +63,7 @@ pub use features::{FeatureReport, KernelFeatures, MissingFeatures, NoTcx, TcAtta
 pub use limits::{device_pacing, Bandwidth, DevicePacing, LimitTable};
 pub use log_level::BpfLogLevel;
 pub use owners::OwnerTable;
-pub use policies::{KernelPolicy, PolicyTable};
+pub use policies::{CgroupHistory, KernelPolicy, PolicyTable};
 pub use qdisc::{remove_fq_root, replace_root_with_fq, PacingMode};
 pub use ring::{read_health, EventRing};
 pub use rows::{default_port_rows, port_rows_bytes, read_row_use, MAX_PORT_ROWS};
@@ -71,7 +71,10 @@ pub use traffic::{traffic_stats, DatapathHealth, TrafficRow, TrafficTable};
 
 use pins::create_dir;
 
-use crate::sys::cgroup::{Cgroup2, ContainerCgroup};
+use crate::sys::{
+    cgroup::{Cgroup2, ContainerCgroup},
+    listing::KeptListing,
+};
 
 /// A directory `log-level-N` records the aya-log level the pinned programs were loaded with
 /// (bpffs holds no regular files, and no dots in names).
@@ -285,6 +288,12 @@ impl Datapath {
         entries
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
             .collect()
+    }
+
+    /// [`Self::attached_containers`], listed again only when the directory of their pins
+    /// changed since `listing` was kept (each container's pins are a directory in it).
+    pub fn attached_containers_kept(&self, listing: &KeptListing) -> Vec<String> {
+        listing.names(&self.root.join("containers"))
     }
 
     /// Detaches host protection and removes every pin; refuses while containers are attached.

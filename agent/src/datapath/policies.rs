@@ -107,10 +107,19 @@ impl PolicyTable {
 
     /// Installs the policy of a container that runs nothing yet; returns the generation in
     /// force. A running container's policy is switched with `Datapath::stage_policy`.
-    pub fn install(&mut self, cgroup_id: u64, policy: &KernelPolicy) -> Result<u32, DatapathError> {
+    pub fn install(
+        &mut self,
+        cgroup_id: u64,
+        history: CgroupHistory,
+        policy: &KernelPolicy,
+    ) -> Result<u32, DatapathError> {
         let current = self.generation(cgroup_id);
         let generation = current.map_or(0, |g| 1 - g);
-        let entry = self.stage(cgroup_id, generation, policy)?;
+        let entry = match history {
+            // Clearing what an earlier attempt left walks every container's rules.
+            CgroupHistory::New => self.write_staged(cgroup_id, generation, policy)?,
+            CgroupHistory::MayHaveEntries => self.stage(cgroup_id, generation, policy)?,
+        };
         self.put_in_force(cgroup_id, entry)?;
         if let Some(previous) = current {
             self.remove_generation(cgroup_id, previous)?;
@@ -127,6 +136,17 @@ impl PolicyTable {
         policy: &KernelPolicy,
     ) -> Result<PolicyEntry, DatapathError> {
         self.remove_generation(cgroup_id, generation)?;
+        self.write_staged(cgroup_id, generation, policy)
+    }
+
+    /// Writes `policy`'s rules under `generation`, where nothing is; returns the policy entry
+    /// that puts them in force.
+    fn write_staged(
+        &mut self,
+        cgroup_id: u64,
+        generation: u32,
+        policy: &KernelPolicy,
+    ) -> Result<PolicyEntry, DatapathError> {
         write_rules(
             &mut self.egress,
             "EGRESS_RULES",
@@ -285,6 +305,17 @@ impl PolicyTable {
         }
         Ok(())
     }
+}
+
+/// Whether a container's cgroup may have entries in the tables before its policy is installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupHistory {
+    /// Made just now: the kernel never gives a cgroup id twice while it runs, so no entry
+    /// can name it.
+    New,
+    /// It was there before (an engine's cgroup, a container started again): an attempt that
+    /// stopped half-way may have left rules under its id.
+    MayHaveEntries,
 }
 
 /// Whether `trie` holds exactly `policy`'s compiled rules under `generation`.

@@ -4,7 +4,7 @@
 //! owns the ports and the policy, exactly as for its own containers.
 use super::{run::check_room_for, Disposition, Host, HostError};
 use crate::{
-    datapath::{Bandwidth, KernelPolicy},
+    datapath::{Bandwidth, CgroupHistory, KernelPolicy},
     ownership,
     policy::{
         rules::{Action, RuleSet},
@@ -108,7 +108,9 @@ impl Host {
         };
         // An engine's container ends with the machine: its record is forgotten then.
         self.store.save_until_reboot(&record)?;
-        if let Err(error) = self.enforce(&mut datapath, &record, &ports, &cgroup) {
+        // The engine made the cgroup, and may have run a container in it before.
+        let history = CgroupHistory::MayHaveEntries;
+        if let Err(error) = self.enforce(&mut datapath, &record, &ports, &cgroup, history) {
             self.release(&mut datapath, &record, Disposition::Forget)?;
             return Err(error);
         }

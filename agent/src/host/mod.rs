@@ -17,7 +17,10 @@ use std::{
     collections::HashSet,
     fs, io,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
 
 use crate::{
@@ -34,6 +37,7 @@ use crate::{
     store::{ContainerRecord, ContainerState, HostLock, Store, StoreError},
     sys::{
         cgroup::{Cgroup2, CgroupError},
+        listing::KeptListing,
         process::ProcessIdentity,
         safe_remove,
         time::now,
@@ -42,6 +46,10 @@ use crate::{
 
 /// runc's cgroup, below the container's.
 pub const RUNC_CGROUP: &str = "ctr";
+
+/// The monitors' cgroup, below the cgroup parent beside the containers' (whose names are
+/// 64 hexadecimal digits).
+pub const MONITORS_CGROUP: &str = "monitors";
 
 /// Where hostnetd keeps its state; each has a command-line flag and environment variable.
 #[derive(Clone, Debug)]
@@ -133,6 +141,14 @@ impl HostConfig {
         format!("{}/{id}", self.cgroup_parent.trim_matches('/'))
     }
 
+    /// Where the monitors run (`hostnetd/monitors`), apart from the daemon's cgroup: a host
+    /// socket's holder is looked for among the processes of the cgroup that made it, and
+    /// where the daemon shares its cgroup with host services (a host without systemd), 500
+    /// containers' monitors there made that search grow with the containers.
+    pub fn monitors_cgroup(&self) -> String {
+        format!("{}/{MONITORS_CGROUP}", self.cgroup_parent.trim_matches('/'))
+    }
+
     /// A container's cgroup as /proc/PID/cgroup names it (`/hostnetd/<id>`).
     pub fn container_cgroup_dir(&self, id: &str) -> String {
         format!("/{}", self.container_cgroup(id))
@@ -213,6 +229,10 @@ pub struct Host {
     swept: AtomicBool,
     /// The live containers' supervisors, checked on every command.
     supervisors: LivenessCache,
+    /// The containers attached in the kernel and the writable layers on disk, as last listed
+    /// (each command looks for those no record accounts for).
+    attached: KeptListing,
+    writable_layers: KeptListing,
 }
 
 impl Host {
@@ -234,12 +254,14 @@ impl Host {
             images,
             config,
             store,
+            procfs: ProcFs::host(cgroup.mount()),
             cgroup,
             runc,
-            procfs: ProcFs::host(),
             reserved: ReservedPorts::host(),
             swept: AtomicBool::new(false),
             supervisors: LivenessCache::default(),
+            attached: KeptListing::default(),
+            writable_layers: KeptListing::default(),
         })
     }
 
@@ -260,7 +282,7 @@ impl Host {
     }
 
     /// Every container, after releasing those whose supervisor died, so no dead one shows as live.
-    pub fn list(&self) -> Result<Vec<ContainerRecord>, HostError> {
+    pub fn list(&self) -> Result<Vec<Arc<ContainerRecord>>, HostError> {
         let (_lock, mut datapath) = self.lock_datapath()?;
         self.reconcile(&mut datapath)
     }
@@ -271,11 +293,13 @@ impl Host {
     pub(crate) fn reconcile(
         &self,
         datapath: &mut Datapath,
-    ) -> Result<Vec<ContainerRecord>, HostError> {
+    ) -> Result<Vec<Arc<ContainerRecord>>, HostError> {
         let mut records = self.store.list()?;
         let mut released = false;
-        for record in records.iter().filter(|r| r.state.is_live()) {
-            if !self.supervisors.is_alive(&record.supervisor) {
+        let live = || records.iter().filter(|r| r.state.is_live());
+        let dead = (self.supervisors).dead_among(live().map(|record| &record.supervisor));
+        for record in live() {
+            if dead.contains(&record.supervisor) {
                 eprintln!(
                     "hostnetd: container {} lost its {} (pid {}); releasing its ports",
                     record.name,
@@ -298,13 +322,14 @@ impl Host {
         {
             let known: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
             for orphan in datapath
-                .attached_containers()
+                .attached_containers_kept(&self.attached)
                 .iter()
                 .filter(|id| !known.contains(id.as_str()))
             {
                 datapath.detach_container(orphan)?;
             }
-            self.store.remove_orphan_writable_layers(&known)?;
+            self.store
+                .remove_orphan_writable_layers(&known, &self.writable_layers)?;
         }
         if released {
             records = self.store.list()?;
@@ -389,7 +414,7 @@ impl Host {
         self.reconcile(&mut datapath)?;
         let live: Vec<String> = (self.store.list()?.into_iter())
             .filter(|r| r.state.is_live())
-            .map(|r| r.name)
+            .map(|r| r.name.clone())
             .collect();
         if !live.is_empty() {
             return Err(HostError::Invalid(format!(
@@ -400,6 +425,8 @@ impl Host {
         ownership::sync_reserved_ports(&self.store, &self.reserved, &[])?;
         self.restore_qdiscs();
         datapath.unload()?;
+        // Empty by now: monitors exit with their containers.
+        let _ = fs::remove_dir(self.cgroup.path_of(&self.config.monitors_cgroup()));
         let parent = self.cgroup.path_of(&self.config.cgroup_parent);
         let _ = fs::remove_dir(parent);
         self.cgroup.remove_v1_twins(&self.config.cgroup_parent);

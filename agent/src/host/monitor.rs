@@ -41,6 +41,10 @@ impl Host {
     pub fn monitor(&self, id: &str, mut report: impl io::Write) -> Result<(), HostError> {
         leave_the_daemons_session().map_err(|e| io_error("start a session for", id, e))?;
         become_subreaper().map_err(|e| io_error("become subreaper for", id, e))?;
+        if let Err(error) = self.cgroup.enter(&self.config.monitors_cgroup()) {
+            // It works as well from the daemon's cgroup; only the holder search is slower.
+            eprintln!("hostnetd monitor: staying in the daemon's cgroup: {error}");
+        }
         let record = self.adopt(id)?;
         let log_path = self.store.log_path(id);
         let log = LogWriter::open(&log_path, record.log_limits)

@@ -6,11 +6,12 @@ use std::{
     io::{BufRead as _, BufReader},
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::Arc,
 };
 
 use super::{Disposition, Host, HostError};
 use crate::{
-    datapath::{Bandwidth, Datapath, KernelPolicy},
+    datapath::{Bandwidth, CgroupHistory, Datapath, KernelPolicy},
     images::{self, ImageRecord, RunConfig},
     ownership::{
         self,
@@ -180,7 +181,7 @@ impl Host {
         let ports: Vec<OwnedPort> = resolved.ports.ports().collect();
         ownership::check_available(datapath.owners_ref(), &records, &self.procfs, &ports, None)?;
         check_room(&datapath, request, resolved, &records, &ports)?;
-        let cgroup = self.cgroup.create(&self.config.container_cgroup(&id))?;
+        let (cgroup, made_now) = self.cgroup.create(&self.config.container_cgroup(&id))?;
         let record = ContainerRecord {
             id,
             name,
@@ -221,7 +222,8 @@ impl Host {
             let _ = cgroup.remove();
             return Err(error.into());
         }
-        if let Err(error) = self.enforce(&mut datapath, &record, &ports, &cgroup) {
+        let history = cgroup_history(made_now);
+        if let Err(error) = self.enforce(&mut datapath, &record, &ports, &cgroup, history) {
             self.release(&mut datapath, &record, Disposition::Forget)?;
             return Err(error);
         }
@@ -235,11 +237,13 @@ impl Host {
         record: &ContainerRecord,
         ports: &[OwnedPort],
         cgroup: &ContainerCgroup,
+        history: CgroupHistory,
     ) -> Result<(), HostError> {
         // The policy holds before the first port is claimed, and both before any process runs.
-        let generation = datapath
-            .policies()
-            .install(cgroup.id, &kernel_policy(record)?)?;
+        let generation =
+            datapath
+                .policies()
+                .install(cgroup.id, history, &kernel_policy(record)?)?;
         ownership::claim(datapath.owners(), cgroup, generation, &record.ports)?;
         let records = self.store.list()?;
         ownership::sync_reserved_ports(&self.store, &self.reserved, &records)?;
@@ -357,13 +361,22 @@ pub(crate) fn write_bundle_config(
     fs::write(&path, config.to_string()).map_err(|source| io_error("write", path.display(), source))
 }
 
+/// What a cgroup made now (or found there) may hold in the kernel's tables.
+pub(crate) fn cgroup_history(made_now: bool) -> CgroupHistory {
+    if made_now {
+        CgroupHistory::New
+    } else {
+        CgroupHistory::MayHaveEntries
+    }
+}
+
 /// Refuses a container whose addresses, rules or traffic rows do not fit in the host's shared
 /// tables, before anything of it exists.
 fn check_room(
     datapath: &Datapath,
     request: &RunRequest,
     resolved: &Resolved,
-    records: &[ContainerRecord],
+    records: &[Arc<ContainerRecord>],
     ports: &[OwnedPort],
 ) -> Result<(), HostError> {
     let policy = KernelPolicy {
@@ -381,7 +394,7 @@ pub(crate) fn check_room_for(
     datapath: &Datapath,
     policy: &KernelPolicy,
     declarations: &PortDeclarations,
-    records: &[ContainerRecord],
+    records: &[Arc<ContainerRecord>],
     ports: &[OwnedPort],
 ) -> Result<(), HostError> {
     let footprint = Footprint::of(policy, &claims(declarations))
@@ -537,7 +550,7 @@ impl Host {
                 record
                     .ports
                     .iter()
-                    .map(|claim| (claim.clone(), record.clone()))
+                    .map(|claim| (claim.clone(), ContainerRecord::clone(record)))
             })
             .collect())
     }

@@ -74,7 +74,7 @@ impl Host {
             &records,
             &ports,
         )?;
-        let cgroup = self
+        let (cgroup, made_now) = self
             .cgroup
             .create(&self.config.container_cgroup(&record.id))?;
         let record = ContainerRecord {
@@ -93,7 +93,8 @@ impl Host {
             let _ = cgroup.remove();
             return Err(error.into());
         }
-        if let Err(error) = self.enforce(&mut datapath, &record, &ports, &cgroup) {
+        let history = super::run::cgroup_history(made_now);
+        if let Err(error) = self.enforce(&mut datapath, &record, &ports, &cgroup, history) {
             self.release(&mut datapath, &record, Disposition::Keep(previous_exit))?;
             return Err(error);
         }

@@ -1,6 +1,9 @@
 //! `stats`: each container's traffic, live from the kernel maps or, once it exited, from its
 //! record.
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +85,7 @@ impl Host {
         let records: Vec<ContainerRecord> = if references.is_empty() {
             (self.store.list()?.into_iter())
                 .filter(|record| all || record.state.is_live())
+                .map(Arc::unwrap_or_clone)
                 .collect()
         } else {
             (references.iter())
@@ -105,7 +109,7 @@ impl Host {
 pub struct MetricsSnapshot {
     /// Every container, exited ones with their last figures.
     pub stats: Vec<ContainerStats>,
-    pub records: Vec<ContainerRecord>,
+    pub records: Vec<Arc<ContainerRecord>>,
     pub health: DatapathHealth,
     /// Denials of processes outside every container (host protection).
     pub host_denials: DenialCounts,

@@ -8,6 +8,8 @@
 //! the previous one is withdrawn; the record is saved settled and the reservation trimmed.
 //! A failure before the flip puts everything back; a crash leaves `update_in_progress`, and
 //! the container's next update or release searches the whole owner table for its slots.
+use std::sync::Arc;
+
 use super::{
     run::{claims, kernel_policy},
     Host, HostError,
@@ -206,6 +208,7 @@ impl Host {
     fn reserve_both(&self, updated: &ContainerRecord, held: &[OwnedPort]) -> Result<(), HostError> {
         let mut records = self.store.list()?;
         for record in records.iter_mut().filter(|r| r.id == updated.id) {
+            let record = Arc::make_mut(record);
             let old = held.iter().map(|&port| PortClaim {
                 port,
                 addresses: None,
@@ -265,7 +268,7 @@ impl Host {
 fn check_room(
     datapath: &Datapath,
     updated: &ContainerRecord,
-    records: &[ContainerRecord],
+    records: &[Arc<ContainerRecord>],
 ) -> Result<(), HostError> {
     let footprint = Footprint::of(&kernel_policy(updated)?, &updated.ports)
         .map_err(|error| HostError::Invalid(error.to_string()))?;

@@ -13,7 +13,7 @@
 //! containers are never removed, and a port an update takes away keeps its row until the
 //! container goes, so admission counts every row present plus every row a live container's
 //! traffic could still create: then no live container's packet ever finds the table full.
-use std::{collections::HashSet, fmt};
+use std::{collections::HashSet, fmt, sync::Arc};
 
 use hostnetd_common::{
     traffic::{class_of, TrafficKey, CLASS_OTHER, CLASS_TCP, CLASS_UDP},
@@ -176,7 +176,7 @@ fn count(n: usize) -> u32 {
 /// it will own, `records` every container's record (the live ones count).
 pub fn check_new_container(
     tables: &HostTables,
-    records: &[ContainerRecord],
+    records: &[Arc<ContainerRecord>],
     footprint: Footprint,
     ports: &[OwnedPort],
 ) -> Result<(), TableFull> {
@@ -196,7 +196,7 @@ pub fn check_new_container(
 /// attempt left under it; `ports` are the ports it will own, beside those it owns now.
 pub fn check_update(
     tables: &HostTables,
-    records: &[ContainerRecord],
+    records: &[Arc<ContainerRecord>],
     cgroup_id: u64,
     footprint: Footprint,
     ports: &[OwnedPort],
@@ -307,7 +307,7 @@ impl Rows<'_> {
     /// row present and every row a live container may still create.
     fn room(
         &self,
-        records: &[ContainerRecord],
+        records: &[Arc<ContainerRecord>],
         asker: Asker,
         cgroup_id: u64,
         ports: &[OwnedPort],
@@ -438,7 +438,7 @@ mod tests {
     #[test]
     fn a_new_container_fits_exactly_up_to_the_capacity() {
         let tables = tables(100, 90);
-        let live = [record("a", "a")];
+        let live = [Arc::new(record("a", "a"))];
         assert_eq!(
             check_new_container(&tables, &live, footprint(10, 10, 10), &[]),
             Ok(())
@@ -470,7 +470,7 @@ mod tests {
     #[test]
     fn an_update_needs_room_for_both_generations_less_what_it_clears_first() {
         let mut tables = tables(100, 60);
-        let live = [record("a", "a")];
+        let live = [Arc::new(record("a", "a"))];
         // 60 in force; the next generation's 60 would make 120.
         let refused = check_update(&tables, &live, 7, footprint(0, 60, 0), &[]).unwrap_err();
         assert_eq!((refused.used, refused.needed), (60, 60));
@@ -507,7 +507,7 @@ mod tests {
     fn containers_are_bounded_by_the_policy_and_denial_tables() {
         let mut tables = tables(3, 0);
         tables.traffic.capacity = 100;
-        let live = [record("a", "a")];
+        let live = [Arc::new(record("a", "a"))];
         tables.policies.add(8, 0);
         // Three denial rows: the host's and two containers'.
         let full = check_new_container(&tables, &live, footprint(0, 0, 0), &[]).unwrap_err();
@@ -527,7 +527,7 @@ mod tests {
     fn traffic_rows_count_what_live_containers_may_still_create() {
         let mut tables = tables(10, 0);
         // Container 7 owns 20080/tcp: three class rows and one port row kept, none present.
-        let live = [record("a", "a")];
+        let live = [Arc::new(record("a", "a"))];
         // A stale row of a port it no longer owns, and one of its kept rows.
         tables
             .traffic
@@ -573,7 +573,7 @@ mod tests {
         let mut tables = tables(10, 0);
         tables.traffic.capacity = 1000;
         tables.device_traffic.capacity = 2;
-        let live = [record("a", "a")];
+        let live = [Arc::new(record("a", "a"))];
         assert_eq!(
             check_new_container(&tables, &live, footprint(0, 0, 0), &[TCP_80]),
             Ok(())

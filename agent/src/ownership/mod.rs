@@ -7,6 +7,7 @@ pub mod sockets;
 use std::{
     collections::{BTreeSet, HashSet},
     fmt,
+    sync::Arc,
 };
 
 use hostnetd_common::PortOwner;
@@ -96,7 +97,7 @@ fn conflicts_message(conflicts: &[Conflict]) -> String {
 /// what it bound on a port an update took away, and may be given the port back.
 pub fn check_available(
     owners: &OwnerTable,
-    records: &[ContainerRecord],
+    records: &[Arc<ContainerRecord>],
     procfs: &ProcFs,
     ports: &[OwnedPort],
     own: Option<&str>,
@@ -125,7 +126,7 @@ pub fn host_conflicts(
     procfs: &ProcFs,
     ports: &[OwnedPort],
     own: Option<&str>,
-    records: &[ContainerRecord],
+    records: &[Arc<ContainerRecord>],
 ) -> Result<Vec<Conflict>, OwnershipError> {
     let wanted: Vec<_> = ports.iter().map(|p| (p.proto, p.port)).collect();
     let hostnetd_pids = hostnetd_processes(records);
@@ -141,7 +142,7 @@ pub fn host_conflicts(
         {
             continue;
         }
-        let holders = procfs.socket_holders(socket.inode, &hostnetd_pids);
+        let holders = procfs.socket_holders(&socket, &hostnetd_pids);
         let owns_it = |dir: &str| !holders.is_empty() && holders.iter().all(|h| h.is_within(dir));
         if own.is_some_and(owns_it) {
             continue;
@@ -153,7 +154,7 @@ pub fn host_conflicts(
 }
 
 /// This process, and each live container's supervisor and init.
-fn hostnetd_processes(records: &[ContainerRecord]) -> HashSet<u32> {
+fn hostnetd_processes(records: &[Arc<ContainerRecord>]) -> HashSet<u32> {
     let containers = (records.iter())
         .filter(|record| record.state.is_live())
         .flat_map(|record| [Some(record.supervisor.pid), record.pid])
@@ -161,7 +162,7 @@ fn hostnetd_processes(records: &[ContainerRecord]) -> HashSet<u32> {
     containers.chain([std::process::id()]).collect()
 }
 
-fn owned_conflict(port: OwnedPort, owner: PortOwner, records: &[ContainerRecord]) -> Conflict {
+fn owned_conflict(port: OwnedPort, owner: PortOwner, records: &[Arc<ContainerRecord>]) -> Conflict {
     match records
         .iter()
         .find(|record| record.cgroup.id == owner.cgroup_id)
@@ -208,7 +209,7 @@ pub fn release(owners: &mut OwnerTable, record: &ContainerRecord) -> Result<(), 
 pub fn sync_reserved_ports(
     store: &Store,
     reserved: &ReservedPorts,
-    records: &[ContainerRecord],
+    records: &[Arc<ContainerRecord>],
 ) -> Result<(), OwnershipError> {
     let wanted: BTreeSet<u16> = records
         .iter()

@@ -31,6 +31,8 @@ pub struct BoundSocket {
     pub local: SocketAddr,
     pub inode: u64,
     pub state: u8,
+    /// The cgroup of the process that made it, where the kernel says (sock_diag, 5.7 on).
+    pub cgroup_id: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +72,8 @@ pub struct ProcFs {
     root: PathBuf,
     /// Ask the kernel through sock_diag (the host's own /proc), else read the tables.
     sock_diag: bool,
+    /// The cgroup2 mount, to look for a socket's holder first in the cgroup that made it.
+    cgroup2: Option<PathBuf>,
 }
 
 impl ProcFs {
@@ -77,12 +81,16 @@ impl ProcFs {
         Self {
             root: root.into(),
             sock_diag: false,
+            cgroup2: None,
         }
     }
 
-    pub fn host() -> Self {
+    /// The host's /proc, its sockets asked of the kernel, their holders looked for first in
+    /// the cgroup (on the cgroup2 mount `cgroup2`) that made each.
+    pub fn host(cgroup2: &Path) -> Self {
         Self {
             sock_diag: true,
+            cgroup2: Some(cgroup2.to_path_buf()),
             ..Self::new("/proc")
         }
     }
@@ -117,29 +125,59 @@ impl ProcFs {
         Ok(sockets)
     }
 
-    /// The processes with a descriptor for socket `inode`; vanished or hidden ones are skipped.
+    /// The processes with a descriptor for `socket`; vanished or hidden ones are skipped.
+    ///
+    /// They are looked for first among the processes of the cgroup that made the socket: on
+    /// a host that groups its services in cgroups, that is the service, whatever else runs.
+    /// Only when none there holds it (it was handed to another process, or its maker moved
+    /// or exited) is every process searched.
     ///
     /// `hostnetd_pids` (supervisors and container inits) are searched only when no other
     /// process holds the socket: each container adds two, and a socket on a port it owns is
     /// named by the owner table, not by this search. Looking through them first would make
     /// every refused admission slower with each container running.
-    pub fn socket_holders(&self, inode: u64, hostnetd_pids: &HashSet<u32>) -> Vec<SocketHolder> {
+    pub fn socket_holders(
+        &self,
+        socket: &BoundSocket,
+        hostnetd_pids: &HashSet<u32>,
+    ) -> Vec<SocketHolder> {
+        let target = format!("socket:[{}]", socket.inode);
+        if let Some(makers) = self.processes_of_cgroup(socket.cgroup_id) {
+            let holders = self.holders_among(makers, &target, hostnetd_pids);
+            if !holders.is_empty() {
+                return holders;
+            }
+        }
         let Ok(entries) = fs::read_dir(&self.root) else {
             return Vec::new();
         };
-        let target = format!("socket:[{inode}]");
-        let (ours, others): (Vec<u32>, Vec<u32>) = entries
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        let every = entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok());
+        self.holders_among(every.collect(), &target, hostnetd_pids)
+    }
+
+    fn processes_of_cgroup(&self, cgroup_id: Option<u64>) -> Option<Vec<u32>> {
+        crate::sys::cgroup::processes_of_id(self.cgroup2.as_deref()?, cgroup_id?).ok()
+    }
+
+    /// Those of `pids` that hold `target`, hostnetd's own searched only when no other does.
+    fn holders_among(
+        &self,
+        pids: Vec<u32>,
+        target: &str,
+        hostnetd_pids: &HashSet<u32>,
+    ) -> Vec<SocketHolder> {
+        let (ours, others): (Vec<u32>, Vec<u32>) = pids
+            .into_iter()
             .partition(|pid| hostnetd_pids.contains(pid));
-        let holders_among = |pids: Vec<u32>| -> Vec<SocketHolder> {
+        let holders_in = |pids: Vec<u32>| -> Vec<SocketHolder> {
             (pids.into_iter())
-                .filter(|pid| self.holds(*pid, &target))
+                .filter(|pid| self.holds(*pid, target))
                 .map(|pid| self.holder(pid))
                 .collect()
         };
-        let holders = holders_among(others);
+        let holders = holders_in(others);
         if holders.is_empty() {
-            holders_among(ours)
+            holders_in(ours)
         } else {
             holders
         }
@@ -210,6 +248,7 @@ fn diag_bound(wanted: &[(Proto, u16)]) -> io::Result<Vec<BoundSocket>> {
                         local: s.local,
                         inode: s.inode,
                         state: s.state,
+                        cgroup_id: s.cgroup_id,
                     }),
             );
         }
@@ -266,6 +305,7 @@ fn parse_row(row: &str, proto: Proto) -> Option<BoundSocket> {
         local,
         inode,
         state,
+        cgroup_id: None,
     })
 }
 
@@ -302,6 +342,17 @@ mod tests {
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(root.join("net")).unwrap();
         root
+    }
+
+    /// A socket the fake /proc's processes may hold, made by no cgroup known.
+    fn socket(inode: u64) -> BoundSocket {
+        BoundSocket {
+            proto: Proto::Tcp,
+            local: "127.0.0.1:20000".parse().unwrap(),
+            inode,
+            state: TCP_LISTEN,
+            cgroup_id: None,
+        }
     }
 
     fn row(local: &str, state: &str, inode: u64) -> String {
@@ -372,7 +423,7 @@ mod tests {
         fs::write(root.join("42/cgroup"), "0::/hostnetd/abc/ctr\n").unwrap();
         fs::create_dir_all(root.join("43/fd")).unwrap();
         std::os::unix::fs::symlink("socket:[999]", root.join("43/fd/3")).unwrap();
-        let holders = ProcFs::new(&root).socket_holders(12345, &HashSet::new());
+        let holders = ProcFs::new(&root).socket_holders(&socket(12345), &HashSet::new());
         assert_eq!(holders.len(), 1);
         assert_eq!(holders[0].to_string(), "pid 42 (busybox httpd -f)");
         assert!(holders[0].is_within("/hostnetd/abc"));
@@ -397,7 +448,7 @@ mod tests {
         let procfs = ProcFs::new(&root);
         let ours = HashSet::from([50, 51]);
         let pids = |socket| -> Vec<u32> {
-            (procfs.socket_holders(socket, &ours).iter())
+            (procfs.socket_holders(&self::socket(socket), &ours).iter())
                 .map(|holder| holder.pid)
                 .collect()
         };
@@ -439,9 +490,20 @@ mod tests {
     fn the_real_host_shows_a_socket_this_test_binds() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let found = ProcFs::host().find_bound(&[(Proto::Tcp, port)]).unwrap();
+        let cgroup2 = crate::sys::cgroup::Cgroup2::host().unwrap();
+        let host = ProcFs::host(cgroup2.mount());
+        let found = host.find_bound(&[(Proto::Tcp, port)]).unwrap();
         assert_eq!(found.len(), 1);
-        let holders = ProcFs::host().socket_holders(found[0].inode, &HashSet::new());
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let own_id =
+            std::os::unix::fs::MetadataExt::ino(&fs::metadata(cgroup2.path_of(own)).unwrap());
+        assert_eq!(
+            found[0].cgroup_id,
+            Some(own_id),
+            "the kernel names the maker's cgroup"
+        );
+        let holders = host.socket_holders(&found[0], &HashSet::new());
         assert_eq!(holders.first().map(|h| h.pid), Some(std::process::id()));
     }
 }

@@ -1,9 +1,9 @@
 //! Process plumbing for monitors and clients: becoming a container's parent, collecting its
 //! exit status, detaching into a new session, signals, ids and times.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
     process::Child,
     sync::{Arc, Mutex, OnceLock, PoisonError},
 };
@@ -68,19 +68,31 @@ pub fn in_new_session(command: &mut std::process::Command) -> &mut std::process:
 /// The liveness of processes asked after again and again: the daemon checks every container's
 /// supervisor on each command, and reading each one's /proc/PID/stat every time made every
 /// command slower with each container. A pidfd, opened once and checked then against the
-/// recorded start time, answers each later question with one poll(2); it also sees a
-/// supervisor that died but was not reaped, which /proc still shows.
+/// recorded start time, says when its process exits; it also sees a supervisor that died but
+/// was not reaped, which /proc still shows. The pidfds sit in one epoll set, so that a check
+/// of them all ([`LivenessCache::dead_among`]) is one epoll_wait that names only those that
+/// exited, not a poll(2) each.
 pub struct LivenessCache {
-    watched: Mutex<HashMap<ProcessIdentity, OwnedFd>>,
+    watched: Mutex<Watched>,
     /// Descriptors this process may spend on it: past that, processes are checked through
     /// /proc as before.
     most: usize,
 }
 
+#[derive(Default)]
+struct Watched {
+    pidfds: HashMap<ProcessIdentity, OwnedFd>,
+    /// The epoll set of `pidfds`; None where epoll cannot be had (each is then polled).
+    exits: Option<OwnedFd>,
+}
+
 impl Default for LivenessCache {
     fn default() -> Self {
         Self {
-            watched: Mutex::default(),
+            watched: Mutex::new(Watched {
+                pidfds: HashMap::new(),
+                exits: epoll_create().ok(),
+            }),
             most: pidfd_budget(),
         }
     }
@@ -89,11 +101,35 @@ impl Default for LivenessCache {
 impl LivenessCache {
     pub fn is_alive(&self, process: &ProcessIdentity) -> bool {
         let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(pidfd) = watched.get(process) {
-            if let Some(exited) = has_exited(pidfd) {
-                return !exited;
+        if let Some(exited) = watched.pidfds.get(process).and_then(has_exited) {
+            return !exited;
+        }
+        self.watch(&mut watched, process)
+    }
+
+    /// Those of `processes` that are not alive, with one look at every watched process.
+    pub fn dead_among<'a>(
+        &self,
+        processes: impl IntoIterator<Item = &'a ProcessIdentity>,
+    ) -> HashSet<ProcessIdentity> {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        let exited = watched.exited();
+        let mut dead = HashSet::new();
+        for process in processes {
+            let alive = match (watched.pidfds.get(process), &exited) {
+                (Some(pidfd), Some(exited)) => !exited.contains(&pidfd.as_raw_fd()),
+                (Some(pidfd), None) => has_exited(pidfd) == Some(false),
+                (None, _) => self.watch(&mut watched, process),
+            };
+            if !alive {
+                dead.insert(*process);
             }
         }
+        dead
+    }
+
+    /// Whether `process` is alive, watching it from now on if it is.
+    fn watch(&self, watched: &mut Watched, process: &ProcessIdentity) -> bool {
         let pidfd = match pidfd_open(process.pid) {
             Ok(pidfd) => pidfd,
             Err(error) if error.raw_os_error() == Some(libc::ESRCH) => return false,
@@ -105,17 +141,82 @@ impl LivenessCache {
         if !process.is_alive() {
             return false;
         }
-        if watched.len() < self.most {
-            watched.insert(*process, pidfd);
+        if watched.pidfds.len() < self.most {
+            let added = watched
+                .exits
+                .as_ref()
+                .is_none_or(|exits| epoll_add(exits, &pidfd).is_ok());
+            if added {
+                watched.pidfds.insert(*process, pidfd);
+            }
         }
         true
     }
 
-    /// Stops watching the processes `keep` refuses, closing their descriptors.
+    /// Stops watching the processes `keep` refuses, closing their descriptors (which takes
+    /// them out of the epoll set).
     pub fn retain(&self, keep: impl Fn(&ProcessIdentity) -> bool) {
         let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
-        watched.retain(|process, _| keep(process));
+        watched.pidfds.retain(|process, _| keep(process));
     }
+}
+
+impl Watched {
+    /// The pidfds whose process has exited; None when the epoll set cannot say.
+    fn exited(&self) -> Option<HashSet<RawFd>> {
+        let exits = self.exits.as_ref()?;
+        // Room for every watched pidfd: one call names them all, however many exited.
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; self.pidfds.len().max(1)];
+        loop {
+            // SAFETY: the buffer holds `events.len()` entries; no wait.
+            let ready = unsafe {
+                libc::epoll_wait(
+                    exits.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    0,
+                )
+            };
+            if ready >= 0 {
+                let ready = &events[..ready as usize];
+                return Some(ready.iter().map(|event| event.u64 as RawFd).collect());
+            }
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return None;
+            }
+        }
+    }
+}
+
+fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just opened, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds `pidfd` to `epoll`, level-triggered: it stays ready from its process's exit on.
+fn epoll_add(epoll: &OwnedFd, pidfd: &OwnedFd) -> io::Result<()> {
+    let mut event = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: pidfd.as_raw_fd() as u64,
+    };
+    // SAFETY: valid descriptors and an event that lives across the call.
+    let rc = unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            pidfd.as_raw_fd(),
+            &mut event,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
@@ -333,7 +434,8 @@ mod tests {
             start_time: process.start_time + 1,
             ..process
         }));
-        assert_eq!(watch.watched.lock().unwrap().len(), 1);
+        assert_eq!(watch.watched.lock().unwrap().pidfds.len(), 1);
+        assert!(watch.dead_among([&process]).is_empty());
         // SAFETY: signalling the child this test started.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         // Seen dead as soon as it exits, before it is reaped: /proc still shows a zombie.
@@ -342,10 +444,11 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "never seen to exit");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        assert_eq!(watch.dead_among([&process]), HashSet::from([process]));
         assert_eq!(wait_exit_code(pid).unwrap(), 137);
         assert!(!watch.is_alive(&process));
         watch.retain(|_| false);
-        assert!(watch.watched.lock().unwrap().is_empty());
+        assert!(watch.watched.lock().unwrap().pidfds.is_empty());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::{
     net::IpAddr,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -36,7 +36,9 @@ use crate::{
     sys::{
         cgroup::ContainerCgroup,
         files::{self, lock_file, read_json, write_json, write_json_with, Durability, FileError},
+        listing::KeptListing,
         process::ProcessIdentity,
+        safe_remove::{self, RemoveError},
     },
 };
 
@@ -48,6 +50,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("container reference {reference:?} is ambiguous: it matches {matches}")]
     Ambiguous { reference: String, matches: String },
+    #[error(transparent)]
+    Remove(#[from] RemoveError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,14 +225,14 @@ pub struct Store {
     dir: PathBuf,
     /// Records as last read, by file name: the daemon lists every record on each command, and
     /// parsing hundreds of unchanged files again made each command slower with every container.
-    cache: Mutex<HashMap<OsString, (FileStamp, ContainerRecord)>>,
+    cache: Mutex<HashMap<OsString, (FileStamp, Arc<ContainerRecord>)>>,
     /// The daemon's listing, kept whole while inotify names no change ([`Store::watch`]).
     watched: Mutex<Option<WatchedRecords>>,
 }
 
 struct WatchedRecords {
     watch: watch::DirectoryWatch,
-    records: HashMap<OsString, ContainerRecord>,
+    records: HashMap<OsString, Arc<ContainerRecord>>,
 }
 
 fn is_record_file(name: &Path) -> bool {
@@ -310,10 +314,11 @@ impl Store {
     }
 
     /// Every record, oldest first. Files unchanged since this process last read them are not
-    /// read again.
-    pub fn list(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+    /// read again, and the records are shared, not copied: the daemon lists them all on
+    /// every command.
+    pub fn list(&self) -> Result<Vec<Arc<ContainerRecord>>, StoreError> {
         let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut records: Vec<ContainerRecord> = match watched.as_mut() {
+        let mut records: Vec<Arc<ContainerRecord>> = match watched.as_mut() {
             Some(watched) => {
                 self.catch_up(watched)?;
                 watched.records.values().cloned().collect()
@@ -338,7 +343,7 @@ impl Store {
                         continue;
                     }
                     match read_stamped(&dir.join(&name))? {
-                        Some((_, record)) => watched.records.insert(name, record),
+                        Some((_, record)) => watched.records.insert(name, Arc::new(record)),
                         None => watched.records.remove(&name),
                     };
                 }
@@ -348,11 +353,11 @@ impl Store {
     }
 
     /// Every record file, read.
-    fn read_all(&self) -> Result<HashMap<OsString, ContainerRecord>, StoreError> {
+    fn read_all(&self) -> Result<HashMap<OsString, Arc<ContainerRecord>>, StoreError> {
         let mut records = HashMap::new();
         for entry in self.record_files()? {
             if let Some((_, record)) = read_stamped(&entry.path())? {
-                records.insert(entry.file_name(), record);
+                records.insert(entry.file_name(), Arc::new(record));
             }
         }
         Ok(records)
@@ -371,7 +376,7 @@ impl Store {
         Ok(files)
     }
 
-    fn list_unwatched(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+    fn list_unwatched(&self) -> Result<Vec<Arc<ContainerRecord>>, StoreError> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let mut records = Vec::new();
         let mut listed = HashSet::new();
@@ -386,7 +391,7 @@ impl Store {
             listed.insert(name);
         }
         cache.retain(|name, _| listed.contains(name));
-        records.sort_by_key(|record: &ContainerRecord| record.created_at);
+        records.sort_by_key(|record: &Arc<ContainerRecord>| record.created_at);
         Ok(records)
     }
 
@@ -397,14 +402,14 @@ impl Store {
             .iter()
             .find(|r| r.name == reference || r.id == reference)
         {
-            return Ok(record.clone());
+            return Ok(ContainerRecord::clone(record));
         }
         let matches: Vec<_> = records
             .into_iter()
             .filter(|r| r.id.starts_with(reference))
             .collect();
         match matches.as_slice() {
-            [one] => Ok(one.clone()),
+            [one] => Ok(ContainerRecord::clone(one)),
             [] => Err(StoreError::NotFound(reference.to_string())),
             many => Err(StoreError::Ambiguous {
                 reference: reference.to_string(),
@@ -513,16 +518,18 @@ impl Store {
     }
 
     /// Removes writable layers no record accounts for (a crash between `rm` and its cleanup).
-    pub fn remove_orphan_writable_layers(&self, known: &HashSet<&str>) -> Result<(), StoreError> {
+    pub fn remove_orphan_writable_layers(
+        &self,
+        known: &HashSet<&str>,
+        listing: &KeptListing,
+    ) -> Result<(), StoreError> {
         let dir = self.dir.join("rootfs");
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return Ok(());
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in listing.names(&dir) {
             if !known.contains(name.as_str()) {
-                let path = entry.path();
-                fs::remove_dir_all(&path).map_err(io_error("remove", &path))?;
+                let path = dir.join(name);
+                // The upper and work directories of an overlay: nothing is mounted below,
+                // and the removal would stop at a mount if something were.
+                safe_remove::remove_tree(&path)?;
             }
         }
         Ok(())
@@ -550,11 +557,11 @@ impl Store {
 
 /// The record in `path`, from `cache` when the file is the version cached there.
 fn read_cached(
-    cache: &mut HashMap<OsString, (FileStamp, ContainerRecord)>,
+    cache: &mut HashMap<OsString, (FileStamp, Arc<ContainerRecord>)>,
     name: &OsStr,
     path: &Path,
     metadata: io::Result<fs::Metadata>,
-) -> Result<Option<ContainerRecord>, StoreError> {
+) -> Result<Option<Arc<ContainerRecord>>, StoreError> {
     let stamp = match metadata {
         Ok(metadata) => FileStamp::of(&metadata),
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -569,6 +576,7 @@ fn read_cached(
         cache.remove(name);
         return Ok(None);
     };
+    let record = Arc::new(record);
     if stamp.is_settled() {
         cache.insert(name.to_os_string(), (stamp, record.clone()));
     } else {
@@ -613,6 +621,13 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Stor
 pub(crate) mod tests {
     use super::*;
     use hostnetd_common::Proto;
+
+    /// The records as [`Store::list`] gives them, unshared for comparing.
+    fn listed(store: &Store) -> Vec<ContainerRecord> {
+        (store.list().unwrap().into_iter())
+            .map(Arc::unwrap_or_clone)
+            .collect()
+    }
 
     fn temp_store(tag: &str) -> (Store, PathBuf) {
         let dir = std::env::temp_dir().join(format!("hostnetd-store-{tag}-{}", std::process::id()));
@@ -721,7 +736,7 @@ pub(crate) mod tests {
         let monitor = Store::open(&dir).unwrap();
         daemon.save(&record("a1", "web")).unwrap();
         daemon.watch().unwrap();
-        assert_eq!(daemon.list().unwrap(), [record("a1", "web")]);
+        assert_eq!(listed(&daemon), [record("a1", "web")]);
         // Another process (a monitor) changes a record, adds one, and one goes.
         let mut running = record("a1", "web");
         running.state = ContainerState::Running;
@@ -729,9 +744,9 @@ pub(crate) mod tests {
         let mut second = record("b2", "db");
         second.created_at += 1;
         monitor.save(&second).unwrap();
-        assert_eq!(daemon.list().unwrap(), [running.clone(), second]);
+        assert_eq!(listed(&daemon), [running.clone(), second]);
         monitor.remove("b2").unwrap();
-        assert_eq!(daemon.list().unwrap(), [running]);
+        assert_eq!(listed(&daemon), [running]);
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -749,7 +764,7 @@ pub(crate) mod tests {
             .unwrap()
             .set_modified(old)
             .unwrap();
-        assert_eq!(store.list().unwrap(), std::slice::from_ref(&web));
+        assert_eq!(listed(&store), std::slice::from_ref(&web));
         assert_eq!(store.cache.lock().unwrap().len(), 1);
         // Read from the cache: the file's own content no longer matters while its stamp holds.
         let stamp = FileStamp::of(&fs::metadata(&path).unwrap());
@@ -759,8 +774,8 @@ pub(crate) mod tests {
             .unwrap()
             .values_mut()
             .next()
+            .map(|(_, record)| Arc::make_mut(record))
             .unwrap()
-            .1
             .name = "cached".into();
         assert_eq!(store.list().unwrap()[0].name, "cached");
         assert_eq!(stamp, FileStamp::of(&fs::metadata(&path).unwrap()));
@@ -770,7 +785,7 @@ pub(crate) mod tests {
             ..web.clone()
         };
         store.save(&renamed).unwrap();
-        assert_eq!(store.list().unwrap(), std::slice::from_ref(&renamed));
+        assert_eq!(listed(&store), std::slice::from_ref(&renamed));
         assert!(
             store.cache.lock().unwrap().is_empty(),
             "a fresh file is not cached"
@@ -786,7 +801,7 @@ pub(crate) mod tests {
         let web = record("abcdef", "web1");
         store.save(&web).unwrap();
         fs::write(dir.join("containers/abcdef.json.tmp"), b"{\"id\":").unwrap();
-        assert_eq!(store.list().unwrap(), vec![web]);
+        assert_eq!(listed(&store), vec![web]);
         fs::remove_dir_all(dir).unwrap();
     }
 

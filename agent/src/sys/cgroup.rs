@@ -99,15 +99,37 @@ impl Cgroup2 {
         self.mount.join(relative.trim_start_matches('/'))
     }
 
-    /// Creates the cgroup at `relative` (and its parents) and returns its handle.
-    pub fn create(&self, relative: &str) -> Result<ContainerCgroup, CgroupError> {
+    /// Creates the cgroup at `relative` (and its parents) and returns its handle, and whether
+    /// this call made it. The id of a cgroup made now is new: the kernel never gives an id
+    /// twice while it runs, so no table can hold entries of it yet.
+    pub fn create(&self, relative: &str) -> Result<(ContainerCgroup, bool), CgroupError> {
         let path = self.path_of(relative);
-        fs::create_dir_all(&path).map_err(|source| CgroupError::Io {
+        let io = |source| CgroupError::Io {
             action: "create",
             path: path.clone(),
             source,
-        })?;
-        self.open(relative)
+        };
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io)?;
+        }
+        let made_now = match fs::create_dir(&path) {
+            Ok(()) => true,
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(error) => return Err(io(error)),
+        };
+        Ok((self.open(relative)?, made_now))
+    }
+
+    /// Moves this process into the cgroup at `relative`, made if need be.
+    pub fn enter(&self, relative: &str) -> Result<(), CgroupError> {
+        let path = self.path_of(relative);
+        let io = |action, source| CgroupError::Io {
+            action,
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&path).map_err(|e| io("create", e))?;
+        fs::write(path.join("cgroup.procs"), "0").map_err(|e| io("enter", e))
     }
 
     /// Opens an existing cgroup at `relative`.
@@ -184,6 +206,84 @@ pub fn processes_below(path: &Path) -> Vec<u32> {
     pids
 }
 
+/// The pids directly in the cgroup whose id is `id` (its `cgroup.procs`), found from the id
+/// alone: the id is the cgroup directory's kernfs file handle on the cgroup2 mount `mount`.
+/// Naming the holder of a socket through its cgroup (which sock_diag reports) then reads
+/// one small file instead of every process's descriptors.
+pub fn processes_of_id(mount: &Path, id: u64) -> io::Result<Vec<u32>> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    /// `FILEID_KERNFS`: the handle type name_to_handle_at gives for a cgroupfs directory.
+    const FILEID_KERNFS: i32 = 0xfe;
+    #[repr(C)]
+    struct KernfsHandle {
+        handle_bytes: u32,
+        handle_type: i32,
+        id: [u8; 8],
+    }
+    let mount_dir = fs::File::open(mount)?;
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id: id.to_ne_bytes(),
+    };
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: a live handle laid out as struct file_handle with its 8 bytes; returns a new
+    // descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_dir.as_raw_fd(),
+            &mut handle as *mut KernfsHandle,
+            flags,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just opened, owned by nobody else.
+    let cgroup_dir = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: a valid directory descriptor and a NUL-terminated name.
+    let procs = unsafe {
+        libc::openat(
+            cgroup_dir.as_raw_fd(),
+            c"cgroup.procs".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if procs < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just opened, owned by nobody else.
+    let mut procs = unsafe { fs::File::from_raw_fd(procs) };
+    let text = read_in_one_go(&mut procs)?;
+    Ok((text.split(|&byte| byte == b'\n'))
+        .filter_map(|line| std::str::from_utf8(line).ok()?.parse().ok())
+        .collect())
+}
+
+/// A cgroup file read with as few read(2)s as it takes: each one that does not continue where
+/// the last stopped walks the cgroup's every thread again from the start, and a root cgroup
+/// may hold thousands. The kernel fills a read as far as the file goes, so one that comes
+/// back short has reached the end; no read is spent to be told so.
+fn read_in_one_go(file: &mut fs::File) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut text = vec![0u8; 64 * 1024];
+    let mut filled = 0;
+    loop {
+        let read = match file.read(&mut text[filled..]) {
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        filled += read;
+        if read == 0 || filled < text.len() {
+            text.truncate(filled);
+            return Ok(text);
+        }
+        text.resize(text.len() * 2, 0);
+    }
+}
+
 /// Removes a cgroup directory and any child cgroups the container created, deepest first.
 fn remove_tree(path: &Path) -> io::Result<()> {
     for entry in fs::read_dir(path)? {
@@ -231,12 +331,26 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_is_found_by_its_id_alone() {
+        let cgroup2 = Cgroup2::host().expect("the host's cgroup2 mount");
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let id = fs::metadata(cgroup2.path_of(own)).unwrap().ino();
+        let pids = processes_of_id(cgroup2.mount(), id).unwrap();
+        assert!(pids.contains(&std::process::id()), "{own}: {pids:?}");
+        let gone = processes_of_id(cgroup2.mount(), u64::MAX - 1).unwrap_err();
+        assert_eq!(gone.raw_os_error(), Some(libc::ESTALE), "{gone}");
+    }
+
+    #[test]
     fn level_and_id_come_from_the_directory() {
         let root = std::env::temp_dir().join(format!("hostnetd-cg-test-{}", std::process::id()));
         let cgroup = Cgroup2 {
             mount: root.clone(),
         };
-        let created = cgroup.create("hostnetd/abc").unwrap();
+        let (created, made_now) = cgroup.create("hostnetd/abc").unwrap();
+        assert!(made_now);
+        assert!(!cgroup.create("hostnetd/abc").unwrap().1, "made before");
         assert_eq!(created.level, 2);
         assert_eq!(
             created.id,

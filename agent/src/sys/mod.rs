@@ -2,6 +2,7 @@
 //! processes, time, and removal that never crosses a mount. Nothing here knows containers.
 pub mod cgroup;
 pub mod files;
+pub mod listing;
 pub mod mounts;
 pub mod process;
 pub mod safe_remove;

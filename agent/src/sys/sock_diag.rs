@@ -16,6 +16,10 @@ const INET_DIAG_REQ_BYTECODE: u16 = 1;
 const INET_DIAG_BC_JMP: u8 = 1;
 const INET_DIAG_BC_S_GE: u8 = 2;
 const INET_DIAG_BC_S_LE: u8 = 3;
+/// The attribute carrying the cgroup id of the process that made the socket (Linux 5.7).
+const INET_DIAG_CGROUP_ID: u16 = 21;
+/// `struct inet_diag_msg`'s length; attributes follow it.
+const INET_DIAG_MSG: usize = 72;
 
 /// The kernel's TCP_LISTEN state, as sock_diag and /proc/net/tcp both give it.
 pub const TCP_LISTEN: u8 = 10;
@@ -51,6 +55,8 @@ pub struct DiagSocket {
     pub state: u8,
     /// 0 for a socket no process holds any more (an orphan, closing).
     pub inode: u64,
+    /// The cgroup of the process that made it; None before Linux 5.7.
+    pub cgroup_id: Option<u64>,
 }
 
 /// Sockets of `protocol` (IPPROTO_TCP or IPPROTO_UDP) and `family` (AF_INET or AF_INET6) in
@@ -235,7 +241,25 @@ fn parse_socket(message: &[u8]) -> Option<DiagSocket> {
         local: SocketAddr::new(ip, port),
         state,
         inode: u64::from(inode),
+        cgroup_id: attribute(message.get(INET_DIAG_MSG..)?, INET_DIAG_CGROUP_ID)
+            .and_then(|value| Some(u64::from_ne_bytes(value.get(..8)?.try_into().ok()?))),
     })
+}
+
+/// The value of the netlink attribute of type `wanted` among `attributes`.
+fn attribute(mut attributes: &[u8], wanted: u16) -> Option<&[u8]> {
+    while attributes.len() >= 4 {
+        let length = usize::from(u16::from_ne_bytes([attributes[0], attributes[1]]));
+        let kind = u16::from_ne_bytes([attributes[2], attributes[3]]);
+        if length < 4 || length > attributes.len() {
+            return None;
+        }
+        if kind == wanted {
+            return Some(&attributes[4..length]);
+        }
+        attributes = attributes.get((length + 3) & !3..).unwrap_or_default();
+    }
+    None
 }
 
 /// The ports as inclusive ranges, fewest first: neighbours merged.

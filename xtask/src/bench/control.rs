@@ -44,6 +44,8 @@ pub struct ScalePoint {
     /// Every refused admission's milliseconds, for the growth target's interval.
     pub admission_samples_ms: Vec<f64>,
     pub create_ms: f64,
+    /// Every probe's `run -d` milliseconds, for its growth target's interval.
+    pub create_samples_ms: Vec<f64>,
     pub remove_ms: f64,
     pub bind_ns: f64,
     pub bind_program_ns: Option<f64>,
@@ -305,6 +307,7 @@ fn measure_at(env: &Env, plan: &Plan, count: usize) -> anyhow::Result<ScalePoint
         admission_ms: super::stats::median(&admission),
         admission_samples_ms: admission,
         create_ms: super::stats::median(&create),
+        create_samples_ms: create,
         remove_ms: super::stats::median(&remove),
         bind_ns,
         bind_program_ns,

@@ -716,7 +716,8 @@ fn to_json(machine: &Machine, results: &Results, medians: &Medians) -> serde_jso
             json!({ "containers": p.containers, "admission_ms": p.admission_ms,
                     "create_ms": p.create_ms, "remove_ms": p.remove_ms, "bind_ns": p.bind_ns,
                     "bind_program_ns": p.bind_program_ns,
-                    "admission_samples_ms": p.admission_samples_ms })
+                    "admission_samples_ms": p.admission_samples_ms,
+                    "create_samples_ms": p.create_samples_ms })
         })
         .collect();
     json!({

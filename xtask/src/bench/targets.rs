@@ -423,27 +423,37 @@ fn control_targets(control: &ControlPlane) -> Vec<Target> {
             first.containers, last.containers
         )
     };
-    // Admission is sampled at each count (not side by side: unpaired); the bind figures are
-    // one loop each, judged by their figure.
-    let admission_interval = stats::ratio_interval(
-        &last.admission_samples_ms,
-        &first.admission_samples_ms,
-        false,
-    );
-    let admission = Target {
-        name: name("admission"),
-        figure: format!(
-            "{:.1} -> {:.1} ms ({:.2}x{})",
-            first.admission_ms,
-            last.admission_ms,
-            last.admission_ms / first.admission_ms,
-            admission_interval.map_or(String::new(), |i| format!(
-                ", 95% CI {:.2}-{:.2}x",
-                i.low, i.high
-            ))
-        ),
-        verdict: judged(admission_interval, GROWTH_TOLERANCE, Want::AtMost),
+    // Admission and `run -d` are sampled at each count (not side by side: unpaired); the
+    // bind figures are one loop each, judged by their figure.
+    let sampled = |what: &str, first_ms: f64, last_ms: f64, first: &[f64], last: &[f64]| {
+        let interval = stats::ratio_interval(last, first, false);
+        Target {
+            name: name(what),
+            figure: format!(
+                "{first_ms:.1} -> {last_ms:.1} ms ({:.2}x{})",
+                last_ms / first_ms,
+                interval.map_or(String::new(), |i| format!(
+                    ", 95% CI {:.2}-{:.2}x",
+                    i.low, i.high
+                ))
+            ),
+            verdict: judged(interval, GROWTH_TOLERANCE, Want::AtMost),
+        }
     };
+    let admission = sampled(
+        "a refused admission",
+        first.admission_ms,
+        last.admission_ms,
+        &first.admission_samples_ms,
+        &last.admission_samples_ms,
+    );
+    let create = sampled(
+        "`run -d`",
+        first.create_ms,
+        last.create_ms,
+        &first.create_samples_ms,
+        &last.create_samples_ms,
+    );
     let growth = |what: &str, unit: &str, a: Option<f64>, b: Option<f64>| Target {
         name: name(what),
         figure: match (a, b) {
@@ -456,6 +466,7 @@ fn control_targets(control: &ControlPlane) -> Vec<Target> {
     };
     vec![
         admission,
+        create,
         growth(
             "bind() in a container",
             "ns",
