@@ -116,11 +116,13 @@ impl LivenessCache {
         let exited = watched.exited();
         let mut dead = HashSet::new();
         for process in processes {
-            let alive = match (watched.pidfds.get(process), &exited) {
-                (Some(pidfd), Some(exited)) => !exited.contains(&pidfd.as_raw_fd()),
-                (Some(pidfd), None) => has_exited(pidfd) == Some(false),
-                (None, _) => self.watch(&mut watched, process),
+            let known = match (watched.pidfds.get(process), &exited) {
+                (Some(pidfd), Some(exited)) => Some(!exited.contains(&pidfd.as_raw_fd())),
+                (Some(pidfd), None) => has_exited(pidfd).map(|exited| !exited),
+                (None, _) => None,
             };
+            // Not watched, or its pidfd cannot say: looked at afresh, as `is_alive` does.
+            let alive = known.unwrap_or_else(|| self.watch(&mut watched, process));
             if !alive {
                 dead.insert(*process);
             }
