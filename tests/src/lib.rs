@@ -417,6 +417,24 @@ impl TestHost {
         assert_empty_dir(&self.pin_root().join("containers"), "link pins");
         assert_empty_dir(&self.host.scratch().join("run/containers"), "bundles");
     }
+
+    /// Every monitor gone from the monitors' cgroup, within a few seconds: a monitor ends
+    /// just after its container is released.
+    fn assert_monitors_gone(&self) {
+        let procs = self
+            .cgroup_parent_path()
+            .join(MONITORS_CGROUP)
+            .join("cgroup.procs");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = std::fs::read_to_string(&procs).unwrap_or_default();
+            if left.trim().is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "monitors left running: {left}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Default for TestHost {
@@ -494,26 +512,6 @@ fn run_args<'a>(ports: &'a str, extra: &[&'a str], command: &[&'a str]) -> Vec<&
 
 /// The cgroup the monitors run in, below the cgroup parent: not a container's.
 const MONITORS_CGROUP: &str = "monitors";
-
-impl TestHost {
-    /// Every monitor gone from the monitors' cgroup, within a few seconds: a monitor ends
-    /// just after its container is released.
-    fn assert_monitors_gone(&self) {
-        let procs = self
-            .cgroup_parent_path()
-            .join(MONITORS_CGROUP)
-            .join("cgroup.procs");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = std::fs::read_to_string(&procs).unwrap_or_default();
-            if left.trim().is_empty() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "monitors left running: {left}");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// Asserts that `path` has no directory but the monitors' cgroup.
 fn assert_empty_dir(path: &Path, what: &str) {

@@ -37,15 +37,17 @@ fn a_second_web_server_is_refused_before_start_naming_the_owner() {
 }
 
 /// A host process (netprobe) holding UDP `port` on every address, once it says it does.
-fn hold_udp_port(port: &str) -> std::process::Child {
-    let mut holder = Command::new(netprobe())
-        .args(["bind", "udp", "0.0.0.0", port, "hold"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn holder");
+fn hold_udp_port(port: &str) -> KillOnDrop {
+    let mut holder = KillOnDrop::new(
+        Command::new(netprobe())
+            .args(["bind", "udp", "0.0.0.0", port, "hold"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn holder"),
+    );
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().expect("stdout")),
+        &mut std::io::BufReader::new(holder.child().stdout.as_mut().expect("stdout")),
         &mut line,
     )
     .expect("holder output");
@@ -59,32 +61,24 @@ fn a_port_bound_by_a_host_process_is_refused_naming_the_process() {
         return;
     }
     let host = TestHost::new();
-    let mut holder = hold_udp_port("20210");
+    let holder = hold_udp_port("20210");
     let output = host.run_to_end("20210/udp", &[], &["true"]);
-    let _ = holder.kill();
-    let _ = holder.wait();
+    let pid = holder.pid();
+    drop(holder);
     assert!(!output.status.success(), "{}", describe(&output));
     let message = stderr(&output);
-    let expected = format!(
-        "port 20210/udp is already bound on the host by pid {}",
-        holder.id()
-    );
+    let expected = format!("port 20210/udp is already bound on the host by pid {pid}");
     assert!(message.contains(&expected), "{message}");
     assert!(message.contains("netprobe"), "{message}");
     host.assert_no_container_left();
 }
 
-/// A process this test moved into a cgroup of its own; killed, and the cgroup removed, on drop.
-struct MovedProcess {
-    child: std::process::Child,
-    cgroup: std::path::PathBuf,
-}
+/// A cgroup this test made, removed (once empty) on drop.
+struct TestCgroup(std::path::PathBuf);
 
-impl Drop for MovedProcess {
+impl Drop for TestCgroup {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir(&self.cgroup);
+        let _ = std::fs::remove_dir(&self.0);
     }
 }
 
@@ -96,28 +90,24 @@ fn a_port_held_from_another_cgroup_than_the_sockets_is_refused_naming_the_holder
         return;
     }
     let host = TestHost::new();
-    let child = hold_udp_port("20212");
-    let mut parent = host.cgroup_parent_path().into_os_string();
-    parent.push("-moved");
-    let holder = MovedProcess {
-        child,
-        cgroup: parent.into(),
-    };
-    std::fs::create_dir(&holder.cgroup).expect("create the holder's new cgroup");
-    std::fs::write(
-        holder.cgroup.join("cgroup.procs"),
-        holder.child.id().to_string(),
-    )
-    .expect("move the holder");
+    let mut path = host.cgroup_parent_path().into_os_string();
+    path.push("-moved");
+    let moved = TestCgroup(path.into());
+    std::fs::create_dir(&moved.0).expect("create the holder's new cgroup");
+    // Declared after the cgroup, so dropped (killed) before the cgroup is removed.
+    let holder = hold_udp_port("20212");
+    std::fs::write(moved.0.join("cgroup.procs"), holder.pid().to_string())
+        .expect("move the holder");
     let output = host.run_to_end("20212/udp", &[], &["true"]);
     assert!(!output.status.success(), "{}", describe(&output));
     let message = stderr(&output);
     let expected = format!(
         "port 20212/udp is already bound on the host by pid {}",
-        holder.child.id()
+        holder.pid()
     );
     assert!(message.contains(&expected), "{message}");
     drop(holder);
+    drop(moved);
     host.assert_no_container_left();
 }
 

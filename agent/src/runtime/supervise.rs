@@ -79,7 +79,6 @@ pub struct LivenessCache {
     most: usize,
 }
 
-#[derive(Default)]
 struct Watched {
     pidfds: HashMap<ProcessIdentity, OwnedFd>,
     /// The epoll set of `pidfds`; None where epoll cannot be had (each is then polled).
