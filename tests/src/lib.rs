@@ -324,15 +324,12 @@ impl TestHost {
         self.host.daemon_pid()
     }
 
-    /// Whether the daemon of the pid file is alive (a zombie awaiting its reaper is not).
+    /// Whether the daemon of the pid file is alive. A zombie awaiting its reaper is not, but
+    /// only once all its threads are gone too: a killed daemon's leader turns zombie while
+    /// its other threads still hold the listening socket, which then accepts a connection
+    /// only to drop it. A pidfd turns readable exactly when the whole thread group is gone.
     pub fn daemon_running(&self) -> bool {
-        self.daemon_pid().is_some_and(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rsplit(')')
-                    .next()
-                    .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-            })
-        })
+        self.daemon_pid().is_some_and(thread_group_alive)
     }
 
     /// The daemon's API socket.
@@ -621,4 +618,24 @@ pub fn sample_image(file: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Whether any thread of the process `pid` still runs (false once it is reaped or is a
+/// zombie whose every thread has exited).
+fn thread_group_alive(pid: i32) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the descriptor was just opened and is owned here alone.
+    let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let mut poll = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready == 0
 }

@@ -186,10 +186,12 @@ fn a_changed_attach_mode_moves_the_tc_programs_over() {
     assert!(stop.status.success(), "{}", describe(&stop));
     // A daemon started again with another mode, while the first left its filters in place.
     host.set_env("HOSTNETD_TC_ATTACH", "netlink");
-    assert!(host.exec(&["ps"]).status.success());
+    let restarted = host.exec(&["ps"]);
+    assert!(restarted.status.success(), "{}", describe(&restarted));
     kill_daemon(&host);
     host.set_env("HOSTNETD_TC_ATTACH", "tcx");
-    assert!(host.exec(&["ps"]).status.success());
+    let switched = host.exec(&["ps"]);
+    assert!(switched.status.success(), "{}", describe(&switched));
     assert!(
         !has_clsact(&devices.bare),
         "clsact filters left after the switch"
