@@ -175,3 +175,41 @@ fn a_killed_monitor_is_reconciled_by_the_next_command() {
     assert_eq!(probe_results(&output), vec![0], "{}", describe(&output));
     host.assert_no_container_left();
 }
+
+#[test]
+fn the_root_filesystem_is_mounted_where_the_host_never_sees_it() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut host = TestHost::new();
+    let probe = netprobe();
+    host.start("hidden-root", "20410/tcp", &[&probe, "sleep", "60"]);
+    let details = host.inspect("hidden-root");
+    let id = details["id"].as_str().expect("id");
+    let monitor = details["monitor_pid"].as_u64().expect("monitor_pid");
+    let rootfs = host.scratch().join("run/containers").join(id).join("rootfs");
+    let mounted_at_rootfs = |table: &str| {
+        let target = format!(" {} ", rootfs.display());
+        std::fs::read_to_string(table)
+            .unwrap_or_else(|e| panic!("{table}: {e}"))
+            .lines()
+            .filter(|line| line.contains(&target))
+            .count()
+    };
+    // runc reads and copies the host's table for every container it starts: it must not
+    // grow with each container.
+    assert_eq!(mounted_at_rootfs("/proc/self/mountinfo"), 0);
+    assert_eq!(
+        mounted_at_rootfs(&format!("/proc/{monitor}/mountinfo")),
+        1,
+        "the monitor's namespace holds the container's root"
+    );
+    // exec resolves a user against the container's own root.
+    let user = host.exec(&["exec", "--user", "nobody", "hidden-root", "id", "-u"]);
+    assert!(user.status.success(), "{}", describe(&user));
+    assert_eq!(stdout(&user).trim(), "65534");
+    let removed = host.exec(&["rm", "-f", "hidden-root"]);
+    assert!(removed.status.success(), "{}", describe(&removed));
+    host.assert_no_container_left();
+    assert_eq!(mounted_at_rootfs("/proc/self/mountinfo"), 0);
+}

@@ -1,7 +1,11 @@
 //! `exec`: a process started in a running container as its own main process runs: the same
 //! capabilities, namespaces, cgroup (and so the same ports and policy) and environment, with
 //! the request's command, additions to the environment, user and working directory.
-use std::{ffi::OsString, fs, path::Path};
+use std::{
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use serde_json::{json, Value};
 
@@ -56,7 +60,13 @@ impl Host {
         let config: Value = serde_json::from_str(&text).map_err(|e| {
             HostError::Invalid(format!("corrupt bundle {}: {e}", config_path.display()))
         })?;
-        let process = exec_process(&config["process"], request, &bundle.join("rootfs"))?;
+        // The root filesystem is mounted in the monitor's namespace only: the container's own
+        // root, as its first process sees it, is where its users are.
+        let root = match record.pid {
+            Some(pid) => PathBuf::from(format!("/proc/{pid}/root")),
+            None => bundle.join("rootfs"),
+        };
+        let process = exec_process(&config["process"], request, &root)?;
         if !request.detach {
             let argv = self.runc.exec_argv(&record.id, request.tty, None);
             return Ok(ExecStart::ForCaller { argv, process });

@@ -1,5 +1,7 @@
 //! `hostnetd monitor ID`: the process that owns one container's life, independent of the
-//! daemon. It holds the container's stdio and writes its log, starts it through runc, waits
+//! daemon. It mounts the container's root filesystem in a mount namespace of its own (the
+//! host's never shows it), holds the container's stdio and writes its log, starts it through
+//! runc, waits
 //! for it, applies the restart policy (the ports stay owned across restarts), records the exit
 //! code and finally releases everything. The daemon may be stopped or killed meanwhile.
 use std::{
@@ -23,7 +25,7 @@ use crate::{
         RuntimeError,
     },
     store::{ContainerRecord, ContainerState},
-    sys::time,
+    sys::{mounts, time},
 };
 
 /// How long the output of an exited container may take to reach the log and the clients.
@@ -39,6 +41,13 @@ impl Host {
     /// The monitor's whole life; `report` receives one line once the container first runs or
     /// fails to.
     pub fn monitor(&self, id: &str, mut report: impl io::Write) -> Result<(), HostError> {
+        // First, while this process has one thread: the kernel gives a new mount namespace
+        // only to a process that shares its filesystem context with no other thread.
+        if let Err(error) = mounts::enter_private_mount_namespace() {
+            // The root filesystem is then mounted in the host's namespace, as a daemon crash
+            // recovery expects anyway; only the host's mount table grows.
+            eprintln!("hostnetd monitor: mounting in the host's mount namespace: {error}");
+        }
         leave_the_daemons_session().map_err(|e| io_error("start a session for", id, e))?;
         become_subreaper().map_err(|e| io_error("become subreaper for", id, e))?;
         if let Err(error) = self.cgroup.enter(&self.config.monitors_cgroup()) {
@@ -58,7 +67,8 @@ impl Host {
             log: &log,
             attachments: &attachments,
         };
-        let outcome = self.run_with_restarts(record, &io, &mut report);
+        let outcome = (self.mount_bundle_rootfs(&record))
+            .and_then(|()| self.run_with_restarts(record, &io, &mut report));
         let released = self.finish(id, &outcome);
         attachments.close();
         self.write_exit_file(id, outcome.as_ref().ok().copied());

@@ -257,15 +257,16 @@ impl Host {
         Ok(())
     }
 
-    /// The bundle runc runs: the root filesystem mounted, and config.json. runc's cgroup is a
-    /// child of the container's own, which holds the ports and the programs: runc removes its
-    /// cgroup when the container is deleted for a restart, and the ownership must survive that.
+    /// The bundle runc runs: config.json and the root filesystem's mount point, where the
+    /// monitor mounts it. runc's cgroup is a child of the container's own, which holds the
+    /// ports and the programs: runc removes its cgroup when the container is deleted for a
+    /// restart, and the ownership must survive that.
     fn prepare_bundle(
         &self,
         record: &ContainerRecord,
         process: &ProcessSpec,
     ) -> Result<(), HostError> {
-        let bundle = self.mount_bundle_rootfs(record)?;
+        let bundle = self.make_bundle_dir(&record.id)?;
         let mut process = process.clone();
         process.hostname = record.name.clone();
         process.env.push(format!("HOSTNAME={}", record.name));
@@ -278,12 +279,19 @@ impl Host {
         write_bundle_config(&bundle, &config)
     }
 
+    /// The container's bundle directory with an empty `rootfs` in it; returns the bundle.
+    pub(crate) fn make_bundle_dir(&self, id: &str) -> Result<PathBuf, HostError> {
+        let bundle = self.bundle_dir(id);
+        let rootfs = bundle.join("rootfs");
+        fs::create_dir_all(&rootfs).map_err(|e| io_error("create", rootfs.display(), e))?;
+        Ok(bundle)
+    }
+
     /// Mounts the container's root filesystem (its image's layers under its own writable
-    /// layer, or its host directory) in its bundle; returns the bundle.
-    pub(crate) fn mount_bundle_rootfs(
-        &self,
-        record: &ContainerRecord,
-    ) -> Result<PathBuf, HostError> {
+    /// layer, or its host directory) in its bundle. The monitor does it in its own mount
+    /// namespace: the host's mount table, which runc reads and copies for every container it
+    /// starts, stays the same size however many containers run.
+    pub(crate) fn mount_bundle_rootfs(&self, record: &ContainerRecord) -> Result<(), HostError> {
         let bundle = self.bundle_dir(&record.id);
         let source = match &record.image {
             Some(image) => RootfsSource::Image {
@@ -293,7 +301,7 @@ impl Host {
             None => RootfsSource::HostDirectory(record.rootfs.clone()),
         };
         mount_rootfs(&source, &bundle.join("rootfs"))?;
-        Ok(bundle)
+        Ok(())
     }
 
     /// Starts `hostnetd monitor ID`, which outlives the daemon in a session of its own.

@@ -101,13 +101,13 @@ impl Host {
         Ok(Some(record))
     }
 
-    /// The bundle as the container first had it: its root filesystem mounted again (the same
-    /// writable layer) and its kept configuration.
+    /// The bundle as the container first had it: its kept configuration, and the mount point
+    /// where the monitor mounts its root filesystem again (the same writable layer).
     fn restore_bundle(&self, record: &ContainerRecord) -> Result<(), HostError> {
         let config = self.store.spec(&record.id)?.ok_or_else(|| {
             HostError::Invalid(format!("the configuration of {} is gone", record.name))
         })?;
-        let bundle = self.mount_bundle_rootfs(record)?;
+        let bundle = self.make_bundle_dir(&record.id)?;
         write_bundle_config(&bundle, &config)
     }
 }

@@ -1,4 +1,5 @@
-//! The kernel's mount table (/proc/self/mounts), read in one place.
+//! The kernel's mount table (/proc/self/mounts), read in one place, and a mount namespace of
+//! a process's own.
 use std::{
     io,
     path::{Path, PathBuf},
@@ -36,6 +37,33 @@ pub fn read(path: &Path) -> io::Result<Vec<Mount>> {
 /// This process's mounts.
 pub fn host() -> io::Result<Vec<Mount>> {
     read(Path::new(HOST_MOUNT_TABLE))
+}
+
+/// Moves this process into a mount namespace of its own, a copy of the current one that keeps
+/// receiving the host's mounts and unmounts (a slave) but shows none of its own to the host.
+/// Mounts made here go when the last process in the namespace exits. The process must still
+/// be single-threaded: the kernel refuses a new mount namespace to a thread sharing its
+/// filesystem context.
+pub fn enter_private_mount_namespace() -> io::Result<()> {
+    // SAFETY: unshare takes flags only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let root = c"/";
+    // SAFETY: a NUL-terminated path; no source, type or data for a propagation change.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The kernel writes spaces, tabs and backslashes in mount paths as octal escapes.
