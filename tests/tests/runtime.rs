@@ -187,7 +187,11 @@ fn the_root_filesystem_is_mounted_where_the_host_never_sees_it() {
     let details = host.inspect("hidden-root");
     let id = details["id"].as_str().expect("id");
     let monitor = details["monitor_pid"].as_u64().expect("monitor_pid");
-    let rootfs = host.scratch().join("run/containers").join(id).join("rootfs");
+    let rootfs = host
+        .scratch()
+        .join("run/containers")
+        .join(id)
+        .join("rootfs");
     let mounted_at_rootfs = |table: &str| {
         let target = format!(" {} ", rootfs.display());
         std::fs::read_to_string(table)

@@ -34,6 +34,15 @@ impl TableFill {
         }
     }
 
+    /// A table known to hold at most `entries` (whose holders are not known).
+    pub fn at_most(capacity: u32, entries: u32) -> Self {
+        let mut fill = Self::new(capacity);
+        if entries > 0 {
+            fill.held.insert((0, 0), entries);
+        }
+        fill
+    }
+
     /// Counts one entry of `cgroup_id` under `generation`.
     pub fn add(&mut self, cgroup_id: u64, generation: u32) {
         *self.held.entry((cgroup_id, generation)).or_default() += 1;
@@ -86,7 +95,42 @@ pub struct HostTables {
     pub device_traffic: RowFill,
 }
 
+/// At most how many entries the agent has written in each table it alone writes (a bound
+/// from the records: every entry is written while a record accounts for it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WrittenEntries {
+    pub bind_addresses: u32,
+    pub egress: u32,
+    pub ingress: u32,
+    pub containers: u32,
+}
+
 impl Datapath {
+    /// As [`Datapath::table_fill`], with the tables only the agent writes taken as `written`
+    /// says rather than walked: a key at a time, their walk grows with every container. The
+    /// traffic tables, which the programs also fill, are walked; the generations are unknown.
+    pub fn table_fill_within(&self, written: WrittenEntries) -> Result<HostTables, DatapathError> {
+        let maps = self.root.join("maps");
+        let capacity = |name: MapName| -> Result<u32, DatapathError> {
+            let label = name.as_str();
+            let data = MapData::from_pin(maps.join(label)).map_err(map_error(label))?;
+            Ok(data.info().map_err(map_error(label))?.max_entries())
+        };
+        Ok(HostTables {
+            bind_addresses: TableFill::at_most(
+                capacity(MapName::BindAddrs)?,
+                written.bind_addresses,
+            ),
+            egress: TableFill::at_most(capacity(MapName::EgressRules)?, written.egress),
+            ingress: TableFill::at_most(capacity(MapName::IngressRules)?, written.ingress),
+            policies: TableFill::at_most(capacity(MapName::ContainerPolicies)?, written.containers),
+            generations: BTreeMap::new(),
+            denials_capacity: capacity(MapName::Denials)?,
+            traffic: rows::<TrafficCounters>(&maps, MapName::Traffic)?,
+            device_traffic: rows::<DeviceCounters>(&maps, MapName::DeviceTraffic)?,
+        })
+    }
+
     /// How full each shared table is: a walk over every key of each (the reconciliation
     /// sweeps walk the same maps on every admission).
     pub fn table_fill(&self) -> Result<HostTables, DatapathError> {

@@ -2,7 +2,7 @@
 //! admitted once `runc create` has made their cgroup and before their first instruction,
 //! released at `runc delete`. The engine owns the process, the bundle and the cgroup; hostnetd
 //! owns the ports and the policy, exactly as for its own containers.
-use super::{run::check_room_for, Disposition, Host, HostError};
+use super::{Disposition, Host, HostError};
 use crate::{
     datapath::{Bandwidth, CgroupHistory, KernelPolicy},
     ownership,
@@ -67,7 +67,7 @@ impl Host {
             allow_raw_sockets: false,
             bandwidth: request.bandwidth,
         };
-        check_room_for(&datapath, &policy, &request.ports, &records, &ports)?;
+        self.check_room_for(&datapath, &policy, &request.ports, &records, &ports)?;
         let cgroup = self.cgroup.open(&request.cgroup)?;
         datapath.policies().add_container_level(cgroup.level)?;
         let record = ContainerRecord {

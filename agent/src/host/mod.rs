@@ -344,7 +344,7 @@ impl Host {
         // containers' supervisors are then found dead above, or it was this daemon, whose
         // successor sweeps once when it starts. Sweeping on every command would walk every
         // key of every table, a cost that grows with the containers.
-        if released || !self.swept.swap(true, Ordering::Relaxed) {
+        if released || !self.has_swept() {
             let live: HashSet<u64> = (records.iter())
                 .filter(|record| record.state.is_live())
                 .map(|record| record.cgroup.id)
@@ -353,8 +353,15 @@ impl Host {
             datapath.policies().sweep(&live)?;
             datapath.traffic().sweep(&live)?;
             datapath.owners().sweep_rows()?;
+            self.swept.store(true, Ordering::Relaxed);
         }
         Ok(records)
+    }
+
+    /// Whether this process has swept the kernel's tables clean of entries no live record
+    /// accounts for (an admission may then count entries from the records).
+    pub(crate) fn has_swept(&self) -> bool {
+        self.swept.load(Ordering::Relaxed)
     }
 
     /// Undoes everything a container holds, in the reverse order of acquisition, then keeps its

@@ -11,7 +11,7 @@ use std::{
 
 use super::{Disposition, Host, HostError};
 use crate::{
-    datapath::{Bandwidth, CgroupHistory, Datapath, KernelPolicy},
+    datapath::{usage::WrittenEntries, Bandwidth, CgroupHistory, Datapath, KernelPolicy},
     images::{self, ImageRecord, RunConfig},
     ownership::{
         self,
@@ -180,7 +180,7 @@ impl Host {
         }
         let ports: Vec<OwnedPort> = resolved.ports.ports().collect();
         ownership::check_available(datapath.owners_ref(), &records, &self.procfs, &ports, None)?;
-        check_room(&datapath, request, resolved, &records, &ports)?;
+        check_room(self, &datapath, request, resolved, &records, &ports)?;
         let (cgroup, made_now) = self.cgroup.create(&self.config.container_cgroup(&id))?;
         let record = ContainerRecord {
             id,
@@ -381,6 +381,7 @@ pub(crate) fn cgroup_history(made_now: bool) -> CgroupHistory {
 /// Refuses a container whose addresses, rules or traffic rows do not fit in the host's shared
 /// tables, before anything of it exists.
 fn check_room(
+    host: &Host,
     datapath: &Datapath,
     request: &RunRequest,
     resolved: &Resolved,
@@ -393,24 +394,57 @@ fn check_room(
         allow_raw_sockets: false,
         bandwidth: request.bandwidth,
     };
-    check_room_for(datapath, &policy, &resolved.ports, records, ports)
+    host.check_room_for(datapath, &policy, &resolved.ports, records, ports)
 }
 
-/// Refuses a container with `policy` and `declarations` when the host's shared tables have
-/// no room for it.
-pub(crate) fn check_room_for(
-    datapath: &Datapath,
-    policy: &KernelPolicy,
-    declarations: &PortDeclarations,
-    records: &[Arc<ContainerRecord>],
-    ports: &[OwnedPort],
-) -> Result<(), HostError> {
-    let footprint = Footprint::of(policy, &claims(declarations))
-        .map_err(|error| HostError::Invalid(error.to_string()))?;
-    let tables = datapath.table_fill()?;
-    Ok(capacity::check_new_container(
-        &tables, records, footprint, ports,
-    )?)
+impl Host {
+    /// Refuses a container with `policy` and `declarations` when the host's shared tables have
+    /// no room for it. Where the records' own footprints leave room, the tables need no walk:
+    /// each entry is written while a record accounts for it, once this process has swept away
+    /// what none does, and an update a crash left half done (both generations) is walked.
+    pub(crate) fn check_room_for(
+        &self,
+        datapath: &Datapath,
+        policy: &KernelPolicy,
+        declarations: &PortDeclarations,
+        records: &[Arc<ContainerRecord>],
+        ports: &[OwnedPort],
+    ) -> Result<(), HostError> {
+        let footprint = Footprint::of(policy, &claims(declarations))
+            .map_err(|error| HostError::Invalid(error.to_string()))?;
+        if let Some(written) = self.written_entries(records) {
+            let bound = datapath.table_fill_within(written)?;
+            if capacity::check_new_container(&bound, records, footprint, ports).is_ok() {
+                return Ok(());
+            }
+        }
+        let tables = datapath.table_fill()?;
+        Ok(capacity::check_new_container(
+            &tables, records, footprint, ports,
+        )?)
+    }
+
+    /// At most what the records' containers hold in the tables only the agent writes; None
+    /// when the records cannot tell (not swept yet, an update left half done, a record whose
+    /// policy does not parse).
+    fn written_entries(&self, records: &[Arc<ContainerRecord>]) -> Option<WrittenEntries> {
+        if !self.has_swept() || records.iter().any(|record| record.update_in_progress) {
+            return None;
+        }
+        let mut written = WrittenEntries {
+            containers: u32::try_from(records.len()).ok()?,
+            ..WrittenEntries::default()
+        };
+        for record in records {
+            let footprint = Footprint::of(&kernel_policy(record).ok()?, &record.ports).ok()?;
+            written.bind_addresses = written
+                .bind_addresses
+                .checked_add(footprint.bind_addresses)?;
+            written.egress = written.egress.checked_add(footprint.egress_prefixes)?;
+            written.ingress = written.ingress.checked_add(footprint.ingress_prefixes)?;
+        }
+        Some(written)
+    }
 }
 
 /// The process as the image configures it, with the request's overrides applied the way

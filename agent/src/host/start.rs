@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{
-    run::{check_room_for, kernel_policy, write_bundle_config},
+    run::{kernel_policy, write_bundle_config},
     Disposition, Host, HostError,
 };
 use crate::{
@@ -67,7 +67,7 @@ impl Host {
             .map_err(|error| HostError::Invalid(format!("container {}: {error}", record.name)))?;
         let ports: Vec<OwnedPort> = record.ports.iter().map(|claim| claim.port).collect();
         ownership::check_available(datapath.owners_ref(), &records, &self.procfs, &ports, None)?;
-        check_room_for(
+        self.check_room_for(
             &datapath,
             &kernel_policy(&record)?,
             &declarations,
