@@ -50,10 +50,7 @@ impl Host {
         }
         leave_the_daemons_session().map_err(|e| io_error("start a session for", id, e))?;
         become_subreaper().map_err(|e| io_error("become subreaper for", id, e))?;
-        if let Err(error) = self.cgroup.enter(&self.config.monitors_cgroup()) {
-            // It works as well from the daemon's cgroup; only the holder search is slower.
-            eprintln!("hostnetd monitor: staying in the daemon's cgroup: {error}");
-        }
+        self.move_to_monitors_cgroup();
         let record = self.adopt(id)?;
         let log_path = self.store.log_path(id);
         let log = LogWriter::open(&log_path, record.log_limits)
@@ -77,6 +74,25 @@ impl Host {
             let _ = writeln!(report, "{MONITOR_FAILED} {error}");
         }
         released.and(outcome.map(drop))
+    }
+
+    /// Moves this process into the monitors' cgroup, beside the start rather than before it:
+    /// a move waits for an RCU grace period (the kernel's cgroup threadgroup lock, 6-16 ms on
+    /// an idle host), and nothing of the start needs it done. Until then, and if it fails,
+    /// the monitor works as well from the daemon's cgroup; only the holder search is slower.
+    fn move_to_monitors_cgroup(&self) {
+        let cgroup = self.cgroup.clone();
+        let monitors = self.config.monitors_cgroup();
+        let moved = thread::Builder::new()
+            .name("cgroup-move".into())
+            .spawn(move || {
+                if let Err(error) = cgroup.enter(&monitors) {
+                    eprintln!("hostnetd monitor: staying in the daemon's cgroup: {error}");
+                }
+            });
+        if let Err(error) = moved {
+            eprintln!("hostnetd monitor: staying in the daemon's cgroup: {error}");
+        }
     }
 
     /// Makes this process the container's recorded supervisor.
