@@ -217,3 +217,34 @@ fn the_root_filesystem_is_mounted_where_the_host_never_sees_it() {
     host.assert_no_container_left();
     assert_eq!(mounted_at_rootfs("/proc/self/mountinfo"), 0);
 }
+
+#[test]
+fn a_listing_whose_reader_went_away_ends_by_sigpipe_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt as _;
+    if skip_unless_root() {
+        return;
+    }
+    let mut host = TestHost::new();
+    let probe = netprobe();
+    host.start("piped", "20420/tcp", &[&probe, "sleep", "60"]);
+    // `hostnetd ps | head -0`: the reader is gone before anything is written.
+    let mut child = host
+        .hostnetd()
+        .arg("ps")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn hostnetd ps");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait for hostnetd ps");
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "{}",
+        describe(&output)
+    );
+    assert!(output.stderr.is_empty(), "{}", describe(&output));
+    let removed = host.exec(&["rm", "-f", "piped"]);
+    assert!(removed.status.success(), "{}", describe(&removed));
+    host.assert_no_container_left();
+}

@@ -205,6 +205,9 @@ enum Command {
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Command::Daemon | Command::Monitor { .. }) {
+        end_quietly_on_a_closed_pipe();
+    }
     // Generated from the command line alone: no settings, no daemon.
     match &cli.command {
         Command::Completion { shell } => return completion::completion(*shell, Cli::command()),
@@ -355,6 +358,14 @@ fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A command whose reader went away (`hostnetd ps | head`) ends as docker's does, silently
+/// by SIGPIPE, rather than panicking on the failed print: Rust ignores SIGPIPE by default.
+/// Not for the daemon and the monitors, which write to sockets whose peers may go at any time.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: restoring a signal's default disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 fn monitor(settings: &Settings, id: &str, cgroup2: Option<&Path>) -> anyhow::Result<ExitCode> {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData, PerCpuHashMap};
 use hostnetd_common::{
-    traffic::{Denials, DeviceCounters, TrafficCounters, TrafficKey},
+    traffic::{DeviceCounters, TrafficCounters, TrafficKey},
     BindAddrKey, ContainerPolicy, MapName, PrefixKey, PrefixRules,
 };
 
@@ -95,56 +95,52 @@ pub struct HostTables {
     pub device_traffic: RowFill,
 }
 
-/// At most how many entries the agent has written in each table it alone writes (a bound
-/// from the records: every entry is written while a record accounts for it).
+/// At most how many prefixes the agent has written in each rule trie (a bound from the
+/// records: every entry is written while a record accounts for it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WrittenEntries {
-    pub bind_addresses: u32,
+pub struct WrittenRules {
     pub egress: u32,
     pub ingress: u32,
-    pub containers: u32,
 }
 
 impl Datapath {
-    /// As [`Datapath::table_fill`], with the tables only the agent writes taken as `written`
-    /// says rather than walked: a key at a time, their walk grows with every container. The
-    /// traffic tables, which the programs also fill, are walked; the generations are unknown.
-    pub fn table_fill_within(&self, written: WrittenEntries) -> Result<HostTables, DatapathError> {
-        let maps = self.root.join("maps");
-        let capacity = |name: MapName| -> Result<u32, DatapathError> {
-            let label = name.as_str();
-            let data = MapData::from_pin(maps.join(label)).map_err(map_error(label))?;
-            Ok(data.info().map_err(map_error(label))?.max_entries())
-        };
-        Ok(HostTables {
-            bind_addresses: TableFill::at_most(
-                capacity(MapName::BindAddrs)?,
-                written.bind_addresses,
-            ),
-            egress: TableFill::at_most(capacity(MapName::EgressRules)?, written.egress),
-            ingress: TableFill::at_most(capacity(MapName::IngressRules)?, written.ingress),
-            policies: TableFill::at_most(capacity(MapName::ContainerPolicies)?, written.containers),
-            generations: BTreeMap::new(),
-            denials_capacity: capacity(MapName::Denials)?,
-            traffic: rows::<TrafficCounters>(&maps, MapName::Traffic)?,
-            device_traffic: rows::<DeviceCounters>(&maps, MapName::DeviceTraffic)?,
-        })
-    }
-
     /// How full each shared table is: a walk over every key of each (the reconciliation
     /// sweeps walk the same maps on every admission).
     pub fn table_fill(&self) -> Result<HostTables, DatapathError> {
         let maps = self.root.join("maps");
-        let (capacity, addrs) =
-            open::<HashMap<MapData, BindAddrKey, u8>>(&maps, &MapName::BindAddrs)?;
-        let mut bind_addresses = TableFill::new(capacity);
+        Ok(HostTables {
+            egress: trie_fill(&maps, MapName::EgressRules)?,
+            ingress: trie_fill(&maps, MapName::IngressRules)?,
+            ..self.hash_table_fill(&maps)?
+        })
+    }
+
+    /// As [`Datapath::table_fill`], with the rule tries taken as `written` says rather than
+    /// walked: the kernel walks a trie a key per system call, each finding its place again
+    /// from the root, and with hundreds of containers that walk was most of an admission.
+    /// The hash tables are still walked: the programs add traffic rows, and the others are
+    /// cheap to walk and exact whoever wrote them.
+    pub fn table_fill_within(&self, written: WrittenRules) -> Result<HostTables, DatapathError> {
+        let maps = self.root.join("maps");
+        Ok(HostTables {
+            egress: TableFill::at_most(capacity(&maps, MapName::EgressRules)?, written.egress),
+            ingress: TableFill::at_most(capacity(&maps, MapName::IngressRules)?, written.ingress),
+            ..self.hash_table_fill(&maps)?
+        })
+    }
+
+    /// Every table but the rule tries, walked.
+    fn hash_table_fill(&self, maps: &std::path::Path) -> Result<HostTables, DatapathError> {
+        let (addrs_capacity, addrs) =
+            open::<HashMap<MapData, BindAddrKey, u8>>(maps, &MapName::BindAddrs)?;
+        let mut bind_addresses = TableFill::new(addrs_capacity);
         for key in addrs.keys() {
             let key = key.map_err(map_error(MapName::BindAddrs.as_str()))?;
             bind_addresses.add(key.cgroup_id, u32::from(key.generation));
         }
-        let (capacity, policies) =
-            open::<HashMap<MapData, u64, ContainerPolicy>>(&maps, &MapName::ContainerPolicies)?;
-        let mut fill = TableFill::new(capacity);
+        let (policies_capacity, policies) =
+            open::<HashMap<MapData, u64, ContainerPolicy>>(maps, &MapName::ContainerPolicies)?;
+        let mut fill = TableFill::new(policies_capacity);
         let mut generations = BTreeMap::new();
         for entry in policies.iter() {
             let (cgroup_id, policy) =
@@ -152,19 +148,23 @@ impl Datapath {
             fill.add(cgroup_id, 0);
             generations.insert(cgroup_id, policy.generation & 1);
         }
-        let (denials_capacity, _) =
-            open::<PerCpuHashMap<MapData, u64, Denials>>(&maps, &MapName::Denials)?;
         Ok(HostTables {
             bind_addresses,
-            egress: trie_fill(&maps, MapName::EgressRules)?,
-            ingress: trie_fill(&maps, MapName::IngressRules)?,
+            egress: TableFill::default(),
+            ingress: TableFill::default(),
             policies: fill,
             generations,
-            denials_capacity,
-            traffic: rows::<TrafficCounters>(&maps, MapName::Traffic)?,
-            device_traffic: rows::<DeviceCounters>(&maps, MapName::DeviceTraffic)?,
+            denials_capacity: capacity(maps, MapName::Denials)?,
+            traffic: rows::<TrafficCounters>(maps, MapName::Traffic)?,
+            device_traffic: rows::<DeviceCounters>(maps, MapName::DeviceTraffic)?,
         })
     }
+}
+
+fn capacity(maps: &std::path::Path, name: MapName) -> Result<u32, DatapathError> {
+    let label = name.as_str();
+    let data = MapData::from_pin(maps.join(label)).map_err(map_error(label))?;
+    Ok(data.info().map_err(map_error(label))?.max_entries())
 }
 
 fn trie_fill(maps: &std::path::Path, name: MapName) -> Result<TableFill, DatapathError> {

@@ -11,7 +11,7 @@ use std::{
 
 use super::{Disposition, Host, HostError};
 use crate::{
-    datapath::{usage::WrittenEntries, Bandwidth, CgroupHistory, Datapath, KernelPolicy},
+    datapath::{usage::WrittenRules, Bandwidth, CgroupHistory, Datapath, KernelPolicy},
     images::{self, ImageRecord, RunConfig},
     ownership::{
         self,
@@ -399,9 +399,10 @@ fn check_room(
 
 impl Host {
     /// Refuses a container with `policy` and `declarations` when the host's shared tables have
-    /// no room for it. Where the records' own footprints leave room, the tables need no walk:
-    /// each entry is written while a record accounts for it, once this process has swept away
-    /// what none does, and an update a crash left half done (both generations) is walked.
+    /// no room for it. Where the records' own footprints leave room in the rule tries, those
+    /// need no walk: each prefix is written while a record accounts for it, once this process
+    /// has swept away what none does; an update a crash left half done (both generations)
+    /// is walked, as is every refusal, which states the maps' own figures.
     pub(crate) fn check_room_for(
         &self,
         datapath: &Datapath,
@@ -412,7 +413,7 @@ impl Host {
     ) -> Result<(), HostError> {
         let footprint = Footprint::of(policy, &claims(declarations))
             .map_err(|error| HostError::Invalid(error.to_string()))?;
-        if let Some(written) = self.written_entries(records) {
+        if let Some(written) = self.written_rules(records) {
             let bound = datapath.table_fill_within(written)?;
             if capacity::check_new_container(&bound, records, footprint, ports).is_ok() {
                 return Ok(());
@@ -424,24 +425,20 @@ impl Host {
         )?)
     }
 
-    /// At most what the records' containers hold in the tables only the agent writes; None
-    /// when the records cannot tell (not swept yet, an update left half done, a record whose
-    /// policy does not parse).
-    fn written_entries(&self, records: &[Arc<ContainerRecord>]) -> Option<WrittenEntries> {
+    /// At most what the records' containers hold in the rule tries: each rule gives at most
+    /// one prefix (rules on one prefix share its entry), so the rules are counted, not
+    /// compiled (compiling is quadratic in a container's rules). None when the records cannot
+    /// tell: not swept yet, or an update left half done.
+    fn written_rules(&self, records: &[Arc<ContainerRecord>]) -> Option<WrittenRules> {
         if !self.has_swept() || records.iter().any(|record| record.update_in_progress) {
             return None;
         }
-        let mut written = WrittenEntries {
-            containers: u32::try_from(records.len()).ok()?,
-            ..WrittenEntries::default()
-        };
+        let mut written = WrittenRules::default();
         for record in records {
-            let footprint = Footprint::of(&kernel_policy(record).ok()?, &record.ports).ok()?;
-            written.bind_addresses = written
-                .bind_addresses
-                .checked_add(footprint.bind_addresses)?;
-            written.egress = written.egress.checked_add(footprint.egress_prefixes)?;
-            written.ingress = written.ingress.checked_add(footprint.ingress_prefixes)?;
+            let egress = record.egress_allow.len() + record.egress_deny.len();
+            let ingress = record.ingress_allow.len();
+            written.egress = written.egress.checked_add(u32::try_from(egress).ok()?)?;
+            written.ingress = written.ingress.checked_add(u32::try_from(ingress).ok()?)?;
         }
         Some(written)
     }
