@@ -180,7 +180,7 @@ impl Host {
         }
         let ports: Vec<OwnedPort> = resolved.ports.ports().collect();
         ownership::check_available(datapath.owners_ref(), &records, &self.procfs, &ports, None)?;
-        check_room(self, &datapath, request, resolved, &records, &ports)?;
+        self.check_room(&datapath, request, resolved, &records, &ports)?;
         let (cgroup, made_now) = self.cgroup.create(&self.config.container_cgroup(&id))?;
         let record = ContainerRecord {
             id,
@@ -378,26 +378,26 @@ pub(crate) fn cgroup_history(made_now: bool) -> CgroupHistory {
     }
 }
 
-/// Refuses a container whose addresses, rules or traffic rows do not fit in the host's shared
-/// tables, before anything of it exists.
-fn check_room(
-    host: &Host,
-    datapath: &Datapath,
-    request: &RunRequest,
-    resolved: &Resolved,
-    records: &[Arc<ContainerRecord>],
-    ports: &[OwnedPort],
-) -> Result<(), HostError> {
-    let policy = KernelPolicy {
-        egress: request.egress.clone(),
-        ingress: request.ingress.clone(),
-        allow_raw_sockets: false,
-        bandwidth: request.bandwidth,
-    };
-    host.check_room_for(datapath, &policy, &resolved.ports, records, ports)
-}
-
 impl Host {
+    /// Refuses a container whose addresses, rules or traffic rows do not fit in the host's
+    /// shared tables, before anything of it exists.
+    fn check_room(
+        &self,
+        datapath: &Datapath,
+        request: &RunRequest,
+        resolved: &Resolved,
+        records: &[Arc<ContainerRecord>],
+        ports: &[OwnedPort],
+    ) -> Result<(), HostError> {
+        let policy = KernelPolicy {
+            egress: request.egress.clone(),
+            ingress: request.ingress.clone(),
+            allow_raw_sockets: false,
+            bandwidth: request.bandwidth,
+        };
+        self.check_room_for(datapath, &policy, &resolved.ports, records, ports)
+    }
+
     /// Refuses a container with `policy` and `declarations` when the host's shared tables have
     /// no room for it. Where the records' own footprints leave room in the rule tries, those
     /// need no walk: each prefix is written while a record accounts for it, once this process
